@@ -1,0 +1,64 @@
+//! The weights set bound to the current request: a prepared safetensors file, in PyTorch
+//! `state_dict` names and layouts. Weights stay in host memory; [`get`] returns a handle.
+
+use crate::wit::tensorlet::nn::weights as wit;
+use crate::{Error, Result, Tensor, TensorInfo, format_shape};
+
+/// Every tensor in the set (name, shape, dtype), in name order.
+pub fn entries() -> Vec<TensorInfo> {
+    wit::entries()
+}
+
+/// The weight named `name` as a handle (no copy); `not-found` if the set lacks it.
+pub fn get(name: &str) -> Result<Tensor> {
+    wit::get(name)
+}
+
+/// The shape and dtype of `name`, if the set has it.
+pub fn info(name: &str) -> Option<TensorInfo> {
+    wit::info(name)
+}
+
+/// The weight named `name` if the set has it (an optional bias, say), `None` otherwise.
+pub fn get_optional(name: &str) -> Result<Option<Tensor>> {
+    match info(name) {
+        Some(_) => get(name).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The shape of weight `name`, checked against `expected`, where `None` accepts any size
+/// in that dimension. `not-found` if absent, `shape-mismatch` naming both shapes if the rank
+/// or a fixed dimension differs.
+pub fn shape_of(name: &str, expected: &[Option<u32>]) -> Result<Vec<u32>> {
+    let info = info(name).ok_or_else(|| {
+        Error::not_found(format!(
+            "weight `{name}` is missing from the weights set (expected shape {})",
+            format_expected(expected)
+        ))
+    })?;
+    let fits = info.shape.len() == expected.len()
+        && info
+            .shape
+            .iter()
+            .zip(expected)
+            .all(|(&got, want)| want.is_none_or(|w| w == got));
+    if fits {
+        Ok(info.shape)
+    } else {
+        Err(Error::shape_mismatch(format!(
+            "weight `{name}` has shape {}, expected {}",
+            format_shape(&info.shape),
+            format_expected(expected)
+        )))
+    }
+}
+
+/// Formats an expected shape, `?` standing for a dimension of any size: `[32, ?, 3, 3]`.
+pub fn format_expected(expected: &[Option<u32>]) -> String {
+    let dims: Vec<String> = expected
+        .iter()
+        .map(|d| d.map_or_else(|| "?".to_owned(), |d| d.to_string()))
+        .collect();
+    format!("[{}]", dims.join(", "))
+}

@@ -163,9 +163,13 @@ fn corrupt_png_is_invalid_input() {
         None,
         &[7; 16],
     );
-    for len in [8, 12, 20, 33, good.len() - 13, good.len() - 1] {
+    // Cut inside the header, the IHDR chunk and the image data.
+    for len in [8, 12, 20, 33, good.len() - 13] {
         assert!(is_invalid_input(decode(&good[..len])), "truncated to {len}");
     }
+    // Only the trailing IEND chunk is cut: the pixels are all there, so either outcome is
+    // fine as long as there is no panic.
+    let _ = decode(&good[..good.len() - 1]);
     let mut flipped = good.clone();
     let n = flipped.len();
     flipped[n - 20] ^= 0xff;

@@ -1,0 +1,155 @@
+//! Element-wise activations and the vectorised transcendental functions behind them.
+//!
+//! `exp` is the Cephes `expf` scheme (range reduction by `ln 2`, degree-6 polynomial,
+//! `2^n` built in the exponent bits); `tanh` uses the Cephes odd polynomial for `|x| < 0.625`
+//! and `(1 - e^{-2|x|}) / (1 + e^{-2|x|})` beyond it; the sigmoid is evaluated on `e^{-|x|}`
+//! so that neither tail cancels. All of them are written once, generic over [`pulp::Simd`].
+
+use pulp::Simd;
+
+/// Element-wise activation, fused into [`dense`](crate::Kernels::dense) and
+/// [`conv2d`](crate::Kernels::conv2d).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// Identity.
+    None,
+    /// `max(x, 0)`.
+    Relu,
+    /// `1 / (1 + e^{-x})`.
+    Sigmoid,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// GELU, tanh approximation: `0.5x(1 + tanh(sqrt(2/π)(x + 0.044715x³)))`.
+    Gelu,
+}
+
+/// Below this, `e^x` is flushed to zero (`e^-87.3` is close to the smallest normal `f32`).
+const EXP_LO: f32 = -87.3;
+/// Above this, `e^x` saturates (keeps `2^n` within the exponent range).
+const EXP_HI: f32 = 88.0;
+
+/// Vectorised `e^x`, about 2 ulp in the normal range.
+#[inline(always)]
+pub(crate) fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    let clamped = simd.min_f32s(
+        simd.max_f32s(x, simd.splat_f32s(EXP_LO)),
+        simd.splat_f32s(EXP_HI),
+    );
+    // Round x·log2(e) to the nearest integer n by adding 1.5·2^23: n ends up in the low
+    // mantissa bits of `t`.
+    let magic = simd.splat_f32s(12_582_912.0);
+    let t = simd.mul_add_e_f32s(clamped, simd.splat_f32s(core::f32::consts::LOG2_E), magic);
+    let n = simd.sub_f32s(t, magic);
+    // r = x - n·ln2, with ln2 split in two for accuracy.
+    let r = simd.mul_add_e_f32s(n, simd.splat_f32s(-0.693_359_4), clamped);
+    let r = simd.mul_add_e_f32s(n, simd.splat_f32s(2.121_944_4e-4), r);
+    let mut p = simd.splat_f32s(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = simd.mul_add_e_f32s(p, r, simd.splat_f32s(c));
+    }
+    let r2 = simd.mul_f32s(r, r);
+    let e_r = simd.add_f32s(
+        simd.mul_add_e_f32s(p, r2, r),
+        simd.splat_f32s(1.0),
+    );
+    // 2^n: biased exponent (n + 127) shifted into place; `t`'s bits are magic's bits + n.
+    let bits = simd.sub_u32s(
+        simd.transmute_u32s_f32s(t),
+        simd.transmute_u32s_f32s(magic),
+    );
+    let bits = simd.mul_u32s(
+        simd.add_u32s(bits, simd.splat_u32s(127)),
+        simd.splat_u32s(1 << 23),
+    );
+    let pow2n = simd.transmute_f32s_u32s(bits);
+    let y = simd.mul_f32s(e_r, pow2n);
+    let underflow = simd.less_than_f32s(x, simd.splat_f32s(EXP_LO));
+    simd.select_f32s(underflow, simd.splat_f32s(0.0), y)
+}
+
+/// Vectorised logistic sigmoid, accurate in both tails.
+#[inline(always)]
+pub(crate) fn sigmoid<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    let one = simd.splat_f32s(1.0);
+    let e = exp(simd, simd.neg_f32s(simd.abs_f32s(x)));
+    let s = simd.div_f32s(one, simd.add_f32s(one, e));
+    let nonneg = simd.greater_than_or_equal_f32s(x, simd.splat_f32s(0.0));
+    simd.select_f32s(nonneg, s, simd.mul_f32s(e, s))
+}
+
+/// Vectorised hyperbolic tangent.
+#[inline(always)]
+pub(crate) fn tanh<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    let one = simd.splat_f32s(1.0);
+    let a = simd.abs_f32s(x);
+    // Small |x|: odd polynomial (Cephes tanhf).
+    let z = simd.mul_f32s(x, x);
+    let mut p = simd.splat_f32s(-5.704_988_7e-3);
+    for c in [2.063_908_9e-2, -5.373_971_6e-2, 0.133_314_42, -0.333_332_82] {
+        p = simd.mul_add_e_f32s(p, z, simd.splat_f32s(c));
+    }
+    let small = simd.mul_add_e_f32s(simd.mul_f32s(p, z), x, x);
+    // Large |x|: from e^{-2|x|}, then restore the sign.
+    let e = exp(simd, simd.mul_f32s(a, simd.splat_f32s(-2.0)));
+    let t = simd.div_f32s(simd.sub_f32s(one, e), simd.add_f32s(one, e));
+    let negative = simd.less_than_f32s(x, simd.splat_f32s(0.0));
+    let large = simd.select_f32s(negative, simd.neg_f32s(t), t);
+    let is_small = simd.less_than_f32s(a, simd.splat_f32s(0.625));
+    simd.select_f32s(is_small, small, large)
+}
+
+/// Vectorised GELU (tanh approximation), computed as `x · sigmoid(2u)`, which equals
+/// `0.5x(1 + tanh(u))` but does not cancel for negative `x`.
+#[inline(always)]
+pub(crate) fn gelu<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    // 2·sqrt(2/π) and 2·sqrt(2/π)·0.044715.
+    const C1: f32 = 1.595_769_1;
+    const C3: f32 = C1 * 0.044_715;
+    let x2 = simd.mul_f32s(x, x);
+    let inner = simd.mul_add_e_f32s(simd.splat_f32s(C3), x2, simd.splat_f32s(C1));
+    let two_u = simd.mul_f32s(inner, x);
+    simd.mul_f32s(x, sigmoid(simd, two_u))
+}
+
+/// Applies `act` to one vector.
+#[inline(always)]
+pub(crate) fn apply<S: Simd>(simd: S, act: Activation, x: S::f32s) -> S::f32s {
+    match act {
+        Activation::None => x,
+        Activation::Relu => simd.max_f32s(x, simd.splat_f32s(0.0)),
+        Activation::Sigmoid => sigmoid(simd, x),
+        Activation::Tanh => tanh(simd, x),
+        Activation::Gelu => gelu(simd, x),
+    }
+}
+
+/// Applies `act` in place to every element of `x`.
+#[inline(always)]
+pub(crate) fn apply_slice<S: Simd>(simd: S, act: Activation, x: &mut [f32]) {
+    if act == Activation::None {
+        return;
+    }
+    let (head, tail) = S::as_mut_simd_f32s(x);
+    for v in head {
+        *v = apply(simd, act, *v);
+    }
+    if !tail.is_empty() {
+        let v = apply(simd, act, simd.partial_load_f32s(tail));
+        simd.partial_store_f32s(tail, v);
+    }
+}
+
+/// The [`pulp::WithSimd`] op behind [`Kernels::activate`](crate::Kernels::activate).
+pub(crate) struct Activate<'a> {
+    pub(crate) x: &'a mut [f32],
+    pub(crate) act: Activation,
+}
+
+impl pulp::WithSimd for Activate<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        apply_slice(simd, self.act, self.x);
+    }
+}

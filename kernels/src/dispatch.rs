@@ -1,0 +1,91 @@
+//! SIMD level selection: [`Level`], and [`Kernels`], which holds the pulp arch token for one
+//! level so that feature detection happens once, never in a kernel.
+
+use std::sync::OnceLock;
+
+/// SIMD instruction level a [`Kernels`] runs at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Level {
+    /// Portable scalar code (pulp's `Scalar`, one lane).
+    Scalar,
+    /// x86-64-v3: AVX2 + FMA, 8 lanes (pulp `x86::V3`).
+    Avx2,
+    /// x86-64-v4: AVX-512, 16 lanes (pulp `x86::V4`).
+    Avx512,
+    /// AArch64 NEON, 4 lanes (pulp `aarch64::Neon`).
+    Neon,
+    /// WebAssembly SIMD128, 4 lanes (pulp `wasm::Simd128`); needs `+simd128` at compile time.
+    Simd128,
+}
+
+impl Level {
+    /// Every level, from the most portable to the widest.
+    pub const ALL: [Level; 5] = [
+        Level::Scalar,
+        Level::Neon,
+        Level::Simd128,
+        Level::Avx2,
+        Level::Avx512,
+    ];
+}
+
+/// The kernels at one SIMD level; dispatch is resolved once, at construction.
+///
+/// Cheap to copy. Obtain one with [`Kernels::detect`] (best level, cached) or
+/// [`Kernels::with_level`].
+#[derive(Clone, Copy, Debug)]
+pub struct Kernels {
+    level: Level,
+    arch: pulp::Arch,
+}
+
+impl Kernels {
+    /// The best level this CPU supports. Detection runs once per process; later calls return
+    /// the cached result.
+    pub fn detect() -> Kernels {
+        static DETECTED: OnceLock<Kernels> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            let best = *Self::available_levels()
+                .last()
+                .expect("scalar is always available");
+            Self::with_level(best).expect("level was just detected")
+        })
+    }
+
+    /// The kernels at `level`, or `None` if this CPU (or this build target) lacks it.
+    pub fn with_level(level: Level) -> Option<Kernels> {
+        let arch = match level {
+            Level::Scalar => Some(pulp::Arch::Scalar),
+            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+            Level::Avx2 => pulp::x86::V3::try_new().map(pulp::Arch::V3),
+            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+            Level::Avx512 => pulp::x86::V4::try_new().map(pulp::Arch::V4),
+            #[cfg(target_arch = "aarch64")]
+            Level::Neon => pulp::aarch64::Neon::try_new().map(pulp::Arch::Neon),
+            #[cfg(target_arch = "wasm32")]
+            Level::Simd128 => pulp::wasm::Simd128::try_new().map(pulp::Arch::Simd128),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }?;
+        Some(Kernels { level, arch })
+    }
+
+    /// Every level this CPU can run, [`Level::Scalar`] first and the widest last.
+    pub fn available_levels() -> Vec<Level> {
+        Level::ALL
+            .into_iter()
+            .filter(|&l| Self::with_level(l).is_some())
+            .collect()
+    }
+
+    /// The level these kernels run at.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// Runs `op` at this level.
+    #[inline(always)]
+    pub(crate) fn run<Op: pulp::WithSimd>(&self, op: Op) -> Op::Output {
+        self.arch.dispatch(op)
+    }
+}

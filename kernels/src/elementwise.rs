@@ -1,0 +1,155 @@
+//! Row-wise softmax, broadcasting add/mul, and the vector reductions they share.
+
+use pulp::Simd;
+
+use crate::activation::exp;
+
+/// Sum of `x`, four vector accumulators.
+#[inline(always)]
+pub(crate) fn sum<S: Simd>(simd: S, x: &[f32]) -> f32 {
+    let (head, tail) = S::as_simd_f32s(x);
+    let zero = simd.splat_f32s(0.0);
+    let mut acc = [zero; 4];
+    let chunks = head.chunks_exact(4);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = simd.add_f32s(*a, v);
+        }
+    }
+    for &v in rest {
+        acc[0] = simd.add_f32s(acc[0], v);
+    }
+    acc[1] = simd.add_f32s(acc[1], simd.partial_load_f32s(tail));
+    let s = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
+    simd.reduce_sum_f32s(s)
+}
+
+/// Maximum of `x` (`-inf` if empty).
+#[inline(always)]
+fn max<S: Simd>(simd: S, x: &[f32]) -> f32 {
+    let (head, tail) = S::as_simd_f32s(x);
+    let mut acc = [simd.splat_f32s(f32::NEG_INFINITY); 4];
+    let chunks = head.chunks_exact(4);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = simd.max_f32s(*a, v);
+        }
+    }
+    for &v in rest {
+        acc[0] = simd.max_f32s(acc[0], v);
+    }
+    let m = simd.max_f32s(simd.max_f32s(acc[0], acc[1]), simd.max_f32s(acc[2], acc[3]));
+    // The tail is folded in as scalars: a partial load would pad with zeros.
+    tail.iter().fold(simd.reduce_max_f32s(m), |a, &b| a.max(b))
+}
+
+/// The [`pulp::WithSimd`] op behind [`Kernels::softmax`](crate::Kernels::softmax);
+/// `x.len()` is a multiple of the non-zero `row_len`.
+pub(crate) struct Softmax<'a> {
+    pub(crate) x: &'a mut [f32],
+    pub(crate) row_len: usize,
+}
+
+impl pulp::WithSimd for Softmax<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        for row in self.x.chunks_exact_mut(self.row_len) {
+            let m = simd.splat_f32s(max(simd, row));
+            let (head, tail) = S::as_mut_simd_f32s(row);
+            let mut acc = [simd.splat_f32s(0.0); 2];
+            for (i, v) in head.iter_mut().enumerate() {
+                *v = exp(simd, simd.sub_f32s(*v, m));
+                acc[i % 2] = simd.add_f32s(acc[i % 2], *v);
+            }
+            let mut total = simd.reduce_sum_f32s(simd.add_f32s(acc[0], acc[1]));
+            if !tail.is_empty() {
+                let v = exp(simd, simd.sub_f32s(simd.partial_load_f32s(tail), m));
+                simd.partial_store_f32s(tail, v);
+                total += tail.iter().sum::<f32>();
+            }
+            let inv = 1.0 / total;
+            let inv_v = simd.splat_f32s(inv);
+            for v in head {
+                *v = simd.mul_f32s(*v, inv_v);
+            }
+            for v in tail {
+                *v *= inv;
+            }
+        }
+    }
+}
+
+/// A broadcasting binary operation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BinaryKind {
+    /// `a + b`.
+    Add,
+    /// `a * b`.
+    Mul,
+}
+
+/// `out[i..][..len] = a op b` on equal-length slices.
+#[inline(always)]
+fn binary_same<S: Simd>(simd: S, kind: BinaryKind, a: &[f32], b: &[f32], out: &mut [f32]) {
+    let (ah, at) = S::as_simd_f32s(a);
+    let (bh, bt) = S::as_simd_f32s(b);
+    let (oh, ot) = S::as_mut_simd_f32s(out);
+    let op = |x, y| match kind {
+        BinaryKind::Add => simd.add_f32s(x, y),
+        BinaryKind::Mul => simd.mul_f32s(x, y),
+    };
+    for ((o, &x), &y) in oh.iter_mut().zip(ah).zip(bh) {
+        *o = op(x, y);
+    }
+    for ((o, &x), &y) in ot.iter_mut().zip(at).zip(bt) {
+        *o = match kind {
+            BinaryKind::Add => x + y,
+            BinaryKind::Mul => x * y,
+        };
+    }
+}
+
+/// The [`pulp::WithSimd`] op behind [`Kernels::add`](crate::Kernels::add) and
+/// [`Kernels::mul`](crate::Kernels::mul): `b` is non-empty, its length divides `a.len()`, and
+/// `out.len() == a.len()`.
+pub(crate) struct Binary<'a> {
+    pub(crate) a: &'a [f32],
+    pub(crate) b: &'a [f32],
+    pub(crate) out: &'a mut [f32],
+    pub(crate) kind: BinaryKind,
+}
+
+impl pulp::WithSimd for Binary<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self { a, b, out, kind } = self;
+        if b.len() == 1 {
+            // Scalar broadcast: splat once.
+            let bv = simd.splat_f32s(b[0]);
+            let (ah, at) = S::as_simd_f32s(a);
+            let (oh, ot) = S::as_mut_simd_f32s(out);
+            for (o, &x) in oh.iter_mut().zip(ah) {
+                *o = match kind {
+                    BinaryKind::Add => simd.add_f32s(x, bv),
+                    BinaryKind::Mul => simd.mul_f32s(x, bv),
+                };
+            }
+            for (o, &x) in ot.iter_mut().zip(at) {
+                *o = match kind {
+                    BinaryKind::Add => x + b[0],
+                    BinaryKind::Mul => x * b[0],
+                };
+            }
+            return;
+        }
+        for (ac, oc) in a.chunks_exact(b.len()).zip(out.chunks_exact_mut(b.len())) {
+            binary_same(simd, kind, ac, b, oc);
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! tensorlet's compute kernels: dense (GEMM/GEMV), NCHW conv2d, pooling, activations,
+//! softmax and broadcasting element-wise ops on `f32` slices.
+//!
+//! Every kernel is written once, generic over [`pulp::Simd`], as a small struct implementing
+//! [`pulp::WithSimd`]. A [`Kernels`] value holds the pulp arch token for one [`Level`]
+//! (scalar, AVX2, AVX-512, NEON, SIMD128), chosen once by [`Kernels::detect`] or
+//! [`Kernels::with_level`]; calls dispatch through it without re-detecting features.
+//! Every entry point validates slice lengths against the shapes it is given and returns a
+//! [`KernelError`] instead of panicking. [`oracle`] has the naive reference of each op.
+//!
+//! ```
+//! use tensorlet_kernels::{Activation, Kernels};
+//!
+//! let k = Kernels::detect();
+//! // y = relu(x · wᵀ + b) for x: [1, 2], w: [2, 2].
+//! let mut y = [0.0; 2];
+//! k.dense(&[1.0, 2.0], 1, 2, &[1.0, 0.0, 0.0, -1.0], 2, Some(&[0.5, 0.5]), Activation::Relu, &mut y)?;
+//! assert_eq!(y, [1.5, 0.0]);
+//! # Ok::<(), tensorlet_kernels::KernelError>(())
+//! ```
+
+mod activation;
+mod conv;
+mod dispatch;
+mod elementwise;
+mod error;
+mod gemm;
+mod ops;
+pub mod oracle;
+mod pool;
+mod shape;
+mod validate;
+
+pub use activation::Activation;
+pub use dispatch::{Kernels, Level};
+pub use error::KernelError;
+pub use shape::{Conv2dParams, Pool2dParams, conv2d_out_shape, pool2d_out_shape};

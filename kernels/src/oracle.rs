@@ -1,0 +1,214 @@
+//! Naive scalar reference versions of every kernel, for tests and benches.
+//!
+//! Each function takes the same arguments as the [`Kernels`](crate::Kernels) method of the
+//! same name, validates them the same way, and computes the result with plain loops
+//! straight from the definition, accumulating in `f64`. No blocking, no SIMD, no cleverness.
+
+use crate::activation::Activation;
+use crate::error::KernelError;
+use crate::shape::{Conv2dParams, Pool2dParams};
+use crate::validate;
+
+/// `act(x)` in `f64`, from the textbook formulas.
+pub fn activation(act: Activation, x: f64) -> f64 {
+    match act {
+        Activation::None => x,
+        Activation::Relu => x.max(0.0),
+        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        Activation::Tanh => x.tanh(),
+        Activation::Gelu => {
+            let u = (2.0 / core::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+            0.5 * x * (1.0 + u.tanh())
+        }
+    }
+}
+
+/// Reference [`Kernels::dense`](crate::Kernels::dense).
+#[allow(clippy::too_many_arguments)]
+pub fn dense(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    validate::dense(x.len(), m, k, w.len(), n, bias.map(<[f32]>::len), out.len())?;
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = bias.map_or(0.0, |b| f64::from(b[j]));
+            for kk in 0..k {
+                s += f64::from(x[i * k + kk]) * f64::from(w[j * k + kk]);
+            }
+            out[i * n + j] = activation(act, s) as f32;
+        }
+    }
+    Ok(())
+}
+
+/// Reference [`Kernels::conv2d`](crate::Kernels::conv2d).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d(
+    x: &[f32],
+    x_shape: [usize; 4],
+    w: &[f32],
+    w_shape: [usize; 4],
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    act: Activation,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let [n, c, h, wd] = x_shape;
+    let [oc, cg, kh, kw] = w_shape;
+    let [_, _, oh, ow] = validate::conv2d(
+        x.len(),
+        x_shape,
+        w.len(),
+        w_shape,
+        bias.map(<[f32]>::len),
+        p,
+        out.len(),
+    )?;
+    let ocg = oc / p.groups;
+    for b in 0..n {
+        for o in 0..oc {
+            let g = o / ocg;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = bias.map_or(0.0, |bias| f64::from(bias[o]));
+                    for ci in 0..cg {
+                        let ch = g * cg + ci;
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let y = (oy * p.stride.0 + ky * p.dilation.0) as isize
+                                    - p.padding.0 as isize;
+                                let xx = (ox * p.stride.1 + kx * p.dilation.1) as isize
+                                    - p.padding.1 as isize;
+                                if y < 0 || xx < 0 || y as usize >= h || xx as usize >= wd {
+                                    continue;
+                                }
+                                let xv = x[((b * c + ch) * h + y as usize) * wd + xx as usize];
+                                let wv = w[((o * cg + ci) * kh + ky) * kw + kx];
+                                s += f64::from(xv) * f64::from(wv);
+                            }
+                        }
+                    }
+                    out[((b * oc + o) * oh + oy) * ow + ox] = activation(act, s) as f32;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Shared pooling loop: `reduce` folds the in-bounds window values, `finish` turns the
+/// folded value into the output.
+fn pool2d(
+    x: &[f32],
+    x_shape: [usize; 4],
+    p: &Pool2dParams,
+    out: &mut [f32],
+    init: f64,
+    reduce: impl Fn(f64, f64) -> f64,
+    finish: impl Fn(f64) -> f64,
+) -> Result<(), KernelError> {
+    let [n, c, h, w] = x_shape;
+    let [_, _, oh, ow] = validate::pool2d(x.len(), x_shape, p, out.len())?;
+    for plane in 0..n * c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = init;
+                for ky in 0..p.kernel.0 {
+                    for kx in 0..p.kernel.1 {
+                        let y = (oy * p.stride.0 + ky) as isize - p.padding.0 as isize;
+                        let xx = (ox * p.stride.1 + kx) as isize - p.padding.1 as isize;
+                        if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w {
+                            let v = x[(plane * h + y as usize) * w + xx as usize];
+                            acc = reduce(acc, f64::from(v));
+                        }
+                    }
+                }
+                out[(plane * oh + oy) * ow + ox] = finish(acc) as f32;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reference [`Kernels::max_pool2d`](crate::Kernels::max_pool2d).
+pub fn max_pool2d(
+    x: &[f32],
+    x_shape: [usize; 4],
+    p: &Pool2dParams,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    pool2d(x, x_shape, p, out, f64::NEG_INFINITY, f64::max, |v| v)
+}
+
+/// Reference [`Kernels::avg_pool2d`](crate::Kernels::avg_pool2d) (`count_include_pad=True`).
+pub fn avg_pool2d(
+    x: &[f32],
+    x_shape: [usize; 4],
+    p: &Pool2dParams,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let count = (p.kernel.0 * p.kernel.1) as f64;
+    pool2d(x, x_shape, p, out, 0.0, |a, b| a + b, |s| s / count)
+}
+
+/// Reference [`Kernels::global_avg_pool`](crate::Kernels::global_avg_pool).
+pub fn global_avg_pool(
+    x: &[f32],
+    x_shape: [usize; 4],
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let plane = validate::global_avg_pool(x.len(), x_shape, out.len())?;
+    for (i, o) in out.iter_mut().enumerate() {
+        let s: f64 = x[i * plane..(i + 1) * plane]
+            .iter()
+            .map(|&v| f64::from(v))
+            .sum();
+        *o = (s / plane as f64) as f32;
+    }
+    Ok(())
+}
+
+/// Reference [`Kernels::activate`](crate::Kernels::activate).
+pub fn activate(x: &mut [f32], act: Activation) {
+    for v in x {
+        *v = activation(act, f64::from(*v)) as f32;
+    }
+}
+
+/// Reference [`Kernels::softmax`](crate::Kernels::softmax).
+pub fn softmax(x: &mut [f32], row_len: usize) -> Result<(), KernelError> {
+    validate::softmax(x.len(), row_len)?;
+    for row in x.chunks_exact_mut(row_len) {
+        let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+        let total: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
+        for v in row {
+            *v = ((f64::from(*v) - max).exp() / total) as f32;
+        }
+    }
+    Ok(())
+}
+
+/// Reference [`Kernels::add`](crate::Kernels::add).
+pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
+    validate::broadcast(a.len(), b.len(), out.len())?;
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = a[i] + b[i % b.len()];
+    }
+    Ok(())
+}
+
+/// Reference [`Kernels::mul`](crate::Kernels::mul).
+pub fn mul(a: &[f32], b: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
+    validate::broadcast(a.len(), b.len(), out.len())?;
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = a[i] * b[i % b.len()];
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Argument validation shared by [`Kernels`](crate::Kernels) and [`oracle`](crate::oracle):
+//! every slice length is checked against its shape (overflow-checked) before any kernel runs.
+
+use crate::error::{KernelError, check_len, product};
+use crate::shape::{Conv2dParams, Pool2dParams, conv2d_out_shape, pool2d_out_shape};
+
+/// Validates [`Kernels::dense`](crate::Kernels::dense) arguments.
+pub(crate) fn dense(
+    x: usize,
+    m: usize,
+    k: usize,
+    w: usize,
+    n: usize,
+    bias: Option<usize>,
+    out: usize,
+) -> Result<(), KernelError> {
+    check_len("x", x, product("x", &[m, k])?, &format!("m={m} × k={k}"))?;
+    check_len("w", w, product("w", &[n, k])?, &format!("n={n} × k={k}"))?;
+    if let Some(bias) = bias {
+        check_len("bias", bias, n, &format!("n={n}"))?;
+    }
+    check_len("out", out, product("out", &[m, n])?, &format!("m={m} × n={n}"))
+}
+
+/// Validates [`Kernels::conv2d`](crate::Kernels::conv2d) arguments; returns the output shape.
+pub(crate) fn conv2d(
+    x: usize,
+    x_shape: [usize; 4],
+    w: usize,
+    w_shape: [usize; 4],
+    bias: Option<usize>,
+    p: &Conv2dParams,
+    out: usize,
+) -> Result<[usize; 4], KernelError> {
+    let out_shape = conv2d_out_shape(x_shape, w_shape, p)?;
+    check_len("x", x, product("x", &x_shape)?, &format!("shape {x_shape:?}"))?;
+    check_len("w", w, product("w", &w_shape)?, &format!("shape {w_shape:?}"))?;
+    if let Some(bias) = bias {
+        check_len("bias", bias, w_shape[0], "one per output channel")?;
+    }
+    check_len(
+        "out",
+        out,
+        product("out", &out_shape)?,
+        &format!("shape {out_shape:?}"),
+    )?;
+    Ok(out_shape)
+}
+
+/// Validates max/avg pooling arguments; returns the output shape.
+pub(crate) fn pool2d(
+    x: usize,
+    x_shape: [usize; 4],
+    p: &Pool2dParams,
+    out: usize,
+) -> Result<[usize; 4], KernelError> {
+    let out_shape = pool2d_out_shape(x_shape, p)?;
+    check_len("x", x, product("x", &x_shape)?, &format!("shape {x_shape:?}"))?;
+    check_len(
+        "out",
+        out,
+        product("out", &out_shape)?,
+        &format!("shape {out_shape:?}"),
+    )?;
+    Ok(out_shape)
+}
+
+/// Validates global average pooling arguments; returns `h·w`.
+pub(crate) fn global_avg_pool(
+    x: usize,
+    x_shape: [usize; 4],
+    out: usize,
+) -> Result<usize, KernelError> {
+    let [n, c, h, w] = x_shape;
+    let plane = product("x", &[h, w])?;
+    if plane == 0 {
+        return Err(KernelError::new(format!(
+            "`x_shape` {x_shape:?} has an empty spatial extent, expected h > 0 and w > 0"
+        )));
+    }
+    check_len("x", x, product("x", &x_shape)?, &format!("shape {x_shape:?}"))?;
+    check_len("out", out, product("out", &[n, c])?, &format!("n={n} × c={c}"))?;
+    Ok(plane)
+}
+
+/// Validates softmax arguments.
+pub(crate) fn softmax(x: usize, row_len: usize) -> Result<(), KernelError> {
+    if row_len == 0 {
+        return Err(KernelError::new("`row_len` is 0, expected > 0"));
+    }
+    if x % row_len != 0 {
+        return Err(KernelError::new(format!(
+            "`x` has length {x}, expected a multiple of `row_len` {row_len}"
+        )));
+    }
+    Ok(())
+}
+
+/// Validates broadcasting binary-op arguments.
+pub(crate) fn broadcast(a: usize, b: usize, out: usize) -> Result<(), KernelError> {
+    if b == 0 {
+        if a != 0 {
+            return Err(KernelError::new(format!(
+                "`b` is empty, expected a length dividing `a`'s {a}"
+            )));
+        }
+    } else if a % b != 0 {
+        return Err(KernelError::new(format!(
+            "`b` has length {b}, expected a length dividing `a`'s {a}"
+        )));
+    }
+    check_len("out", out, a, "the length of `a`")
+}

@@ -925,7 +925,7 @@ def compare(expected_path, actual_path, rtol, atol):
               % (eo["name"], err.max(initial=0), rel.max(initial=0), int(bad.sum()), e.size, atol, rtol))
         if bad.any():
             k = int(np.argmax(bad))
-            print("  first offender at flat index %d: actual %r expected %r" % (k, a[k], e[k]))
+            print("  first offender at flat index %d: actual %r expected %r" % (k, float(a[k]), float(e[k])))
             ok = False
     print("max abs err %.3e  max rel err %.3e  -> %s" % (worst_abs, worst_rel, "OK" if ok else "FAIL"))
     return 0 if ok else 1

@@ -59,7 +59,12 @@ pub struct Image {
 impl Image {
     /// An image from planar (C, H, W) samples; `invalid-input` unless `data` holds exactly
     /// `channels · height · width` samples and every dimension is positive.
-    pub fn from_planar(channels: usize, height: usize, width: usize, data: Vec<f32>) -> Result<Self> {
+    pub fn from_planar(
+        channels: usize,
+        height: usize,
+        width: usize,
+        data: Vec<f32>,
+    ) -> Result<Self> {
         let expected = channels
             .checked_mul(height)
             .and_then(|n| n.checked_mul(width));

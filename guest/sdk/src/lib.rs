@@ -48,10 +48,10 @@ pub mod wit {
 }
 
 pub use tensor::format_shape;
+pub use wit::export;
 pub use wit::exports::tensorlet::nn::function::{
     FunctionMetadata, Guest as Function, IoSpec, NamedTensor,
 };
-pub use wit::export;
 pub use wit::tensorlet::nn::ops::{Activation, Conv2dParams, Pool2dParams};
 pub use wit::tensorlet::nn::tensors::{Dtype, Error, Tensor, TensorInfo};
 

@@ -203,11 +203,23 @@ impl Function for MnistCnn {
                 "Class probabilities [N, K] (softmax), K = fc2's out-features (10 for MNIST).",
             )],
             weights: vec![
-                f32_spec("conv1.weight", &[-1, -1, 3, 3], "[c1, C, 3, 3]; c1 = 32, C = 1 for MNIST."),
+                f32_spec(
+                    "conv1.weight",
+                    &[-1, -1, 3, 3],
+                    "[c1, C, 3, 3]; c1 = 32, C = 1 for MNIST.",
+                ),
                 f32_spec("conv1.bias", &[-1], "[c1]."),
-                f32_spec("conv2.weight", &[-1, -1, 3, 3], "[c2, c1, 3, 3]; c2 = 64 for MNIST."),
+                f32_spec(
+                    "conv2.weight",
+                    &[-1, -1, 3, 3],
+                    "[c2, c1, 3, 3]; c2 = 64 for MNIST.",
+                ),
                 f32_spec("conv2.bias", &[-1], "[c2]."),
-                f32_spec("fc1.weight", &[-1, -1], "[hidden, c2·h·w]; [128, 1600] for MNIST."),
+                f32_spec(
+                    "fc1.weight",
+                    &[-1, -1],
+                    "[hidden, c2·h·w]; [128, 1600] for MNIST.",
+                ),
                 f32_spec("fc1.bias", &[-1], "[hidden]."),
                 f32_spec("fc2.weight", &[-1, -1], "[K, hidden]; [10, 128] for MNIST."),
                 f32_spec("fc2.bias", &[-1], "[K]."),
@@ -216,10 +228,7 @@ impl Function for MnistCnn {
     }
 
     fn infer(inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>> {
-        if let Some(other) = inputs
-            .iter()
-            .find(|t| t.name != "image" && t.name != "png")
-        {
+        if let Some(other) = inputs.iter().find(|t| t.name != "image" && t.name != "png") {
             return Err(Error::invalid_input(format!(
                 "unexpected input `{}`; `mnist-cnn` takes `image` or `png`",
                 other.name

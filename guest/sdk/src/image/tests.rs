@@ -36,7 +36,10 @@ fn png_bytes(
 fn assert_close(got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "got {got:?}, want {want:?}");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= 1e-6, "sample {i}: got {g}, want {w} ({got:?})");
+        assert!(
+            (g - w).abs() <= 1e-6,
+            "sample {i}: got {g}, want {w} ({got:?})"
+        );
     }
 }
 
@@ -205,14 +208,14 @@ fn pgm_16bit_big_endian() {
 #[test]
 fn bad_pgm_is_invalid_input() {
     let cases: [&[u8]; 8] = [
-        b"P5 2 1 255\n\x00",         // truncated raster
-        b"P5 2 1 0\n\x00\x00",       // maxval 0
-        b"P5 2 1 65536\n\x00\x00",   // maxval too large
-        b"P5 2 x 255\n\x00\x00",     // non-numeric height
-        b"P5 0 1 255\n",             // empty
-        b"P5 2 1 15\n\x03\x10",      // sample above maxval
-        b"P5 2 1 255",               // no raster separator
-        b"P2 2 1 255\n0 1",          // ASCII PGM
+        b"P5 2 1 255\n\x00",       // truncated raster
+        b"P5 2 1 0\n\x00\x00",     // maxval 0
+        b"P5 2 1 65536\n\x00\x00", // maxval too large
+        b"P5 2 x 255\n\x00\x00",   // non-numeric height
+        b"P5 0 1 255\n",           // empty
+        b"P5 2 1 15\n\x03\x10",    // sample above maxval
+        b"P5 2 1 255",             // no raster separator
+        b"P2 2 1 255\n0 1",        // ASCII PGM
     ];
     for bytes in cases {
         assert!(
@@ -250,7 +253,10 @@ fn luma_and_replication() {
 fn axis_taps_follow_half_pixel_centers() {
     // 2 -> 4: s = (d + 0.5)/2 - 0.5 = -0.25, 0.25, 0.75, 1.25, clamped to [0, 1].
     let taps = axis_taps(2, 4);
-    assert_eq!(taps, vec![(0, 1, 0.0), (0, 1, 0.25), (0, 1, 0.75), (1, 1, 0.0)]);
+    assert_eq!(
+        taps,
+        vec![(0, 1, 0.0), (0, 1, 0.25), (0, 1, 0.75), (1, 1, 0.0)]
+    );
     // 3 -> 2: s = (d + 0.5)·1.5 - 0.5 = 0.25, 1.75.
     assert_eq!(axis_taps(3, 2), vec![(0, 1, 0.25), (1, 2, 0.75)]);
 }

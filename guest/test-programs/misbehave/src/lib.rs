@@ -62,7 +62,9 @@ impl Function for Misbehave {
                 "count",
                 Tensor::from_f32(&[1], &[calls as f32])?,
             )]),
-            other => Err(Error::invalid_input(format!("unknown misbehaviour `{other}`"))),
+            other => Err(Error::invalid_input(format!(
+                "unknown misbehaviour `{other}`"
+            ))),
         }
     }
 }

@@ -40,14 +40,14 @@ impl Tensor {
         self.reshape(&[n, inner])
     }
 
-    /// `act(self · wᵀ + b)`: `self` is [m, k] (leading dims flattened), `w` is [n, k]
-    /// (PyTorch `Linear` layout), `b` is [n]; the result is [.., n].
+    /// `act(self · wᵀ + b)`: `self` is `[m, k]` (leading dims flattened), `w` is `[n, k]`
+    /// (PyTorch `Linear` layout), `b` is `[n]`; the result is `[.., n]`.
     pub fn dense(&self, w: &Tensor, b: Option<&Tensor>, act: Activation) -> Result<Tensor> {
         ops::dense(self, w, b, act)
     }
 
     /// 2-D convolution of NCHW `self` [n, c, h, w] with `w` [oc, c/groups, kh, kw] and
-    /// optional bias `b` [oc], fused activation; the result is [n, oc, oh, ow].
+    /// optional bias `b` `[oc]`, fused activation; the result is [n, oc, oh, ow].
     pub fn conv2d(
         &self,
         w: &Tensor,

@@ -1,8 +1,8 @@
 //! `mlp`: a two-layer perceptron, `y = fc2(sigmoid(fc1(x)))`.
 //!
 //! Input `x` [N, K] f32, where K is `fc1.weight`'s in-features (10 in the reference
-//! model). `fc1.weight` [H, K] and optional `fc1.bias` [H] with a sigmoid, then
-//! `fc2.weight` [O, H] and optional `fc2.bias` [O]; output `y` [N, O] (O = 1 in the
+//! model). `fc1.weight` [H, K] and optional `fc1.bias` `[H]` with a sigmoid, then
+//! `fc2.weight` [O, H] and optional `fc2.bias` `[O]`; output `y` [N, O] (O = 1 in the
 //! reference model). Widths come from the weights; every mismatch is reported with the
 //! offending tensor, its shape and the expected shape.
 

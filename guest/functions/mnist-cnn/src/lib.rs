@@ -27,6 +27,14 @@ use tensorlet_sdk::{
 /// The `mnist-cnn` inference function.
 struct MnistCnn;
 
+/// The input a request gave: decoded images, or an image file to decode.
+enum Input<'a> {
+    /// `image`: an NCHW f32 tensor.
+    Image(&'a Tensor),
+    /// `png`: the bytes of a PNG or PGM file.
+    File(&'a Tensor),
+}
+
 /// The network's weights, with their shapes checked against one another.
 struct Net {
     conv1: (Tensor, Tensor),
@@ -234,12 +242,12 @@ impl Function for MnistCnn {
                 other.name
             )));
         }
-        let image = NamedTensor::find(&inputs, "image");
-        let file = NamedTensor::find(&inputs, "png");
-        let net = Net::load()?;
-        let probs = match (image, file) {
-            (Some(x), None) => net.forward(x)?,
-            (None, Some(file)) => net.forward(&net.decode(file)?)?,
+        let input = match (
+            NamedTensor::find(&inputs, "image"),
+            NamedTensor::find(&inputs, "png"),
+        ) {
+            (Some(x), None) => Input::Image(x),
+            (None, Some(file)) => Input::File(file),
             (Some(_), Some(_)) => {
                 return Err(Error::invalid_input(
                     "give either `image` or `png`, not both".to_owned(),
@@ -251,6 +259,11 @@ impl Function for MnistCnn {
                     NamedTensor::names(&inputs)
                 )));
             }
+        };
+        let net = Net::load()?;
+        let probs = match input {
+            Input::Image(x) => net.forward(x)?,
+            Input::File(file) => net.forward(&net.decode(file)?)?,
         };
         Ok(vec![NamedTensor::new("probs", probs)])
     }

@@ -1,0 +1,75 @@
+//! `tensorlet run`: one request, from a JSON file, stdin or an image.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use tensorlet_host::{Error, InferenceRequest, Result};
+
+use super::{RuntimeArgs, is_path, read_input};
+
+/// Run FUNCTION (a bundled name or a .wasm/.cwasm path) on one request.
+///
+/// INPUT is an Open Inference Protocol JSON request
+/// (`{"inputs":[{"name","shape","datatype","data"}]}`), `-` for stdin, or a PNG/PGM image,
+/// which is sent as the `png` input. The response JSON goes to stdout.
+#[derive(Args, Debug)]
+pub struct RunCommand {
+    /// A bundled function name (see `tensorlet list`) or a component path.
+    function: String,
+    /// Safetensors weights; defaults to the bundled function's own weights.
+    #[arg(long, short, value_name = "FILE")]
+    weights: Option<PathBuf>,
+    /// The request: JSON, a PNG/PGM image, or `-` for stdin.
+    #[arg(long, short, value_name = "FILE")]
+    input: PathBuf,
+    /// Pretty-print the response.
+    #[arg(long)]
+    pretty: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+impl RunCommand {
+    /// Runs the request and prints the response.
+    pub fn execute(self) -> Result<()> {
+        let runtime = self.runtime.runtime()?;
+        let (function, weights) = if is_path(&self.function) {
+            let f = runtime.load_function_file(self.function.as_ref())?;
+            let w = match &self.weights {
+                Some(p) => runtime.load_weights_file(p)?,
+                None => std::sync::Arc::new(tensorlet_host::Weights::empty()),
+            };
+            (f, w)
+        } else {
+            let b = tensorlet_host::bundled::find(&self.function)?;
+            let f = runtime.load_function(b.name, b.component)?;
+            let w = match &self.weights {
+                Some(p) => runtime.load_weights_file(p)?,
+                None => runtime.load_weights(&format!("bundled {} weights", b.name), b.weights)?,
+            };
+            (f, w)
+        };
+        let bytes = read_input(&self.input)?;
+        let request = if bytes.starts_with(b"\x89PNG") || bytes.starts_with(b"P5") {
+            InferenceRequest::from_bytes_input("png", &bytes)
+        } else {
+            let text = std::str::from_utf8(&bytes).map_err(|_| {
+                Error::invalid_input(format!(
+                    "input `{}` is neither UTF-8 JSON nor a PNG/PGM image",
+                    self.input.display()
+                ))
+            })?;
+            InferenceRequest::from_json(text)
+                .map_err(|e| e.context(format!("input `{}`", self.input.display())))?
+        };
+        let response = function.infer_request(&weights, &request)?;
+        let json = if self.pretty {
+            serde_json::to_string_pretty(&response)
+        } else {
+            serde_json::to_string(&response)
+        }
+        .map_err(|e| Error::internal(format!("encoding the response: {e}")))?;
+        println!("{json}");
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! Host-owned tensors.
+//!
+//! A [`Tensor`] is a shape plus reference-counted data, so handing a weight to a request
+//! or reshaping is a pointer copy. The sandbox sees tensors only as WIT `tensor` handles
+//! that index the store's resource table; the data lives here, in host memory.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// The element type of a tensor, as the WIT `dtype` enum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// 32-bit float.
+    F32,
+    /// 16-bit IEEE float (weights, as stored; decoded to f32 when prepared).
+    F16,
+    /// bfloat16 (weights, as stored; decoded to f32 when prepared).
+    BF16,
+    /// Bytes.
+    U8,
+}
+
+impl DType {
+    /// The name safetensors uses (`F32`, `F16`, `BF16`, `U8`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+            DType::U8 => "U8",
+        }
+    }
+}
+
+/// A tensor's elements.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorData {
+    /// f32 elements (every float tensor in computation).
+    F32(Arc<[f32]>),
+    /// Raw bytes (e.g. an encoded image).
+    U8(Arc<[u8]>),
+}
+
+/// A shape and its row-major data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: TensorData,
+}
+
+/// The number of elements of `shape`, or an error naming the shape if it overflows.
+pub fn element_count(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::limit_exceeded(format!("shape {shape:?} has too many elements")))
+}
+
+impl Tensor {
+    /// An f32 tensor; `data` must hold exactly the shape's element count.
+    pub fn from_f32(shape: Vec<usize>, data: impl Into<Arc<[f32]>>) -> Result<Self> {
+        let data = data.into();
+        Self::check_len(&shape, data.len())?;
+        Ok(Tensor {
+            shape,
+            data: TensorData::F32(data),
+        })
+    }
+
+    /// A byte tensor; `data` must hold exactly the shape's element count.
+    pub fn from_u8(shape: Vec<usize>, data: impl Into<Arc<[u8]>>) -> Result<Self> {
+        let data = data.into();
+        Self::check_len(&shape, data.len())?;
+        Ok(Tensor {
+            shape,
+            data: TensorData::U8(data),
+        })
+    }
+
+    fn check_len(shape: &[usize], len: usize) -> Result<()> {
+        let expected = element_count(shape)?;
+        if expected != len {
+            return Err(Error::shape_mismatch(format!(
+                "shape {shape:?} needs {expected} elements, got {len}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Dimensions, outermost first.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match self.data {
+            TensorData::F32(_) => DType::F32,
+            TensorData::U8(_) => DType::U8,
+        }
+    }
+
+    /// The elements.
+    pub fn data(&self) -> &TensorData {
+        &self.data
+    }
+
+    /// The f32 elements, or an error naming `what` if this is not an f32 tensor.
+    pub fn f32s(&self, what: &str) -> Result<&[f32]> {
+        match &self.data {
+            TensorData::F32(d) => Ok(d),
+            TensorData::U8(_) => Err(Error::invalid_input(format!(
+                "{what}: expected an f32 tensor, got u8 with shape {:?}",
+                self.shape
+            ))),
+        }
+    }
+
+    /// The bytes, or an error naming `what` if this is not a u8 tensor.
+    pub fn u8s(&self, what: &str) -> Result<&[u8]> {
+        match &self.data {
+            TensorData::U8(d) => Ok(d),
+            TensorData::F32(_) => Err(Error::invalid_input(format!(
+                "{what}: expected a u8 tensor, got f32 with shape {:?}",
+                self.shape
+            ))),
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match &self.data {
+            TensorData::F32(d) => d.len(),
+            TensorData::U8(d) => d.len(),
+        }
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes the elements occupy.
+    pub fn byte_len(&self) -> usize {
+        match &self.data {
+            TensorData::F32(d) => d.len() * 4,
+            TensorData::U8(d) => d.len(),
+        }
+    }
+
+    /// The same data under a new shape with the same element count; one dimension may be
+    /// 0, meaning "whatever makes the count agree".
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        let len = self.len();
+        let mut shape = shape.to_vec();
+        let wildcards = shape.iter().filter(|&&d| d == 0).count();
+        if wildcards > 1 {
+            return Err(Error::invalid_input(format!(
+                "reshape to {shape:?}: at most one dimension may be 0 (inferred)"
+            )));
+        }
+        if wildcards == 1 {
+            let known = element_count(&shape.iter().map(|&d| d.max(1)).collect::<Vec<_>>())?;
+            if known == 0 || len % known != 0 {
+                return Err(Error::shape_mismatch(format!(
+                    "cannot reshape {:?} ({len} elements) to {shape:?}",
+                    self.shape
+                )));
+            }
+            for d in shape.iter_mut().filter(|d| **d == 0) {
+                *d = len / known;
+            }
+        }
+        if element_count(&shape)? != len {
+            return Err(Error::shape_mismatch(format!(
+                "cannot reshape {:?} ({len} elements) to {shape:?}",
+                self.shape
+            )));
+        }
+        Ok(Tensor {
+            shape,
+            data: self.data.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reshape_infers_one_dimension() {
+        let t = Tensor::from_f32(vec![2, 3, 4], vec![0.0; 24]).unwrap();
+        assert_eq!(t.reshape(&[2, 0]).unwrap().shape(), &[2, 12]);
+        assert_eq!(t.reshape(&[0, 4]).unwrap().shape(), &[6, 4]);
+        assert_eq!(
+            t.reshape(&[5, 0]).unwrap_err().kind(),
+            crate::ErrorKind::ShapeMismatch
+        );
+        assert!(t.reshape(&[0, 0]).is_err());
+        assert!(t.reshape(&[7, 3]).is_err());
+    }
+
+    #[test]
+    fn length_must_match_shape() {
+        assert!(Tensor::from_f32(vec![2, 2], vec![0.0; 3]).is_err());
+        assert!(Tensor::from_u8(vec![usize::MAX, 2], vec![]).is_err());
+    }
+}

@@ -1,0 +1,191 @@
+//! Weights sets: safetensors files, validated and prepared once.
+//!
+//! A file is memory-mapped, its header and offsets are validated (by the `safetensors`
+//! crate: JSON header, offsets inside the file and contiguous, byte length agreeing with
+//! dtype × shape), and every tensor is decoded into f32 (F16 and BF16 via `half`). The
+//! prepared [`Weights`] is immutable and shared: the [`crate::Runtime`] caches it by the
+//! SHA-256 of the file's bytes, and each request binds it to its store by reference.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
+
+/// One prepared weight: its data in f32 and the dtype it was stored as.
+#[derive(Clone, Debug)]
+pub struct Weight {
+    /// The tensor, decoded to f32.
+    pub tensor: Tensor,
+    /// The dtype in the file.
+    pub stored: DType,
+}
+
+/// A prepared weights set.
+#[derive(Debug, Default)]
+pub struct Weights {
+    digest: String,
+    source: String,
+    tensors: BTreeMap<String, Weight>,
+}
+
+/// The lowercase hex SHA-256 of `bytes`: the cache key of a weights file.
+pub fn digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Weights {
+    /// An empty set, for functions that need no weights.
+    pub fn empty() -> Self {
+        Weights {
+            digest: digest(b""),
+            source: "<none>".into(),
+            tensors: BTreeMap::new(),
+        }
+    }
+
+    /// Validates and prepares safetensors `bytes`; `source` names them in errors.
+    pub fn from_bytes(bytes: &[u8], source: &str) -> Result<Self> {
+        Self::prepare(bytes, source, digest(bytes))
+    }
+
+    /// Memory-maps, validates and prepares the safetensors file at `path`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let (map, digest) = map_file(path)?;
+        Self::prepare(&map, &path.display().to_string(), digest)
+    }
+
+    pub(crate) fn prepare(bytes: &[u8], source: &str, digest: String) -> Result<Self> {
+        let bad = |msg: String| Error::invalid_input(format!("weights `{source}`: {msg}"));
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.iter() {
+            let shape = view.shape().to_vec();
+            let data = view.data();
+            let (values, stored): (Vec<f32>, DType) = match view.dtype() {
+                Dtype::F32 => (
+                    data.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
+                    DType::F32,
+                ),
+                Dtype::F16 => (
+                    data.chunks_exact(2)
+                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
+                    DType::F16,
+                ),
+                Dtype::BF16 => (
+                    data.chunks_exact(2)
+                        .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
+                    DType::BF16,
+                ),
+                other => {
+                    return Err(Error::unsupported(format!(
+                        "weights `{source}`: tensor `{name}` has dtype {other:?}; \
+                         supported dtypes are F32, F16 and BF16"
+                    )));
+                }
+            };
+            let tensor = Tensor::from_f32(shape, values)
+                .map_err(|e| bad(format!("tensor `{name}`: {}", e.message())))?;
+            tensors.insert(name.to_string(), Weight { tensor, stored });
+        }
+        Ok(Weights {
+            digest,
+            source: source.to_string(),
+            tensors,
+        })
+    }
+
+    /// The SHA-256 of the file this set was prepared from.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Where the set came from (a path, or a caller-given name).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The weight named `name`.
+    pub fn get(&self, name: &str) -> Option<&Weight> {
+        self.tensors.get(name)
+    }
+
+    /// Every weight, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Weight)> {
+        self.tensors.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// How many tensors the set has.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether the set has no tensors.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+}
+
+/// Memory-maps `path` and computes its digest.
+pub(crate) fn map_file(path: &Path) -> Result<(memmap2::Mmap, String)> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the map is read once, to validate and decode, and dropped right after; the
+    // prepared weights own their data. A file truncated concurrently is the one hazard,
+    // as with any mmap reader.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let digest = digest(&map);
+    Ok((map, digest))
+}
+
+/// A shared, prepared weights set (what the cache hands out).
+pub type SharedWeights = Arc<Weights>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn decodes_every_float_dtype() {
+        let mut data = Vec::new();
+        data.extend_from_slice(&1.5f32.to_le_bytes());
+        data.extend_from_slice(&half::f16::from_f32(-2.25).to_le_bytes());
+        data.extend_from_slice(&half::bf16::from_f32(3.0).to_le_bytes());
+        let header = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F16","shape":[1],"data_offsets":[4,6]},"c":{"dtype":"BF16","shape":[1],"data_offsets":[6,8]}}"#;
+        let w = Weights::from_bytes(&file(header, &data), "t").unwrap();
+        let get = |n: &str| w.get(n).unwrap().tensor.f32s(n).unwrap()[0];
+        assert_eq!(get("a"), 1.5);
+        assert_eq!(get("b"), -2.25);
+        assert_eq!(get("c"), 3.0);
+        assert_eq!(w.get("b").unwrap().stored, DType::F16);
+    }
+
+    #[test]
+    fn rejects_disagreeing_shape_and_unsupported_dtype() {
+        let header = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#;
+        let err = Weights::from_bytes(&file(header, &[0; 4]), "t").unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
+        let header = r#"{"a":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#;
+        let err = Weights::from_bytes(&file(header, &[0; 8]), "t").unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Unsupported);
+        assert!(err.message().contains("`a`"), "{err}");
+    }
+}

@@ -1,0 +1,88 @@
+//! The one `bindgen!` of the host, generated from `wit/tensorlet.wit`.
+//!
+//! Every other module imports generated types from here. The WIT `tensor` resource is
+//! mapped onto [`crate::tensor::Tensor`], so the store's resource table holds host tensors
+//! directly, and WIT calls that return `result<_, error>` return the host's
+//! [`crate::Error`] (converted to the WIT variant at the boundary).
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "inference-function",
+    imports: { default: trappable },
+    trappable_error_type: {
+        "tensorlet:nn/tensors.error" => crate::Error,
+    },
+    with: {
+        "tensorlet:nn/tensors.tensor": crate::tensor::Tensor,
+    },
+});
+
+pub use exports::tensorlet::nn::function::{FunctionMetadata, IoSpec, NamedTensor};
+pub use tensorlet::nn::ops::{Activation, Conv2dParams, Pool2dParams};
+pub use tensorlet::nn::tensors::{Dtype, Error as WitError, TensorInfo};
+
+impl From<crate::tensor::DType> for Dtype {
+    fn from(d: crate::tensor::DType) -> Self {
+        use crate::tensor::DType;
+        match d {
+            DType::F32 => Dtype::F32,
+            DType::F16 => Dtype::F16,
+            DType::BF16 => Dtype::Bf16,
+            DType::U8 => Dtype::U8,
+        }
+    }
+}
+
+impl From<Dtype> for crate::tensor::DType {
+    fn from(d: Dtype) -> Self {
+        use crate::tensor::DType;
+        match d {
+            Dtype::F32 => DType::F32,
+            Dtype::F16 => DType::F16,
+            Dtype::Bf16 => DType::BF16,
+            Dtype::U8 => DType::U8,
+        }
+    }
+}
+
+impl From<crate::Error> for WitError {
+    fn from(e: crate::Error) -> Self {
+        use crate::ErrorKind as K;
+        let msg = e.message().to_string();
+        match e.kind() {
+            K::InvalidInput => WitError::InvalidInput(msg),
+            K::NotFound => WitError::NotFound(msg),
+            K::ShapeMismatch => WitError::ShapeMismatch(msg),
+            K::Unsupported => WitError::Unsupported(msg),
+            K::LimitExceeded => WitError::LimitExceeded(msg),
+            K::DeadlineExceeded | K::Trap | K::Io | K::Internal => WitError::Internal(msg),
+        }
+    }
+}
+
+impl From<WitError> for crate::Error {
+    fn from(e: WitError) -> Self {
+        use crate::{Error, ErrorKind as K};
+        match e {
+            WitError::InvalidInput(m) => Error::new(K::InvalidInput, m),
+            WitError::NotFound(m) => Error::new(K::NotFound, m),
+            WitError::ShapeMismatch(m) => Error::new(K::ShapeMismatch, m),
+            WitError::Unsupported(m) => Error::new(K::Unsupported, m),
+            WitError::LimitExceeded(m) => Error::new(K::LimitExceeded, m),
+            WitError::Internal(m) => Error::new(K::Internal, m),
+        }
+    }
+}
+
+impl From<Activation> for tensorlet_kernels::Activation {
+    fn from(a: Activation) -> Self {
+        use tensorlet_kernels::Activation as A;
+        match a {
+            Activation::None => A::None,
+            Activation::Relu => A::Relu,
+            Activation::Sigmoid => A::Sigmoid,
+            Activation::Tanh => A::Tanh,
+            Activation::Gelu => A::Gelu,
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The `tensorlet` binary, end to end: `run` on JSON, stdin and images against the numpy
+//! reference; `inspect`; `compile` and running the artifact; and clear failures.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::{assert_outputs_close, fixture, json, repo};
+
+fn tensorlet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+        .args(args)
+        .output()
+        .expect("run tensorlet")
+}
+
+fn stdout_json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "tensorlet failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+fn path(name: &str) -> String {
+    fixture(name).display().to_string()
+}
+
+#[test]
+fn run_matches_the_reference_for_both_functions() {
+    for (function, case) in [("mlp", "mlp_basic"), ("mnist-cnn", "cnn_mnist"), ("mnist-cnn", "cnn_rgb100")] {
+        let out = tensorlet(&[
+            "run",
+            function,
+            "--weights",
+            &path(&format!("{case}.weights.safetensors")),
+            "--input",
+            &path(&format!("{case}.request.json")),
+        ]);
+        assert_outputs_close(case, &json(&format!("{case}.expected.json")), &stdout_json(&out));
+    }
+}
+
+#[test]
+fn run_takes_an_image_file_and_stdin() {
+    let out = tensorlet(&[
+        "run",
+        "mnist-cnn",
+        "--weights",
+        &path("cnn_mnist.weights.safetensors"),
+        "--input",
+        &path("png_rgb.png"),
+    ]);
+    assert_outputs_close("png_rgb", &json("png_rgb.expected.json"), &stdout_json(&out));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+        .args(["run", "mlp", "--weights", &path("mlp_basic.weights.safetensors"), "--input", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let request = std::fs::read(fixture("mlp_basic.request.json")).unwrap();
+    child.stdin.take().unwrap().write_all(&request).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_outputs_close("mlp_basic (stdin)", &json("mlp_basic.expected.json"), &stdout_json(&out));
+}
+
+#[test]
+fn run_on_the_bundled_default_matches_its_recorded_reference() {
+    let sample = repo("models/mnist-cnn/sample.png").display().to_string();
+    let out = tensorlet(&["run", "mnist-cnn", "--input", &sample]);
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo("models/mnist-cnn/sample.expected.json")).unwrap(),
+    )
+    .unwrap();
+    assert_outputs_close("bundled sample.png", &expected, &stdout_json(&out));
+}
+
+#[test]
+fn compile_then_run_the_artifact() {
+    let dir = std::env::temp_dir().join(format!("tensorlet-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wasm = dir.join("mlp.wasm");
+    std::fs::write(wasm.as_path(), tensorlet_host::bundled::find("mlp").unwrap().component).unwrap();
+    let cwasm = dir.join("mlp.cwasm");
+    let out = tensorlet(&["compile", wasm.to_str().unwrap(), "-o", cwasm.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for component in [&wasm, &cwasm] {
+        let out = tensorlet(&[
+            "run",
+            component.to_str().unwrap(),
+            "--weights",
+            &path("mlp_basic.weights.safetensors"),
+            "--input",
+            &path("mlp_basic.request.json"),
+        ]);
+        assert_outputs_close("mlp via file", &json("mlp_basic.expected.json"), &stdout_json(&out));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn inspect_describes_weights_and_components() {
+    let out = tensorlet(&["inspect", &path("mlp_f16.weights.safetensors")]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert!(text.contains("fc1.weight") && text.contains("F16") && text.contains("[10, 10]"), "{text}");
+    assert!(text.contains("4 tensors, 121 parameters, 242 bytes"), "{text}");
+
+    let out = tensorlet(&["inspect", "mnist-cnn"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert!(text.contains("tensorlet:nn/ops@0.1.0"), "{text}");
+    assert!(text.contains("tensorlet:nn/function@0.1.0"), "{text}");
+    assert!(text.contains("probs"), "{text}");
+}
+
+#[test]
+fn bad_inputs_fail_with_a_clear_message_and_exit_code_1() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["run", "mnist-cnn", "--weights", &path("bad_truncated.weights.safetensors"), "--input", &path("cnn_mnist.request.json")], "not a valid safetensors file"),
+        (&["run", "mnist-cnn", "--input", &path("bad_request_shape.request.json"), "--weights", &path("cnn_mnist.weights.safetensors")], "shape-mismatch"),
+        (&["run", "no-such-function", "--input", &path("mlp_basic.request.json")], "no bundled function `no-such-function`"),
+        (&["run", "mlp", "--input", "/nonexistent/request.json"], "/nonexistent/request.json"),
+        (&["run", "mnist-cnn", "--input", &path("bad_png_zlib.png")], "invalid-input"),
+    ];
+    for (args, needle) in cases {
+        let out = tensorlet(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -1,0 +1,91 @@
+//! Shared helpers of the integration tests: fixture paths, the fixture manifest written by
+//! `tests/reference/reference.py`, and the tolerance every numeric comparison uses.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+/// Relative tolerance of every comparison against the numpy reference.
+pub const RTOL: f32 = 1e-4;
+/// Absolute tolerance floor (for values near zero).
+pub const ATOL: f32 = 1e-6;
+
+/// The path of a file in `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+/// The path of a file under the repository root.
+pub fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// Parses a JSON fixture.
+pub fn json(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// One case of `tests/fixtures/manifest.json`.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: String,
+    pub model: String,
+    pub weights: Option<String>,
+    pub request: String,
+    pub expected: String,
+    pub expect_error: Option<String>,
+}
+
+/// Every case of the manifest.
+pub fn cases() -> Vec<Case> {
+    let m = json("manifest.json");
+    let s = |c: &Value, k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
+    m["cases"]
+        .as_array()
+        .expect("manifest has cases")
+        .iter()
+        .map(|c| Case {
+            name: s(c, "name").expect("case name"),
+            model: s(c, "model").expect("case model"),
+            weights: s(c, "weights"),
+            request: s(c, "request").expect("case request"),
+            expected: s(c, "expected").expect("case expected"),
+            expect_error: s(c, "expect_error"),
+        })
+        .collect()
+}
+
+/// Asserts that two OIP responses' outputs agree within [`RTOL`]/[`ATOL`], element by
+/// element, with the same names and shapes.
+pub fn assert_outputs_close(case: &str, expected: &Value, actual: &Value) {
+    let exp = expected["outputs"].as_array().expect("expected outputs");
+    let act = actual["outputs"].as_array().unwrap_or_else(|| panic!("{case}: no outputs in {actual}"));
+    assert_eq!(exp.len(), act.len(), "{case}: number of outputs");
+    for (e, a) in exp.iter().zip(act) {
+        assert_eq!(e["name"], a["name"], "{case}: output name");
+        assert_eq!(e["shape"], a["shape"], "{case}: shape of {}", e["name"]);
+        let ev: Vec<f32> = floats(&e["data"]);
+        let av: Vec<f32> = floats(&a["data"]);
+        assert_eq!(ev.len(), av.len(), "{case}: element count");
+        for (i, (x, y)) in ev.iter().zip(&av).enumerate() {
+            assert!(
+                (x - y).abs() <= ATOL + RTOL * x.abs(),
+                "{case}: element {i}: expected {x}, got {y} (rtol {RTOL}, atol {ATOL})"
+            );
+        }
+    }
+}
+
+/// The numbers of a flat or nested JSON array.
+pub fn floats(v: &Value) -> Vec<f32> {
+    match v {
+        Value::Array(items) => items.iter().flat_map(floats).collect(),
+        Value::Number(n) => vec![n.as_f64().expect("number") as f32],
+        other => panic!("not a number: {other}"),
+    }
+}

@@ -1,0 +1,68 @@
+//! Helpers shared by the kernel test suites: deterministic random data, the list of levels
+//! to test, and tolerance checks against the oracle.
+
+#![allow(dead_code)]
+
+use tensorlet_kernels::{Activation, Kernels};
+
+/// Every activation, for iterating and for proptest's `select`.
+pub const ACTIVATIONS: [Activation; 5] = [
+    Activation::None,
+    Activation::Relu,
+    Activation::Sigmoid,
+    Activation::Tanh,
+    Activation::Gelu,
+];
+
+/// A kernel set for every level this CPU supports (scalar first).
+pub fn all_kernels() -> Vec<Kernels> {
+    Kernels::available_levels()
+        .into_iter()
+        .map(|l| Kernels::with_level(l).expect("listed level is available"))
+        .collect()
+}
+
+/// `len` values uniform in `[lo, hi)` from a seed (SplitMix64).
+pub fn random(seed: u64, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+    let mut s = seed;
+    (0..len)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let unit = (z >> 40) as f32 / (1u64 << 24) as f32;
+            lo + (hi - lo) * unit
+        })
+        .collect()
+}
+
+/// Largest `|got - want| / (abs_tol + rel_tol·|want|)` ratio; `<= 1` means within tolerance.
+/// Errors (as a message) if the lengths differ or any value is not finite where `want` is.
+pub fn check_close(
+    what: &str,
+    got: &[f32],
+    want: &[f32],
+    abs_tol: f32,
+    rel_tol: f32,
+) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("{what}: length {} != {}", got.len(), want.len()));
+    }
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let tol = abs_tol + rel_tol * w.abs();
+        let ok = if w.is_finite() {
+            (g - w).abs() <= tol
+        } else {
+            g == w || (g.is_nan() && w.is_nan())
+        };
+        if !ok {
+            return Err(format!(
+                "{what}: element {i}: got {g}, want {w} (|diff| {} > tol {tol})",
+                (g - w).abs()
+            ));
+        }
+    }
+    Ok(())
+}

@@ -127,7 +127,12 @@ impl State {
         op: &str,
         a: Resource<Tensor>,
         b: Resource<Tensor>,
-        f: fn(&Kernels, &[f32], &[f32], &mut [f32]) -> std::result::Result<(), tensorlet_kernels::KernelError>,
+        f: fn(
+            &Kernels,
+            &[f32],
+            &[f32],
+            &mut [f32],
+        ) -> std::result::Result<(), tensorlet_kernels::KernelError>,
     ) -> Result<Resource<Tensor>> {
         let (a, b) = (self.tensor(&a)?, self.tensor(&b)?);
         let (ad, bd) = (a.f32s(&format!("{op}: a"))?, b.f32s(&format!("{op}: b"))?);
@@ -191,13 +196,15 @@ impl tensors::Host for State {
 impl tensors::HostTensor for State {
     fn from_f32(&mut self, shape: Vec<u32>, data: Vec<f32>) -> Result<Resource<Tensor>> {
         let bytes = data.len() * 4;
-        let t = Tensor::from_f32(to_usizes(&shape), data).map_err(|e| e.context("tensor.from-f32"))?;
+        let t =
+            Tensor::from_f32(to_usizes(&shape), data).map_err(|e| e.context("tensor.from-f32"))?;
         self.push(t, bytes)
     }
 
     fn from_u8(&mut self, shape: Vec<u32>, data: Vec<u8>) -> Result<Resource<Tensor>> {
         let bytes = data.len();
-        let t = Tensor::from_u8(to_usizes(&shape), data).map_err(|e| e.context("tensor.from-u8"))?;
+        let t =
+            Tensor::from_u8(to_usizes(&shape), data).map_err(|e| e.context("tensor.from-u8"))?;
         self.push(t, bytes)
     }
 
@@ -275,7 +282,9 @@ impl ops::Host for State {
             Error::shape_mismatch(format!("dense: w must be [out, in], got {:?}", w.shape()))
         })?;
         let Some((&xk, lead)) = x.shape().split_last() else {
-            return Err(Error::shape_mismatch("dense: x must have rank ≥ 1, got a scalar"));
+            return Err(Error::shape_mismatch(
+                "dense: x must have rank ≥ 1, got a scalar",
+            ));
         };
         if xk != k {
             return Err(Error::shape_mismatch(format!(
@@ -296,7 +305,16 @@ impl ops::Host for State {
         let mut out = self.output("dense", element_count(&[m, n])?)?;
         let bias = b.as_ref().map(|b| b.f32s("dense: bias")).transpose()?;
         self.kernels
-            .dense(x.f32s("dense: x")?, m, k, w.f32s("dense: w")?, n, bias, act.into(), &mut out)
+            .dense(
+                x.f32s("dense: x")?,
+                m,
+                k,
+                w.f32s("dense: w")?,
+                n,
+                bias,
+                act.into(),
+                &mut out,
+            )
             .map_err(|e| Error::from(e).context("dense"))?;
         let mut shape = lead.to_vec();
         shape.push(n);
@@ -335,16 +353,33 @@ impl ops::Host for State {
         let mut out = self.output("conv2d", element_count(&out_shape)?)?;
         let bias = b.as_ref().map(|b| b.f32s("conv2d: bias")).transpose()?;
         self.kernels
-            .conv2d(x.f32s("conv2d: x")?, xs, w.f32s("conv2d: w")?, ws, bias, &p, act.into(), &mut out)
+            .conv2d(
+                x.f32s("conv2d: x")?,
+                xs,
+                w.f32s("conv2d: w")?,
+                ws,
+                bias,
+                &p,
+                act.into(),
+                &mut out,
+            )
             .map_err(|e| Error::from(e).context("conv2d"))?;
         self.push_f32(out_shape.to_vec(), out)
     }
 
-    fn max_pool2d(&mut self, x: Resource<Tensor>, params: Pool2dParams) -> Result<Resource<Tensor>> {
+    fn max_pool2d(
+        &mut self,
+        x: Resource<Tensor>,
+        params: Pool2dParams,
+    ) -> Result<Resource<Tensor>> {
         self.pool("max-pool2d", x, params, Kernels::max_pool2d)
     }
 
-    fn avg_pool2d(&mut self, x: Resource<Tensor>, params: Pool2dParams) -> Result<Resource<Tensor>> {
+    fn avg_pool2d(
+        &mut self,
+        x: Resource<Tensor>,
+        params: Pool2dParams,
+    ) -> Result<Resource<Tensor>> {
         self.pool("avg-pool2d", x, params, Kernels::avg_pool2d)
     }
 
@@ -369,7 +404,9 @@ impl ops::Host for State {
     fn softmax(&mut self, x: Resource<Tensor>) -> Result<Resource<Tensor>> {
         let x = self.tensor(&x)?;
         let Some(&row) = x.shape().last() else {
-            return Err(Error::shape_mismatch("softmax: x must have rank ≥ 1, got a scalar"));
+            return Err(Error::shape_mismatch(
+                "softmax: x must have rank ≥ 1, got a scalar",
+            ));
         };
         let mut out = self.output("softmax", x.len())?;
         out.copy_from_slice(x.f32s("softmax: x")?);
@@ -410,9 +447,14 @@ impl State {
         let out_shape =
             tensorlet_kernels::pool2d_out_shape(xs, &p).map_err(|e| Error::from(e).context(op))?;
         let mut out = self.output(op, element_count(&out_shape)?)?;
-        f(&self.kernels, x.f32s(&format!("{op}: x"))?, xs, &p, &mut out)
-            .map_err(|e| Error::from(e).context(op))?;
+        f(
+            &self.kernels,
+            x.f32s(&format!("{op}: x"))?,
+            xs,
+            &p,
+            &mut out,
+        )
+        .map_err(|e| Error::from(e).context(op))?;
         self.push_f32(out_shape.to_vec(), out)
     }
 }
-

@@ -32,9 +32,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use oip::{InferenceRequest, InferenceResponse};
 pub use runtime::{Function, Runtime, RuntimeConfig};
 pub use tensor::{DType, Tensor, TensorData};
+pub use tensorlet_kernels::Level as KernelLevel;
 pub use weights::Weights;
 pub use wit::{FunctionMetadata, IoSpec};
-pub use tensorlet_kernels::Level as KernelLevel;
 
 /// Paths of the guest test programs built alongside the bundled functions (for tests).
 #[doc(hidden)]

@@ -133,7 +133,9 @@ impl RequestInput {
                     .map(|v| {
                         v.as_u64()
                             .and_then(|x| u8::try_from(x).ok())
-                            .ok_or_else(|| Error::invalid_input(format!("element {v} is not a byte (0..=255)")))
+                            .ok_or_else(|| {
+                                Error::invalid_input(format!("element {v} is not a byte (0..=255)"))
+                            })
                     })
                     .collect::<Result<Vec<u8>>>()?;
                 check_count(&self.shape, count, data.len())?;
@@ -208,7 +210,11 @@ fn base64_decode(s: &str) -> Result<Vec<u8>> {
 
 impl InferenceResponse {
     /// A response from named output tensors.
-    pub fn from_tensors(model_name: &str, id: Option<String>, outputs: &[(String, Tensor)]) -> Self {
+    pub fn from_tensors(
+        model_name: &str,
+        id: Option<String>,
+        outputs: &[(String, Tensor)],
+    ) -> Self {
         InferenceResponse {
             model_name: model_name.to_string(),
             id,
@@ -216,7 +222,10 @@ impl InferenceResponse {
                 .iter()
                 .map(|(name, t)| {
                     let (datatype, data) = match t.data() {
-                        TensorData::F32(d) => ("FP32", Value::from(d.to_vec())),
+                        TensorData::F32(d) => (
+                            "FP32",
+                            Value::Array(d.iter().map(|&x| f32_json(x)).collect()),
+                        ),
                         TensorData::U8(d) => ("UINT8", Value::from(d.to_vec())),
                     };
                     ResponseOutput {
@@ -231,6 +240,16 @@ impl InferenceResponse {
     }
 }
 
+/// `x` as a JSON number printed at f32 precision (the shortest text that reads back as
+/// the same f32), or `null` if it is not finite (JSON has no NaN or infinity).
+fn f32_json(x: f32) -> Value {
+    x.to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(Value::Null, Value::Number)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,27 +257,47 @@ mod tests {
     #[test]
     fn nested_and_flat_data_agree() {
         let flat = r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]}]}"#;
-        let nested = r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}]}"#;
-        let a = InferenceRequest::from_json(flat).unwrap().to_tensors().unwrap();
-        let b = InferenceRequest::from_json(nested).unwrap().to_tensors().unwrap();
+        let nested =
+            r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}]}"#;
+        let a = InferenceRequest::from_json(flat)
+            .unwrap()
+            .to_tensors()
+            .unwrap();
+        let b = InferenceRequest::from_json(nested)
+            .unwrap()
+            .to_tensors()
+            .unwrap();
         assert_eq!(a, b);
         assert_eq!(a[0].1.f32s("x").unwrap(), &[1.0, 2.0, 3.0, 4.0]);
     }
 
     #[test]
     fn base64_bytes_decode() {
-        let req = r#"{"inputs":[{"name":"png","shape":[1],"datatype":"BYTES","data":["aGVsbG8="]}]}"#;
-        let t = InferenceRequest::from_json(req).unwrap().to_tensors().unwrap();
+        let req =
+            r#"{"inputs":[{"name":"png","shape":[1],"datatype":"BYTES","data":["aGVsbG8="]}]}"#;
+        let t = InferenceRequest::from_json(req)
+            .unwrap()
+            .to_tensors()
+            .unwrap();
         assert_eq!(t[0].1.u8s("png").unwrap(), b"hello");
     }
 
     #[test]
     fn bad_inputs_are_named() {
         let wrong_count = r#"{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[1,2]}]}"#;
-        let e = InferenceRequest::from_json(wrong_count).unwrap().to_tensors().unwrap_err();
-        assert!(e.message().contains("input `x`") && e.message().contains("needs 3"), "{e}");
+        let e = InferenceRequest::from_json(wrong_count)
+            .unwrap()
+            .to_tensors()
+            .unwrap_err();
+        assert!(
+            e.message().contains("input `x`") && e.message().contains("needs 3"),
+            "{e}"
+        );
         let int = r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT32","data":[1]}]}"#;
-        let e = InferenceRequest::from_json(int).unwrap().to_tensors().unwrap_err();
+        let e = InferenceRequest::from_json(int)
+            .unwrap()
+            .to_tensors()
+            .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Unsupported);
         assert!(InferenceRequest::from_json("{").is_err());
     }

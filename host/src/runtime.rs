@@ -118,7 +118,11 @@ impl Runtime {
         } else {
             Component::new(engine, bytes)
         }
-        .map_err(|e| Error::invalid_input(format!("function `{name}`: not a loadable component: {e:#}")))?;
+        .map_err(|e| {
+            Error::invalid_input(format!(
+                "function `{name}`: not a loadable component: {e:#}"
+            ))
+        })?;
         self.function_from_component(name, component)
     }
 
@@ -143,15 +147,11 @@ impl Runtime {
     }
 
     fn function_from_component(&self, name: &str, component: Component) -> Result<Function> {
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| {
-                Error::invalid_input(format!(
-                    "function `{name}` does not fit the tensorlet `inference-function` world: {e:#}"
-                ))
-            })?;
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
+            Error::invalid_input(format!(
+                "function `{name}` does not fit the tensorlet `inference-function` world: {e:#}"
+            ))
+        })?;
         let pre = InferenceFunctionPre::new(pre).map_err(|e| {
             Error::invalid_input(format!(
                 "function `{name}` does not export `tensorlet:nn/function`: {e:#}"
@@ -238,13 +238,20 @@ impl Function {
     }
 
     /// Runs the function on `inputs` with `weights` bound, in a fresh instance.
-    pub fn infer(&self, weights: &Arc<Weights>, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>> {
+    pub fn infer(
+        &self,
+        weights: &Arc<Weights>,
+        inputs: Vec<(String, Tensor)>,
+    ) -> Result<Vec<(String, Tensor)>> {
         self.check_inputs(&inputs)?;
         self.with_instance(weights, |store, bindings| {
             let mut handles = Vec::with_capacity(inputs.len());
             for (name, tensor) in inputs {
                 let bytes = tensor.byte_len();
-                let value = store.data_mut().push(tensor, bytes).map_err(|e| e.context(format!("input `{name}`")))?;
+                let value = store
+                    .data_mut()
+                    .push(tensor, bytes)
+                    .map_err(|e| e.context(format!("input `{name}`")))?;
                 handles.push(NamedTensor { name, value });
             }
             let outputs = bindings
@@ -352,7 +359,17 @@ impl Function {
                 ),
             );
         }
-        Error::new(ErrorKind::Trap, format!("function `{name}` trapped: {text}{detail}"))
+        // Lead with the cause (the trap), then what the function printed, then the
+        // wasm backtrace for whoever debugs it.
+        let cause = e.root_cause().to_string();
+        let backtrace = e
+            .downcast_ref::<wasmtime::WasmBacktrace>()
+            .map(|bt| format!("\n{bt}"))
+            .unwrap_or_default();
+        Error::new(
+            ErrorKind::Trap,
+            format!("function `{name}` trapped: {cause}{detail}{backtrace}"),
+        )
     }
 }
 

@@ -64,6 +64,7 @@ impl Weights {
 
     pub(crate) fn prepare(bytes: &[u8], source: &str, digest: String) -> Result<Self> {
         let bad = |msg: String| Error::invalid_input(format!("weights `{source}`: {msg}"));
+        check_header(bytes).map_err(bad)?;
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
         let mut tensors = BTreeMap::new();
@@ -136,6 +137,74 @@ impl Weights {
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
     }
+}
+
+/// Bytes per element of a safetensors dtype name, for the dtypes whose size is whole bytes.
+fn dtype_size(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "F64" | "I64" | "U64" => 8,
+        "F32" | "I32" | "U32" => 4,
+        "F16" | "BF16" | "I16" | "U16" => 2,
+        "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => 1,
+        _ => return None,
+    })
+}
+
+/// Checks the header's framing and every tensor's offsets and byte length, with messages
+/// that name the tensor and the numbers that disagree. (`safetensors` checks the same
+/// and more, but its messages do not say which tensor is wrong.)
+fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
+    let Some((len, rest)) = bytes.split_first_chunk::<8>() else {
+        return Err(format!(
+            "the file is {} bytes; a safetensors file starts with an 8-byte header length",
+            bytes.len()
+        ));
+    };
+    let header_len = u64::from_le_bytes(*len);
+    let Some(header) = usize::try_from(header_len).ok().and_then(|n| rest.get(..n)) else {
+        return Err(format!(
+            "the header length field says {header_len} bytes, but only {} bytes follow it",
+            rest.len()
+        ));
+    };
+    let data_len = (rest.len() - header.len()) as u64;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header)
+        .map_err(|e| format!("the header is not a JSON object: {e}"))?;
+    for (name, info) in header.iter().filter(|(k, _)| *k != "__metadata__") {
+        let dtype = info["dtype"].as_str().unwrap_or("?");
+        let shape: Option<Vec<u64>> = info["shape"]
+            .as_array()
+            .and_then(|a| a.iter().map(|d| d.as_u64()).collect());
+        let offsets: Option<Vec<u64>> = info["data_offsets"]
+            .as_array()
+            .and_then(|a| a.iter().map(|d| d.as_u64()).collect());
+        let (Some(shape), Some(&[begin, end])) = (shape, offsets.as_deref()) else {
+            return Err(format!(
+                "tensor `{name}` needs a `shape` list and two `data_offsets`, got {info}"
+            ));
+        };
+        if begin > end || end > data_len {
+            return Err(format!(
+                "tensor `{name}`: data offsets [{begin}, {end}] do not fit the data section \
+                 of {data_len} bytes (the file may be truncated)"
+            ));
+        }
+        let Some(size) = dtype_size(dtype) else {
+            continue;
+        };
+        let expected = shape
+            .iter()
+            .try_fold(size, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| format!("tensor `{name}`: shape {shape:?} overflows"))?;
+        if expected != end - begin {
+            return Err(format!(
+                "tensor `{name}`: dtype {dtype} with shape {shape:?} needs {expected} bytes, \
+                 but its data offsets [{begin}, {end}] span {} bytes",
+                end - begin
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Memory-maps `path` and computes its digest.

@@ -28,7 +28,9 @@ impl CompileCommand {
         let artifact = runtime
             .precompile(&bytes)
             .map_err(|e| e.context(format!("`{}`", self.input.display())))?;
-        let output = self.output.unwrap_or_else(|| self.input.with_extension("cwasm"));
+        let output = self
+            .output
+            .unwrap_or_else(|| self.input.with_extension("cwasm"));
         std::fs::write(&output, artifact).map_err(|e| {
             Error::new(
                 tensorlet_host::ErrorKind::Io,

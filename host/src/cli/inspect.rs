@@ -1,6 +1,5 @@
 //! `tensorlet inspect`: describe a weights file or a component.
 
-
 use clap::Args;
 use tensorlet_host::{DType, FunctionMetadata, IoSpec, Result, Weights};
 
@@ -52,7 +51,10 @@ impl InspectCommand {
 fn describe_weights(w: &Weights) {
     println!("weights {}", w.source());
     println!("sha256 {}", w.digest());
-    println!("{:<32} {:<5} {:<20} {:>12}", "tensor", "dtype", "shape", "bytes");
+    println!(
+        "{:<32} {:<5} {:<20} {:>12}",
+        "tensor", "dtype", "shape", "bytes"
+    );
     let (mut params, mut bytes) = (0usize, 0usize);
     for (name, weight) in w.iter() {
         let n = weight.tensor.len();
@@ -64,7 +66,10 @@ fn describe_weights(w: &Weights) {
         params += n;
         bytes += b;
         let shape = format!("{:?}", weight.tensor.shape());
-        println!("{name:<32} {:<5} {shape:<20} {b:>12}", weight.stored.as_str());
+        println!(
+            "{name:<32} {:<5} {shape:<20} {b:>12}",
+            weight.stored.as_str()
+        );
     }
     println!("{} tensors, {params} parameters, {bytes} bytes", w.len());
 }

@@ -92,5 +92,9 @@ fn read_input(path: &Path) -> Result<Vec<u8>> {
 
 /// Whether `s` names a file rather than a bundled function.
 fn is_path(s: &str) -> bool {
-    s.contains('/') || s.contains('\\') || s.ends_with(".wasm") || s.ends_with(".cwasm") || PathBuf::from(s).is_file()
+    s.contains('/')
+        || s.contains('\\')
+        || s.ends_with(".wasm")
+        || s.ends_with(".cwasm")
+        || PathBuf::from(s).is_file()
 }

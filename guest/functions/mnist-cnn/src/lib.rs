@@ -132,14 +132,15 @@ impl Net {
         };
         if !fits {
             let implied = match self.input_side() {
-                Ok(side) => format!("{side} × {side}"),
-                Err(e) => e.message().to_owned(),
+                Ok(side) => format!("; the weights imply images of {side} × {side}"),
+                Err(_) => "; no square image size gives that many".to_owned(),
             };
             return Err(Error::shape_mismatch(format!(
-                "input `image` has shape {}, but `fc1.weight` expects {} features, i.e. \
-                 images of {implied}",
+                "input `image` has shape {}, but `fc1.weight` expects {} features \
+                 ({} channels × h × w after the two conv/pool stages){implied}",
                 format_shape(&shape),
-                self.features
+                self.features,
+                self.conv2_channels
             )));
         }
 

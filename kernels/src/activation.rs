@@ -44,19 +44,19 @@ pub(crate) fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     let r = simd.mul_add_e_f32s(n, simd.splat_f32s(-0.693_359_4), clamped);
     let r = simd.mul_add_e_f32s(n, simd.splat_f32s(2.121_944_4e-4), r);
     let mut p = simd.splat_f32s(1.987_569_1e-4);
-    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ] {
         p = simd.mul_add_e_f32s(p, r, simd.splat_f32s(c));
     }
     let r2 = simd.mul_f32s(r, r);
-    let e_r = simd.add_f32s(
-        simd.mul_add_e_f32s(p, r2, r),
-        simd.splat_f32s(1.0),
-    );
+    let e_r = simd.add_f32s(simd.mul_add_e_f32s(p, r2, r), simd.splat_f32s(1.0));
     // 2^n: biased exponent (n + 127) shifted into place; `t`'s bits are magic's bits + n.
-    let bits = simd.sub_u32s(
-        simd.transmute_u32s_f32s(t),
-        simd.transmute_u32s_f32s(magic),
-    );
+    let bits = simd.sub_u32s(simd.transmute_u32s_f32s(t), simd.transmute_u32s_f32s(magic));
     let bits = simd.mul_u32s(
         simd.add_u32s(bits, simd.splat_u32s(127)),
         simd.splat_u32s(1 << 23),
@@ -85,7 +85,7 @@ pub(crate) fn tanh<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     // Small |x|: odd polynomial (Cephes tanhf).
     let z = simd.mul_f32s(x, x);
     let mut p = simd.splat_f32s(-5.704_988_7e-3);
-    for c in [2.063_908_9e-2, -5.373_971_6e-2, 0.133_314_42, -0.333_332_82] {
+    for c in [2.063_909e-2, -5.373_971_6e-2, 0.133_314_42, -0.333_332_8] {
         p = simd.mul_add_e_f32s(p, z, simd.splat_f32s(c));
     }
     let small = simd.mul_add_e_f32s(simd.mul_f32s(p, z), x, x);
@@ -103,7 +103,7 @@ pub(crate) fn tanh<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
 #[inline(always)]
 pub(crate) fn gelu<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     // 2·sqrt(2/π) and 2·sqrt(2/π)·0.044715.
-    const C1: f32 = 1.595_769_1;
+    const C1: f32 = 1.595_769;
     const C3: f32 = C1 * 0.044_715;
     let x2 = simd.mul_f32s(x, x);
     let inner = simd.mul_add_e_f32s(simd.splat_f32s(C3), x2, simd.splat_f32s(C1));

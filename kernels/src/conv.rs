@@ -119,7 +119,12 @@ impl pulp::WithSimd for Conv2d<'_> {
         let a_packs: Vec<Vec<f32>> = (0..groups)
             .map(|g| {
                 let mut a = Vec::new();
-                pack_a(&self.w[g * ocg * taps..(g + 1) * ocg * taps], ocg, taps, &mut a);
+                pack_a(
+                    &self.w[g * ocg * taps..(g + 1) * ocg * taps],
+                    ocg,
+                    taps,
+                    &mut a,
+                );
                 a
             })
             .collect();

@@ -159,11 +159,7 @@ pub fn avg_pool2d(
 }
 
 /// Reference [`Kernels::global_avg_pool`](crate::Kernels::global_avg_pool).
-pub fn global_avg_pool(
-    x: &[f32],
-    x_shape: [usize; 4],
-    out: &mut [f32],
-) -> Result<(), KernelError> {
+pub fn global_avg_pool(x: &[f32], x_shape: [usize; 4], out: &mut [f32]) -> Result<(), KernelError> {
     let plane = validate::global_avg_pool(x.len(), x_shape, out.len())?;
     for (i, o) in out.iter_mut().enumerate() {
         let s: f64 = x[i * plane..(i + 1) * plane]
@@ -186,7 +182,9 @@ pub fn activate(x: &mut [f32], act: Activation) {
 pub fn softmax(x: &mut [f32], row_len: usize) -> Result<(), KernelError> {
     validate::softmax(x.len(), row_len)?;
     for row in x.chunks_exact_mut(row_len) {
-        let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+        let max = row
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
         let total: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
         for v in row {
             *v = ((f64::from(*v) - max).exp() / total) as f32;

@@ -115,7 +115,12 @@ impl pulp::WithSimd for Pool2d<'_> {
                     let first = range.start * sw + kx - pw;
                     if sw == 1 {
                         let len = range.len();
-                        combine(simd, kind, &mut hrow[range.clone()], &row[first..first + len]);
+                        combine(
+                            simd,
+                            kind,
+                            &mut hrow[range.clone()],
+                            &row[first..first + len],
+                        );
                     } else {
                         let src = row[first..].iter().step_by(sw);
                         for (d, &s) in hrow[range.clone()].iter_mut().zip(src) {

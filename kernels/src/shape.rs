@@ -50,13 +50,19 @@ fn axis_out(
     dilation: usize,
 ) -> Result<usize, KernelError> {
     if stride == 0 {
-        return Err(KernelError::new(format!("`stride` {axis} is 0, expected > 0")));
+        return Err(KernelError::new(format!(
+            "`stride` {axis} is 0, expected > 0"
+        )));
     }
     if dilation == 0 {
-        return Err(KernelError::new(format!("`dilation` {axis} is 0, expected > 0")));
+        return Err(KernelError::new(format!(
+            "`dilation` {axis} is 0, expected > 0"
+        )));
     }
     if kernel == 0 {
-        return Err(KernelError::new(format!("kernel {axis} is 0, expected > 0")));
+        return Err(KernelError::new(format!(
+            "kernel {axis} is 0, expected > 0"
+        )));
     }
     let overflow = || KernelError::new(format!("geometry along {axis} overflows usize"));
     let effective = (kernel - 1)

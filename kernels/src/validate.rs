@@ -19,7 +19,12 @@ pub(crate) fn dense(
     if let Some(bias) = bias {
         check_len("bias", bias, n, &format!("n={n}"))?;
     }
-    check_len("out", out, product("out", &[m, n])?, &format!("m={m} × n={n}"))
+    check_len(
+        "out",
+        out,
+        product("out", &[m, n])?,
+        &format!("m={m} × n={n}"),
+    )
 }
 
 /// Validates [`Kernels::conv2d`](crate::Kernels::conv2d) arguments; returns the output shape.
@@ -33,8 +38,18 @@ pub(crate) fn conv2d(
     out: usize,
 ) -> Result<[usize; 4], KernelError> {
     let out_shape = conv2d_out_shape(x_shape, w_shape, p)?;
-    check_len("x", x, product("x", &x_shape)?, &format!("shape {x_shape:?}"))?;
-    check_len("w", w, product("w", &w_shape)?, &format!("shape {w_shape:?}"))?;
+    check_len(
+        "x",
+        x,
+        product("x", &x_shape)?,
+        &format!("shape {x_shape:?}"),
+    )?;
+    check_len(
+        "w",
+        w,
+        product("w", &w_shape)?,
+        &format!("shape {w_shape:?}"),
+    )?;
     if let Some(bias) = bias {
         check_len("bias", bias, w_shape[0], "one per output channel")?;
     }
@@ -55,7 +70,12 @@ pub(crate) fn pool2d(
     out: usize,
 ) -> Result<[usize; 4], KernelError> {
     let out_shape = pool2d_out_shape(x_shape, p)?;
-    check_len("x", x, product("x", &x_shape)?, &format!("shape {x_shape:?}"))?;
+    check_len(
+        "x",
+        x,
+        product("x", &x_shape)?,
+        &format!("shape {x_shape:?}"),
+    )?;
     check_len(
         "out",
         out,
@@ -78,8 +98,18 @@ pub(crate) fn global_avg_pool(
             "`x_shape` {x_shape:?} has an empty spatial extent, expected h > 0 and w > 0"
         )));
     }
-    check_len("x", x, product("x", &x_shape)?, &format!("shape {x_shape:?}"))?;
-    check_len("out", out, product("out", &[n, c])?, &format!("n={n} × c={c}"))?;
+    check_len(
+        "x",
+        x,
+        product("x", &x_shape)?,
+        &format!("shape {x_shape:?}"),
+    )?;
+    check_len(
+        "out",
+        out,
+        product("out", &[n, c])?,
+        &format!("n={n} × c={c}"),
+    )?;
     Ok(plane)
 }
 
@@ -88,7 +118,7 @@ pub(crate) fn softmax(x: usize, row_len: usize) -> Result<(), KernelError> {
     if row_len == 0 {
         return Err(KernelError::new("`row_len` is 0, expected > 0"));
     }
-    if x % row_len != 0 {
+    if !x.is_multiple_of(row_len) {
         return Err(KernelError::new(format!(
             "`x` has length {x}, expected a multiple of `row_len` {row_len}"
         )));
@@ -104,7 +134,7 @@ pub(crate) fn broadcast(a: usize, b: usize, out: usize) -> Result<(), KernelErro
                 "`b` is empty, expected a length dividing `a`'s {a}"
             )));
         }
-    } else if a % b != 0 {
+    } else if !a.is_multiple_of(b) {
         return Err(KernelError::new(format!(
             "`b` has length {b}, expected a length dividing `a`'s {a}"
         )));

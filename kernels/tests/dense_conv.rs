@@ -30,7 +30,10 @@ fn check_dense(
         kern.dense(&x, m, k, &w, n, bias, act, &mut got)
             .map_err(|e| e.to_string())?;
         check_close(
-            &format!("dense {m}x{k}x{n} {act:?} bias={with_bias} at {:?}", kern.level()),
+            &format!(
+                "dense {m}x{k}x{n} {act:?} bias={with_bias} at {:?}",
+                kern.level()
+            ),
             &got,
             &want,
             TOL,
@@ -137,7 +140,10 @@ fn check_conv(
         kern.conv2d(&x, x_shape, &w, w_shape, bias, p, act, &mut got)
             .map_err(|e| e.to_string())?;
         check_close(
-            &format!("conv x{x_shape:?} w{w_shape:?} {p:?} {act:?} at {:?}", kern.level()),
+            &format!(
+                "conv x{x_shape:?} w{w_shape:?} {p:?} {act:?} at {:?}",
+                kern.level()
+            ),
             &got,
             &want,
             TOL,
@@ -197,12 +203,34 @@ proptest! {
 fn conv2d_fixed_shapes() {
     let cases = [
         // LeNet-ish / MNIST CNN layers.
-        ([1, 1, 28, 28], [8, 1, 3, 3], Conv2dParams { padding: (1, 1), ..Default::default() }),
+        (
+            [1, 1, 28, 28],
+            [8, 1, 3, 3],
+            Conv2dParams {
+                padding: (1, 1),
+                ..Default::default()
+            },
+        ),
         ([2, 8, 14, 14], [16, 8, 3, 3], Conv2dParams::default()),
         // 1×1 conv, strided.
-        ([1, 16, 9, 7], [33, 16, 1, 1], Conv2dParams { stride: (2, 2), ..Default::default() }),
+        (
+            [1, 16, 9, 7],
+            [33, 16, 1, 1],
+            Conv2dParams {
+                stride: (2, 2),
+                ..Default::default()
+            },
+        ),
         // Depthwise 3×3, MobileNet-style.
-        ([1, 12, 10, 10], [12, 1, 3, 3], Conv2dParams { padding: (1, 1), groups: 12, ..Default::default() }),
+        (
+            [1, 12, 10, 10],
+            [12, 1, 3, 3],
+            Conv2dParams {
+                padding: (1, 1),
+                groups: 12,
+                ..Default::default()
+            },
+        ),
         // k large: 64·5·5 = 1600 taps.
         ([1, 64, 6, 6], [10, 64, 5, 5], Conv2dParams::default()),
     ];
@@ -222,26 +250,71 @@ fn conv2d_hand_computed() {
     let p = Conv2dParams::default();
     let want = [6.0; 4];
     let mut out = [0.0; 4];
-    oracle::conv2d(&x, [1, 1, 4, 4], &w, [1, 1, 3, 3], Some(&[1.0]), &p, Activation::None, &mut out).unwrap();
+    oracle::conv2d(
+        &x,
+        [1, 1, 4, 4],
+        &w,
+        [1, 1, 3, 3],
+        Some(&[1.0]),
+        &p,
+        Activation::None,
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(out, want);
 
     // Padding 1, stride 2, all-ones 3×3 kernel: window sums of the padded image at
     // top-left corners (-1,-1), (-1,1), (1,-1), (1,1):
     //   (0+1+4+5) = 10, (1+2+3+5+6+7) = 24, (4+5+8+9+12+13) = 51, (5+6+7+9+10+11+13+14+15) = 90.
     let ones = [1.0f32; 9];
-    let p2 = Conv2dParams { stride: (2, 2), padding: (1, 1), ..Default::default() };
-    assert_eq!(conv2d_out_shape([1, 1, 4, 4], [1, 1, 3, 3], &p2).unwrap(), [1, 1, 2, 2]);
+    let p2 = Conv2dParams {
+        stride: (2, 2),
+        padding: (1, 1),
+        ..Default::default()
+    };
+    assert_eq!(
+        conv2d_out_shape([1, 1, 4, 4], [1, 1, 3, 3], &p2).unwrap(),
+        [1, 1, 2, 2]
+    );
     let want2 = [10.0, 24.0, 51.0, 90.0];
     let mut out2 = [0.0; 4];
-    oracle::conv2d(&x, [1, 1, 4, 4], &ones, [1, 1, 3, 3], None, &p2, Activation::None, &mut out2).unwrap();
+    oracle::conv2d(
+        &x,
+        [1, 1, 4, 4],
+        &ones,
+        [1, 1, 3, 3],
+        None,
+        &p2,
+        Activation::None,
+        &mut out2,
+    )
+    .unwrap();
     assert_eq!(out2, want2);
 
     for kern in all_kernels() {
-        kern.conv2d(&x, [1, 1, 4, 4], &w, [1, 1, 3, 3], Some(&[1.0]), &p, Activation::None, &mut out)
-            .unwrap();
+        kern.conv2d(
+            &x,
+            [1, 1, 4, 4],
+            &w,
+            [1, 1, 3, 3],
+            Some(&[1.0]),
+            &p,
+            Activation::None,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, want, "{:?}", kern.level());
-        kern.conv2d(&x, [1, 1, 4, 4], &ones, [1, 1, 3, 3], None, &p2, Activation::None, &mut out2)
-            .unwrap();
+        kern.conv2d(
+            &x,
+            [1, 1, 4, 4],
+            &ones,
+            [1, 1, 3, 3],
+            None,
+            &p2,
+            Activation::None,
+            &mut out2,
+        )
+        .unwrap();
         assert_eq!(out2, want2, "{:?}", kern.level());
     }
 }

@@ -23,10 +23,24 @@ fn check_pool(x_shape: [usize; 4], p: &Pool2dParams, seed: u64) -> Result<(), St
     oracle::avg_pool2d(&x, x_shape, p, &mut want_avg).map_err(|e| e.to_string())?;
     for kern in all_kernels() {
         let mut got = vec![f32::NAN; len];
-        kern.max_pool2d(&x, x_shape, p, &mut got).map_err(|e| e.to_string())?;
-        check_close(&format!("max_pool {x_shape:?} {p:?} at {:?}", kern.level()), &got, &want_max, 0.0, 0.0)?;
-        kern.avg_pool2d(&x, x_shape, p, &mut got).map_err(|e| e.to_string())?;
-        check_close(&format!("avg_pool {x_shape:?} {p:?} at {:?}", kern.level()), &got, &want_avg, 1e-6, 1e-5)?;
+        kern.max_pool2d(&x, x_shape, p, &mut got)
+            .map_err(|e| e.to_string())?;
+        check_close(
+            &format!("max_pool {x_shape:?} {p:?} at {:?}", kern.level()),
+            &got,
+            &want_max,
+            0.0,
+            0.0,
+        )?;
+        kern.avg_pool2d(&x, x_shape, p, &mut got)
+            .map_err(|e| e.to_string())?;
+        check_close(
+            &format!("avg_pool {x_shape:?} {p:?} at {:?}", kern.level()),
+            &got,
+            &want_avg,
+            1e-6,
+            1e-5,
+        )?;
     }
     Ok(())
 }
@@ -139,9 +153,36 @@ proptest! {
 #[test]
 fn activations_special_values() {
     let x = [
-        0.0f32, -0.0, 1e-30, -1e-30, 1e-6, -1e-6, 1e-4, -1e-4, 0.3, -0.3, 0.624, 0.626, -0.624,
-        -0.626, 1.0, -1.0, 9.0, -9.0, 20.0, -20.0, 87.0, -87.0, 88.5, -88.5, 100.0, -100.0, 1e6,
-        -1e6, f32::INFINITY, f32::NEG_INFINITY,
+        0.0f32,
+        -0.0,
+        1e-30,
+        -1e-30,
+        1e-6,
+        -1e-6,
+        1e-4,
+        -1e-4,
+        0.3,
+        -0.3,
+        0.624,
+        0.626,
+        -0.624,
+        -0.626,
+        1.0,
+        -1.0,
+        9.0,
+        -9.0,
+        20.0,
+        -20.0,
+        87.0,
+        -87.0,
+        88.5,
+        -88.5,
+        100.0,
+        -100.0,
+        1e6,
+        -1e6,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
     ];
     for act in ACTIVATIONS {
         let mut want = x;
@@ -149,7 +190,14 @@ fn activations_special_values() {
         for kern in all_kernels() {
             let mut got = x;
             kern.activate(&mut got, act);
-            check_close(&format!("{act:?} at {:?}", kern.level()), &got, &want, ABS, REL).unwrap();
+            check_close(
+                &format!("{act:?} at {:?}", kern.level()),
+                &got,
+                &want,
+                ABS,
+                REL,
+            )
+            .unwrap();
         }
     }
 }
@@ -167,9 +215,17 @@ fn hand_computed_small_ops() {
 
     // 2×2 max/avg pool, stride 2, on a 4×4 ramp: window maxima are the bottom-right cells.
     let x: Vec<f32> = (0..16).map(|v| v as f32).collect();
-    let p = Pool2dParams { kernel: (2, 2), stride: (2, 2), padding: (0, 0) };
+    let p = Pool2dParams {
+        kernel: (2, 2),
+        stride: (2, 2),
+        padding: (0, 0),
+    };
     // 3×3 avg pool, stride 1, padding 1 (count_include_pad): top-left = (0+1+4+5)/9 = 10/9.
-    let p_pad = Pool2dParams { kernel: (3, 3), stride: (1, 1), padding: (1, 1) };
+    let p_pad = Pool2dParams {
+        kernel: (3, 3),
+        stride: (1, 1),
+        padding: (1, 1),
+    };
     let mut out = [0.0; 4];
     let mut out_pad = [0.0; 16];
     oracle::max_pool2d(&x, [1, 1, 4, 4], &p, &mut out).unwrap();
@@ -194,13 +250,21 @@ fn hand_computed_small_ops() {
         assert_eq!(out, [5.0, 7.0, 13.0, 15.0], "{lvl:?}");
         kern.avg_pool2d(&x, [1, 1, 4, 4], &p, &mut out).unwrap();
         assert_eq!(out, [2.5, 4.5, 10.5, 12.5], "{lvl:?}");
-        kern.max_pool2d(&neg, [1, 1, 4, 4], &p_pad, &mut out_pad).unwrap();
+        kern.max_pool2d(&neg, [1, 1, 4, 4], &p_pad, &mut out_pad)
+            .unwrap();
         assert_eq!(out_pad[0], -1.0, "{lvl:?}");
         kern.global_avg_pool(&x, [1, 1, 4, 4], &mut g).unwrap();
         assert_eq!(g, [7.5], "{lvl:?}");
         let mut s = [0.0, 3.0f32.ln(), 1000.0, 1000.0];
         kern.softmax(&mut s, 2).unwrap();
-        check_close(&format!("softmax {lvl:?}"), &s, &[0.25, 0.75, 0.5, 0.5], 1e-7, 1e-6).unwrap();
+        check_close(
+            &format!("softmax {lvl:?}"),
+            &s,
+            &[0.25, 0.75, 0.5, 0.5],
+            1e-7,
+            1e-6,
+        )
+        .unwrap();
         // Broadcast a [3] bias over a [2, 3] tensor; scalar broadcast.
         let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let mut o = [0.0; 6];
@@ -219,61 +283,245 @@ fn errors_not_panics() {
     let none = Activation::None;
 
     // dense: wrong x, w, bias, out lengths; overflowing shapes.
-    assert!(k.dense(&x[..5], 2, 3, &x[..6], 2, None, none, &mut out[..4]).is_err());
-    assert!(k.dense(&x[..6], 2, 3, &x[..5], 2, None, none, &mut out[..4]).is_err());
-    assert!(k.dense(&x[..6], 2, 3, &x[..6], 2, Some(&x[..3]), none, &mut out[..4]).is_err());
-    assert!(k.dense(&x[..6], 2, 3, &x[..6], 2, None, none, &mut out[..5]).is_err());
-    assert!(k.dense(&x[..0], usize::MAX, 2, &x[..0], 0, None, none, &mut out[..0]).is_err());
-    assert!(k.dense(&x[..6], 2, 3, &x[..6], 2, None, none, &mut out[..4]).is_ok());
-    let e = k.dense(&x[..5], 2, 3, &x[..6], 2, None, none, &mut out[..4]).unwrap_err();
+    assert!(
+        k.dense(&x[..5], 2, 3, &x[..6], 2, None, none, &mut out[..4])
+            .is_err()
+    );
+    assert!(
+        k.dense(&x[..6], 2, 3, &x[..5], 2, None, none, &mut out[..4])
+            .is_err()
+    );
+    assert!(
+        k.dense(
+            &x[..6],
+            2,
+            3,
+            &x[..6],
+            2,
+            Some(&x[..3]),
+            none,
+            &mut out[..4]
+        )
+        .is_err()
+    );
+    assert!(
+        k.dense(&x[..6], 2, 3, &x[..6], 2, None, none, &mut out[..5])
+            .is_err()
+    );
+    assert!(
+        k.dense(
+            &x[..0],
+            usize::MAX,
+            2,
+            &x[..0],
+            0,
+            None,
+            none,
+            &mut out[..0]
+        )
+        .is_err()
+    );
+    assert!(
+        k.dense(&x[..6], 2, 3, &x[..6], 2, None, none, &mut out[..4])
+            .is_ok()
+    );
+    let e = k
+        .dense(&x[..5], 2, 3, &x[..6], 2, None, none, &mut out[..4])
+        .unwrap_err();
     assert!(e.message.contains("`x`"), "{e}");
 
     // conv2d: geometry errors.
     let p = Conv2dParams::default();
     let bad = [
-        Conv2dParams { stride: (0, 1), ..p },
-        Conv2dParams { dilation: (1, 0), ..p },
+        Conv2dParams {
+            stride: (0, 1),
+            ..p
+        },
+        Conv2dParams {
+            dilation: (1, 0),
+            ..p
+        },
         Conv2dParams { groups: 0, ..p },
         Conv2dParams { groups: 3, ..p },
     ];
     for q in &bad {
-        assert!(conv2d_out_shape([1, 2, 4, 4], [2, 2, 3, 3], q).is_err(), "{q:?}");
-        assert!(k.conv2d(&x[..32], [1, 2, 4, 4], &x[..36], [2, 2, 3, 3], None, q, none, &mut out[..8]).is_err());
+        assert!(
+            conv2d_out_shape([1, 2, 4, 4], [2, 2, 3, 3], q).is_err(),
+            "{q:?}"
+        );
+        assert!(
+            k.conv2d(
+                &x[..32],
+                [1, 2, 4, 4],
+                &x[..36],
+                [2, 2, 3, 3],
+                None,
+                q,
+                none,
+                &mut out[..8]
+            )
+            .is_err()
+        );
     }
     // Window larger than the padded input; weight channels not c/groups; zero kernel.
     assert!(conv2d_out_shape([1, 1, 2, 2], [1, 1, 3, 3], &p).is_err());
-    assert!(conv2d_out_shape([1, 1, 2, 2], [1, 1, 3, 3], &Conv2dParams { padding: (1, 1), ..p }).is_ok());
-    assert!(conv2d_out_shape([1, 1, 5, 5], [1, 1, 3, 3], &Conv2dParams { dilation: (3, 1), ..p }).is_err());
-    assert!(conv2d_out_shape([1, 4, 4, 4], [2, 4, 3, 3], &Conv2dParams { groups: 2, ..p }).is_err());
+    assert!(
+        conv2d_out_shape(
+            [1, 1, 2, 2],
+            [1, 1, 3, 3],
+            &Conv2dParams {
+                padding: (1, 1),
+                ..p
+            }
+        )
+        .is_ok()
+    );
+    assert!(
+        conv2d_out_shape(
+            [1, 1, 5, 5],
+            [1, 1, 3, 3],
+            &Conv2dParams {
+                dilation: (3, 1),
+                ..p
+            }
+        )
+        .is_err()
+    );
+    assert!(
+        conv2d_out_shape([1, 4, 4, 4], [2, 4, 3, 3], &Conv2dParams { groups: 2, ..p }).is_err()
+    );
     assert!(conv2d_out_shape([1, 1, 4, 4], [1, 1, 0, 3], &p).is_err());
     assert!(conv2d_out_shape([usize::MAX, 2, 4, 4], [1, 2, 1, 1], &p).is_err());
     // Lengths.
-    assert!(k.conv2d(&x[..16], [1, 1, 4, 4], &x[..9], [1, 1, 3, 3], None, &p, none, &mut out[..4]).is_ok());
-    assert!(k.conv2d(&x[..15], [1, 1, 4, 4], &x[..9], [1, 1, 3, 3], None, &p, none, &mut out[..4]).is_err());
-    assert!(k.conv2d(&x[..16], [1, 1, 4, 4], &x[..8], [1, 1, 3, 3], None, &p, none, &mut out[..4]).is_err());
-    assert!(k.conv2d(&x[..16], [1, 1, 4, 4], &x[..9], [1, 1, 3, 3], Some(&x[..2]), &p, none, &mut out[..4]).is_err());
-    assert!(k.conv2d(&x[..16], [1, 1, 4, 4], &x[..9], [1, 1, 3, 3], None, &p, none, &mut out[..5]).is_err());
+    assert!(
+        k.conv2d(
+            &x[..16],
+            [1, 1, 4, 4],
+            &x[..9],
+            [1, 1, 3, 3],
+            None,
+            &p,
+            none,
+            &mut out[..4]
+        )
+        .is_ok()
+    );
+    assert!(
+        k.conv2d(
+            &x[..15],
+            [1, 1, 4, 4],
+            &x[..9],
+            [1, 1, 3, 3],
+            None,
+            &p,
+            none,
+            &mut out[..4]
+        )
+        .is_err()
+    );
+    assert!(
+        k.conv2d(
+            &x[..16],
+            [1, 1, 4, 4],
+            &x[..8],
+            [1, 1, 3, 3],
+            None,
+            &p,
+            none,
+            &mut out[..4]
+        )
+        .is_err()
+    );
+    assert!(
+        k.conv2d(
+            &x[..16],
+            [1, 1, 4, 4],
+            &x[..9],
+            [1, 1, 3, 3],
+            Some(&x[..2]),
+            &p,
+            none,
+            &mut out[..4]
+        )
+        .is_err()
+    );
+    assert!(
+        k.conv2d(
+            &x[..16],
+            [1, 1, 4, 4],
+            &x[..9],
+            [1, 1, 3, 3],
+            None,
+            &p,
+            none,
+            &mut out[..5]
+        )
+        .is_err()
+    );
 
     // Pooling.
-    let pp = Pool2dParams { kernel: (2, 2), stride: (2, 2), padding: (0, 0) };
-    assert!(k.max_pool2d(&x[..16], [1, 1, 4, 4], &pp, &mut out[..4]).is_ok());
-    assert!(k.max_pool2d(&x[..15], [1, 1, 4, 4], &pp, &mut out[..4]).is_err());
-    assert!(k.avg_pool2d(&x[..16], [1, 1, 4, 4], &pp, &mut out[..3]).is_err());
+    let pp = Pool2dParams {
+        kernel: (2, 2),
+        stride: (2, 2),
+        padding: (0, 0),
+    };
+    assert!(
+        k.max_pool2d(&x[..16], [1, 1, 4, 4], &pp, &mut out[..4])
+            .is_ok()
+    );
+    assert!(
+        k.max_pool2d(&x[..15], [1, 1, 4, 4], &pp, &mut out[..4])
+            .is_err()
+    );
+    assert!(
+        k.avg_pool2d(&x[..16], [1, 1, 4, 4], &pp, &mut out[..3])
+            .is_err()
+    );
     for q in [
-        Pool2dParams { stride: (0, 2), ..pp },
-        Pool2dParams { kernel: (0, 2), ..pp },
-        Pool2dParams { kernel: (5, 2), ..pp },
-        Pool2dParams { padding: (2, 0), ..pp },
+        Pool2dParams {
+            stride: (0, 2),
+            ..pp
+        },
+        Pool2dParams {
+            kernel: (0, 2),
+            ..pp
+        },
+        Pool2dParams {
+            kernel: (5, 2),
+            ..pp
+        },
+        Pool2dParams {
+            padding: (2, 0),
+            ..pp
+        },
     ] {
         assert!(pool2d_out_shape([1, 1, 4, 4], &q).is_err(), "{q:?}");
-        assert!(k.max_pool2d(&x[..16], [1, 1, 4, 4], &q, &mut out[..4]).is_err());
-        assert!(k.avg_pool2d(&x[..16], [1, 1, 4, 4], &q, &mut out[..4]).is_err());
+        assert!(
+            k.max_pool2d(&x[..16], [1, 1, 4, 4], &q, &mut out[..4])
+                .is_err()
+        );
+        assert!(
+            k.avg_pool2d(&x[..16], [1, 1, 4, 4], &q, &mut out[..4])
+                .is_err()
+        );
     }
     assert!(pool2d_out_shape([1, 1, 0, 4], &pp).is_err());
-    assert!(k.global_avg_pool(&x[..16], [1, 2, 2, 4], &mut out[..2]).is_ok());
-    assert!(k.global_avg_pool(&x[..16], [1, 2, 2, 4], &mut out[..3]).is_err());
-    assert!(k.global_avg_pool(&x[..0], [1, 2, 0, 4], &mut out[..2]).is_err());
-    assert!(k.global_avg_pool(&x[..0], [usize::MAX, 2, 2, 4], &mut out[..2]).is_err());
+    assert!(
+        k.global_avg_pool(&x[..16], [1, 2, 2, 4], &mut out[..2])
+            .is_ok()
+    );
+    assert!(
+        k.global_avg_pool(&x[..16], [1, 2, 2, 4], &mut out[..3])
+            .is_err()
+    );
+    assert!(
+        k.global_avg_pool(&x[..0], [1, 2, 0, 4], &mut out[..2])
+            .is_err()
+    );
+    assert!(
+        k.global_avg_pool(&x[..0], [usize::MAX, 2, 2, 4], &mut out[..2])
+            .is_err()
+    );
 
     // Softmax and broadcasting.
     let mut y = vec![0.0f32; 6];

@@ -30,7 +30,11 @@ fn path(name: &str) -> String {
 
 #[test]
 fn run_matches_the_reference_for_both_functions() {
-    for (function, case) in [("mlp", "mlp_basic"), ("mnist-cnn", "cnn_mnist"), ("mnist-cnn", "cnn_rgb100")] {
+    for (function, case) in [
+        ("mlp", "mlp_basic"),
+        ("mnist-cnn", "cnn_mnist"),
+        ("mnist-cnn", "cnn_rgb100"),
+    ] {
         let out = tensorlet(&[
             "run",
             function,
@@ -39,7 +43,11 @@ fn run_matches_the_reference_for_both_functions() {
             "--input",
             &path(&format!("{case}.request.json")),
         ]);
-        assert_outputs_close(case, &json(&format!("{case}.expected.json")), &stdout_json(&out));
+        assert_outputs_close(
+            case,
+            &json(&format!("{case}.expected.json")),
+            &stdout_json(&out),
+        );
     }
 }
 
@@ -53,10 +61,21 @@ fn run_takes_an_image_file_and_stdin() {
         "--input",
         &path("png_rgb.png"),
     ]);
-    assert_outputs_close("png_rgb", &json("png_rgb.expected.json"), &stdout_json(&out));
+    assert_outputs_close(
+        "png_rgb",
+        &json("png_rgb.expected.json"),
+        &stdout_json(&out),
+    );
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
-        .args(["run", "mlp", "--weights", &path("mlp_basic.weights.safetensors"), "--input", "-"])
+        .args([
+            "run",
+            "mlp",
+            "--weights",
+            &path("mlp_basic.weights.safetensors"),
+            "--input",
+            "-",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -65,7 +84,11 @@ fn run_takes_an_image_file_and_stdin() {
     let request = std::fs::read(fixture("mlp_basic.request.json")).unwrap();
     child.stdin.take().unwrap().write_all(&request).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_outputs_close("mlp_basic (stdin)", &json("mlp_basic.expected.json"), &stdout_json(&out));
+    assert_outputs_close(
+        "mlp_basic (stdin)",
+        &json("mlp_basic.expected.json"),
+        &stdout_json(&out),
+    );
 }
 
 #[test]
@@ -84,10 +107,23 @@ fn compile_then_run_the_artifact() {
     let dir = std::env::temp_dir().join(format!("tensorlet-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let wasm = dir.join("mlp.wasm");
-    std::fs::write(wasm.as_path(), tensorlet_host::bundled::find("mlp").unwrap().component).unwrap();
+    std::fs::write(
+        wasm.as_path(),
+        tensorlet_host::bundled::find("mlp").unwrap().component,
+    )
+    .unwrap();
     let cwasm = dir.join("mlp.cwasm");
-    let out = tensorlet(&["compile", wasm.to_str().unwrap(), "-o", cwasm.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tensorlet(&[
+        "compile",
+        wasm.to_str().unwrap(),
+        "-o",
+        cwasm.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for component in [&wasm, &cwasm] {
         let out = tensorlet(&[
             "run",
@@ -97,7 +133,11 @@ fn compile_then_run_the_artifact() {
             "--input",
             &path("mlp_basic.request.json"),
         ]);
-        assert_outputs_close("mlp via file", &json("mlp_basic.expected.json"), &stdout_json(&out));
+        assert_outputs_close(
+            "mlp via file",
+            &json("mlp_basic.expected.json"),
+            &stdout_json(&out),
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -107,8 +147,14 @@ fn inspect_describes_weights_and_components() {
     let out = tensorlet(&["inspect", &path("mlp_f16.weights.safetensors")]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success());
-    assert!(text.contains("fc1.weight") && text.contains("F16") && text.contains("[10, 10]"), "{text}");
-    assert!(text.contains("4 tensors, 121 parameters, 242 bytes"), "{text}");
+    assert!(
+        text.contains("fc1.weight") && text.contains("F16") && text.contains("[10, 10]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("4 tensors, 121 parameters, 242 bytes"),
+        "{text}"
+    );
 
     let out = tensorlet(&["inspect", "mnist-cnn"]);
     let text = String::from_utf8(out.stdout).unwrap();
@@ -121,17 +167,54 @@ fn inspect_describes_weights_and_components() {
 #[test]
 fn bad_inputs_fail_with_a_clear_message_and_exit_code_1() {
     let cases: [(&[&str], &str); 5] = [
-        (&["run", "mnist-cnn", "--weights", &path("bad_truncated.weights.safetensors"), "--input", &path("cnn_mnist.request.json")], "not a valid safetensors file"),
-        (&["run", "mnist-cnn", "--input", &path("bad_request_shape.request.json"), "--weights", &path("cnn_mnist.weights.safetensors")], "shape-mismatch"),
-        (&["run", "no-such-function", "--input", &path("mlp_basic.request.json")], "no bundled function `no-such-function`"),
-        (&["run", "mlp", "--input", "/nonexistent/request.json"], "/nonexistent/request.json"),
-        (&["run", "mnist-cnn", "--input", &path("bad_png_zlib.png")], "invalid-input"),
+        (
+            &[
+                "run",
+                "mnist-cnn",
+                "--weights",
+                &path("bad_truncated.weights.safetensors"),
+                "--input",
+                &path("cnn_mnist.request.json"),
+            ],
+            "not a valid safetensors file",
+        ),
+        (
+            &[
+                "run",
+                "mnist-cnn",
+                "--input",
+                &path("bad_request_shape.request.json"),
+                "--weights",
+                &path("cnn_mnist.weights.safetensors"),
+            ],
+            "shape-mismatch",
+        ),
+        (
+            &[
+                "run",
+                "no-such-function",
+                "--input",
+                &path("mlp_basic.request.json"),
+            ],
+            "no bundled function `no-such-function`",
+        ),
+        (
+            &["run", "mlp", "--input", "/nonexistent/request.json"],
+            "/nonexistent/request.json",
+        ),
+        (
+            &["run", "mnist-cnn", "--input", &path("bad_png_zlib.png")],
+            "invalid-input",
+        ),
     ];
     for (args, needle) in cases {
         let out = tensorlet(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.starts_with("error: ") && stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(needle),
+            "{args:?}: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }

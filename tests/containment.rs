@@ -22,12 +22,19 @@ fn setup() -> (Runtime, Function) {
 
 fn call(f: &Function, input: &str) -> tensorlet_host::Result<Vec<(String, Tensor)>> {
     let x = Tensor::from_f32(vec![1], vec![0.0]).unwrap();
-    f.infer(&std::sync::Arc::new(Weights::empty()), vec![(input.to_string(), x)])
+    f.infer(
+        &std::sync::Arc::new(Weights::empty()),
+        vec![(input.to_string(), x)],
+    )
 }
 
 fn assert_still_serving(f: &Function) {
     let out = call(f, "count").expect("runtime still serves");
-    assert_eq!(out[0].1.f32s("count").unwrap(), &[1.0], "fresh instance per request");
+    assert_eq!(
+        out[0].1.f32s("count").unwrap(),
+        &[1.0],
+        "fresh instance per request"
+    );
 }
 
 #[test]
@@ -45,7 +52,11 @@ fn each_misbehaviour_is_a_typed_error_and_the_host_survives() {
         let err = call(&f, input).expect_err(input);
         assert_eq!(err.kind(), kind, "{input}: {err}");
         assert!(err.message().contains(needle), "{input}: {err}");
-        assert!(start.elapsed() < Duration::from_secs(10), "{input} took {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{input} took {:?}",
+            start.elapsed()
+        );
         assert_still_serving(&f);
     }
 }
@@ -58,7 +69,10 @@ fn the_deadline_stops_an_endless_loop_on_time() {
     let took = start.elapsed();
     assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
     // 500 ms deadline; epoch ticks are 5 ms. Generous upper bound for a loaded machine.
-    assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
 }
 
 #[test]
@@ -67,7 +81,10 @@ fn unknown_inputs_and_bad_components_are_rejected() {
     let err = call(&f, "nonsense").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.message().contains("no input `nonsense`"), "{err}");
-    let err = rt.load_function("garbage", b"\0asm\x0d\0\x01\0garbage").err().unwrap();
+    let err = rt
+        .load_function("garbage", b"\0asm\x0d\0\x01\0garbage")
+        .err()
+        .unwrap();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.message().contains("function `garbage`"), "{err}");
     assert_still_serving(&f);

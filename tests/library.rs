@@ -21,8 +21,15 @@ fn run(rt: &Runtime, case: &Case) -> tensorlet_host::Result<serde_json::Value> {
 #[test]
 fn every_good_case_matches_the_numpy_reference() {
     let rt = Runtime::new(RuntimeConfig::default()).unwrap();
-    let good: Vec<_> = cases().into_iter().filter(|c| c.expect_error.is_none()).collect();
-    assert!(good.len() >= 10, "manifest lists too few cases: {}", good.len());
+    let good: Vec<_> = cases()
+        .into_iter()
+        .filter(|c| c.expect_error.is_none())
+        .collect();
+    assert!(
+        good.len() >= 10,
+        "manifest lists too few cases: {}",
+        good.len()
+    );
     for case in &good {
         let actual = run(&rt, case).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         assert_outputs_close(&case.name, &json(&case.expected), &actual);
@@ -33,9 +40,16 @@ fn every_good_case_matches_the_numpy_reference() {
 fn every_bad_case_is_a_typed_error_and_the_runtime_keeps_serving() {
     let rt = Runtime::new(RuntimeConfig::default()).unwrap();
     let all = cases();
-    let good = all.iter().find(|c| c.name == "cnn_mnist").expect("cnn_mnist case");
+    let good = all
+        .iter()
+        .find(|c| c.name == "cnn_mnist")
+        .expect("cnn_mnist case");
     let bad: Vec<_> = all.iter().filter(|c| c.expect_error.is_some()).collect();
-    assert!(bad.len() >= 8, "manifest lists too few bad cases: {}", bad.len());
+    assert!(
+        bad.len() >= 8,
+        "manifest lists too few bad cases: {}",
+        bad.len()
+    );
     for case in bad {
         let err = run(&rt, case).expect_err(&case.name);
         assert_eq!(
@@ -44,7 +58,11 @@ fn every_bad_case_is_a_typed_error_and_the_runtime_keeps_serving() {
             "{}: wrong error kind: {err}",
             case.name
         );
-        assert!(err.message().len() > 20, "{}: message too terse: {err}", case.name);
+        assert!(
+            err.message().len() > 20,
+            "{}: message too terse: {err}",
+            case.name
+        );
         // The same runtime still serves a good request after each failure.
         let actual = run(&rt, good).unwrap();
         assert_outputs_close(&good.name, &json(&good.expected), &actual);
@@ -54,10 +72,15 @@ fn every_bad_case_is_a_typed_error_and_the_runtime_keeps_serving() {
 #[test]
 fn weights_are_prepared_once_per_content() {
     let rt = Runtime::new(RuntimeConfig::default()).unwrap();
-    let a = rt.load_weights_file(&fixture("cnn_mnist.weights.safetensors")).unwrap();
+    let a = rt
+        .load_weights_file(&fixture("cnn_mnist.weights.safetensors"))
+        .unwrap();
     let bytes = std::fs::read(fixture("cnn_mnist.weights.safetensors")).unwrap();
     let b = rt.load_weights("copy", &bytes).unwrap();
-    assert!(std::sync::Arc::ptr_eq(&a, &b), "same digest must share one prepared set");
+    assert!(
+        std::sync::Arc::ptr_eq(&a, &b),
+        "same digest must share one prepared set"
+    );
     assert_eq!(a.digest().len(), 64);
 }
 

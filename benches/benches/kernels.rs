@@ -24,7 +24,9 @@ fn peak(c: &mut Criterion) {
     let iterations = 100_000;
     let mut g = c.benchmark_group("peak-fma");
     g.throughput(Throughput::Elements(peak_fma_flops(iterations)));
-    g.bench_function("probe", |b| b.iter(|| peak_fma_probe(black_box(iterations))));
+    g.bench_function("probe", |b| {
+        b.iter(|| peak_fma_probe(black_box(iterations)))
+    });
     g.finish();
 }
 
@@ -45,13 +47,17 @@ fn dense(c: &mut Criterion) {
         let (x, w, bias) = (values(m * kk, 1), values(n * kk, 2), values(n, 3));
         let mut out = vec![0.0; m * n];
         g.throughput(Throughput::Elements((2 * m * kk * n) as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(format!("{m}x{kk}x{n}")), &(), |b, _| {
-            b.iter(|| {
-                k.dense(&x, m, kk, &w, n, Some(&bias), Activation::Relu, &mut out)
-                    .expect("valid shapes");
-                black_box(&out);
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("{m}x{kk}x{n}")),
+            &(),
+            |b, _| {
+                b.iter(|| {
+                    k.dense(&x, m, kk, &w, n, Some(&bias), Activation::Relu, &mut out)
+                        .expect("valid shapes");
+                    black_box(&out);
+                })
+            },
+        );
     }
     g.finish();
 }
@@ -70,17 +76,25 @@ fn conv2d(c: &mut Criterion) {
             groups: 1,
         };
         let os = conv2d_out_shape(xs, ws, &p).expect("valid geometry");
-        let (x, w, bias) = (values(ci * hw * hw, 4), values(co * ci * 9, 5), values(co, 6));
+        let (x, w, bias) = (
+            values(ci * hw * hw, 4),
+            values(co * ci * 9, 5),
+            values(co, 6),
+        );
         let mut out = vec![0.0; os.iter().product()];
         let flops = 2 * os[1] * os[2] * os[3] * ci * 9;
         g.throughput(Throughput::Elements(flops as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(format!("{ci}to{co}_{hw}x{hw}")), &(), |b, _| {
-            b.iter(|| {
-                k.conv2d(&x, xs, &w, ws, Some(&bias), &p, Activation::Relu, &mut out)
-                    .expect("valid shapes");
-                black_box(&out);
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("{ci}to{co}_{hw}x{hw}")),
+            &(),
+            |b, _| {
+                b.iter(|| {
+                    k.conv2d(&x, xs, &w, ws, Some(&bias), &p, Activation::Relu, &mut out)
+                        .expect("valid shapes");
+                    black_box(&out);
+                })
+            },
+        );
     }
     g.finish();
 }

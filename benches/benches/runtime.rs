@@ -13,8 +13,12 @@ fn runtime(c: &mut Criterion) {
     let cnn = rt.load_bundled("mnist-cnn").expect("bundled mnist-cnn");
     let mlp = rt.load_bundled("mlp").expect("bundled mlp");
     let bundled = |name| tensorlet_host::bundled::find(name).expect("bundled");
-    let cnn_w = rt.load_weights("mnist-cnn", bundled("mnist-cnn").weights).expect("weights");
-    let mlp_w = rt.load_weights("mlp", bundled("mlp").weights).expect("weights");
+    let cnn_w = rt
+        .load_weights("mnist-cnn", bundled("mnist-cnn").weights)
+        .expect("weights");
+    let mlp_w = rt
+        .load_weights("mlp", bundled("mlp").weights)
+        .expect("weights");
 
     c.bench_function("instantiate/mnist-cnn", |b| {
         b.iter(|| cnn.instantiate_once(&cnn_w).expect("instantiate"))

@@ -25,6 +25,15 @@ const STDERR_CAPACITY: usize = 16 * 1024;
 /// Bytes charged per tensor handle on top of its data, so handles count against the budget.
 const HANDLE_COST: usize = 64;
 
+/// A `Kernels` method of the shape of `add`/`mul`.
+type ElementwiseKernel = fn(&Kernels, &[f32], &[f32], &mut [f32]) -> KernelResult;
+
+/// A `Kernels` method of the shape of `max_pool2d`/`avg_pool2d`.
+type PoolKernel =
+    fn(&Kernels, &[f32], [usize; 4], &tensorlet_kernels::Pool2dParams, &mut [f32]) -> KernelResult;
+
+type KernelResult = std::result::Result<(), tensorlet_kernels::KernelError>;
+
 /// Per-request limits.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RequestLimits {
@@ -127,12 +136,7 @@ impl State {
         op: &str,
         a: Resource<Tensor>,
         b: Resource<Tensor>,
-        f: fn(
-            &Kernels,
-            &[f32],
-            &[f32],
-            &mut [f32],
-        ) -> std::result::Result<(), tensorlet_kernels::KernelError>,
+        f: ElementwiseKernel,
     ) -> Result<Resource<Tensor>> {
         let (a, b) = (self.tensor(&a)?, self.tensor(&b)?);
         let (ad, bd) = (a.f32s(&format!("{op}: a"))?, b.f32s(&format!("{op}: b"))?);
@@ -433,13 +437,7 @@ impl State {
         op: &str,
         x: Resource<Tensor>,
         params: Pool2dParams,
-        f: fn(
-            &Kernels,
-            &[f32],
-            [usize; 4],
-            &tensorlet_kernels::Pool2dParams,
-            &mut [f32],
-        ) -> std::result::Result<(), tensorlet_kernels::KernelError>,
+        f: PoolKernel,
     ) -> Result<Resource<Tensor>> {
         let x = self.tensor(&x)?;
         let xs = rank4(&format!("{op}: x"), &x)?;

@@ -338,16 +338,16 @@ impl Function {
             format!("\nfunction stderr:\n{stderr}")
         };
         let name = &self.name;
-        if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
-            if *trap == wasmtime::Trap::Interrupt {
-                return Error::new(
-                    ErrorKind::DeadlineExceeded,
-                    format!(
-                        "function `{name}` ran past its deadline of {:?} and was stopped",
-                        self.runtime.inner.config.deadline
-                    ),
-                );
-            }
+        if let Some(trap) = e.downcast_ref::<wasmtime::Trap>()
+            && *trap == wasmtime::Trap::Interrupt
+        {
+            return Error::new(
+                ErrorKind::DeadlineExceeded,
+                format!(
+                    "function `{name}` ran past its deadline of {:?} and was stopped",
+                    self.runtime.inner.config.deadline
+                ),
+            );
         }
         let text = format!("{e:#}");
         if text.contains("forcing trap when growing memory") {

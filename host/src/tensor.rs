@@ -162,7 +162,7 @@ impl Tensor {
         }
         if wildcards == 1 {
             let known = element_count(&shape.iter().map(|&d| d.max(1)).collect::<Vec<_>>())?;
-            if known == 0 || len % known != 0 {
+            if known == 0 || !len.is_multiple_of(known) {
                 return Err(Error::shape_mismatch(format!(
                     "cannot reshape {:?} ({len} elements) to {shape:?}",
                     self.shape

@@ -21,7 +21,9 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// The path of a file under the repository root.
 pub fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
 }
 
 /// Parses a JSON fixture.
@@ -64,7 +66,9 @@ pub fn cases() -> Vec<Case> {
 /// element, with the same names and shapes.
 pub fn assert_outputs_close(case: &str, expected: &Value, actual: &Value) {
     let exp = expected["outputs"].as_array().expect("expected outputs");
-    let act = actual["outputs"].as_array().unwrap_or_else(|| panic!("{case}: no outputs in {actual}"));
+    let act = actual["outputs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{case}: no outputs in {actual}"));
     assert_eq!(exp.len(), act.len(), "{case}: number of outputs");
     for (e, a) in exp.iter().zip(act) {
         assert_eq!(e["name"], a["name"], "{case}: output name");

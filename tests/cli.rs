@@ -176,7 +176,7 @@ fn bad_inputs_fail_with_a_clear_message_and_exit_code_1() {
                 "--input",
                 &path("cnn_mnist.request.json"),
             ],
-            "not a valid safetensors file",
+            "tensor `fc1.weight`: data offsets [40, 440] do not fit",
         ),
         (
             &[

@@ -1,0 +1,49 @@
+//! Runs the guest workspace's own unit tests (the SDK's image decoding and resizing, the
+//! `mnist-cnn` input-size rule) natively, so the one test command covers them too.
+//!
+//! The guest is a separate workspace built for wasm32-wasip2; its pure-Rust parts also
+//! build for the host, where a nested `cargo test` runs them in `target/guest-native`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+#[test]
+fn guest_unit_tests_pass_natively() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let host = std::env::consts::ARCH.to_string() + "-unknown-linux-gnu";
+    let out = Command::new(cargo)
+        .current_dir(repo.join("guest"))
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "tensorlet-sdk",
+            "-p",
+            "mnist-cnn",
+            "--target",
+            &host,
+        ])
+        .arg("--target-dir")
+        .arg(repo.join("target/guest-native"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("run cargo test on the guest workspace");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "guest unit tests failed:\n{stdout}\n{stderr}"
+    );
+    let passed: usize = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("test result: ok. "))
+        .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    assert!(
+        passed >= 20,
+        "expected the guest's ~21 unit tests to run, saw {passed}:\n{stdout}"
+    );
+}

@@ -162,13 +162,20 @@ impl Runtime {
             name: name.to_string(),
             component,
             pre,
-            metadata: None,
+            // Replaced right below by what the function itself reports.
+            metadata: FunctionMetadata {
+                name: name.to_string(),
+                description: String::new(),
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                weights: Vec::new(),
+            },
         };
         let empty = Arc::new(Weights::empty());
         let metadata = function.with_instance(&empty, |store, bindings| {
             Ok(bindings.tensorlet_nn_function().call_metadata(store)?)
         })?;
-        function.metadata = Some(metadata);
+        function.metadata = metadata;
         Ok(function)
     }
 
@@ -216,7 +223,7 @@ pub struct Function {
     name: String,
     component: Component,
     pre: InferenceFunctionPre<State>,
-    metadata: Option<FunctionMetadata>,
+    metadata: FunctionMetadata,
 }
 
 impl Function {
@@ -227,9 +234,7 @@ impl Function {
 
     /// What the function accepts and produces (read once, at load).
     pub fn metadata(&self) -> &FunctionMetadata {
-        self.metadata
-            .as_ref()
-            .expect("metadata is read when the function is loaded")
+        &self.metadata
     }
 
     /// The compiled component (for introspection of its imports and exports).

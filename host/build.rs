@@ -3,9 +3,12 @@
 //!
 //! The guest is built by a nested `cargo build --release --target wasm32-wasip2` into
 //! `<repo>/target/guest`, so debug and release host builds share one incremental guest
-//! build. Afterwards `TENSORLET_MLP_WASM`, `TENSORLET_MNIST_CNN_WASM` and (for tests)
-//! `TENSORLET_MISBEHAVE_WASM` hold the components' absolute paths, for
-//! `include_bytes!(env!("TENSORLET_MNIST_CNN_WASM"))`.
+//! build. Afterwards `TENSORLET_MLP_WASM`, `TENSORLET_MNIST_CNN_WASM`,
+//! `TENSORLET_KERNELS_COMPONENT_WASM` and (for tests) `TENSORLET_MISBEHAVE_WASM` hold the
+//! components' absolute paths, for `include_bytes!(env!("TENSORLET_MNIST_CNN_WASM"))`.
+//! The nested cargo runs with `guest/` as its working directory, so it reads
+//! `guest/.cargo/config.toml` (the `+simd128,+relaxed-simd` target features): cargo finds
+//! configuration from the working directory, not from `--manifest-path`.
 //! If the `wasm32-wasip2` standard library is missing and `rustup` is available, it is
 //! installed first. Std only: no build dependencies.
 
@@ -23,6 +26,11 @@ const GUEST_TARGET: &str = "wasm32-wasip2";
 const COMPONENTS: &[(&str, &str)] = &[
     ("TENSORLET_MLP_WASM", "mlp.wasm"),
     ("TENSORLET_MNIST_CNN_WASM", "mnist_cnn.wasm"),
+    // The kernels as a component (world `kernel-provider`), for `--kernels wasm`.
+    (
+        "TENSORLET_KERNELS_COMPONENT_WASM",
+        "tensorlet_kernels_component.wasm",
+    ),
     // A deliberately broken function for the host's containment tests.
     ("TENSORLET_MISBEHAVE_WASM", "misbehave.wasm"),
 ];
@@ -52,7 +60,7 @@ fn main() {
 
     watch_sources(&repo, &guest);
     ensure_target_installed();
-    build_guest(&guest.join("Cargo.toml"), &target_dir);
+    build_guest(&guest, &target_dir);
 
     let artifacts = target_dir.join(GUEST_TARGET).join("release");
     for (var, file) in COMPONENTS {
@@ -67,11 +75,13 @@ fn main() {
     }
 }
 
-/// Reruns this script when the WIT or any guest source, manifest or lockfile changes.
+/// Reruns this script when the WIT, the kernels (which the kernels component compiles
+/// in), or any guest source, manifest or lockfile changes.
 /// Every entry of `guest/` except build output is watched (directories recursively), so
 /// new guest crates are covered too.
 fn watch_sources(repo: &Path, guest: &Path) {
     println!("cargo::rerun-if-changed={}", repo.join("wit").display());
+    println!("cargo::rerun-if-changed={}", repo.join("kernels").display());
     let entries = fs::read_dir(guest)
         .unwrap_or_else(|e| fail(format!("failed to read `{}`: {e}", guest.display())));
     for entry in entries {
@@ -134,16 +144,19 @@ fn ensure_target_installed() {
     }
 }
 
-/// Runs the nested `cargo build --release --target wasm32-wasip2` of the guest workspace.
-fn build_guest(manifest: &Path, target_dir: &Path) {
+/// Runs the nested `cargo build --release --target wasm32-wasip2` of the guest workspace,
+/// inside `guest` so that cargo reads `guest/.cargo/config.toml`.
+fn build_guest(guest: &Path, target_dir: &Path) {
+    let manifest = guest.join("Cargo.toml");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut cmd = Command::new(cargo);
-    cmd.arg("build")
+    cmd.current_dir(guest)
+        .arg("build")
         .arg("--release")
         .arg("--target")
         .arg(GUEST_TARGET)
         .arg("--manifest-path")
-        .arg(manifest)
+        .arg(&manifest)
         .arg("--target-dir")
         .arg(target_dir);
     for var in LEAKED_ENV {

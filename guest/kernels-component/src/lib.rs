@@ -1,0 +1,437 @@
+//! tensorlet's kernels as a WASI component: the `kernel-provider` world of
+//! `wit/tensorlet.wit`, which exports the same `tensors` and `ops` interfaces that an
+//! inference function imports.
+//!
+//! Tensors live in this component's linear memory (a shape plus reference-counted data, so
+//! `reshape` does not copy); every op validates shapes exactly as the host's native plugin
+//! does (same error kinds, same messages) and calls `tensorlet-kernels` at
+//! [`Level::Simd128`]. Built with `+simd128,+relaxed-simd` (see `guest/.cargo/config.toml`).
+//! The host instantiates it beside a function when run with `--kernels wasm` and forwards
+//! the function's calls here; the function cannot tell the difference.
+
+use std::rc::Rc;
+
+use tensorlet_kernels::{Kernels, Level};
+
+mod bindings {
+    //! The bindings generated from `wit/tensorlet.wit` (world `kernel-provider`).
+    #![allow(missing_docs)]
+
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "kernel-provider",
+    });
+
+    use super::Provider;
+    export!(Provider);
+}
+
+use bindings::exports::tensorlet::nn::ops::{
+    self, Activation, Conv2dParams, Pool2dParams, TensorBorrow,
+};
+use bindings::exports::tensorlet::nn::tensors::{self, Dtype, Error, Tensor};
+
+type Result<T, E = Error> = core::result::Result<T, E>;
+
+/// The exported world.
+struct Provider;
+
+/// A tensor's elements.
+enum Data {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+}
+
+/// The component's `tensor` resource: a shape and its row-major data.
+pub struct KTensor {
+    shape: Vec<usize>,
+    data: Rc<Data>,
+}
+
+/// The kernels at the widest level this build has (pulp's `Simd128` when compiled with
+/// `+simd128`, as the guest workspace is; scalar otherwise).
+fn kernels() -> Kernels {
+    Kernels::with_level(Level::Simd128).unwrap_or_else(Kernels::detect)
+}
+
+/// The number of elements of `shape`, or `limit-exceeded` if it overflows.
+fn element_count(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::LimitExceeded(format!("shape {shape:?} has too many elements")))
+}
+
+fn to_usizes(shape: &[u32]) -> Vec<usize> {
+    shape.iter().map(|&d| d as usize).collect()
+}
+
+fn to_u32s(shape: &[usize]) -> Vec<u32> {
+    shape.iter().map(|&d| d as u32).collect()
+}
+
+fn kernel_error(op: &str, e: tensorlet_kernels::KernelError) -> Error {
+    Error::ShapeMismatch(format!("{op}: {e}"))
+}
+
+/// Adds `op: ` in front of an error's message.
+fn context(op: &str, e: Error) -> Error {
+    let prefix = |m: String| format!("{op}: {m}");
+    match e {
+        Error::InvalidInput(m) => Error::InvalidInput(prefix(m)),
+        Error::NotFound(m) => Error::NotFound(prefix(m)),
+        Error::ShapeMismatch(m) => Error::ShapeMismatch(prefix(m)),
+        Error::Unsupported(m) => Error::Unsupported(prefix(m)),
+        Error::LimitExceeded(m) => Error::LimitExceeded(prefix(m)),
+        Error::Internal(m) => Error::Internal(prefix(m)),
+    }
+}
+
+impl KTensor {
+    fn new(shape: Vec<usize>, data: Data) -> Result<Self> {
+        let len = match &data {
+            Data::F32(d) => d.len(),
+            Data::U8(d) => d.len(),
+        };
+        let expected = element_count(&shape)?;
+        if expected != len {
+            return Err(Error::ShapeMismatch(format!(
+                "shape {shape:?} needs {expected} elements, got {len}"
+            )));
+        }
+        Ok(KTensor {
+            shape,
+            data: Rc::new(data),
+        })
+    }
+
+    fn f32_tensor(shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor> {
+        Ok(Tensor::new(Self::new(shape, Data::F32(data))?))
+    }
+
+    fn len(&self) -> usize {
+        match &*self.data {
+            Data::F32(d) => d.len(),
+            Data::U8(d) => d.len(),
+        }
+    }
+
+    fn f32s(&self, what: &str) -> Result<&[f32]> {
+        match &*self.data {
+            Data::F32(d) => Ok(d),
+            Data::U8(_) => Err(Error::InvalidInput(format!(
+                "{what}: expected an f32 tensor, got u8 with shape {:?}",
+                self.shape
+            ))),
+        }
+    }
+
+    fn rank4(&self, what: &str) -> Result<[usize; 4]> {
+        <[usize; 4]>::try_from(self.shape.as_slice()).map_err(|_| {
+            Error::ShapeMismatch(format!(
+                "{what} must have rank 4 (NCHW), got shape {:?}",
+                self.shape
+            ))
+        })
+    }
+}
+
+impl tensors::Guest for Provider {
+    type Tensor = KTensor;
+}
+
+impl tensors::GuestTensor for KTensor {
+    fn from_f32(shape: Vec<u32>, data: Vec<f32>) -> Result<Tensor> {
+        Self::new(to_usizes(&shape), Data::F32(data))
+            .map(Tensor::new)
+            .map_err(|e| context("tensor.from-f32", e))
+    }
+
+    fn from_u8(shape: Vec<u32>, data: Vec<u8>) -> Result<Tensor> {
+        Self::new(to_usizes(&shape), Data::U8(data))
+            .map(Tensor::new)
+            .map_err(|e| context("tensor.from-u8", e))
+    }
+
+    fn shape(&self) -> Vec<u32> {
+        to_u32s(&self.shape)
+    }
+
+    fn dtype(&self) -> Dtype {
+        match &*self.data {
+            Data::F32(_) => Dtype::F32,
+            Data::U8(_) => Dtype::U8,
+        }
+    }
+
+    fn to_f32(&self) -> Result<Vec<f32>> {
+        Ok(self.f32s("tensor.to-f32")?.to_vec())
+    }
+
+    fn to_u8(&self) -> Result<Vec<u8>> {
+        match &*self.data {
+            Data::U8(d) => Ok(d.clone()),
+            Data::F32(_) => Err(Error::InvalidInput(format!(
+                "tensor.to-u8: expected a u8 tensor, got f32 with shape {:?}",
+                self.shape
+            ))),
+        }
+    }
+
+    fn reshape(&self, shape: Vec<u32>) -> Result<Tensor> {
+        let len = self.len();
+        let mut shape = to_usizes(&shape);
+        let wildcards = shape.iter().filter(|&&d| d == 0).count();
+        if wildcards > 1 {
+            return Err(Error::InvalidInput(format!(
+                "reshape to {shape:?}: at most one dimension may be 0 (inferred)"
+            )));
+        }
+        let mismatch = |shape: &[usize]| {
+            Error::ShapeMismatch(format!(
+                "cannot reshape {:?} ({len} elements) to {shape:?}",
+                self.shape
+            ))
+        };
+        if wildcards == 1 {
+            let known = element_count(&shape.iter().map(|&d| d.max(1)).collect::<Vec<_>>())?;
+            if known == 0 || !len.is_multiple_of(known) {
+                return Err(mismatch(&shape));
+            }
+            for d in shape.iter_mut().filter(|d| **d == 0) {
+                *d = len / known;
+            }
+        }
+        if element_count(&shape)? != len {
+            return Err(mismatch(&shape));
+        }
+        Ok(Tensor::new(KTensor {
+            shape,
+            data: Rc::clone(&self.data),
+        }))
+    }
+}
+
+fn get<'a>(t: &'a TensorBorrow<'_>) -> &'a KTensor {
+    t.get::<KTensor>()
+}
+
+fn pair((a, b): (u32, u32)) -> (usize, usize) {
+    (a as usize, b as usize)
+}
+
+fn pool_params(p: Pool2dParams) -> tensorlet_kernels::Pool2dParams {
+    tensorlet_kernels::Pool2dParams {
+        kernel: pair(p.kernel),
+        stride: pair(p.stride),
+        padding: pair(p.padding),
+    }
+}
+
+fn activation(a: Activation) -> tensorlet_kernels::Activation {
+    use tensorlet_kernels::Activation as A;
+    match a {
+        Activation::None => A::None,
+        Activation::Relu => A::Relu,
+        Activation::Sigmoid => A::Sigmoid,
+        Activation::Tanh => A::Tanh,
+        Activation::Gelu => A::Gelu,
+    }
+}
+
+/// A zeroed output of `elements` f32s.
+fn output(elements: usize) -> Vec<f32> {
+    vec![0.0; elements]
+}
+
+/// A `Kernels` method of the shape of `max_pool2d`/`avg_pool2d`.
+type PoolKernel = fn(
+    &Kernels,
+    &[f32],
+    [usize; 4],
+    &tensorlet_kernels::Pool2dParams,
+    &mut [f32],
+) -> core::result::Result<(), tensorlet_kernels::KernelError>;
+
+/// A `Kernels` method of the shape of `add`/`mul`.
+type ElementwiseKernel = fn(
+    &Kernels,
+    &[f32],
+    &[f32],
+    &mut [f32],
+) -> core::result::Result<(), tensorlet_kernels::KernelError>;
+
+fn pool(op: &str, x: TensorBorrow<'_>, params: Pool2dParams, f: PoolKernel) -> Result<Tensor> {
+    let x = get(&x);
+    let xs = x.rank4(&format!("{op}: x"))?;
+    let p = pool_params(params);
+    let out_shape = tensorlet_kernels::pool2d_out_shape(xs, &p).map_err(|e| kernel_error(op, e))?;
+    let mut out = output(element_count(&out_shape)?);
+    f(&kernels(), x.f32s(&format!("{op}: x"))?, xs, &p, &mut out)
+        .map_err(|e| kernel_error(op, e))?;
+    KTensor::f32_tensor(out_shape.to_vec(), out)
+}
+
+fn elementwise(
+    op: &str,
+    a: TensorBorrow<'_>,
+    b: TensorBorrow<'_>,
+    f: ElementwiseKernel,
+) -> Result<Tensor> {
+    let (a, b) = (get(&a), get(&b));
+    let (ad, bd) = (a.f32s(&format!("{op}: a"))?, b.f32s(&format!("{op}: b"))?);
+    if !a.shape.ends_with(&b.shape) {
+        return Err(Error::ShapeMismatch(format!(
+            "{op}: b's shape {:?} must equal a's shape {:?} or a suffix of it",
+            b.shape, a.shape
+        )));
+    }
+    let mut out = output(ad.len());
+    f(&kernels(), ad, bd, &mut out).map_err(|e| kernel_error(op, e))?;
+    KTensor::f32_tensor(a.shape.clone(), out)
+}
+
+impl ops::Guest for Provider {
+    fn dense(
+        x: TensorBorrow<'_>,
+        w: TensorBorrow<'_>,
+        b: Option<TensorBorrow<'_>>,
+        act: Activation,
+    ) -> Result<Tensor> {
+        let (x, w) = (get(&x), get(&w));
+        let b = b.as_ref().map(get);
+        let [n, k] = <[usize; 2]>::try_from(w.shape.as_slice()).map_err(|_| {
+            Error::ShapeMismatch(format!("dense: w must be [out, in], got {:?}", w.shape))
+        })?;
+        let Some((&xk, lead)) = x.shape.split_last() else {
+            return Err(Error::ShapeMismatch(
+                "dense: x must have rank ≥ 1, got a scalar".to_owned(),
+            ));
+        };
+        if xk != k {
+            return Err(Error::ShapeMismatch(format!(
+                "dense: x has shape {:?} but w has shape {:?}: x's last dimension must be {k}",
+                x.shape, w.shape
+            )));
+        }
+        if let Some(b) = b
+            && b.shape != [n]
+        {
+            return Err(Error::ShapeMismatch(format!(
+                "dense: bias must have shape [{n}], got {:?}",
+                b.shape
+            )));
+        }
+        let m = element_count(lead)?;
+        let mut out = output(element_count(&[m, n])?);
+        let bias = b.map(|b| b.f32s("dense: bias")).transpose()?;
+        kernels()
+            .dense(
+                x.f32s("dense: x")?,
+                m,
+                k,
+                w.f32s("dense: w")?,
+                n,
+                bias,
+                activation(act),
+                &mut out,
+            )
+            .map_err(|e| kernel_error("dense", e))?;
+        let mut shape = lead.to_vec();
+        shape.push(n);
+        KTensor::f32_tensor(shape, out)
+    }
+
+    fn conv2d(
+        x: TensorBorrow<'_>,
+        w: TensorBorrow<'_>,
+        b: Option<TensorBorrow<'_>>,
+        params: Conv2dParams,
+        act: Activation,
+    ) -> Result<Tensor> {
+        let (x, w) = (get(&x), get(&w));
+        let b = b.as_ref().map(get);
+        let xs = x.rank4("conv2d: x")?;
+        let ws = w.rank4("conv2d: w")?;
+        let p = tensorlet_kernels::Conv2dParams {
+            stride: pair(params.stride),
+            padding: pair(params.padding),
+            dilation: pair(params.dilation),
+            groups: params.groups as usize,
+        };
+        let out_shape = tensorlet_kernels::conv2d_out_shape(xs, ws, &p)
+            .map_err(|e| kernel_error("conv2d", e))?;
+        if let Some(b) = b
+            && b.shape != [ws[0]]
+        {
+            return Err(Error::ShapeMismatch(format!(
+                "conv2d: bias must have shape [{}], got {:?}",
+                ws[0], b.shape
+            )));
+        }
+        let mut out = output(element_count(&out_shape)?);
+        let bias = b.map(|b| b.f32s("conv2d: bias")).transpose()?;
+        kernels()
+            .conv2d(
+                x.f32s("conv2d: x")?,
+                xs,
+                w.f32s("conv2d: w")?,
+                ws,
+                bias,
+                &p,
+                activation(act),
+                &mut out,
+            )
+            .map_err(|e| kernel_error("conv2d", e))?;
+        KTensor::f32_tensor(out_shape.to_vec(), out)
+    }
+
+    fn max_pool2d(x: TensorBorrow<'_>, params: Pool2dParams) -> Result<Tensor> {
+        pool("max-pool2d", x, params, Kernels::max_pool2d)
+    }
+
+    fn avg_pool2d(x: TensorBorrow<'_>, params: Pool2dParams) -> Result<Tensor> {
+        pool("avg-pool2d", x, params, Kernels::avg_pool2d)
+    }
+
+    fn global_avg_pool(x: TensorBorrow<'_>) -> Result<Tensor> {
+        let x = get(&x);
+        let xs = x.rank4("global-avg-pool: x")?;
+        let mut out = output(element_count(&xs[..2])?);
+        kernels()
+            .global_avg_pool(x.f32s("global-avg-pool: x")?, xs, &mut out)
+            .map_err(|e| kernel_error("global-avg-pool", e))?;
+        KTensor::f32_tensor(vec![xs[0], xs[1]], out)
+    }
+
+    fn activate(x: TensorBorrow<'_>, act: Activation) -> Result<Tensor> {
+        let x = get(&x);
+        let mut out = x.f32s("activate: x")?.to_vec();
+        kernels().activate(&mut out, activation(act));
+        KTensor::f32_tensor(x.shape.clone(), out)
+    }
+
+    fn softmax(x: TensorBorrow<'_>) -> Result<Tensor> {
+        let x = get(&x);
+        let Some(&row) = x.shape.last() else {
+            return Err(Error::ShapeMismatch(
+                "softmax: x must have rank ≥ 1, got a scalar".to_owned(),
+            ));
+        };
+        let mut out = x.f32s("softmax: x")?.to_vec();
+        if !out.is_empty() {
+            kernels()
+                .softmax(&mut out, row)
+                .map_err(|e| kernel_error("softmax", e))?;
+        }
+        KTensor::f32_tensor(x.shape.clone(), out)
+    }
+
+    fn add(a: TensorBorrow<'_>, b: TensorBorrow<'_>) -> Result<Tensor> {
+        elementwise("add", a, b, Kernels::add)
+    }
+
+    fn mul(a: TensorBorrow<'_>, b: TensorBorrow<'_>) -> Result<Tensor> {
+        elementwise("mul", a, b, Kernels::mul)
+    }
+}

@@ -1,16 +1,108 @@
-//! NCHW 2-D convolution as im2col + GEMM.
+//! NCHW 2-D convolution: [`PackedConv2d`] (weights packed once), im2col written straight into
+//! the GEMM's packed panels, and a direct depthwise kernel.
 //!
-//! Per image and group, the input patches are written straight into packed `B` panels (one
-//! column per output pixel, one row per `(channel, ky, kx)` tap, zeros at padded positions),
-//! the group's weights `[oc/g, c/g·kh·kw]` are the packed `A`, and the shared GEMM core
-//! ([`gemm_packed`]) stores `[oc/g, oh·ow]` directly into the NCHW output with the
-//! per-channel bias and the activation fused into the store.
+//! Per image and group, `out[oc/g, pixels] = W[oc/g, taps] · P[taps, pixels]`: the packed
+//! weights are the GEMM's `A` operand (blocks of `MR` rows interleaved per tap), the patches
+//! `P` are written one block of about [`NC`] output pixels at a time (so the block stays in L2)
+//! into the [`KC`]-blocked panel layout of `B`, contiguous runs copied with vector loads and
+//! stores, padding written as zeros. The GEMM stores `[oc/g, oh·ow]` straight into the NCHW
+//! output with the per-channel bias and the activation fused.
+//!
+//! Depthwise convolutions (one input channel per group) skip im2col: each output row
+//! accumulates `w · (shifted input row)` per tap, vectorised along the row when the stride is 1.
 
 use pulp::Simd;
 
-use crate::activation::Activation;
-use crate::gemm::{Bias, gemm_packed, nr, pack_a};
+use crate::activation::{Activation, apply_slice};
+use crate::dispatch::Level;
+use crate::gemm::{AView, Bias, Gemm, KC, NC, nr, packed_b_len, tile_dims};
 use crate::shape::Conv2dParams;
+
+/// Conv2d weights `[oc, c/groups, kh, kw]` packed once for
+/// [`Kernels::conv2d_packed`](crate::Kernels::conv2d_packed), with the bias, the geometry and
+/// the [`Level`] they were packed for (the layout depends on the level's register tile; a
+/// `PackedConv2d` is refused, with an error, by kernels of another level).
+#[derive(Clone, Debug)]
+pub struct PackedConv2d {
+    pub(crate) w_shape: [usize; 4],
+    pub(crate) params: Conv2dParams,
+    pub(crate) level: Level,
+    /// Rows per interleaved block (the level's `MR`).
+    pub(crate) mr: usize,
+    /// Per group: `ceil(ocg / mr)` blocks of `mr × taps`, `w[kk·mr + i]`, zero-padded rows.
+    /// Depthwise weights are kept as given.
+    pub(crate) w: Vec<f32>,
+    pub(crate) bias: Option<Vec<f32>>,
+}
+
+impl PackedConv2d {
+    /// The weight shape `[oc, c/groups, kh, kw]`.
+    pub fn w_shape(&self) -> [usize; 4] {
+        self.w_shape
+    }
+
+    /// The geometry the weights were packed with.
+    pub fn params(&self) -> &Conv2dParams {
+        &self.params
+    }
+
+    /// The SIMD level the layout was packed for.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// Whether this is a depthwise convolution (one input channel per group).
+    pub(crate) fn depthwise(&self) -> bool {
+        self.w_shape[1] == 1 && self.params.groups > 1
+    }
+}
+
+/// The [`pulp::WithSimd`] op that returns the level's `MR`.
+pub(crate) struct TileRows;
+
+impl pulp::WithSimd for TileRows {
+    type Output = usize;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) -> usize {
+        tile_dims::<S>().0
+    }
+}
+
+/// Interleaves validated weights `[groups · ocg, taps]` into blocks of `mr` rows per group.
+pub(crate) fn pack_weights(
+    w: &[f32],
+    groups: usize,
+    ocg: usize,
+    taps: usize,
+    mr: usize,
+) -> Vec<f32> {
+    let blocks = ocg.div_ceil(mr);
+    let mut out = vec![0.0; groups * blocks * mr * taps];
+    for g in 0..groups {
+        for o in 0..ocg {
+            let src = &w[(g * ocg + o) * taps..][..taps];
+            let dst = &mut out[(g * blocks + o / mr) * mr * taps..][..mr * taps];
+            for (kk, &v) in src.iter().enumerate() {
+                dst[kk * mr + o % mr] = v;
+            }
+        }
+    }
+    out
+}
+
+/// Copies `src` into `dst` (same length) with vector loads and stores.
+#[inline(always)]
+fn copy<S: Simd>(simd: S, dst: &mut [f32], src: &[f32]) {
+    let (dh, dt) = S::as_mut_simd_f32s(dst);
+    let (sh, st) = S::as_simd_f32s(src);
+    for (d, &s) in dh.iter_mut().zip(sh) {
+        *d = s;
+    }
+    if !dt.is_empty() {
+        simd.partial_store_f32s(dt, simd.partial_load_f32s(st));
+    }
+}
 
 /// Geometry of one group's im2col, all in elements.
 struct Im2col {
@@ -20,69 +112,110 @@ struct Im2col {
     kh: usize,
     kw: usize,
     ow: usize,
-    pixels: usize,
     stride: (usize, usize),
     padding: (usize, usize),
     dilation: (usize, usize),
 }
 
+/// Output positions `o` in `0..out_len` with `0 <= o·stride + tap - pad < len`, as a range.
+pub(crate) fn valid_range(
+    len: usize,
+    out_len: usize,
+    stride: usize,
+    tap: usize,
+    pad: usize,
+) -> core::ops::Range<usize> {
+    let lo = if tap >= pad {
+        0
+    } else {
+        (pad - tap).div_ceil(stride)
+    };
+    let hi = if len + pad > tap {
+        ((len + pad - 1 - tap) / stride + 1).min(out_len)
+    } else {
+        0
+    };
+    lo.min(out_len)..hi.max(lo.min(out_len))
+}
+
 impl Im2col {
-    /// Writes the patches of `x` (one group of one image, `[cg, h, w]`) as packed panels of
-    /// `nr` output pixels × `cg·kh·kw` taps into `dst`.
+    /// Writes the patches of `x` (one group of one image, `[cg, h, w]`) for output pixels
+    /// `pixels` into `dst` in the packed `B` layout (panels of `nr`, blocks of `KC` taps).
     #[inline(always)]
-    fn pack(&self, x: &[f32], nr: usize, dst: &mut [f32]) {
+    fn pack<S: Simd>(
+        &self,
+        simd: S,
+        x: &[f32],
+        pixels: core::ops::Range<usize>,
+        nr: usize,
+        dst: &mut [f32],
+    ) {
         let taps = self.cg * self.kh * self.kw;
+        let ncols = pixels.len();
+        let panels = ncols.div_ceil(nr);
         let plane = self.h * self.w;
-        // Top-left input coordinate of each pixel's window (may be negative: padding).
-        let mut origin = vec![(0isize, 0isize); nr];
-        for (pi, panel) in dst.chunks_exact_mut(taps * nr).enumerate() {
-            let j0 = pi * nr;
-            let valid = nr.min(self.pixels - j0);
-            for (jj, o) in origin.iter_mut().enumerate().take(valid) {
-                let (oy, ox) = ((j0 + jj) / self.ow, (j0 + jj) % self.ow);
-                *o = (
-                    (oy * self.stride.0) as isize - self.padding.0 as isize,
-                    (ox * self.stride.1) as isize - self.padding.1 as isize,
-                );
-            }
-            let mut rows = panel.chunks_exact_mut(nr);
-            for ci in 0..self.cg {
-                let xc = &x[ci * plane..(ci + 1) * plane];
-                for ky in 0..self.kh {
-                    let dy = (ky * self.dilation.0) as isize;
-                    for kx in 0..self.kw {
-                        let dx = (kx * self.dilation.1) as isize;
-                        let Some(row) = rows.next() else { return };
-                        for (dst, &(y0, x0)) in row.iter_mut().zip(&origin[..valid]) {
-                            let (y, xx) = (y0 + dy, x0 + dx);
-                            *dst = if y >= 0
-                                && (y as usize) < self.h
-                                && xx >= 0
-                                && (xx as usize) < self.w
-                            {
-                                xc[y as usize * self.w + xx as usize]
+        let (sh, sw) = self.stride;
+        let (ph, pw) = self.padding;
+        let (dh, dw) = self.dilation;
+        let mut kk = 0;
+        for ci in 0..self.cg {
+            let xc = &x[ci * plane..(ci + 1) * plane];
+            for ky in 0..self.kh {
+                for kx in 0..self.kw {
+                    let xs = valid_range(self.w, self.ow, sw, kx * dw, pw);
+                    let k0 = kk / KC * KC;
+                    let kc = KC.min(taps - k0);
+                    let base = k0 * panels * nr + (kk - k0) * nr;
+                    for p in 0..panels {
+                        let row = &mut dst[base + p * kc * nr..][..nr];
+                        let j0 = pixels.start + p * nr;
+                        let valid = nr.min(pixels.end - j0);
+                        let mut jj = 0;
+                        while jj < valid {
+                            let (oy, ox) = ((j0 + jj) / self.ow, (j0 + jj) % self.ow);
+                            let len = (self.ow - ox).min(valid - jj);
+                            let seg = &mut row[jj..jj + len];
+                            let y = (oy * sh + ky * dh).wrapping_sub(ph);
+                            if y >= self.h {
+                                seg.fill(0.0);
                             } else {
-                                0.0
-                            };
+                                let lo = xs.start.clamp(ox, ox + len);
+                                let hi = xs.end.clamp(lo, ox + len);
+                                seg[..lo - ox].fill(0.0);
+                                seg[hi - ox..].fill(0.0);
+                                if hi > lo {
+                                    let xrow = &xc[y * self.w..][..self.w];
+                                    let first = lo * sw + kx * dw - pw;
+                                    let seg = &mut seg[lo - ox..hi - ox];
+                                    if sw == 1 {
+                                        copy(simd, seg, &xrow[first..first + seg.len()]);
+                                    } else {
+                                        for (d, &s) in
+                                            seg.iter_mut().zip(xrow[first..].iter().step_by(sw))
+                                        {
+                                            *d = s;
+                                        }
+                                    }
+                                }
+                            }
+                            jj += len;
                         }
                         row[valid..].fill(0.0);
                     }
+                    kk += 1;
                 }
             }
         }
     }
 }
 
-/// The [`pulp::WithSimd`] op behind [`Kernels::conv2d`](crate::Kernels::conv2d); shapes are
-/// validated by the caller and `out_shape` is `conv2d_out_shape(x_shape, w_shape, p)`.
+/// The [`pulp::WithSimd`] op behind [`Kernels::conv2d_packed`](crate::Kernels::conv2d_packed);
+/// shapes are validated by the caller and `out_shape` is the convolution's output shape.
 pub(crate) struct Conv2d<'a> {
     pub(crate) x: &'a [f32],
     pub(crate) x_shape: [usize; 4],
-    pub(crate) w: &'a [f32],
-    pub(crate) w_shape: [usize; 4],
+    pub(crate) pw: &'a PackedConv2d,
     pub(crate) out_shape: [usize; 4],
-    pub(crate) bias: Option<&'a [f32]>,
-    pub(crate) p: Conv2dParams,
     pub(crate) act: Activation,
     pub(crate) out: &'a mut [f32],
 }
@@ -93,16 +226,30 @@ impl pulp::WithSimd for Conv2d<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let [batch, c, h, w] = self.x_shape;
-        let [oc, cg, kh, kw] = self.w_shape;
+        let [oc, cg, kh, kw] = self.pw.w_shape;
         let [_, _, oh, ow] = self.out_shape;
-        let groups = self.p.groups;
+        let p = self.pw.params;
+        let groups = p.groups;
         let ocg = oc / groups;
         let taps = cg * kh * kw;
         let pixels = oh * ow;
         if batch == 0 || ocg == 0 || pixels == 0 {
             return;
         }
+        if self.pw.depthwise() {
+            depthwise(
+                simd,
+                self.x,
+                self.x_shape,
+                self.pw,
+                self.out_shape,
+                self.act,
+                self.out,
+            );
+            return;
+        }
         let nr = nr::<S>();
+        let mr = self.pw.mr;
         let geometry = Im2col {
             h,
             w,
@@ -110,36 +257,110 @@ impl pulp::WithSimd for Conv2d<'_> {
             kh,
             kw,
             ow,
-            pixels,
-            stride: self.p.stride,
-            padding: self.p.padding,
-            dilation: self.p.dilation,
+            stride: p.stride,
+            padding: p.padding,
+            dilation: p.dilation,
         };
-        // Packed weights per group: the A operand, reused for every image.
-        let a_packs: Vec<Vec<f32>> = (0..groups)
-            .map(|g| {
-                let mut a = Vec::new();
-                pack_a(
-                    &self.w[g * ocg * taps..(g + 1) * ocg * taps],
-                    ocg,
-                    taps,
-                    &mut a,
-                );
-                a
-            })
-            .collect();
-        let mut b = vec![0.0f32; pixels.div_ceil(nr) * nr * taps];
+        let block = NC.div_ceil(nr) * nr;
+        let mut b = vec![0.0f32; packed_b_len(taps, block.min(pixels), nr)];
+        let group_w = ocg.div_ceil(mr) * mr * taps;
         for img in 0..batch {
-            for (g, a) in a_packs.iter().enumerate() {
+            for g in 0..groups {
                 let xg = &self.x[(img * c + g * cg) * h * w..][..cg * h * w];
-                if taps > 0 {
-                    geometry.pack(xg, nr, &mut b);
-                }
                 let out = &mut self.out[(img * oc + g * ocg) * pixels..][..ocg * pixels];
                 let bias = self
+                    .pw
                     .bias
+                    .as_deref()
                     .map_or(Bias::None, |b| Bias::PerRow(&b[g * ocg..(g + 1) * ocg]));
-                gemm_packed(simd, ocg, pixels, taps, a, &b, bias, self.act, out);
+                for j0 in (0..pixels).step_by(block) {
+                    let cols = j0..(j0 + block).min(pixels);
+                    let len = packed_b_len(taps, cols.len(), nr);
+                    geometry.pack(simd, xg, cols.clone(), nr, &mut b[..len]);
+                    Gemm {
+                        m: ocg,
+                        n: cols.len(),
+                        k: taps,
+                        a: AView {
+                            data: &self.pw.w[g * group_w..(g + 1) * group_w],
+                            rs: 1,
+                            cs: mr,
+                        },
+                        b: &b[..len],
+                        bias,
+                        act: self.act,
+                        ldc: pixels,
+                    }
+                    .run(simd, &mut out[j0..]);
+                }
+            }
+        }
+    }
+}
+
+/// Direct depthwise convolution: `groups == c`, one input channel per group, `ocg` outputs
+/// per channel; weights as given (`[oc, 1, kh, kw]`).
+#[inline(always)]
+fn depthwise<S: Simd>(
+    simd: S,
+    x: &[f32],
+    x_shape: [usize; 4],
+    pw: &PackedConv2d,
+    out_shape: [usize; 4],
+    act: Activation,
+    out: &mut [f32],
+) {
+    let [batch, c, h, w] = x_shape;
+    let [oc, _, kh, kw] = pw.w_shape;
+    let [_, _, oh, ow] = out_shape;
+    let p = pw.params;
+    let ocg = oc / c;
+    let (sh, sw) = p.stride;
+    let (ph, pwd) = p.padding;
+    let (dh, dw) = p.dilation;
+    let xs: Vec<_> = (0..kw)
+        .map(|kx| valid_range(w, ow, sw, kx * dw, pwd))
+        .collect();
+    for img in 0..batch {
+        for o in 0..oc {
+            let xc = &x[(img * c + o / ocg) * h * w..][..h * w];
+            let wo = &pw.w[o * kh * kw..(o + 1) * kh * kw];
+            let b = pw.bias.as_ref().map_or(0.0, |b| b[o]);
+            let plane = &mut out[(img * oc + o) * oh * ow..][..oh * ow];
+            for (oy, orow) in plane.chunks_exact_mut(ow).enumerate() {
+                orow.fill(b);
+                for ky in 0..kh {
+                    let y = (oy * sh + ky * dh).wrapping_sub(ph);
+                    if y >= h {
+                        continue;
+                    }
+                    let xrow = &xc[y * w..(y + 1) * w];
+                    for (kx, r) in xs.iter().enumerate() {
+                        if r.is_empty() {
+                            continue;
+                        }
+                        let wv = wo[ky * kw + kx];
+                        let first = r.start * sw + kx * dw - pwd;
+                        let dst = &mut orow[r.clone()];
+                        if sw == 1 {
+                            let src = &xrow[first..first + dst.len()];
+                            let wvec = simd.splat_f32s(wv);
+                            let (dhd, dt) = S::as_mut_simd_f32s(dst);
+                            let (shd, st) = S::as_simd_f32s(src);
+                            for (d, &s) in dhd.iter_mut().zip(shd) {
+                                *d = simd.mul_add_e_f32s(wvec, s, *d);
+                            }
+                            for (d, &s) in dt.iter_mut().zip(st) {
+                                *d += wv * s;
+                            }
+                        } else {
+                            for (d, &s) in dst.iter_mut().zip(xrow[first..].iter().step_by(sw)) {
+                                *d += wv * s;
+                            }
+                        }
+                    }
+                }
+                apply_slice(simd, act, orow);
             }
         }
     }

@@ -1,27 +1,49 @@
-//! The matrix-multiply core shared by [`dense`](crate::Kernels::dense) and
-//! [`conv2d`](crate::Kernels::conv2d).
+//! The matrix-multiply core shared by [`dense`](crate::Kernels::dense),
+//! [`dense_packed`](crate::Kernels::dense_packed) and the convolutions.
 //!
-//! `C[m,n] = act(A[m,k] · B[n,k]ᵀ + bias)`. `A` is packed into blocks of [`MR`] rows with the
-//! rows interleaved (`a[kk·MR + i]`), `B` into panels of `NR = NV·lanes` columns
-//! (`b[kk·NR + j]`, zero-padded). The microkernel keeps an `MR × NV` tile of vector
-//! accumulators in registers: per `kk` it loads `NV` vectors of the `B` panel, broadcasts `MR`
-//! values of `A` and issues `MR·NV` FMAs. Bias and activation are applied to the tile as it is
-//! stored. Batch-1 dense uses a GEMV instead: dot products along `k`, four output rows in flight
-//! with two accumulators each.
+//! `C[m,n] = act(A[m,k] · B[k,n] + bias)`, blocked like BLIS:
+//!
+//! - `B` is packed ([`pack_b`]) into blocks of [`KC`] rows of `k`; inside a block, panels of
+//!   `NR = NV·lanes` columns, each `kc × NR` contiguous (`b[kk·NR + j]`, zero-padded past `n`).
+//!   Dense weights are packed once ([`PackedDense`](crate::PackedDense)); conv packs its
+//!   im2col patches straight into this layout.
+//! - `A` is read in place: row `r`, column `kk` at `a[(r / MR)·MR·k + (r % MR)·rs + kk·cs]`,
+//!   which covers both plain row-major rows (`rs = k, cs = 1`, dense activations) and
+//!   `MR`-interleaved blocks (`rs = 1, cs = MR`, packed conv weights).
+//! - Loop nest: column blocks of about [`NC`] columns (the `KC × NC` block of `B` stays in
+//!   L2), then `KC` blocks of `k`, then `MR` row blocks (the `MR × KC` slice of `A` stays in
+//!   L1), then the panels of the column block. The register tile is `MR × NV` vectors:
+//!   8 × 3 (24 accumulators) where the level has 32 vector registers, 6 × 2 otherwise; row
+//!   tails run a tile with fewer rows, column tails are masked at the store.
+//! - The first `KC` block adds the bias, the last applies the activation, both on the
+//!   registers before the store; blocks in between accumulate into `C`.
 
 use pulp::Simd;
 
-use crate::activation::{Activation, apply, apply_slice};
+use crate::activation::{Activation, apply};
+use crate::elem::Elem;
 
-/// Rows of `A` per microkernel tile.
-pub(crate) const MR: usize = 6;
-/// SIMD vectors of `B` columns per microkernel tile (`NR = NV · lanes`).
-pub(crate) const NV: usize = 2;
+/// Rows of `k` per packed block of `B`.
+pub(crate) const KC: usize = 256;
+/// Target columns per column block (a `KC × NC` `f32` block of `B` is 512 KiB, half of L2).
+pub(crate) const NC: usize = 512;
 
-/// Columns of `B` per packed panel for the SIMD type `S`.
+/// Whether `S` gets the 8 × 3 register tile (32 vector registers) or 6 × 2.
+#[inline(always)]
+pub(crate) fn wide_tile<S: Simd>() -> bool {
+    S::REGISTER_COUNT >= 32 && !cfg!(target_arch = "wasm32")
+}
+
+/// `(MR, NV)` of the register tile for `S`.
+#[inline(always)]
+pub(crate) fn tile_dims<S: Simd>() -> (usize, usize) {
+    if wide_tile::<S>() { (8, 3) } else { (6, 2) }
+}
+
+/// Columns per packed panel of `B` for `S`.
 #[inline(always)]
 pub(crate) fn nr<S: Simd>() -> usize {
-    NV * S::F32_LANES
+    tile_dims::<S>().1 * S::F32_LANES
 }
 
 /// Where the bias of the GEMM output comes from.
@@ -31,257 +53,312 @@ pub(crate) enum Bias<'a> {
     None,
     /// One value per output row (conv: per output channel).
     PerRow(&'a [f32]),
-    /// One value per output column (dense: per output feature).
+    /// One value per output column (dense: per output feature), zero-padded to whole panels.
     PerCol(&'a [f32]),
 }
 
-/// Packs row-major `a` (`m × k`) into `MR`-row blocks, zero-padding the last block.
-#[inline(always)]
-pub(crate) fn pack_a(a: &[f32], m: usize, k: usize, dst: &mut Vec<f32>) {
-    let blocks = m.div_ceil(MR);
-    dst.clear();
-    dst.resize(blocks * MR * k, 0.0);
-    if k == 0 {
-        return;
-    }
-    for (blk, block) in dst.chunks_exact_mut(MR * k).enumerate() {
-        for i in 0..MR.min(m - blk * MR) {
-            let row = &a[(blk * MR + i) * k..][..k];
-            for (kk, &v) in row.iter().enumerate() {
-                block[kk * MR + i] = v;
-            }
-        }
-    }
+/// Number of elements of packed `B` for `k × n` with panels of `nr` columns.
+pub(crate) fn packed_b_len(k: usize, n: usize, nr: usize) -> usize {
+    k * n.div_ceil(nr) * nr
 }
 
-/// Packs row-major `b` (`n × k`, i.e. PyTorch Linear weights) into panels of `nr` columns.
+/// Offset of row `kk`'s block in packed `B` with `panels` panels of `nr`: `(k0, kc, offset)`.
 #[inline(always)]
-pub(crate) fn pack_b(b: &[f32], n: usize, k: usize, nr: usize, dst: &mut Vec<f32>) {
-    let panels = n.div_ceil(nr);
-    dst.clear();
-    dst.resize(panels * nr * k, 0.0);
-    if k == 0 {
-        return;
-    }
-    for (p, panel) in dst.chunks_exact_mut(nr * k).enumerate() {
-        for j in 0..nr.min(n - p * nr) {
-            let row = &b[(p * nr + j) * k..][..k];
-            for (kk, &v) in row.iter().enumerate() {
-                panel[kk * nr + j] = v;
-            }
-        }
-    }
+fn b_block(kk: usize, k: usize, panels: usize, nr: usize) -> (usize, usize, usize) {
+    let k0 = kk / KC * KC;
+    (k0, KC.min(k - k0), k0 * panels * nr)
 }
 
-/// The `MR × NV` register tile: `Σ_kk a[kk·MR + i] · b[kk·NV + v]`.
-#[inline(always)]
-fn microkernel<S: Simd>(simd: S, a: &[f32], b: &[S::f32s]) -> [[S::f32s; NV]; MR] {
-    let zero = simd.splat_f32s(0.0);
-    let mut acc = [[zero; NV]; MR];
-    for (av, bv) in a.chunks_exact(MR).zip(b.chunks_exact(NV)) {
-        let (b0, b1) = (bv[0], bv[1]);
-        for (row, &ai) in acc.iter_mut().zip(av) {
-            let ai = simd.splat_f32s(ai);
-            row[0] = simd.mul_add_e_f32s(ai, b0, row[0]);
-            row[1] = simd.mul_add_e_f32s(ai, b1, row[1]);
-        }
-    }
-    acc
-}
-
-/// `out[m,n] = act(A·Bᵀ + bias)` from packed operands (see [`pack_a`], [`pack_b`]).
-///
-/// `a` holds `ceil(m/MR)` blocks of `MR·k`, `b` holds `ceil(n/NR)` panels of `NR·k`, `out` is
-/// row-major with exactly `m·n` elements.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub(crate) fn gemm_packed<S: Simd>(
-    simd: S,
-    m: usize,
-    n: usize,
+/// Packs the columns `cols` of the row-major `n × k` matrix `w` (rows are `B`'s columns:
+/// PyTorch Linear weights) into the [`KC`]-blocked panel layout, converting with `conv`.
+/// `dst` has `packed_b_len(k, cols.len(), nr)` elements.
+pub(crate) fn pack_b<T: Copy, E: Elem>(
+    w: &[T],
     k: usize,
-    a: &[f32],
-    b: &[f32],
-    bias: Bias<'_>,
-    act: Activation,
-    out: &mut [f32],
+    cols: core::ops::Range<usize>,
+    nr: usize,
+    dst: &mut [E],
+    conv: impl Fn(T) -> E,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let lanes = S::F32_LANES;
-    let nr = nr::<S>();
-    let panels = n.div_ceil(nr);
-    let (b, _) = S::as_simd_f32s(&b[..panels * nr * k]);
-    let col_bias = match bias {
-        Bias::PerCol(bias) => {
-            let mut padded = vec![0.0f32; panels * nr];
-            padded[..n].copy_from_slice(&bias[..n]);
-            padded
-        }
-        _ => Vec::new(),
-    };
-    let (col_bias, _) = S::as_simd_f32s(&col_bias);
-    let zero = simd.splat_f32s(0.0);
-
-    for p in 0..panels {
-        let panel = &b[p * k * NV..(p + 1) * k * NV];
-        let j0 = p * nr;
-        for blk in 0..m.div_ceil(MR) {
-            let acc = microkernel(simd, &a[blk * MR * k..(blk + 1) * MR * k], panel);
-            let r0 = blk * MR;
-            for (i, tile_row) in acc.iter().enumerate().take(MR.min(m - r0)) {
-                let row_bias = match bias {
-                    Bias::PerRow(bias) => simd.splat_f32s(bias[r0 + i]),
-                    _ => zero,
-                };
-                let out_row = &mut out[(r0 + i) * n..(r0 + i + 1) * n];
-                for (v, &t) in tile_row.iter().enumerate() {
-                    let c0 = j0 + v * lanes;
-                    if c0 >= n {
-                        break;
-                    }
-                    let mut val = simd.add_f32s(t, row_bias);
-                    if let Bias::PerCol(_) = bias {
-                        val = simd.add_f32s(val, col_bias[p * NV + v]);
-                    }
-                    let val = apply(simd, act, val);
-                    let end = (c0 + lanes).min(n);
-                    simd.partial_store_f32s(&mut out_row[c0..end], val);
+    let ncols = cols.len();
+    let panels = ncols.div_ceil(nr);
+    for k0 in (0..k).step_by(KC) {
+        let (_, kc, off) = b_block(k0, k, panels, nr);
+        for p in 0..panels {
+            let panel = &mut dst[off + p * kc * nr..][..kc * nr];
+            let valid = nr.min(ncols - p * nr);
+            for j in 0..valid {
+                let row = &w[(cols.start + p * nr + j) * k + k0..][..kc];
+                for (kk, &v) in row.iter().enumerate() {
+                    panel[kk * nr + j] = conv(v);
                 }
             }
         }
     }
 }
 
-/// Dot product of two equal-length vectors, several accumulators.
-#[inline(always)]
-fn dot<S: Simd>(simd: S, x: &[f32], y: &[f32]) -> f32 {
-    let (xh, xt) = S::as_simd_f32s(x);
-    let (yh, yt) = S::as_simd_f32s(y);
-    let zero = simd.splat_f32s(0.0);
-    let mut acc = [zero; 4];
-    let (xc, xr) = xh.split_at(xh.len() / 4 * 4);
-    let (yc, yr) = yh.split_at(xc.len());
-    for (xv, yv) in xc.chunks_exact(4).zip(yc.chunks_exact(4)) {
-        for ((a, &xi), &yi) in acc.iter_mut().zip(xv).zip(yv) {
-            *a = simd.mul_add_e_f32s(xi, yi, *a);
-        }
-    }
-    for (&xi, &yi) in xr.iter().zip(yr) {
-        acc[0] = simd.mul_add_e_f32s(xi, yi, acc[0]);
-    }
-    if !xt.is_empty() {
-        let xv = simd.partial_load_f32s(xt);
-        let yv = simd.partial_load_f32s(yt);
-        acc[1] = simd.mul_add_e_f32s(xv, yv, acc[1]);
-    }
-    let s = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
-    simd.reduce_sum_f32s(s)
+/// The `A` operand: `a[(r / MR)·MR·k + (r % MR)·rs + kk·cs]` (see the module docs).
+#[derive(Clone, Copy)]
+pub(crate) struct AView<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
 }
 
-/// Batch-1 dense: `out[j] = act(x · w[j,:] + bias[j])` with `w` row-major `n × k`.
-#[inline(always)]
-pub(crate) fn gemv<S: Simd>(
-    simd: S,
-    x: &[f32],
-    w: &[f32],
-    k: usize,
-    bias: Option<&[f32]>,
-    act: Activation,
-    out: &mut [f32],
-) {
-    const ROWS: usize = 4;
-    let n = out.len();
-    let (xh, xt) = S::as_simd_f32s(x);
-    let zero = simd.splat_f32s(0.0);
-    let full = if k == 0 { 0 } else { n / ROWS * ROWS };
-    for j0 in (0..full).step_by(ROWS) {
-        let rows: [&[f32]; ROWS] = core::array::from_fn(|r| &w[(j0 + r) * k..(j0 + r + 1) * k]);
-        let split: [(&[S::f32s], &[f32]); ROWS] = rows.map(S::as_simd_f32s);
-        // Two accumulators per row (even and odd vectors): eight independent FMA chains.
-        let mut acc = [[zero; 2]; ROWS];
-        let pairs = xh.len() / 2;
-        for c in 0..pairs {
-            let x0 = xh[2 * c];
-            let x1 = xh[2 * c + 1];
-            for (a, (wh, _)) in acc.iter_mut().zip(&split) {
-                a[0] = simd.mul_add_e_f32s(x0, wh[2 * c], a[0]);
-                a[1] = simd.mul_add_e_f32s(x1, wh[2 * c + 1], a[1]);
-            }
-        }
-        if xh.len() % 2 == 1 {
-            let c = xh.len() - 1;
-            for (a, (wh, _)) in acc.iter_mut().zip(&split) {
-                a[0] = simd.mul_add_e_f32s(xh[c], wh[c], a[0]);
-            }
-        }
-        if !xt.is_empty() {
-            let xv = simd.partial_load_f32s(xt);
-            for (a, (_, wt)) in acc.iter_mut().zip(&split) {
-                a[1] = simd.mul_add_e_f32s(xv, simd.partial_load_f32s(wt), a[1]);
-            }
-        }
-        for (r, a) in acc.iter().enumerate() {
-            out[j0 + r] = simd.reduce_sum_f32s(simd.add_f32s(a[0], a[1]));
-        }
-    }
-    for (j, o) in out.iter_mut().enumerate().skip(full) {
-        *o = dot(simd, x, &w[j * k..(j + 1) * k]);
-    }
-    if let Some(bias) = bias {
-        let (oh, ot) = S::as_mut_simd_f32s(out);
-        let (bh, bt) = S::as_simd_f32s(bias);
-        for (o, &b) in oh.iter_mut().zip(bh) {
-            *o = simd.add_f32s(*o, b);
-        }
-        for (o, &b) in ot.iter_mut().zip(bt) {
-            *o += b;
-        }
-    }
-    apply_slice(simd, act, out);
-}
-
-/// The [`pulp::WithSimd`] op behind [`Kernels::dense`](crate::Kernels::dense); lengths are
-/// validated by the caller.
-pub(crate) struct Dense<'a> {
-    pub(crate) x: &'a [f32],
+/// One GEMM call on a packed block of `B` covering `n` columns.
+pub(crate) struct Gemm<'a, E> {
     pub(crate) m: usize,
-    pub(crate) k: usize,
-    pub(crate) w: &'a [f32],
     pub(crate) n: usize,
-    pub(crate) bias: Option<&'a [f32]>,
+    pub(crate) k: usize,
+    pub(crate) a: AView<'a>,
+    /// Packed `B` for these `n` columns ([`pack_b`] layout).
+    pub(crate) b: &'a [E],
+    pub(crate) bias: Bias<'a>,
     pub(crate) act: Activation,
-    pub(crate) out: &'a mut [f32],
+    /// Row stride of `out`; `out[r·ldc + c]` for `r < m`, `c < n`.
+    pub(crate) ldc: usize,
 }
 
-impl pulp::WithSimd for Dense<'_> {
-    type Output = ();
+/// The `R × NV` register tile over `kc` steps: `acc[i][v] += a[i, kk] · b[kk, v]`.
+///
+/// # Safety
+/// Rows `0..R` of `a` (`a + i·rs + kk·cs`) and `kc·NV·lanes` elements of `b` are readable.
+#[inline(always)]
+unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize>(
+    simd: S,
+    kc: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const E,
+    acc: &mut [[S::f32s; NV]; R],
+) {
+    let lanes = S::F32_LANES;
+    // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
+    unsafe {
+        let rows: [*const f32; R] = core::array::from_fn(|i| a.add(i * rs));
+        let mut b = b;
+        let mut off = 0;
+        for _ in 0..kc {
+            let bv: [S::f32s; NV] = core::array::from_fn(|v| E::load(simd, b.add(v * lanes)));
+            for (row, &ap) in acc.iter_mut().zip(&rows) {
+                let ai = simd.splat_f32s(*ap.add(off));
+                for (c, &bb) in row.iter_mut().zip(&bv) {
+                    *c = simd.mul_add_e_f32s(ai, bb, *c);
+                }
+            }
+            b = b.add(NV * lanes);
+            off += cs;
+        }
+    }
+}
+
+/// Context of one tile's load/store of `C`.
+struct Store<'a> {
+    first: bool,
+    last: bool,
+    /// Valid columns of this panel (≤ NR).
+    valid: usize,
+    /// Column bias for this panel (padded to NR), if any.
+    col_bias: Option<&'a [f32]>,
+    /// Row bias for the tile's rows, if any.
+    row_bias: Option<&'a [f32]>,
+    act: Activation,
+}
+
+/// Computes one `R`-row tile of `C` at `out` (row stride `ldc`) over one `KC` block.
+///
+/// # Safety
+/// As [`tile`]; `out[i·ldc + c]` is writable for `i < R`, `c < st.valid`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize>(
+    simd: S,
+    kc: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const E,
+    out: *mut f32,
+    ldc: usize,
+    st: &Store<'_>,
+) {
+    let lanes = S::F32_LANES;
+    let zero = simd.splat_f32s(0.0);
+    let mut acc = [[zero; NV]; R];
+    // SAFETY: `out` rows are writable (and readable) for `st.valid` columns.
+    let row_slice = |i: usize, c: usize, w: usize| unsafe {
+        core::slice::from_raw_parts_mut(out.add(i * ldc + c), w)
+    };
+    if !st.first {
+        for (i, row) in acc.iter_mut().enumerate() {
+            for (v, c) in row.iter_mut().enumerate() {
+                let c0 = v * lanes;
+                if c0 >= st.valid {
+                    break;
+                }
+                let w = lanes.min(st.valid - c0);
+                *c = simd.partial_load_f32s(row_slice(i, c0, w));
+            }
+        }
+    }
+    // SAFETY: forwarded caller guarantee.
+    unsafe { tile::<S, E, R, NV>(simd, kc, a, rs, cs, b, &mut acc) };
+    for (i, row) in acc.iter().enumerate() {
+        let rb = match (st.first, st.row_bias) {
+            (true, Some(rb)) => simd.splat_f32s(rb[i]),
+            _ => zero,
+        };
+        for (v, &c) in row.iter().enumerate() {
+            let c0 = v * lanes;
+            if c0 >= st.valid {
+                break;
+            }
+            let mut val = c;
+            if st.first {
+                if let Some(cb) = st.col_bias {
+                    val = simd.add_f32s(val, simd.partial_load_f32s(&cb[c0..c0 + lanes]));
+                }
+                if st.row_bias.is_some() {
+                    val = simd.add_f32s(val, rb);
+                }
+            }
+            if st.last {
+                val = apply(simd, st.act, val);
+            }
+            let w = lanes.min(st.valid - c0);
+            simd.partial_store_f32s(row_slice(i, c0, w), val);
+        }
+    }
+}
+
+/// Dispatches a tile of `rows ≤ MR` rows to its const-sized instance.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn block_rows<S: Simd, E: Elem, const NV: usize>(
+    simd: S,
+    rows: usize,
+    kc: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const E,
+    out: *mut f32,
+    ldc: usize,
+    st: &Store<'_>,
+) {
+    // SAFETY: forwarded caller guarantee, for exactly `rows` rows.
+    unsafe {
+        match rows {
+            1 => block::<S, E, 1, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
+            2 => block::<S, E, 2, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
+            3 => block::<S, E, 3, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
+            4 => block::<S, E, 4, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
+            5 => block::<S, E, 5, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
+            6 => block::<S, E, 6, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
+            7 => block::<S, E, 7, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
+            _ => block::<S, E, 8, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
+        }
+    }
+}
+
+impl<E: Elem> Gemm<'_, E> {
+    /// Runs the product into `out` (see [`Gemm::ldc`]) at the level of `simd`.
+    #[inline(always)]
+    pub(crate) fn run<S: Simd>(&self, simd: S, out: &mut [f32]) {
+        if wide_tile::<S>() {
+            self.run_tile::<S, 8, 3>(simd, out);
+        } else {
+            self.run_tile::<S, 6, 2>(simd, out);
+        }
+    }
 
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
+    fn run_tile<S: Simd, const MR: usize, const NV: usize>(&self, simd: S, out: &mut [f32]) {
         let Self {
-            x,
             m,
-            k,
-            w,
             n,
+            k,
+            a,
+            b,
             bias,
             act,
-            out,
-        } = self;
+            ldc,
+        } = *self;
         if m == 0 || n == 0 {
             return;
         }
-        if m == 1 {
-            gemv(simd, x, w, k, bias, act, out);
-            return;
+        let nr = NV * S::F32_LANES;
+        let panels = n.div_ceil(nr);
+        // Bounds the unsafe tiles rely on, checked once.
+        assert!(b.len() >= packed_b_len(k, n, nr));
+        assert!(out.len() >= (m - 1) * ldc + n);
+        let last_row = m.div_ceil(MR) - 1;
+        let last_rows = m - last_row * MR;
+        assert!(
+            k == 0 || a.data.len() > last_row * MR * k + (last_rows - 1) * a.rs + (k - 1) * a.cs
+        );
+        if let Bias::PerCol(cb) = bias {
+            assert!(cb.len() >= panels * nr);
         }
-        let mut a = Vec::new();
-        let mut b = Vec::new();
-        pack_a(x, m, k, &mut a);
-        pack_b(w, n, k, nr::<S>(), &mut b);
-        let bias = bias.map_or(Bias::None, Bias::PerCol);
-        gemm_packed(simd, m, n, k, &a, &b, bias, act, out);
+        if let Bias::PerRow(rb) = bias {
+            assert!(rb.len() >= m);
+        }
+        let panels_per_block = (NC / nr).max(1);
+        let out_ptr = out.as_mut_ptr();
+        for p0 in (0..panels).step_by(panels_per_block) {
+            let p1 = (p0 + panels_per_block).min(panels);
+            let mut k0 = 0;
+            loop {
+                let (_, kc, boff) = if k == 0 {
+                    (0, 0, 0)
+                } else {
+                    b_block(k0, k, panels, nr)
+                };
+                let first = k0 == 0;
+                let last = k0 + kc >= k;
+                for r0 in (0..m).step_by(MR) {
+                    let rows = MR.min(m - r0);
+                    let a_off = r0 * k + k0 * a.cs;
+                    for p in p0..p1 {
+                        let c0 = p * nr;
+                        let st = Store {
+                            first,
+                            last,
+                            valid: nr.min(n - c0),
+                            col_bias: match bias {
+                                Bias::PerCol(cb) => Some(&cb[c0..c0 + nr]),
+                                _ => None,
+                            },
+                            row_bias: match bias {
+                                Bias::PerRow(rb) => Some(&rb[r0..r0 + rows]),
+                                _ => None,
+                            },
+                            act,
+                        };
+                        // SAFETY: the asserts above bound every row of A, every block and
+                        // panel of B and every written element of `out`.
+                        unsafe {
+                            block_rows::<S, E, NV>(
+                                simd,
+                                rows,
+                                kc,
+                                a.data.as_ptr().add(a_off),
+                                a.rs,
+                                a.cs,
+                                b.as_ptr().add(boff + p * kc * nr),
+                                out_ptr.add(r0 * ldc + c0),
+                                ldc,
+                                &st,
+                            );
+                        }
+                    }
+                }
+                k0 += kc;
+                if last {
+                    break;
+                }
+            }
+        }
     }
 }

@@ -21,7 +21,9 @@
 
 mod activation;
 mod conv;
+mod dense;
 mod dispatch;
+mod elem;
 mod elementwise;
 mod error;
 mod gemm;
@@ -32,6 +34,11 @@ mod shape;
 mod validate;
 
 pub use activation::Activation;
+pub use conv::PackedConv2d;
+pub use dense::PackedDense;
 pub use dispatch::{Kernels, Level};
+pub use elem::WeightType;
 pub use error::KernelError;
+/// The `half` crate, whose `f16`/`bf16` the half-precision packers take.
+pub use half;
 pub use shape::{Conv2dParams, Pool2dParams, conv2d_out_shape, pool2d_out_shape};

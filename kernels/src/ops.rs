@@ -2,14 +2,25 @@
 //! op at the level chosen when the `Kernels` was built.
 
 use crate::activation::{Activate, Activation};
-use crate::conv::Conv2d;
-use crate::dispatch::Kernels;
+use crate::conv::{Conv2d, PackedConv2d, TileRows, pack_weights};
+use crate::dense::{Dense, DensePacked, PackedData, PackedDense, pack};
+use crate::dispatch::{Kernels, Level};
 use crate::elementwise::{Binary, BinaryKind, Softmax};
-use crate::error::KernelError;
-use crate::gemm::Dense;
+use crate::error::{KernelError, check_len, product};
 use crate::pool::{GlobalAvgPool, Pool2d, PoolKind};
-use crate::shape::{Conv2dParams, Pool2dParams};
+use crate::shape::{Conv2dParams, Pool2dParams, conv2d_out_shape};
 use crate::validate;
+
+/// Errors unless `packed` (a layout for `packed`) matches the level of `kernels`.
+fn check_level(what: &str, packed: Level, kernels: Level) -> Result<(), KernelError> {
+    if packed == kernels {
+        Ok(())
+    } else {
+        Err(KernelError::new(format!(
+            "{what} was packed for level {packed:?}, these kernels run at {kernels:?}; pack with the kernels that run it"
+        )))
+    }
+}
 
 impl Kernels {
     /// Fully connected layer: `out[m,n] = act(x[m,k] · w[n,k]ᵀ + bias[n])`, with `w` in
@@ -61,7 +72,7 @@ impl Kernels {
         act: Activation,
         out: &mut [f32],
     ) -> Result<(), KernelError> {
-        let out_shape = validate::conv2d(
+        validate::conv2d(
             x.len(),
             x_shape,
             w.len(),
@@ -70,14 +81,168 @@ impl Kernels {
             p,
             out.len(),
         )?;
+        let packed = self.pack_conv2d(w, w_shape, bias, p)?;
+        self.conv2d_packed(x, x_shape, &packed, act, out)
+    }
+
+    /// Packs conv2d weights `w` (`[oc, c/groups, kh, kw]`), `bias` (`[oc]`) and the geometry
+    /// `p` once, for [`Kernels::conv2d_packed`] at this level.
+    ///
+    /// Errors on invalid geometry (zero stride/dilation/kernel/groups, `groups` not dividing
+    /// `oc`) or slice lengths that do not match `w_shape`.
+    pub fn pack_conv2d(
+        &self,
+        w: &[f32],
+        w_shape: [usize; 4],
+        bias: Option<&[f32]>,
+        p: &Conv2dParams,
+    ) -> Result<PackedConv2d, KernelError> {
+        let [oc, cg, kh, kw] = w_shape;
+        // The smallest input the window fits, to validate the geometry without an image.
+        let fit = |k: usize, d: usize| k.saturating_sub(1).saturating_mul(d).saturating_add(1);
+        let x_shape = [
+            1,
+            cg.saturating_mul(p.groups),
+            fit(kh, p.dilation.0),
+            fit(kw, p.dilation.1),
+        ];
+        conv2d_out_shape(x_shape, w_shape, p)?;
+        check_len(
+            "w",
+            w.len(),
+            product("w", &w_shape)?,
+            &format!("shape {w_shape:?}"),
+        )?;
+        if let Some(b) = bias {
+            check_len("bias", b.len(), oc, "one per output channel")?;
+        }
+        let mr = self.run(TileRows);
+        let packed = PackedConv2d {
+            w_shape,
+            params: *p,
+            level: self.level(),
+            mr,
+            w: Vec::new(),
+            bias: bias.map(<[f32]>::to_vec),
+        };
+        let w = if packed.depthwise() {
+            w.to_vec()
+        } else {
+            pack_weights(w, p.groups, oc / p.groups, cg * kh * kw, mr)
+        };
+        Ok(PackedConv2d { w, ..packed })
+    }
+
+    /// [`Kernels::conv2d`] with weights packed by [`Kernels::pack_conv2d`]: `x` is
+    /// `[n, c, h, w]`, `out` is `[n, oc, oh, ow]` as given by
+    /// [`conv2d_out_shape`](crate::conv2d_out_shape) for the packed weight shape and geometry.
+    ///
+    /// Errors if `packed` was packed at another level, on invalid geometry or on slice lengths
+    /// that do not match their shapes.
+    pub fn conv2d_packed(
+        &self,
+        x: &[f32],
+        x_shape: [usize; 4],
+        packed: &PackedConv2d,
+        act: Activation,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        check_level("conv2d weights", packed.level, self.level())?;
+        let out_shape = conv2d_out_shape(x_shape, packed.w_shape, &packed.params)?;
+        check_len(
+            "x",
+            x.len(),
+            product("x", &x_shape)?,
+            &format!("shape {x_shape:?}"),
+        )?;
+        check_len(
+            "out",
+            out.len(),
+            product("out", &out_shape)?,
+            &format!("shape {out_shape:?}"),
+        )?;
         self.run(Conv2d {
             x,
             x_shape,
-            w,
-            w_shape,
+            pw: packed,
             out_shape,
-            bias,
-            p: *p,
+            act,
+            out,
+        });
+        Ok(())
+    }
+
+    /// Packs dense weights `w` (`[n, k]`, PyTorch `Linear` layout) and `bias` (`[n]`) once, for
+    /// [`Kernels::dense_packed`] at this level.
+    ///
+    /// Errors if `w.len() != n·k` or `bias.len() != n`.
+    pub fn pack_dense(
+        &self,
+        w: &[f32],
+        n: usize,
+        k: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<PackedDense, KernelError> {
+        validate_pack(w.len(), n, k, bias)?;
+        Ok(pack(self, w, n, k, bias, |v| v, PackedData::F32))
+    }
+
+    /// [`Kernels::pack_dense`] for IEEE half weights, stored as 16 bits and widened to `f32`
+    /// in the kernel (batch-1 layers read half the bytes).
+    pub fn pack_dense_f16(
+        &self,
+        w: &[half::f16],
+        n: usize,
+        k: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<PackedDense, KernelError> {
+        validate_pack(w.len(), n, k, bias)?;
+        Ok(pack(self, w, n, k, bias, |v| v, PackedData::F16))
+    }
+
+    /// [`Kernels::pack_dense`] for bfloat16 weights, stored as 16 bits and widened to `f32`
+    /// in the kernel.
+    pub fn pack_dense_bf16(
+        &self,
+        w: &[half::bf16],
+        n: usize,
+        k: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<PackedDense, KernelError> {
+        validate_pack(w.len(), n, k, bias)?;
+        Ok(pack(self, w, n, k, bias, |v| v, PackedData::Bf16))
+    }
+
+    /// Fully connected layer on packed weights: `out[m, n] = act(x[m, k] · wᵀ + bias)`.
+    ///
+    /// Errors if `packed` was packed at another level (pack with these kernels), if
+    /// `x.len() != m·k` or `out.len() != m·n`.
+    pub fn dense_packed(
+        &self,
+        x: &[f32],
+        m: usize,
+        packed: &PackedDense,
+        act: Activation,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        check_level("dense weights", packed.level, self.level())?;
+        let (n, k) = (packed.n, packed.k);
+        check_len(
+            "x",
+            x.len(),
+            product("x", &[m, k])?,
+            &format!("m={m} × k={k}"),
+        )?;
+        check_len(
+            "out",
+            out.len(),
+            product("out", &[m, n])?,
+            &format!("m={m} × n={n}"),
+        )?;
+        self.run(DensePacked {
+            x,
+            m,
+            p: packed,
             act,
             out,
         });
@@ -186,4 +351,13 @@ impl Kernels {
         }
         Ok(())
     }
+}
+
+/// Validates the arguments of the `pack_dense*` methods.
+fn validate_pack(w: usize, n: usize, k: usize, bias: Option<&[f32]>) -> Result<(), KernelError> {
+    check_len("w", w, product("w", &[n, k])?, &format!("n={n} × k={k}"))?;
+    if let Some(b) = bias {
+        check_len("bias", b.len(), n, &format!("n={n}"))?;
+    }
+    Ok(())
 }

@@ -1,63 +1,159 @@
-//! Kernel throughput (GFLOP/s as criterion's `elem/s`) beside the peak-FMA probe.
+//! Kernel benchmarks, each beside a limit or a peer measured in the same run: the
+//! peak-FMA, streaming-read and memcpy probes; dense (square GEMMs and the bundled models'
+//! layers) against peak and the `gemm` crate; batch-1 GEMV against streaming the same
+//! weight bytes; conv2d against peak and candle; max-pool against memcpy.
 //!
-//! Run with `cargo bench -p tensorlet-benches --bench kernels`; a kernel's share of the
-//! machine's limit is its throughput divided by the `peak-fma` line of the same run.
+//! Run with `cargo bench -p tensorlet-benches --features peers --bench kernels` (without
+//! `--features peers` the peer rows are left out). After criterion's own output it prints
+//! a table of medians, ratios and the targets; see the README's "Benchmarks".
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
-use tensorlet_benches::{peak_fma_flops, peak_fma_probe};
-use tensorlet_kernels::{Activation, Conv2dParams, Kernels, conv2d_out_shape};
+use std::time::{Duration, SystemTime};
+use tensorlet_benches::report::{Results, Table, Work};
+use tensorlet_benches::{
+    lanes, memcpy_probe, peak_fma_flops, peak_fma_probe, single_threaded, stream_read_probe, values,
+};
+use tensorlet_kernels::{
+    Activation, Conv2dParams, Kernels, Pool2dParams, conv2d_out_shape, pool2d_out_shape,
+};
 
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
+/// Rounds of the peak-FMA probe per call (about 0.1 ms with AVX-512).
+const PEAK_ITERATIONS: usize = 100_000;
+/// Square GEMM sizes (M = N = K).
+const SQUARE: [usize; 7] = [16, 32, 64, 128, 256, 512, 1024];
+/// Square sizes whose share of peak has a target (≥ 92%).
+const SQUARE_PEAK_TARGET: [usize; 3] = [256, 512, 1024];
+/// The bundled models' dense layers: (name, in, out), each at batch 1 and 32.
+const LAYERS: [(&str, usize, usize); 4] = [
+    ("mnist-cnn fc1", 1600, 128),
+    ("mnist-cnn fc2", 128, 10),
+    ("mlp fc1", 10, 10),
+    ("mlp fc2", 10, 1),
+];
+/// Batch-1 GEMV weights (rows, cols): 512 KiB of f32 (inside a 1 MiB L2) and 64 MiB
+/// (beyond L2 and L3).
+const GEMV: [(usize, usize); 2] = [(128, 1024), (4096, 4096)];
+/// conv2d cases (c_in, c_out, side), 3×3, stride 1, no padding, batch 1: the seed CNN's
+/// two layers, its 3-channel 100×100 variant, a ResNet-style 56×56 layer. Those with a
+/// share-of-peak target (≥ 75%) are those with ≥ 32 input channels.
+const CONV: [(usize, usize, usize); 4] = [(1, 32, 28), (32, 64, 13), (3, 32, 100), (64, 64, 56)];
+/// Max-pool 2×2/2 inputs (NCHW).
+const POOL: [[usize; 4]; 2] = [[1, 64, 112, 112], [1, 32, 26, 26]];
+
+fn dense_id(m: usize, k: usize, n: usize) -> String {
+    format!("{m}x{k}x{n}")
 }
 
-fn peak(c: &mut Criterion) {
-    let iterations = 100_000;
-    let mut g = c.benchmark_group("peak-fma");
-    g.throughput(Throughput::Elements(peak_fma_flops(iterations)));
-    g.bench_function("probe", |b| {
-        b.iter(|| peak_fma_probe(black_box(iterations)))
+fn conv_id(ci: usize, co: usize, hw: usize) -> String {
+    format!("{ci}to{co}_{hw}x{hw}")
+}
+
+fn shape_id(s: [usize; 4]) -> String {
+    format!("{}x{}x{}x{}", s[0], s[1], s[2], s[3])
+}
+
+fn conv_flops(ci: usize, co: usize, hw: usize) -> u64 {
+    let o = hw - 2;
+    (2 * o * o * co * ci * 9) as u64
+}
+
+/// Every dense case: (m, k, n) for the square sizes, then each layer at batch 1 and 32.
+fn dense_cases() -> Vec<(usize, usize, usize)> {
+    let square = SQUARE.iter().map(|&s| (s, s, s));
+    let layers = LAYERS.iter().flat_map(|&(_, k, n)| [(1, k, n), (32, k, n)]);
+    square.chain(layers).collect()
+}
+
+fn probes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("probes");
+    g.throughput(Throughput::Elements(peak_fma_flops(PEAK_ITERATIONS)));
+    g.bench_function("peak-fma", |b| {
+        b.iter(|| peak_fma_probe(black_box(PEAK_ITERATIONS)))
     });
+    for (rows, cols) in GEMV {
+        let data = values(rows * cols, 7);
+        let bytes = (rows * cols * 4) as u64;
+        g.throughput(Throughput::Bytes(bytes));
+        g.bench_with_input(BenchmarkId::new("stream", bytes), &data, |b, data| {
+            b.iter(|| stream_read_probe(black_box(data)))
+        });
+        let mut dst = vec![0.0; data.len()];
+        g.bench_with_input(BenchmarkId::new("memcpy", bytes), &data, |b, data| {
+            b.iter(|| {
+                memcpy_probe(black_box(data), &mut dst);
+                black_box(&dst);
+            })
+        });
+    }
     g.finish();
 }
 
 fn dense(c: &mut Criterion) {
     let k = Kernels::detect();
     let mut g = c.benchmark_group("dense");
-    // (m, k, n): square GEMMs and the bundled models' layers at batch 1 and 32.
-    let shapes = [
-        (64, 64, 64),
-        (256, 256, 256),
-        (512, 512, 512),
-        (1, 1600, 128),
-        (32, 1600, 128),
-        (1, 128, 10),
-        (32, 128, 10),
-    ];
-    for (m, kk, n) in shapes {
-        let (x, w, bias) = (values(m * kk, 1), values(n * kk, 2), values(n, 3));
+    for (m, kk, n) in dense_cases() {
+        let (x, w) = (values(m * kk, 1), values(n * kk, 2));
         let mut out = vec![0.0; m * n];
+        let id = dense_id(m, kk, n);
         g.throughput(Throughput::Elements((2 * m * kk * n) as u64));
-        g.bench_with_input(
-            BenchmarkId::from_parameter(format!("{m}x{kk}x{n}")),
-            &(),
-            |b, _| {
+        g.bench_function(BenchmarkId::new("tensorlet", &id), |b| {
+            b.iter(|| {
+                k.dense(
+                    black_box(&x),
+                    m,
+                    kk,
+                    &w,
+                    n,
+                    None,
+                    Activation::None,
+                    &mut out,
+                )
+                .expect("valid shapes");
+                black_box(&out);
+            })
+        });
+        #[cfg(feature = "peers")]
+        g.bench_function(BenchmarkId::new("gemm", &id), |b| {
+            b.iter(|| {
+                tensorlet_benches::peers::gemm_dense(black_box(&x), m, kk, &w, n, &mut out);
+                black_box(&out);
+            })
+        });
+    }
+    g.finish();
+}
+
+fn gemv(c: &mut Criterion) {
+    let k = Kernels::detect();
+    let mut g = c.benchmark_group("gemv");
+    for (n, kk) in GEMV {
+        let (x, w) = (values(kk, 1), values(n * kk, 2));
+        let mut out = vec![0.0; n];
+        g.throughput(Throughput::Bytes((n * kk * 4) as u64));
+        g.bench_function(
+            BenchmarkId::new("tensorlet-f32", format!("{n}x{kk}")),
+            |b| {
                 b.iter(|| {
-                    k.dense(&x, m, kk, &w, n, Some(&bias), Activation::Relu, &mut out)
-                        .expect("valid shapes");
+                    k.dense(
+                        black_box(&x),
+                        1,
+                        kk,
+                        &w,
+                        n,
+                        None,
+                        Activation::None,
+                        &mut out,
+                    )
+                    .expect("valid shapes");
                     black_box(&out);
                 })
             },
         );
+        // The limit: streaming the very same weight buffer.
+        g.bench_function(BenchmarkId::new("stream-f32", format!("{n}x{kk}")), |b| {
+            b.iter(|| stream_read_probe(black_box(&w)))
+        });
     }
     g.finish();
 }
@@ -65,16 +161,9 @@ fn dense(c: &mut Criterion) {
 fn conv2d(c: &mut Criterion) {
     let k = Kernels::detect();
     let mut g = c.benchmark_group("conv2d");
-    // (c_in, c_out, size): the seed CNN's layers, the 3-channel variant, a ResNet-style layer.
-    for (ci, co, hw) in [(1, 32, 28), (32, 64, 13), (3, 32, 100), (64, 64, 56)] {
-        let xs = [1, ci, hw, hw];
-        let ws = [co, ci, 3, 3];
-        let p = Conv2dParams {
-            stride: (1, 1),
-            padding: (0, 0),
-            dilation: (1, 1),
-            groups: 1,
-        };
+    let p = Conv2dParams::default();
+    for (ci, co, hw) in CONV {
+        let (xs, ws) = ([1, ci, hw, hw], [co, ci, 3, 3]);
         let os = conv2d_out_shape(xs, ws, &p).expect("valid geometry");
         let (x, w, bias) = (
             values(ci * hw * hw, 4),
@@ -82,22 +171,197 @@ fn conv2d(c: &mut Criterion) {
             values(co, 6),
         );
         let mut out = vec![0.0; os.iter().product()];
-        let flops = 2 * os[1] * os[2] * os[3] * ci * 9;
-        g.throughput(Throughput::Elements(flops as u64));
-        g.bench_with_input(
-            BenchmarkId::from_parameter(format!("{ci}to{co}_{hw}x{hw}")),
-            &(),
-            |b, _| {
-                b.iter(|| {
-                    k.conv2d(&x, xs, &w, ws, Some(&bias), &p, Activation::Relu, &mut out)
-                        .expect("valid shapes");
-                    black_box(&out);
-                })
-            },
-        );
+        let id = conv_id(ci, co, hw);
+        g.throughput(Throughput::Elements(conv_flops(ci, co, hw)));
+        g.bench_function(BenchmarkId::new("tensorlet", &id), |b| {
+            b.iter(|| {
+                k.conv2d(
+                    black_box(&x),
+                    xs,
+                    &w,
+                    ws,
+                    Some(&bias),
+                    &p,
+                    Activation::None,
+                    &mut out,
+                )
+                .expect("valid shapes");
+                black_box(&out);
+            })
+        });
+        #[cfg(feature = "peers")]
+        {
+            let candle = tensorlet_benches::peers::CandleConv2d::new(&x, xs, &w, ws, &bias)
+                .expect("candle layer");
+            g.bench_function(BenchmarkId::new("candle", &id), |b| {
+                b.iter(|| black_box(candle.forward().expect("candle conv2d")))
+            });
+        }
     }
     g.finish();
 }
 
-criterion_group!(benches, peak, dense, conv2d);
-criterion_main!(benches);
+fn max_pool(c: &mut Criterion) {
+    let k = Kernels::detect();
+    let mut g = c.benchmark_group("maxpool");
+    let p = Pool2dParams {
+        kernel: (2, 2),
+        stride: (2, 2),
+        padding: (0, 0),
+    };
+    for xs in POOL {
+        let x = values(xs.iter().product(), 8);
+        let os = pool2d_out_shape(xs, &p).expect("valid geometry");
+        let mut out = vec![0.0; os.iter().product()];
+        let mut copy = vec![0.0; x.len()];
+        let id = shape_id(xs);
+        g.throughput(Throughput::Bytes((x.len() * 4) as u64));
+        g.bench_function(BenchmarkId::new("tensorlet", &id), |b| {
+            b.iter(|| {
+                k.max_pool2d(black_box(&x), xs, &p, &mut out)
+                    .expect("valid shapes");
+                black_box(&out);
+            })
+        });
+        g.bench_function(BenchmarkId::new("memcpy", &id), |b| {
+            b.iter(|| {
+                memcpy_probe(black_box(&x), &mut copy);
+                black_box(&copy);
+            })
+        });
+    }
+    g.finish();
+}
+
+fn table(r: &Results) -> Table {
+    let peers = cfg!(feature = "peers");
+    let mut t = Table::new("kernels (single thread, medians of this run)");
+    let peak_ns = r.median_ns("probes", "peak-fma");
+    let peak_work = Work::Flops(peak_fma_flops(PEAK_ITERATIONS) as f64);
+    t.row("peak-FMA probe", peak_ns, peak_work);
+    for (rows, cols) in GEMV {
+        let bytes = rows * cols * 4;
+        let mib = bytes as f64 / (1 << 20) as f64;
+        let stream = r.median_ns("probes", &format!("stream/{bytes}"));
+        t.row(
+            format!("stream-read probe {mib} MiB"),
+            stream,
+            Work::Bytes(bytes as f64),
+        );
+        t.row(
+            format!("memcpy probe {mib} MiB"),
+            r.median_ns("probes", &format!("memcpy/{bytes}")),
+            Work::Bytes(bytes as f64),
+        )
+        .vs_limit("stream-read", stream, Work::Bytes(bytes as f64), None);
+    }
+
+    for (m, kk, n) in dense_cases() {
+        let id = dense_id(m, kk, n);
+        let case = match LAYERS.iter().find(|l| (l.1, l.2) == (kk, n)) {
+            Some((name, ..)) if m != kk || kk != n => format!("dense {name} batch {m}"),
+            _ => format!("dense {m}³"),
+        };
+        let ours = r.median_ns("dense", &format!("tensorlet/{id}"));
+        let row = t.row(case, ours, Work::Flops((2 * m * kk * n) as f64));
+        let peak_target = SQUARE_PEAK_TARGET
+            .contains(&m)
+            .then_some(0.92)
+            .filter(|_| m == kk && kk == n);
+        row.vs_limit("peak-FMA", peak_ns, peak_work, peak_target);
+        if peers {
+            let small = m == kk && kk == n && m <= 64;
+            row.vs_peer(
+                "gemm",
+                r.median_ns("dense", &format!("gemm/{id}")),
+                Some(if small { 1.3 } else { 1.0 }),
+            );
+        }
+    }
+
+    for (n, kk) in GEMV {
+        let bytes = (n * kk * 4) as f64;
+        let id = format!("{n}x{kk}");
+        let place = if bytes <= (1 << 20) as f64 {
+            "in L2"
+        } else {
+            "beyond L2"
+        };
+        t.row(
+            format!("gemv f32 {n}×{kk} ({place})"),
+            r.median_ns("gemv", &format!("tensorlet-f32/{id}")),
+            Work::Rows {
+                rows: n as f64,
+                bytes,
+            },
+        )
+        .vs_limit(
+            "stream-read, same bytes",
+            r.median_ns("gemv", &format!("stream-f32/{id}")),
+            Work::Bytes(bytes),
+            Some(0.85),
+        );
+    }
+
+    for (ci, co, hw) in CONV {
+        let id = conv_id(ci, co, hw);
+        let row = t.row(
+            format!("conv2d {ci}→{co} {hw}×{hw}"),
+            r.median_ns("conv2d", &format!("tensorlet/{id}")),
+            Work::Flops(conv_flops(ci, co, hw) as f64),
+        );
+        // The share-of-peak target is for the layers with enough channels (32→64, 64→64).
+        row.vs_limit("peak-FMA", peak_ns, peak_work, (ci >= 32).then_some(0.75));
+        if peers {
+            row.vs_peer(
+                "candle",
+                r.median_ns("conv2d", &format!("candle/{id}")),
+                Some(1.5),
+            );
+        }
+    }
+
+    for xs in POOL {
+        let id = shape_id(xs);
+        let bytes = (xs.iter().product::<usize>() * 4) as f64;
+        let memcpy = r.median_ns("maxpool", &format!("memcpy/{id}"));
+        t.row(
+            format!("max-pool 2×2/2 [{}]", id.replace('x', ",")),
+            r.median_ns("maxpool", &format!("tensorlet/{id}")),
+            Work::Bytes(bytes),
+        )
+        .vs_limit("memcpy, same bytes", memcpy, Work::Bytes(bytes), Some(0.8));
+    }
+
+    t.note(format!(
+        "SIMD level {:?}, {} f32 lanes; one thread (peers pinned to one thread too)",
+        Kernels::detect().level(),
+        lanes()
+    ));
+    t.note("dense: y = x·wᵀ, w [n,k] row-major, no bias, no activation (gemm computes the same); case m×k×n");
+    t.note("gemv: batch 1, f32 weights only (the kernels have no f16/bf16 packed weights yet); throughput = weight bytes read");
+    t.note("conv2d: 3×3, stride 1, no padding, batch 1, bias, no activation (candle-nn Conv2d with bias)");
+    t.note("max-pool: throughput = input bytes; memcpy reads and writes the same input bytes");
+    if !peers {
+        t.note("peers (gemm, candle) not built: add `--features peers`");
+    }
+    t
+}
+
+fn main() {
+    single_threaded();
+    let started = SystemTime::now();
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+        .without_plots()
+        .configure_from_args();
+    probes(&mut c);
+    dense(&mut c);
+    gemv(&mut c);
+    conv2d(&mut c);
+    max_pool(&mut c);
+    c.final_summary();
+    println!("{}", table(&Results::since(started)).render());
+}

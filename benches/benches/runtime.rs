@@ -1,12 +1,122 @@
-//! The sandbox's cost: component instantiation, and whole requests through the library.
+//! The sandbox's cost: component instantiation, whole requests through the library, and
+//! the same requests' kernels called natively, so that the per-request overhead outside
+//! the kernels (store, instance, marshalling, allocation) is request − kernels.
 //!
-//! Run with `cargo bench -p tensorlet-benches --bench runtime`. `instantiate` is a fresh
-//! store + instance of `mnist-cnn` (what every request pays); `request/*` are complete
-//! `infer` calls on the bundled weights, the kernels' time included.
+//! Run with `cargo bench -p tensorlet-benches --bench runtime` (part of
+//! `cargo bench -p tensorlet-benches --features peers`). After criterion's own output it
+//! prints a table; see the README's "Benchmarks".
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::Criterion;
 use std::hint::black_box;
+use std::time::{Duration, SystemTime};
+use tensorlet_benches::report::{Results, Table, Work};
+use tensorlet_benches::{single_threaded, values};
 use tensorlet_host::{Runtime, RuntimeConfig, Tensor};
+use tensorlet_kernels::{Activation, Conv2dParams, Kernels, Pool2dParams};
+
+/// The design's budget for per-request overhead outside the kernels: "tens of
+/// microseconds", i.e. under 100 µs.
+const OVERHEAD_BUDGET_NS: f64 = 100_000.0;
+
+/// mnist-cnn's kernels at batch 1, called natively in the order the function calls them
+/// (conv1 + relu, pool, conv2 + relu, pool, fc1 + relu, fc2, softmax), into buffers
+/// allocated once.
+struct MnistKernels {
+    k: Kernels,
+    image: Vec<f32>,
+    conv1: (Vec<f32>, Vec<f32>),
+    conv2: (Vec<f32>, Vec<f32>),
+    fc1: (Vec<f32>, Vec<f32>),
+    fc2: (Vec<f32>, Vec<f32>),
+    c1: Vec<f32>,
+    p1: Vec<f32>,
+    c2: Vec<f32>,
+    p2: Vec<f32>,
+    h: Vec<f32>,
+    y: Vec<f32>,
+}
+
+impl MnistKernels {
+    fn new(image: &[f32]) -> Self {
+        Self {
+            k: Kernels::detect(),
+            image: image.to_vec(),
+            conv1: (values(32 * 9, 1), values(32, 2)),
+            conv2: (values(64 * 32 * 9, 3), values(64, 4)),
+            fc1: (values(128 * 1600, 5), values(128, 6)),
+            fc2: (values(10 * 128, 7), values(10, 8)),
+            c1: vec![0.0; 32 * 26 * 26],
+            p1: vec![0.0; 32 * 13 * 13],
+            c2: vec![0.0; 64 * 11 * 11],
+            p2: vec![0.0; 64 * 5 * 5],
+            h: vec![0.0; 128],
+            y: vec![0.0; 10],
+        }
+    }
+
+    fn run(&mut self) {
+        let (conv, relu) = (Conv2dParams::default(), Activation::Relu);
+        let pool = Pool2dParams {
+            kernel: (2, 2),
+            stride: (2, 2),
+            padding: (0, 0),
+        };
+        let k = &self.k;
+        let ok = "valid shapes";
+        let (w, b) = (&self.conv1.0, &self.conv1.1);
+        k.conv2d(
+            &self.image,
+            [1, 1, 28, 28],
+            w,
+            [32, 1, 3, 3],
+            Some(b),
+            &conv,
+            relu,
+            &mut self.c1,
+        )
+        .expect(ok);
+        k.max_pool2d(&self.c1, [1, 32, 26, 26], &pool, &mut self.p1)
+            .expect(ok);
+        let (w, b) = (&self.conv2.0, &self.conv2.1);
+        k.conv2d(
+            &self.p1,
+            [1, 32, 13, 13],
+            w,
+            [64, 32, 3, 3],
+            Some(b),
+            &conv,
+            relu,
+            &mut self.c2,
+        )
+        .expect(ok);
+        k.max_pool2d(&self.c2, [1, 64, 11, 11], &pool, &mut self.p2)
+            .expect(ok);
+        let (w, b) = (&self.fc1.0, &self.fc1.1);
+        k.dense(&self.p2, 1, 1600, w, 128, Some(b), relu, &mut self.h)
+            .expect(ok);
+        let (w, b) = (&self.fc2.0, &self.fc2.1);
+        k.dense(
+            &self.h,
+            1,
+            128,
+            w,
+            10,
+            Some(b),
+            Activation::None,
+            &mut self.y,
+        )
+        .expect(ok);
+        k.softmax(&mut self.y, 10).expect(ok);
+    }
+}
+
+/// mlp's kernels at batch 1 (fc1 + sigmoid, fc2), called natively.
+fn mlp_kernels(k: &Kernels, x: &[f32], w: &[Vec<f32>; 4], h: &mut [f32], y: &mut [f32]) {
+    k.dense(x, 1, 10, &w[0], 10, Some(&w[1]), Activation::Sigmoid, h)
+        .expect("valid shapes");
+    k.dense(h, 1, 10, &w[2], 1, Some(&w[3]), Activation::None, y)
+        .expect("valid shapes");
+}
 
 fn runtime(c: &mut Criterion) {
     let rt = Runtime::new(RuntimeConfig::default()).expect("runtime");
@@ -20,24 +130,86 @@ fn runtime(c: &mut Criterion) {
         .load_weights("mlp", bundled("mlp").weights)
         .expect("weights");
 
-    c.bench_function("instantiate/mnist-cnn", |b| {
+    let mut g = c.benchmark_group("runtime");
+    g.bench_function("instantiate/mnist-cnn", |b| {
         b.iter(|| cnn.instantiate_once(&cnn_w).expect("instantiate"))
     });
+    g.bench_function("instantiate/mlp", |b| {
+        b.iter(|| mlp.instantiate_once(&mlp_w).expect("instantiate"))
+    });
+
     let image: Vec<f32> = (0..784).map(|i| (i % 17) as f32 / 17.0).collect();
-    c.bench_function("request/mnist-cnn-1x28x28", |b| {
+    g.bench_function("request/mnist-cnn", |b| {
         b.iter(|| {
             let x = Tensor::from_f32(vec![1, 1, 28, 28], image.clone()).expect("tensor");
             black_box(cnn.infer(&cnn_w, vec![("image".into(), x)]).expect("infer"))
         })
     });
+    let mut native = MnistKernels::new(&image);
+    g.bench_function("kernels/mnist-cnn", |b| {
+        b.iter(|| {
+            native.run();
+            black_box(&native.y);
+        })
+    });
+
     let x: Vec<f32> = (0..10).map(|i| i as f32 / 10.0).collect();
-    c.bench_function("request/mlp-1x10", |b| {
+    g.bench_function("request/mlp", |b| {
         b.iter(|| {
             let t = Tensor::from_f32(vec![1, 10], x.clone()).expect("tensor");
             black_box(mlp.infer(&mlp_w, vec![("x".into(), t)]).expect("infer"))
         })
     });
+    let k = Kernels::detect();
+    let w = [values(100, 1), values(10, 2), values(10, 3), values(1, 4)];
+    let (mut h, mut y) = (vec![0.0; 10], vec![0.0; 1]);
+    g.bench_function("kernels/mlp", |b| {
+        b.iter(|| {
+            mlp_kernels(&k, black_box(&x), &w, &mut h, &mut y);
+            black_box(&y);
+        })
+    });
+    g.finish();
 }
 
-criterion_group!(benches, runtime);
-criterion_main!(benches);
+fn table(r: &Results) -> Table {
+    let mut t = Table::new("runtime (single request at a time, medians of this run)");
+    for (name, input) in [("mnist-cnn", "[1,1,28,28]"), ("mlp", "[1,10]")] {
+        let get = |what: &str| r.median_ns("runtime", &format!("{what}/{name}"));
+        t.row(
+            format!("{name}: instantiate"),
+            get("instantiate"),
+            Work::Latency,
+        );
+        let (request, kernels) = (get("request"), get("kernels"));
+        t.row(format!("{name}: request {input}"), request, Work::Latency);
+        t.row(
+            format!("{name}: its kernels, native"),
+            kernels,
+            Work::Latency,
+        );
+        t.row(
+            format!("{name}: overhead = request − kernels"),
+            request.zip(kernels).map(|(r, k)| r - k),
+            Work::Latency,
+        )
+        .within("budget: tens of µs", OVERHEAD_BUDGET_NS);
+    }
+    t.note("request: Function::infer on the bundled weights (input tensor built in the loop), a fresh store and instance each time");
+    t.note("kernels, native: the same kernel calls on the same shapes, buffers allocated once; the overhead includes instantiation");
+    t
+}
+
+fn main() {
+    single_threaded();
+    let started = SystemTime::now();
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+        .without_plots()
+        .configure_from_args();
+    runtime(&mut c);
+    c.final_summary();
+    println!("{}", table(&Results::since(started)).render());
+}

@@ -37,7 +37,7 @@ pub(crate) fn wide_tile<S: Simd>() -> bool {
 /// `(MR, NV)` of the register tile for `S`.
 #[inline(always)]
 pub(crate) fn tile_dims<S: Simd>() -> (usize, usize) {
-    if wide_tile::<S>() { (8, 3) } else { (6, 2) }
+    if wide_tile::<S>() { (12, 2) } else { (6, 2) }
 }
 
 /// Columns per packed panel of `B` for `S`.
@@ -131,30 +131,58 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize>(
     rs: usize,
     cs: usize,
     b: *const E,
+    nr: usize,
     acc: &mut [[S::f32s; NV]; R],
 ) {
     let lanes = S::F32_LANES;
     // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
     unsafe {
         let rows: [*const f32; R] = core::array::from_fn(|i| a.add(i * rs));
+        // A local copy, so that the accumulators live in registers across the loop.
+        let mut c = *acc;
         let mut b = b;
         let mut off = 0;
         for _ in 0..kc {
             let bv: [S::f32s; NV] = core::array::from_fn(|v| E::load(simd, b.add(v * lanes)));
-            for (row, &ap) in acc.iter_mut().zip(&rows) {
+            for (row, &ap) in c.iter_mut().zip(&rows) {
                 let ai = simd.splat_f32s(*ap.add(off));
                 for (c, &bb) in row.iter_mut().zip(&bv) {
                     *c = simd.mul_add_e_f32s(ai, bb, *c);
                 }
             }
-            b = b.add(NV * lanes);
+            b = b.add(nr);
             off += cs;
         }
+        *acc = c;
+    }
+}
+
+/// Loads a vector from `x` (`len ≤ lanes`; a plain load when full, masked otherwise).
+#[inline(always)]
+pub(crate) fn load<S: Simd>(simd: S, x: &[f32]) -> S::f32s {
+    if x.len() >= S::F32_LANES {
+        // SAFETY: `x` holds at least one full vector.
+        unsafe { x.as_ptr().cast::<S::f32s>().read_unaligned() }
+    } else {
+        simd.partial_load_f32s(x)
+    }
+}
+
+/// Stores a vector into `x` (`len ≤ lanes`; a plain store when full, masked otherwise).
+#[inline(always)]
+pub(crate) fn store<S: Simd>(simd: S, x: &mut [f32], v: S::f32s) {
+    if x.len() >= S::F32_LANES {
+        // SAFETY: `x` holds at least one full vector.
+        unsafe { x.as_mut_ptr().cast::<S::f32s>().write_unaligned(v) }
+    } else {
+        simd.partial_store_f32s(x, v);
     }
 }
 
 /// Context of one tile's load/store of `C`.
 struct Store<'a> {
+    /// Elements per `kk` step of the packed panel.
+    nr: usize,
     first: bool,
     last: bool,
     /// Valid columns of this panel (≤ NR).
@@ -198,12 +226,12 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize>(
                     break;
                 }
                 let w = lanes.min(st.valid - c0);
-                *c = simd.partial_load_f32s(row_slice(i, c0, w));
+                *c = load(simd, row_slice(i, c0, w));
             }
         }
     }
     // SAFETY: forwarded caller guarantee.
-    unsafe { tile::<S, E, R, NV>(simd, kc, a, rs, cs, b, &mut acc) };
+    unsafe { tile::<S, E, R, NV>(simd, kc, a, rs, cs, b, st.nr, &mut acc) };
     for (i, row) in acc.iter().enumerate() {
         let rb = match (st.first, st.row_bias) {
             (true, Some(rb)) => simd.splat_f32s(rb[i]),
@@ -217,7 +245,7 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize>(
             let mut val = c;
             if st.first {
                 if let Some(cb) = st.col_bias {
-                    val = simd.add_f32s(val, simd.partial_load_f32s(&cb[c0..c0 + lanes]));
+                    val = simd.add_f32s(val, load(simd, &cb[c0..c0 + lanes]));
                 }
                 if st.row_bias.is_some() {
                     val = simd.add_f32s(val, rb);
@@ -227,7 +255,7 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize>(
                 val = apply(simd, st.act, val);
             }
             let w = lanes.min(st.valid - c0);
-            simd.partial_store_f32s(row_slice(i, c0, w), val);
+            store(simd, row_slice(i, c0, w), val);
         }
     }
 }
@@ -247,6 +275,12 @@ unsafe fn block_rows<S: Simd, E: Elem, const NV: usize>(
     ldc: usize,
     st: &Store<'_>,
 ) {
+    if NV > 1 && st.valid <= S::F32_LANES {
+        // A narrow last panel: only its first vector holds columns.
+        // SAFETY: forwarded; the one-vector tile reads a subset of the panel.
+        unsafe { block_rows::<S, E, 1>(simd, rows, kc, a, rs, cs, b, out, ldc, st) };
+        return;
+    }
     // SAFETY: forwarded caller guarantee, for exactly `rows` rows.
     unsafe {
         match rows {
@@ -257,7 +291,11 @@ unsafe fn block_rows<S: Simd, E: Elem, const NV: usize>(
             5 => block::<S, E, 5, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
             6 => block::<S, E, 6, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
             7 => block::<S, E, 7, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
-            _ => block::<S, E, 8, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
+            8 => block::<S, E, 8, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
+            9 => block::<S, E, 9, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
+            10 => block::<S, E, 10, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
+            11 => block::<S, E, 11, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
+            _ => block::<S, E, 12, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
         }
     }
 }
@@ -267,7 +305,7 @@ impl<E: Elem> Gemm<'_, E> {
     #[inline(always)]
     pub(crate) fn run<S: Simd>(&self, simd: S, out: &mut [f32]) {
         if wide_tile::<S>() {
-            self.run_tile::<S, 8, 3>(simd, out);
+            self.run_tile::<S, 12, 2>(simd, out);
         } else {
             self.run_tile::<S, 6, 2>(simd, out);
         }
@@ -305,6 +343,7 @@ impl<E: Elem> Gemm<'_, E> {
             assert!(rb.len() >= m);
         }
         let panels_per_block = (NC / nr).max(1);
+        let mut a_buf = vec![0.0f32; if panels >= 8 { KC.min(k) * MR } else { 0 }];
         let out_ptr = out.as_mut_ptr();
         for p0 in (0..panels).step_by(panels_per_block) {
             let p1 = (p0 + panels_per_block).min(panels);
@@ -320,9 +359,25 @@ impl<E: Elem> Gemm<'_, E> {
                 for r0 in (0..m).step_by(MR) {
                     let rows = MR.min(m - r0);
                     let a_off = r0 * k + k0 * a.cs;
+                    // Rows read in place are `k` apart: when that is a multiple of 2 KiB they
+                    // fall into the same few L1 sets and evict each other, so when the block
+                    // is reused across many panels, copy it into an interleaved `kc × MR`
+                    // buffer first (otherwise the copy costs more than it saves).
+                    let (a_ptr, rs, cs) = if a.cs == 1 && a.rs % 512 == 0 && p1 - p0 >= 8 {
+                        for (i, row) in a.data[a_off..].chunks(a.rs).take(rows).enumerate() {
+                            for (kk, &v) in row[..kc].iter().enumerate() {
+                                a_buf[kk * MR + i] = v;
+                            }
+                        }
+                        (a_buf.as_ptr(), 1, MR)
+                    } else {
+                        // SAFETY: `a_off` is within `a.data` (asserted above).
+                        (unsafe { a.data.as_ptr().add(a_off) }, a.rs, a.cs)
+                    };
                     for p in p0..p1 {
                         let c0 = p * nr;
                         let st = Store {
+                            nr,
                             first,
                             last,
                             valid: nr.min(n - c0),
@@ -343,9 +398,9 @@ impl<E: Elem> Gemm<'_, E> {
                                 simd,
                                 rows,
                                 kc,
-                                a.data.as_ptr().add(a_off),
-                                a.rs,
-                                a.cs,
+                                a_ptr,
+                                rs,
+                                cs,
                                 b.as_ptr().add(boff + p * kc * nr),
                                 out_ptr.add(r0 * ldc + c0),
                                 ldc,

@@ -363,7 +363,8 @@ impl<E: Elem> Gemm<'_, E> {
                     // fall into the same few L1 sets and evict each other, so when the block
                     // is reused across many panels, copy it into an interleaved `kc × MR`
                     // buffer first (otherwise the copy costs more than it saves).
-                    let (a_ptr, rs, cs) = if a.cs == 1 && a.rs % 512 == 0 && p1 - p0 >= 8 {
+                    let (a_ptr, rs, cs) = if kc > 0 && a.cs == 1 && a.rs % 512 == 0 && p1 - p0 >= 8
+                    {
                         for (i, row) in a.data[a_off..].chunks(a.rs).take(rows).enumerate() {
                             for (kk, &v) in row[..kc].iter().enumerate() {
                                 a_buf[kk * MR + i] = v;

@@ -1,0 +1,408 @@
+//! Packed weights at every SIMD level against the oracle: `pack_dense*` + `dense_packed`
+//! (`f32`, `f16`, `bf16`; the oracle sees the widened half weights) and `pack_conv2d` +
+//! `conv2d_packed` (stride, padding, dilation, groups, depthwise), with odd tails, shapes that
+//! cross the GEMM's `k` and column blocks, and the error cases.
+
+mod common;
+
+use common::{ACTIVATIONS, all_kernels, check_close, random};
+use proptest::prelude::*;
+use tensorlet_kernels::half::{bf16, f16};
+use tensorlet_kernels::{
+    Activation, Conv2dParams, Kernels, Level, PackedDense, WeightType, conv2d_out_shape, oracle,
+};
+
+/// Dense/conv tolerance: `|got - ref| <= 1e-4 · (1 + |ref|)`.
+const TOL: f32 = 1e-4;
+
+#[derive(Clone, Copy, Debug)]
+enum Storage {
+    F32,
+    F16,
+    Bf16,
+}
+
+const STORAGES: [Storage; 3] = [Storage::F32, Storage::F16, Storage::Bf16];
+
+/// Packs `w` as `storage`; returns the packed weights and the (widened) weights the oracle uses.
+fn pack(
+    kern: &Kernels,
+    storage: Storage,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    bias: Option<&[f32]>,
+) -> (PackedDense, Vec<f32>) {
+    match storage {
+        Storage::F32 => (kern.pack_dense(w, n, k, bias).unwrap(), w.to_vec()),
+        Storage::F16 => {
+            let h: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+            let wide = h.iter().map(|v| v.to_f32()).collect();
+            (kern.pack_dense_f16(&h, n, k, bias).unwrap(), wide)
+        }
+        Storage::Bf16 => {
+            let h: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+            let wide = h.iter().map(|v| v.to_f32()).collect();
+            (kern.pack_dense_bf16(&h, n, k, bias).unwrap(), wide)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_packed_dense(
+    m: usize,
+    k: usize,
+    n: usize,
+    storage: Storage,
+    with_bias: bool,
+    act: Activation,
+    seed: u64,
+) -> Result<(), String> {
+    let x = random(seed, m * k, -1.0, 1.0);
+    let w = random(seed ^ 1, n * k, -1.0, 1.0);
+    let bias = random(seed ^ 2, n, -1.0, 1.0);
+    let bias = with_bias.then_some(&bias[..]);
+    for kern in all_kernels() {
+        let (packed, wide) = pack(&kern, storage, &w, n, k, bias);
+        assert_eq!(
+            (packed.n(), packed.k(), packed.level()),
+            (n, k, kern.level())
+        );
+        let mut want = vec![0.0; m * n];
+        oracle::dense(&x, m, k, &wide, n, bias, act, &mut want).map_err(|e| e.to_string())?;
+        let mut got = vec![f32::NAN; m * n];
+        kern.dense_packed(&x, m, &packed, act, &mut got)
+            .map_err(|e| e.to_string())?;
+        check_close(
+            &format!(
+                "dense_packed {m}x{k}x{n} {storage:?} {act:?} bias={with_bias} at {:?}",
+                kern.level()
+            ),
+            &got,
+            &want,
+            TOL,
+            TOL,
+        )?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn dense_packed_matches_oracle(
+        m in 1usize..=40,
+        k in 0usize..=300,
+        n in 1usize..=70,
+        storage in prop::sample::select(&STORAGES[..]),
+        with_bias: bool,
+        act in prop::sample::select(&ACTIVATIONS[..]),
+        seed: u64,
+    ) {
+        check_packed_dense(m, k, n, storage, with_bias, act, seed).map_err(TestCaseError::fail)?;
+    }
+}
+
+#[test]
+fn dense_packed_block_edges() {
+    // Cross the k blocks (256) and the column blocks (~512), hit the aliasing copy of A
+    // (k a multiple of 512, many panels), batch 1 and an empty k.
+    let shapes = [
+        (13, 530, 1030),
+        (30, 512, 700),
+        (1, 1024, 300),
+        (2, 257, 65),
+        (25, 0, 40),
+    ];
+    for (i, &(m, k, n)) in shapes.iter().enumerate() {
+        for storage in STORAGES {
+            let act = ACTIVATIONS[i % ACTIVATIONS.len()];
+            check_packed_dense(m, k, n, storage, i % 2 == 0, act, 7 + i as u64).unwrap();
+        }
+    }
+}
+
+#[test]
+fn half_widening_special_values() {
+    // Subnormal, infinities, NaN-free extremes and signed zeros survive the in-kernel widening.
+    let vals = [
+        0.0f32,
+        -0.0,
+        1.0,
+        -2.5,
+        65504.0,
+        -65504.0,
+        6.0e-8,
+        -6.0e-8,
+        1.0e-5,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.333,
+        3.0e38,
+        -1.0e-40,
+    ];
+    let n = vals.len() * 3; // several panels' worth of rows, k = 1: out[j] = w[j]
+    let w: Vec<f32> = (0..n).map(|i| vals[i % vals.len()]).collect();
+    for kern in all_kernels() {
+        for storage in [Storage::F16, Storage::Bf16] {
+            let (packed, wide) = pack(&kern, storage, &w, n, 1, None);
+            let mut got = vec![0.0; n];
+            kern.dense_packed(&[1.0], 1, &packed, Activation::None, &mut got)
+                .unwrap();
+            for (j, (&g, &want)) in got.iter().zip(&wide).enumerate() {
+                assert!(
+                    g.to_bits() == want.to_bits() || g == want,
+                    "{storage:?} at {:?}: weight {j}: got {g}, want {want}",
+                    kern.level()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn dense_packed_errors() {
+    let kern = Kernels::detect();
+    let w = [0.0f32; 6];
+    assert!(kern.pack_dense(&w, 2, 4, None).is_err());
+    assert!(kern.pack_dense(&w, 2, 3, Some(&[0.0])).is_err());
+    assert!(kern.pack_dense(&w, usize::MAX, 2, None).is_err());
+    let h = [f16::ZERO; 5];
+    assert!(kern.pack_dense_f16(&h, 2, 3, None).is_err());
+    let b = [bf16::ZERO; 7];
+    assert!(kern.pack_dense_bf16(&b, 2, 3, None).is_err());
+    let p = kern.pack_dense(&w, 2, 3, None).unwrap();
+    assert_eq!(p.weight_type(), WeightType::F32);
+    let mut out = [0.0; 4];
+    assert!(
+        kern.dense_packed(&[0.0; 5], 2, &p, Activation::None, &mut out)
+            .is_err()
+    );
+    assert!(
+        kern.dense_packed(&[0.0; 6], 2, &p, Activation::None, &mut out[..3])
+            .is_err()
+    );
+    assert!(
+        kern.dense_packed(&[0.0; 6], 2, &p, Activation::None, &mut out)
+            .is_ok()
+    );
+    // Another level's layout is refused with an error naming both levels.
+    for other in all_kernels() {
+        if other.level() != kern.level() {
+            let e = other
+                .dense_packed(&[0.0; 6], 2, &p, Activation::None, &mut out)
+                .unwrap_err();
+            assert!(e.message.contains("packed for level"), "{e}");
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_conv_packed(
+    x_shape: [usize; 4],
+    w_shape: [usize; 4],
+    p: &Conv2dParams,
+    with_bias: bool,
+    act: Activation,
+    seed: u64,
+) -> Result<(), String> {
+    let out_shape = conv2d_out_shape(x_shape, w_shape, p).map_err(|e| e.to_string())?;
+    let x = random(seed, x_shape.iter().product(), -1.0, 1.0);
+    let w = random(seed ^ 1, w_shape.iter().product(), -1.0, 1.0);
+    let bias = random(seed ^ 2, w_shape[0], -1.0, 1.0);
+    let bias = with_bias.then_some(&bias[..]);
+    let len = out_shape.iter().product();
+    let mut want = vec![0.0; len];
+    oracle::conv2d(&x, x_shape, &w, w_shape, bias, p, act, &mut want).map_err(|e| e.to_string())?;
+    for kern in all_kernels() {
+        let packed = kern
+            .pack_conv2d(&w, w_shape, bias, p)
+            .map_err(|e| e.to_string())?;
+        assert_eq!((packed.w_shape(), *packed.params()), (w_shape, *p));
+        let mut got = vec![f32::NAN; len];
+        // Twice: packed weights are reused across calls.
+        for _ in 0..2 {
+            kern.conv2d_packed(&x, x_shape, &packed, act, &mut got)
+                .map_err(|e| e.to_string())?;
+            check_close(
+                &format!(
+                    "conv2d_packed x{x_shape:?} w{w_shape:?} {p:?} {act:?} at {:?}",
+                    kern.level()
+                ),
+                &got,
+                &want,
+                TOL,
+                TOL,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn conv2d_packed_matches_oracle(
+        batch in 1usize..=2,
+        groups_kind in 0usize..3,
+        cg in 1usize..=4,
+        ocg in 1usize..=4,
+        h in 1usize..=12,
+        w in 1usize..=12,
+        kh in 1usize..=5,
+        kw in 1usize..=5,
+        stride in (1usize..=3, 1usize..=3),
+        padding in (0usize..=2, 0usize..=2),
+        dilation in (1usize..=2, 1usize..=2),
+        with_bias: bool,
+        act in prop::sample::select(&ACTIVATIONS[..]),
+        seed: u64,
+    ) {
+        let (groups, cg) = match groups_kind {
+            0 => (1, cg),
+            1 => (2, cg),
+            _ => (cg + 1, 1), // depthwise, with a channel multiplier `ocg`
+        };
+        let kh = kh.min((h + 2 * padding.0 - 1) / dilation.0 + 1);
+        let kw = kw.min((w + 2 * padding.1 - 1) / dilation.1 + 1);
+        let p = Conv2dParams { stride, padding, dilation, groups };
+        check_conv_packed([batch, groups * cg, h, w], [groups * ocg, cg, kh, kw], &p, with_bias, act, seed)
+            .map_err(TestCaseError::fail)?;
+    }
+}
+
+#[test]
+fn conv2d_packed_block_edges() {
+    let same = Conv2dParams {
+        padding: (1, 1),
+        ..Default::default()
+    };
+    let cases = [
+        // More pixels than one column block, more taps than one k block (32·9 = 288).
+        ([1, 32, 26, 26], [20, 32, 3, 3], same),
+        // Odd row counts per group and a strided, dilated window.
+        (
+            [2, 6, 23, 19],
+            [10, 3, 3, 2],
+            Conv2dParams {
+                stride: (2, 1),
+                padding: (2, 1),
+                dilation: (2, 2),
+                groups: 2,
+            },
+        ),
+        // Depthwise, strided.
+        (
+            [1, 8, 17, 17],
+            [16, 1, 3, 3],
+            Conv2dParams {
+                stride: (2, 2),
+                padding: (1, 1),
+                groups: 8,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (i, (x_shape, w_shape, p)) in cases.iter().enumerate() {
+        check_conv_packed(
+            *x_shape,
+            *w_shape,
+            p,
+            i != 1,
+            ACTIVATIONS[(i + 1) % 5],
+            i as u64,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn conv2d_packed_errors() {
+    let kern = Kernels::detect();
+    let p = Conv2dParams::default();
+    let w = [0.0f32; 18];
+    assert!(kern.pack_conv2d(&w[..17], [2, 1, 3, 3], None, &p).is_err());
+    assert!(
+        kern.pack_conv2d(&w, [2, 1, 3, 3], Some(&[0.0]), &p)
+            .is_err()
+    );
+    let bad = Conv2dParams {
+        groups: 0,
+        ..Default::default()
+    };
+    assert!(kern.pack_conv2d(&w, [2, 1, 3, 3], None, &bad).is_err());
+    let zero_stride = Conv2dParams {
+        stride: (0, 1),
+        ..Default::default()
+    };
+    assert!(
+        kern.pack_conv2d(&w, [2, 1, 3, 3], None, &zero_stride)
+            .is_err()
+    );
+    let packed = kern.pack_conv2d(&w, [2, 1, 3, 3], None, &p).unwrap();
+    let mut out = [0.0; 8];
+    // Wrong channel count, too small an image, wrong lengths.
+    assert!(
+        kern.conv2d_packed(
+            &[0.0; 32],
+            [1, 2, 4, 4],
+            &packed,
+            Activation::None,
+            &mut out
+        )
+        .is_err()
+    );
+    assert!(
+        kern.conv2d_packed(&[0.0; 4], [1, 1, 2, 2], &packed, Activation::None, &mut out)
+            .is_err()
+    );
+    assert!(
+        kern.conv2d_packed(
+            &[0.0; 15],
+            [1, 1, 4, 4],
+            &packed,
+            Activation::None,
+            &mut out
+        )
+        .is_err()
+    );
+    assert!(
+        kern.conv2d_packed(
+            &[0.0; 16],
+            [1, 1, 4, 4],
+            &packed,
+            Activation::None,
+            &mut out[..7]
+        )
+        .is_err()
+    );
+    assert!(
+        kern.conv2d_packed(
+            &[0.0; 16],
+            [1, 1, 4, 4],
+            &packed,
+            Activation::None,
+            &mut out
+        )
+        .is_ok()
+    );
+    for other in all_kernels() {
+        if other.level() != kern.level() {
+            assert!(
+                other
+                    .conv2d_packed(
+                        &[0.0; 16],
+                        [1, 1, 4, 4],
+                        &packed,
+                        Activation::None,
+                        &mut out
+                    )
+                    .is_err()
+            );
+        }
+    }
+    assert_eq!(packed.level(), Kernels::detect().level());
+    let _ = Level::Scalar;
+}

@@ -53,6 +53,8 @@ pub(crate) struct State {
     kernels: Kernels,
     tensor_budget: usize,
     tensor_bytes_used: usize,
+    /// The kernels component's instance in this store (`KernelBackend::Wasm` only).
+    pub(crate) kernel: Option<crate::wasm_kernels::KernelInstance>,
 }
 
 impl State {
@@ -71,6 +73,7 @@ impl State {
             kernels,
             tensor_budget: limits.tensor_bytes,
             tensor_bytes_used: 0,
+            kernel: None,
         }
     }
 
@@ -79,6 +82,11 @@ impl State {
         String::from_utf8_lossy(&self.stderr.contents())
             .trim()
             .to_string()
+    }
+
+    /// The resource table of the store's handles.
+    pub(crate) fn table_mut(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 
     /// Puts `tensor` in the table, charging `new_bytes` (data it newly allocated).

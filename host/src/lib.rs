@@ -17,7 +17,9 @@
 //! A [`Runtime`] holds the engine, linker, kernels and weights cache; a [`Function`] is a
 //! compiled component; [`Weights`] is a prepared safetensors file. Each call to
 //! [`Function::infer`] runs in a fresh instance with a deadline, a memory limit and a
-//! tensor budget; every failure is a typed [`Error`].
+//! tensor budget; every failure is a typed [`Error`]. [`RuntimeConfig::kernels`] picks
+//! the kernels that run the ops: the native plugin, or the kernels component
+//! ([`KernelBackend::Wasm`]) inside each request's store.
 
 pub mod bundled;
 mod error;
@@ -25,6 +27,7 @@ mod host;
 pub mod oip;
 mod runtime;
 pub mod tensor;
+mod wasm_kernels;
 pub mod weights;
 mod wit;
 
@@ -33,6 +36,7 @@ pub use oip::{InferenceRequest, InferenceResponse};
 pub use runtime::{Function, Runtime, RuntimeConfig};
 pub use tensor::{DType, Tensor, TensorData};
 pub use tensorlet_kernels::Level as KernelLevel;
+pub use wasm_kernels::{KernelBackend, KernelSession, SessionTensor};
 pub use weights::Weights;
 pub use wit::{FunctionMetadata, IoSpec};
 

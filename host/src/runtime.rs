@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tensorlet_kernels::Kernels;
@@ -19,7 +19,9 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::{RequestLimits, State};
 use crate::tensor::Tensor;
+use crate::wasm_kernels::{self, KernelBackend, KernelInstance, KernelSession};
 use crate::weights::{self, Weights};
+use crate::wit::provider::KernelProviderPre;
 use crate::wit::{FunctionMetadata, InferenceFunction, InferenceFunctionPre, NamedTensor};
 
 /// How often the epoch ticker advances the engine's epoch.
@@ -30,7 +32,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub struct RuntimeConfig {
     /// Wall-clock limit of one request (instantiation and `infer`).
     pub deadline: Duration,
-    /// Maximum linear memory of a function instance, in bytes.
+    /// Maximum linear memory of a function instance, in bytes. With
+    /// [`KernelBackend::Wasm`] the kernels instance beside it has the same limit, apart.
     pub memory_limit: usize,
     /// Maximum bytes of tensors one request may allocate in the host, in total.
     pub tensor_budget: usize,
@@ -38,6 +41,9 @@ pub struct RuntimeConfig {
     pub max_concurrent_requests: u32,
     /// The kernels' SIMD level; `None` picks the best the CPU has.
     pub kernel_level: Option<tensorlet_kernels::Level>,
+    /// Which kernels run the functions' ops: the native plugin (default) or the kernels
+    /// component inside each request's store.
+    pub kernels: KernelBackend,
 }
 
 impl Default for RuntimeConfig {
@@ -48,6 +54,7 @@ impl Default for RuntimeConfig {
             tensor_budget: 2 << 30,
             max_concurrent_requests: 32,
             kernel_level: None,
+            kernels: KernelBackend::Native,
         }
     }
 }
@@ -57,6 +64,8 @@ struct Inner {
     linker: Linker<State>,
     config: RuntimeConfig,
     kernels: Kernels,
+    /// The kernels component, compiled on first use (at start-up in wasm mode).
+    kernels_component: OnceLock<KernelProviderPre<State>>,
     weights_cache: Mutex<HashMap<String, Weak<Weights>>>,
 }
 
@@ -81,19 +90,65 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         let link_err = |e: wasmtime::Error| Error::internal(format!("linker: {e:#}"));
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_err)?;
-        InferenceFunction::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
-            .map_err(link_err)?;
+        match config.kernels {
+            KernelBackend::Native => {
+                InferenceFunction::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+                    .map_err(link_err)?
+            }
+            KernelBackend::Wasm => wasm_kernels::add_to_linker(&mut linker).map_err(link_err)?,
+        }
         spawn_epoch_ticker(&engine)
             .map_err(|e| Error::internal(format!("failed to start the epoch thread: {e}")))?;
-        Ok(Runtime {
+        let runtime = Runtime {
             inner: Arc::new(Inner {
                 engine,
                 linker,
                 config,
                 kernels,
+                kernels_component: OnceLock::new(),
                 weights_cache: Mutex::new(HashMap::new()),
             }),
-        })
+        };
+        if runtime.inner.config.kernels == KernelBackend::Wasm {
+            runtime.kernels_component()?;
+        }
+        Ok(runtime)
+    }
+
+    /// The kernels component, compiled and pre-instantiated on first use.
+    fn kernels_component(&self) -> Result<&KernelProviderPre<State>> {
+        if let Some(pre) = self.inner.kernels_component.get() {
+            return Ok(pre);
+        }
+        let pre = wasm_kernels::compile(&self.inner.engine)?;
+        Ok(self.inner.kernels_component.get_or_init(|| pre))
+    }
+
+    /// The kernels component in a fresh store of its own (whatever the runtime's backend),
+    /// for calling its ops directly: see [`KernelSession`].
+    pub fn kernel_session(&self) -> Result<KernelSession> {
+        let pre = self.kernels_component()?;
+        KernelSession::new(pre, self.new_store(&Arc::new(Weights::empty())))
+    }
+
+    /// A fresh store bound to `weights`, with the memory limit, tensor budget and deadline.
+    fn new_store(&self, weights: &Arc<Weights>) -> Store<State> {
+        let inner = &self.inner;
+        let config = &inner.config;
+        let state = State::new(
+            weights.clone(),
+            inner.kernels,
+            RequestLimits {
+                memory_bytes: config.memory_limit,
+                tensor_bytes: config.tensor_budget,
+            },
+        );
+        let mut store = Store::new(&inner.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = config.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
     }
 
     /// The runtime's settings.
@@ -101,7 +156,12 @@ impl Runtime {
         &self.inner.config
     }
 
-    /// The SIMD level the kernels run at.
+    /// Which kernels run the functions' ops.
+    pub fn kernel_backend(&self) -> KernelBackend {
+        self.inner.config.kernels
+    }
+
+    /// The SIMD level the native kernels run at.
     pub fn kernel_level(&self) -> tensorlet_kernels::Level {
         self.inner.kernels.level()
     }
@@ -250,13 +310,16 @@ impl Function {
     ) -> Result<Vec<(String, Tensor)>> {
         self.check_inputs(&inputs)?;
         self.with_instance(weights, |store, bindings| {
+            let wasm = store.data().kernel.is_some();
             let mut handles = Vec::with_capacity(inputs.len());
             for (name, tensor) in inputs {
-                let bytes = tensor.byte_len();
-                let value = store
-                    .data_mut()
-                    .push(tensor, bytes)
-                    .map_err(|e| e.context(format!("input `{name}`")))?;
+                let value = if wasm {
+                    wasm_kernels::upload(store, &tensor)?
+                } else {
+                    let bytes = tensor.byte_len();
+                    store.data_mut().push(tensor, bytes)
+                }
+                .map_err(|e| e.context(format!("input `{name}`")))?;
                 handles.push(NamedTensor { name, value });
             }
             let outputs = bindings
@@ -266,7 +329,12 @@ impl Function {
             outputs
                 .into_iter()
                 .map(|NamedTensor { name, value }| {
-                    let t = store.data_mut().take(value)?;
+                    let t = if wasm {
+                        wasm_kernels::download(store, value)?
+                    } else {
+                        store.data_mut().take(value)
+                    }
+                    .map_err(|e| e.context(format!("output `{name}`")))?;
                     Ok((name, t))
                 })
                 .collect()
@@ -309,30 +377,25 @@ impl Function {
         weights: &Arc<Weights>,
         body: impl FnOnce(&mut Store<State>, &InferenceFunction) -> Result<R, CallError>,
     ) -> Result<R> {
-        let inner = &self.runtime.inner;
-        let config = &inner.config;
-        let state = State::new(
-            weights.clone(),
-            inner.kernels,
-            RequestLimits {
-                memory_bytes: config.memory_limit,
-                tensor_bytes: config.tensor_budget,
-            },
-        );
-        let mut store = Store::new(&inner.engine, state);
-        store.limiter(|s| &mut s.limits);
-        let ticks = config.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        let mut store = self.runtime.new_store(weights);
         let result = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(CallError::Wasm)
+            .instantiate_kernels(&mut store)
+            .and_then(|()| self.pre.instantiate(&mut store).map_err(CallError::Wasm))
             .and_then(|bindings| body(&mut store, &bindings));
         result.map_err(|e| match e {
             CallError::Host(e) => e.context(format!("function `{}`", self.name)),
             CallError::Wasm(e) => self.classify(e, &store),
         })
+    }
+
+    /// In wasm mode, instantiates the kernels component in `store` first.
+    fn instantiate_kernels(&self, store: &mut Store<State>) -> Result<(), CallError> {
+        if self.runtime.inner.config.kernels == KernelBackend::Wasm {
+            let pre = self.runtime.kernels_component()?;
+            let kernel = KernelInstance::instantiate(pre, &mut *store)?;
+            store.data_mut().kernel = Some(kernel);
+        }
+        Ok(())
     }
 
     fn classify(&self, e: wasmtime::Error, store: &Store<State>) -> Error {
@@ -401,7 +464,13 @@ fn engine_config(config: &RuntimeConfig) -> Config {
     c.wasm_component_model(true);
     c.epoch_interruption(true);
     c.cranelift_opt_level(wasmtime::OptLevel::Speed);
-    let n = config.max_concurrent_requests.max(1);
+    // In wasm mode each request instantiates two components (the kernels beside the
+    // function), each with its own memory.
+    let per_request = match config.kernels {
+        KernelBackend::Native => 1,
+        KernelBackend::Wasm => 2,
+    };
+    let n = config.max_concurrent_requests.max(1) * per_request;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(n)
         .total_core_instances(n * 8)

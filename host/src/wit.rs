@@ -3,7 +3,8 @@
 //! Every other module imports generated types from here. The WIT `tensor` resource is
 //! mapped onto [`crate::tensor::Tensor`], so the store's resource table holds host tensors
 //! directly, and WIT calls that return `result<_, error>` return the host's
-//! [`crate::Error`] (converted to the WIT variant at the boundary).
+//! [`crate::Error`] (converted to the WIT variant at the boundary). A second `bindgen!`,
+//! in [`provider`], covers the kernels component's `kernel-provider` world.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -83,6 +84,95 @@ impl From<Activation> for tensorlet_kernels::Activation {
             Activation::Sigmoid => A::Sigmoid,
             Activation::Tanh => A::Tanh,
             Activation::Gelu => A::Gelu,
+        }
+    }
+}
+
+/// The second `bindgen!`: the `kernel-provider` world, whose `tensors` and `ops` exports
+/// the kernels component (`guest/kernels-component`) implements. The host calls them to
+/// run a function's ops in wasm (`KernelBackend::Wasm`); their types mirror the imported
+/// ones above and convert with the `From` impls below.
+pub mod provider {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "kernel-provider",
+    });
+
+    pub use exports::tensorlet::nn::ops as kops;
+    pub use exports::tensorlet::nn::tensors as ktensors;
+}
+
+impl From<Activation> for provider::kops::Activation {
+    fn from(a: Activation) -> Self {
+        use provider::kops::Activation as A;
+        match a {
+            Activation::None => A::None,
+            Activation::Relu => A::Relu,
+            Activation::Sigmoid => A::Sigmoid,
+            Activation::Tanh => A::Tanh,
+            Activation::Gelu => A::Gelu,
+        }
+    }
+}
+
+impl From<tensorlet_kernels::Activation> for provider::kops::Activation {
+    fn from(a: tensorlet_kernels::Activation) -> Self {
+        use provider::kops::Activation as A;
+        use tensorlet_kernels::Activation as K;
+        match a {
+            K::None => A::None,
+            K::Relu => A::Relu,
+            K::Sigmoid => A::Sigmoid,
+            K::Tanh => A::Tanh,
+            K::Gelu => A::Gelu,
+        }
+    }
+}
+
+impl From<Conv2dParams> for provider::kops::Conv2dParams {
+    fn from(p: Conv2dParams) -> Self {
+        provider::kops::Conv2dParams {
+            stride: p.stride,
+            padding: p.padding,
+            dilation: p.dilation,
+            groups: p.groups,
+        }
+    }
+}
+
+impl From<Pool2dParams> for provider::kops::Pool2dParams {
+    fn from(p: Pool2dParams) -> Self {
+        provider::kops::Pool2dParams {
+            kernel: p.kernel,
+            stride: p.stride,
+            padding: p.padding,
+        }
+    }
+}
+
+impl From<provider::ktensors::Dtype> for Dtype {
+    fn from(d: provider::ktensors::Dtype) -> Self {
+        use provider::ktensors::Dtype as K;
+        match d {
+            K::F32 => Dtype::F32,
+            K::F16 => Dtype::F16,
+            K::Bf16 => Dtype::Bf16,
+            K::U8 => Dtype::U8,
+        }
+    }
+}
+
+impl From<provider::ktensors::Error> for crate::Error {
+    fn from(e: provider::ktensors::Error) -> Self {
+        use crate::{Error, ErrorKind as K};
+        use provider::ktensors::Error as E;
+        match e {
+            E::InvalidInput(m) => Error::new(K::InvalidInput, m),
+            E::NotFound(m) => Error::new(K::NotFound, m),
+            E::ShapeMismatch(m) => Error::new(K::ShapeMismatch, m),
+            E::Unsupported(m) => Error::new(K::Unsupported, m),
+            E::LimitExceeded(m) => Error::new(K::LimitExceeded, m),
+            E::Internal(m) => Error::new(K::Internal, m),
         }
     }
 }

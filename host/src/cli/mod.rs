@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tensorlet_host::{Error, Result, Runtime, RuntimeConfig};
+use tensorlet_host::{Error, KernelBackend, Result, Runtime, RuntimeConfig};
 
 mod compile;
 mod inspect;
@@ -58,6 +58,10 @@ struct RuntimeArgs {
     /// Maximum linear memory of the function, in MiB.
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     memory_limit: usize,
+    /// Which kernels run the ops: `native` (the host's SIMD plugin) or `wasm` (the
+    /// kernels component, instantiated beside the function).
+    #[arg(long, default_value_t = KernelBackend::Native, value_name = "native|wasm")]
+    kernels: KernelBackend,
 }
 
 impl RuntimeArgs {
@@ -72,6 +76,7 @@ impl RuntimeArgs {
             deadline: Duration::from_secs_f64(self.timeout),
             memory_limit: self.memory_limit.saturating_mul(1 << 20),
             max_concurrent_requests: 2,
+            kernels: self.kernels,
             ..RuntimeConfig::default()
         })
     }

@@ -123,6 +123,7 @@ pub(crate) struct Gemm<'a, E> {
 ///
 /// # Safety
 /// Rows `0..R` of `a` (`a + i·rs + kk·cs`) and `kc·NV·lanes` elements of `b` are readable.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize>(
     simd: S,

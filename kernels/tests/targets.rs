@@ -1,0 +1,74 @@
+//! Cross-target check: the kernels (with their NEON and SIMD128 paths) must compile for
+//! `aarch64-unknown-linux-gnu` and `wasm32-wasip2` (with `+simd128,+relaxed-simd`), so that
+//! `cargo test --release --workspace` stays the one command that guards every target.
+//!
+//! Runs `cargo check -p tensorlet-kernels --target …` with the outer `CARGO` binary and a
+//! separate target directory (`target/cross`), adding a missing target with `rustup target add`
+//! first (and saying so).
+
+use std::path::Path;
+use std::process::Command;
+
+/// Installs `target` with rustup if `rustc` does not have it yet.
+fn ensure_target(target: &str) {
+    let sysroot = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .args(["--print", "sysroot"])
+        .output()
+        .expect("failed to run `rustc --print sysroot`");
+    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
+    if Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(target)
+        .exists()
+    {
+        return;
+    }
+    println!("target `{target}` is not installed: running `rustup target add {target}`");
+    let status = Command::new("rustup")
+        .args(["target", "add", target])
+        .status()
+        .unwrap_or_else(|e| panic!("failed to run `rustup target add {target}`: {e}"));
+    assert!(
+        status.success(),
+        "`rustup target add {target}` failed ({status})"
+    );
+}
+
+/// `cargo check -p tensorlet-kernels --target <target>`, panicking with cargo's output if it fails.
+fn check(target: &str, rustflags: &str) {
+    ensure_target(target);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("kernels/ has a parent");
+    let out = Command::new(&cargo)
+        .current_dir(root)
+        .args([
+            "check",
+            "-p",
+            "tensorlet-kernels",
+            "--all-features",
+            "--target",
+            target,
+        ])
+        .env("CARGO_TARGET_DIR", root.join("target/cross"))
+        .env("RUSTFLAGS", rustflags)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run `{cargo} check`: {e}"));
+    assert!(
+        out.status.success(),
+        "tensorlet-kernels does not compile for `{target}` (RUSTFLAGS=`{rustflags}`):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn compiles_for_aarch64() {
+    check("aarch64-unknown-linux-gnu", "");
+}
+
+#[test]
+fn compiles_for_wasm32_simd128() {
+    check("wasm32-wasip2", "-C target-feature=+simd128,+relaxed-simd");
+}

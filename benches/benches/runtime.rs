@@ -6,7 +6,7 @@
 //! `cargo bench -p tensorlet-benches --features peers`). After criterion's own output it
 //! prints a table; see the README's "Benchmarks".
 
-use criterion::Criterion;
+use criterion::{BenchmarkId, Criterion};
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 use tensorlet_benches::report::{Results, Table, Work};
@@ -131,22 +131,22 @@ fn runtime(c: &mut Criterion) {
         .expect("weights");
 
     let mut g = c.benchmark_group("runtime");
-    g.bench_function("instantiate/mnist-cnn", |b| {
+    g.bench_function(BenchmarkId::new("instantiate", "mnist-cnn"), |b| {
         b.iter(|| cnn.instantiate_once(&cnn_w).expect("instantiate"))
     });
-    g.bench_function("instantiate/mlp", |b| {
+    g.bench_function(BenchmarkId::new("instantiate", "mlp"), |b| {
         b.iter(|| mlp.instantiate_once(&mlp_w).expect("instantiate"))
     });
 
     let image: Vec<f32> = (0..784).map(|i| (i % 17) as f32 / 17.0).collect();
-    g.bench_function("request/mnist-cnn", |b| {
+    g.bench_function(BenchmarkId::new("request", "mnist-cnn"), |b| {
         b.iter(|| {
             let x = Tensor::from_f32(vec![1, 1, 28, 28], image.clone()).expect("tensor");
             black_box(cnn.infer(&cnn_w, vec![("image".into(), x)]).expect("infer"))
         })
     });
     let mut native = MnistKernels::new(&image);
-    g.bench_function("kernels/mnist-cnn", |b| {
+    g.bench_function(BenchmarkId::new("kernels", "mnist-cnn"), |b| {
         b.iter(|| {
             native.run();
             black_box(&native.y);
@@ -154,7 +154,7 @@ fn runtime(c: &mut Criterion) {
     });
 
     let x: Vec<f32> = (0..10).map(|i| i as f32 / 10.0).collect();
-    g.bench_function("request/mlp", |b| {
+    g.bench_function(BenchmarkId::new("request", "mlp"), |b| {
         b.iter(|| {
             let t = Tensor::from_f32(vec![1, 10], x.clone()).expect("tensor");
             black_box(mlp.infer(&mlp_w, vec![("x".into(), t)]).expect("infer"))
@@ -163,7 +163,7 @@ fn runtime(c: &mut Criterion) {
     let k = Kernels::detect();
     let w = [values(100, 1), values(10, 2), values(10, 3), values(1, 4)];
     let (mut h, mut y) = (vec![0.0; 10], vec![0.0; 1]);
-    g.bench_function("kernels/mlp", |b| {
+    g.bench_function(BenchmarkId::new("kernels", "mlp"), |b| {
         b.iter(|| {
             mlp_kernels(&k, black_box(&x), &w, &mut h, &mut y);
             black_box(&y);

@@ -85,8 +85,8 @@ mod tests {
     use crate::values;
     use tensorlet_kernels::{Activation, Conv2dParams, Kernels, conv2d_out_shape};
 
-    /// `|a - b| <= 1e-4 · max(|b|, 1)`: relative 1e-4 for the O(1) values these shapes
-    /// produce, without failing on outputs that cancel to near zero.
+    /// `|a - b| <= 1e-4 · max(|b|, 1)` (`b` the peer's): relative 1e-4 for the O(1) values
+    /// these shapes produce, without failing on outputs that cancel to near zero.
     fn assert_close(actual: &[f32], expected: &[f32]) {
         assert_eq!(actual.len(), expected.len());
         for (i, (&a, &b)) in actual.iter().zip(expected).enumerate() {
@@ -97,6 +97,7 @@ mod tests {
         }
     }
 
+    /// `Kernels::dense` and `dense_packed` agree with gemm (y = x·wᵀ).
     #[test]
     fn gemm_matches_tensorlet_dense() {
         let k = Kernels::detect();
@@ -104,13 +105,18 @@ mod tests {
         for (m, kk, n) in [(37, 129, 19), (1, 1600, 128), (64, 64, 64)] {
             let (x, w) = (values(m * kk, 1), values(n * kk, 2));
             let (mut ours, mut theirs) = (vec![0.0; m * n], vec![0.0; m * n]);
+            gemm_dense(&x, m, kk, &w, n, &mut theirs);
             k.dense(&x, m, kk, &w, n, None, Activation::None, &mut ours)
                 .expect("valid shapes");
-            gemm_dense(&x, m, kk, &w, n, &mut theirs);
-            assert_close(&theirs, &ours);
+            assert_close(&ours, &theirs);
+            let packed = k.pack_dense(&w, n, kk, None).expect("valid shapes");
+            k.dense_packed(&x, m, &packed, Activation::None, &mut ours)
+                .expect("valid shapes");
+            assert_close(&ours, &theirs);
         }
     }
 
+    /// `Kernels::conv2d` and `conv2d_packed` agree with candle-nn's `Conv2d` (with bias).
     #[test]
     fn candle_matches_tensorlet_conv2d() {
         let k = Kernels::detect();
@@ -122,12 +128,19 @@ mod tests {
         );
         let p = Conv2dParams::default();
         let os = conv2d_out_shape(xs, ws, &p).expect("valid geometry");
-        let mut ours = vec![0.0; os.iter().product()];
-        k.conv2d(&x, xs, &w, ws, Some(&bias), &p, Activation::None, &mut ours)
-            .expect("valid shapes");
         let candle = CandleConv2d::new(&x, xs, &w, ws, &bias).expect("candle layer");
         let out = candle.forward().expect("candle conv2d");
         assert_eq!(out.dims(), &os[..]);
-        assert_close(&candle.forward_vec().expect("candle conv2d"), &ours);
+        let theirs = candle.forward_vec().expect("candle conv2d");
+        let mut ours = vec![0.0; os.iter().product()];
+        k.conv2d(&x, xs, &w, ws, Some(&bias), &p, Activation::None, &mut ours)
+            .expect("valid shapes");
+        assert_close(&ours, &theirs);
+        let packed = k
+            .pack_conv2d(&w, ws, Some(&bias), &p)
+            .expect("valid shapes");
+        k.conv2d_packed(&x, xs, &packed, Activation::None, &mut ours)
+            .expect("valid shapes");
+        assert_close(&ours, &theirs);
     }
 }

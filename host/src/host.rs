@@ -315,19 +315,22 @@ impl ops::Host for State {
         }
         let m = element_count(lead)?;
         let mut out = self.output("dense", element_count(&[m, n])?)?;
-        let bias = b.as_ref().map(|b| b.f32s("dense: bias")).transpose()?;
-        self.kernels
-            .dense(
-                x.f32s("dense: x")?,
-                m,
-                k,
-                w.f32s("dense: w")?,
-                n,
-                bias,
-                act.into(),
-                &mut out,
-            )
-            .map_err(|e| Error::from(e).context("dense"))?;
+        let xs = x.f32s("dense: x")?;
+        // Weights run on their packed form, prepared once per weights set.
+        let packed = match w.prepared() {
+            Some(p) => p.dense(&self.kernels, &w, n, k, b.as_ref())?,
+            None => None,
+        };
+        match packed {
+            Some(p) => self.kernels.dense_packed(xs, m, &p, act.into(), &mut out),
+            None => {
+                let bias = b.as_ref().map(|b| b.f32s("dense: bias")).transpose()?;
+                let ws = w.f32s("dense: w")?;
+                self.kernels
+                    .dense(xs, m, k, ws, n, bias, act.into(), &mut out)
+            }
+        }
+        .map_err(|e| Error::from(e).context("dense"))?;
         let mut shape = lead.to_vec();
         shape.push(n);
         self.push_f32(shape, out)
@@ -363,19 +366,23 @@ impl ops::Host for State {
             )));
         }
         let mut out = self.output("conv2d", element_count(&out_shape)?)?;
-        let bias = b.as_ref().map(|b| b.f32s("conv2d: bias")).transpose()?;
-        self.kernels
-            .conv2d(
-                x.f32s("conv2d: x")?,
-                xs,
-                w.f32s("conv2d: w")?,
-                ws,
-                bias,
-                &p,
-                act.into(),
-                &mut out,
-            )
-            .map_err(|e| Error::from(e).context("conv2d"))?;
+        let xd = x.f32s("conv2d: x")?;
+        let packed = match w.prepared() {
+            Some(prep) => prep.conv2d(&self.kernels, &w, ws, b.as_ref(), &p)?,
+            None => None,
+        };
+        match packed {
+            Some(pw) => self
+                .kernels
+                .conv2d_packed(xd, xs, &pw, act.into(), &mut out),
+            None => {
+                let bias = b.as_ref().map(|b| b.f32s("conv2d: bias")).transpose()?;
+                let wd = w.f32s("conv2d: w")?;
+                self.kernels
+                    .conv2d(xd, xs, wd, ws, bias, &p, act.into(), &mut out)
+            }
+        }
+        .map_err(|e| Error::from(e).context("conv2d"))?;
         self.push_f32(out_shape.to_vec(), out)
     }
 

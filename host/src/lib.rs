@@ -25,6 +25,7 @@ pub mod bundled;
 mod error;
 mod host;
 pub mod oip;
+mod prepared;
 mod runtime;
 pub mod tensor;
 mod wasm_kernels;

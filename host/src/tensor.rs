@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::prepared::Prepared;
 
 /// The element type of a tensor, as the WIT `dtype` enum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,10 +44,19 @@ pub enum TensorData {
 }
 
 /// A shape and its row-major data.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Tensor {
     shape: Vec<usize>,
     data: TensorData,
+    /// For weights: the packing cache shared by every handle to this weight.
+    prepared: Option<Arc<Prepared>>,
+}
+
+impl PartialEq for Tensor {
+    /// Same shape and same elements (how a weight is prepared does not matter).
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape && self.data == other.data
+    }
 }
 
 /// The number of elements of `shape`, or an error naming the shape if it overflows.
@@ -65,6 +75,7 @@ impl Tensor {
         Ok(Tensor {
             shape,
             data: TensorData::F32(data),
+            prepared: None,
         })
     }
 
@@ -75,6 +86,7 @@ impl Tensor {
         Ok(Tensor {
             shape,
             data: TensorData::U8(data),
+            prepared: None,
         })
     }
 
@@ -99,6 +111,17 @@ impl Tensor {
             TensorData::F32(_) => DType::F32,
             TensorData::U8(_) => DType::U8,
         }
+    }
+
+    /// The packing cache, if this tensor is a weight.
+    pub(crate) fn prepared(&self) -> Option<&Arc<Prepared>> {
+        self.prepared.as_ref()
+    }
+
+    /// The same tensor with a packing cache (for weights).
+    pub(crate) fn with_prepared(mut self, prepared: Prepared) -> Self {
+        self.prepared = Some(Arc::new(prepared));
+        self
     }
 
     /// The elements.
@@ -178,9 +201,11 @@ impl Tensor {
                 self.shape
             )));
         }
+        // A reshaped weight is a different operand to the kernels: it is not prepared.
         Ok(Tensor {
             shape,
             data: self.data.clone(),
+            prepared: None,
         })
     }
 }

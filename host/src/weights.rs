@@ -14,7 +14,9 @@ use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::prepared::{HalfValues, Prepared};
 use crate::tensor::{DType, Tensor};
+use tensorlet_kernels::half::{bf16, f16};
 
 /// One prepared weight: its data in f32 and the dtype it was stored as.
 #[derive(Clone, Debug)]
@@ -71,34 +73,40 @@ impl Weights {
         for (name, view) in st.iter() {
             let shape = view.shape().to_vec();
             let data = view.data();
-            let (values, stored): (Vec<f32>, DType) = match view.dtype() {
+            let (values, stored, half): (Vec<f32>, DType, Option<HalfValues>) = match view.dtype() {
                 Dtype::F32 => (
                     data.chunks_exact(4)
                         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                         .collect(),
                     DType::F32,
+                    None,
                 ),
-                Dtype::F16 => (
-                    data.chunks_exact(2)
-                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                        .collect(),
-                    DType::F16,
-                ),
-                Dtype::BF16 => (
-                    data.chunks_exact(2)
-                        .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                        .collect(),
-                    DType::BF16,
-                ),
+                Dtype::F16 => {
+                    let h: Vec<f16> = data
+                        .chunks_exact(2)
+                        .map(|c| f16::from_le_bytes([c[0], c[1]]))
+                        .collect();
+                    let f = h.iter().map(|v| v.to_f32()).collect();
+                    (f, DType::F16, Some(HalfValues::F16(h)))
+                }
+                Dtype::BF16 => {
+                    let h: Vec<bf16> = data
+                        .chunks_exact(2)
+                        .map(|c| bf16::from_le_bytes([c[0], c[1]]))
+                        .collect();
+                    let f = h.iter().map(|v| v.to_f32()).collect();
+                    (f, DType::BF16, Some(HalfValues::Bf16(h)))
+                }
                 other => {
                     return Err(Error::unsupported(format!(
                         "weights `{source}`: tensor `{name}` has dtype {other:?}; \
-                         supported dtypes are F32, F16 and BF16"
+                             supported dtypes are F32, F16 and BF16"
                     )));
                 }
             };
             let tensor = Tensor::from_f32(shape, values)
-                .map_err(|e| bad(format!("tensor `{name}`: {}", e.message())))?;
+                .map_err(|e| bad(format!("tensor `{name}`: {}", e.message())))?
+                .with_prepared(Prepared::new(half));
             tensors.insert(name.to_string(), Weight { tensor, stored });
         }
         Ok(Weights {

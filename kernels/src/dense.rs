@@ -25,7 +25,7 @@ pub(crate) enum PackedData {
 /// [`Kernels::dense_packed`](crate::Kernels::dense_packed), with the bias alongside.
 ///
 /// The layout is the GEMM's: blocks of 256 rows of `k`, inside each panels of `NR` output
-/// features (`NR` = 48 on AVX-512, 16 on AVX2), 64-byte aligned, zero-padded. It depends on the
+/// features (`NR` = 32 on AVX-512, 16 on AVX2), 64-byte aligned, zero-padded. It depends on the
 /// SIMD level, so a `PackedDense` records the [`Level`] it was packed for and
 /// `dense_packed` refuses (with an error) kernels of another level: pack with the same
 /// [`Kernels`](crate::Kernels) that runs the layer. `f16`/`bf16` weights stay 16-bit in

@@ -14,7 +14,8 @@ pub enum Level {
     Avx512,
     /// AArch64 NEON, 4 lanes (pulp `aarch64::Neon`).
     Neon,
-    /// WebAssembly SIMD128, 4 lanes (pulp `wasm::Simd128`); needs `+simd128` at compile time.
+    /// WebAssembly SIMD128, 4 lanes (pulp `wasm::RelaxedSimd` when built with
+    /// `+relaxed-simd`, else `wasm::Simd128`); needs `+simd128` at compile time.
     Simd128,
 }
 
@@ -63,7 +64,11 @@ impl Kernels {
             #[cfg(target_arch = "aarch64")]
             Level::Neon => pulp::aarch64::Neon::try_new().map(pulp::Arch::Neon),
             #[cfg(target_arch = "wasm32")]
-            Level::Simd128 => pulp::wasm::Simd128::try_new().map(pulp::Arch::Simd128),
+            // Relaxed SIMD when the build enables it: its `f32x4.relaxed_madd` becomes a real
+            // FMA in wasmtime, where plain SIMD128 has only a multiply and an add.
+            Level::Simd128 => pulp::wasm::RelaxedSimd::try_new()
+                .map(pulp::Arch::RelaxedSimd)
+                .or_else(|| pulp::wasm::Simd128::try_new().map(pulp::Arch::Simd128)),
             #[allow(unreachable_patterns)]
             _ => None,
         }?;

@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime};
 use tensorlet_benches::report::{Results, Table, Work};
 use tensorlet_benches::{single_threaded, values};
 use tensorlet_host::{Runtime, RuntimeConfig, Tensor};
-use tensorlet_kernels::{Activation, Conv2dParams, Kernels, Pool2dParams};
+use tensorlet_kernels::{
+    Activation, Conv2dParams, Kernels, PackedConv2d, PackedDense, Pool2dParams,
+};
 
 /// The design's budget for per-request overhead outside the kernels: "tens of
 /// microseconds", i.e. under 100 µs.
@@ -24,10 +26,10 @@ const OVERHEAD_BUDGET_NS: f64 = 100_000.0;
 struct MnistKernels {
     k: Kernels,
     image: Vec<f32>,
-    conv1: (Vec<f32>, Vec<f32>),
-    conv2: (Vec<f32>, Vec<f32>),
-    fc1: (Vec<f32>, Vec<f32>),
-    fc2: (Vec<f32>, Vec<f32>),
+    conv1: PackedConv2d,
+    conv2: PackedConv2d,
+    fc1: PackedDense,
+    fc2: PackedDense,
     c1: Vec<f32>,
     p1: Vec<f32>,
     c2: Vec<f32>,
@@ -37,14 +39,40 @@ struct MnistKernels {
 }
 
 impl MnistKernels {
+    /// Packs the weights once, as the host's prepared weights are.
     fn new(image: &[f32]) -> Self {
+        let k = Kernels::detect();
+        let conv = Conv2dParams::default();
+        let ok = "valid shapes";
+        let conv1 = k
+            .pack_conv2d(
+                &values(32 * 9, 1),
+                [32, 1, 3, 3],
+                Some(&values(32, 2)),
+                &conv,
+            )
+            .expect(ok);
+        let conv2 = k
+            .pack_conv2d(
+                &values(64 * 32 * 9, 3),
+                [64, 32, 3, 3],
+                Some(&values(64, 4)),
+                &conv,
+            )
+            .expect(ok);
+        let fc1 = k
+            .pack_dense(&values(128 * 1600, 5), 128, 1600, Some(&values(128, 6)))
+            .expect(ok);
+        let fc2 = k
+            .pack_dense(&values(10 * 128, 7), 10, 128, Some(&values(10, 8)))
+            .expect(ok);
         Self {
-            k: Kernels::detect(),
+            k,
             image: image.to_vec(),
-            conv1: (values(32 * 9, 1), values(32, 2)),
-            conv2: (values(64 * 32 * 9, 3), values(64, 4)),
-            fc1: (values(128 * 1600, 5), values(128, 6)),
-            fc2: (values(10 * 128, 7), values(10, 8)),
+            conv1,
+            conv2,
+            fc1,
+            fc2,
             c1: vec![0.0; 32 * 26 * 26],
             p1: vec![0.0; 32 * 13 * 13],
             c2: vec![0.0; 64 * 11 * 11],
@@ -55,7 +83,7 @@ impl MnistKernels {
     }
 
     fn run(&mut self) {
-        let (conv, relu) = (Conv2dParams::default(), Activation::Relu);
+        let relu = Activation::Relu;
         let pool = Pool2dParams {
             kernel: (2, 2),
             stride: (2, 2),
@@ -63,58 +91,27 @@ impl MnistKernels {
         };
         let k = &self.k;
         let ok = "valid shapes";
-        let (w, b) = (&self.conv1.0, &self.conv1.1);
-        k.conv2d(
-            &self.image,
-            [1, 1, 28, 28],
-            w,
-            [32, 1, 3, 3],
-            Some(b),
-            &conv,
-            relu,
-            &mut self.c1,
-        )
-        .expect(ok);
+        k.conv2d_packed(&self.image, [1, 1, 28, 28], &self.conv1, relu, &mut self.c1)
+            .expect(ok);
         k.max_pool2d(&self.c1, [1, 32, 26, 26], &pool, &mut self.p1)
             .expect(ok);
-        let (w, b) = (&self.conv2.0, &self.conv2.1);
-        k.conv2d(
-            &self.p1,
-            [1, 32, 13, 13],
-            w,
-            [64, 32, 3, 3],
-            Some(b),
-            &conv,
-            relu,
-            &mut self.c2,
-        )
-        .expect(ok);
+        k.conv2d_packed(&self.p1, [1, 32, 13, 13], &self.conv2, relu, &mut self.c2)
+            .expect(ok);
         k.max_pool2d(&self.c2, [1, 64, 11, 11], &pool, &mut self.p2)
             .expect(ok);
-        let (w, b) = (&self.fc1.0, &self.fc1.1);
-        k.dense(&self.p2, 1, 1600, w, 128, Some(b), relu, &mut self.h)
+        k.dense_packed(&self.p2, 1, &self.fc1, relu, &mut self.h)
             .expect(ok);
-        let (w, b) = (&self.fc2.0, &self.fc2.1);
-        k.dense(
-            &self.h,
-            1,
-            128,
-            w,
-            10,
-            Some(b),
-            Activation::None,
-            &mut self.y,
-        )
-        .expect(ok);
+        k.dense_packed(&self.h, 1, &self.fc2, Activation::None, &mut self.y)
+            .expect(ok);
         k.softmax(&mut self.y, 10).expect(ok);
     }
 }
 
-/// mlp's kernels at batch 1 (fc1 + sigmoid, fc2), called natively.
-fn mlp_kernels(k: &Kernels, x: &[f32], w: &[Vec<f32>; 4], h: &mut [f32], y: &mut [f32]) {
-    k.dense(x, 1, 10, &w[0], 10, Some(&w[1]), Activation::Sigmoid, h)
+/// mlp's kernels at batch 1 (fc1 + sigmoid, fc2) on packed weights, called natively.
+fn mlp_kernels(k: &Kernels, x: &[f32], w: &[PackedDense; 2], h: &mut [f32], y: &mut [f32]) {
+    k.dense_packed(x, 1, &w[0], Activation::Sigmoid, h)
         .expect("valid shapes");
-    k.dense(h, 1, 10, &w[2], 1, Some(&w[3]), Activation::None, y)
+    k.dense_packed(h, 1, &w[1], Activation::None, y)
         .expect("valid shapes");
 }
 
@@ -161,7 +158,12 @@ fn runtime(c: &mut Criterion) {
         })
     });
     let k = Kernels::detect();
-    let w = [values(100, 1), values(10, 2), values(10, 3), values(1, 4)];
+    let w = [
+        k.pack_dense(&values(100, 1), 10, 10, Some(&values(10, 2)))
+            .expect("valid shapes"),
+        k.pack_dense(&values(10, 3), 1, 10, Some(&values(1, 4)))
+            .expect("valid shapes"),
+    ];
     let (mut h, mut y) = (vec![0.0; 10], vec![0.0; 1]);
     g.bench_function(BenchmarkId::new("kernels", "mlp"), |b| {
         b.iter(|| {

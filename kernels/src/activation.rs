@@ -134,8 +134,8 @@ pub(crate) fn apply_slice<S: Simd>(simd: S, act: Activation, x: &mut [f32]) {
         *v = apply(simd, act, *v);
     }
     if !tail.is_empty() {
-        let v = apply(simd, act, simd.partial_load_f32s(tail));
-        simd.partial_store_f32s(tail, v);
+        let v = apply(simd, act, crate::vmem::partial_load(simd, tail));
+        crate::vmem::partial_store(simd, tail, v);
     }
 }
 

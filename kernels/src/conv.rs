@@ -100,7 +100,7 @@ fn copy<S: Simd>(simd: S, dst: &mut [f32], src: &[f32]) {
         *d = s;
     }
     if !dt.is_empty() {
-        simd.partial_store_f32s(dt, simd.partial_load_f32s(st));
+        crate::vmem::partial_store(simd, dt, crate::vmem::partial_load(simd, st));
     }
 }
 

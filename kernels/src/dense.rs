@@ -164,8 +164,8 @@ fn dot<S: Simd>(simd: S, x: &[f32], y: &[f32]) -> f32 {
         acc[0] = simd.mul_add_e_f32s(xi, yi, acc[0]);
     }
     if !xt.is_empty() {
-        let xv = simd.partial_load_f32s(xt);
-        let yv = simd.partial_load_f32s(yt);
+        let xv = crate::vmem::partial_load(simd, xt);
+        let yv = crate::vmem::partial_load(simd, yt);
         acc[1] = simd.mul_add_e_f32s(xv, yv, acc[1]);
     }
     let s = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
@@ -209,9 +209,9 @@ fn gemv_rows<S: Simd>(
             }
         }
         if !xt.is_empty() {
-            let xv = simd.partial_load_f32s(xt);
+            let xv = crate::vmem::partial_load(simd, xt);
             for (a, (_, wt)) in acc.iter_mut().zip(&split) {
-                a[1] = simd.mul_add_e_f32s(xv, simd.partial_load_f32s(wt), a[1]);
+                a[1] = simd.mul_add_e_f32s(xv, crate::vmem::partial_load(simd, wt), a[1]);
             }
         }
         for (r, a) in acc.iter().enumerate() {

@@ -39,7 +39,7 @@ impl Elem for f32 {
 /// `S` as the concrete SIMD type `T`, if they are the same type (resolved at compile time).
 #[inline(always)]
 #[allow(dead_code)]
-fn downcast<S: Simd, T: Simd>(simd: S) -> Option<T> {
+pub(crate) fn downcast<S: Simd, T: Simd>(simd: S) -> Option<T> {
     if core::any::TypeId::of::<S>() == core::any::TypeId::of::<T>() {
         // SAFETY: `S` and `T` are the same type.
         Some(unsafe { core::mem::transmute_copy::<S, T>(&simd) })
@@ -51,7 +51,7 @@ fn downcast<S: Simd, T: Simd>(simd: S) -> Option<T> {
 /// Reinterprets a register of the concrete level as `S::f32s` (same size when `S` is that level).
 #[inline(always)]
 #[allow(dead_code)]
-unsafe fn reinterpret<T: Copy, U: Copy>(v: T) -> U {
+pub(crate) unsafe fn reinterpret<T: Copy, U: Copy>(v: T) -> U {
     debug_assert_eq!(core::mem::size_of::<T>(), core::mem::size_of::<U>());
     // SAFETY: the caller passes same-sized plain-data register types.
     unsafe { core::mem::transmute_copy::<T, U>(&v) }
@@ -66,7 +66,7 @@ unsafe fn load_lanes<S: Simd>(simd: S, p: *const u16, widen: impl Fn(u16) -> f32
         // SAFETY: the caller guarantees `F32_LANES` readable elements.
         *b = widen(unsafe { *p.add(i) });
     }
-    simd.partial_load_f32s(&buf[..lanes])
+    crate::vmem::partial_load(simd, &buf[..lanes])
 }
 
 impl Elem for half::f16 {

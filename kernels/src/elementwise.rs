@@ -20,7 +20,7 @@ pub(crate) fn sum<S: Simd>(simd: S, x: &[f32]) -> f32 {
     for &v in rest {
         acc[0] = simd.add_f32s(acc[0], v);
     }
-    acc[1] = simd.add_f32s(acc[1], simd.partial_load_f32s(tail));
+    acc[1] = simd.add_f32s(acc[1], crate::vmem::partial_load(simd, tail));
     let s = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
     simd.reduce_sum_f32s(s)
 }
@@ -67,8 +67,11 @@ impl pulp::WithSimd for Softmax<'_> {
             }
             let mut total = simd.reduce_sum_f32s(simd.add_f32s(acc[0], acc[1]));
             if !tail.is_empty() {
-                let v = exp(simd, simd.sub_f32s(simd.partial_load_f32s(tail), m));
-                simd.partial_store_f32s(tail, v);
+                let v = exp(
+                    simd,
+                    simd.sub_f32s(crate::vmem::partial_load(simd, tail), m),
+                );
+                crate::vmem::partial_store(simd, tail, v);
                 total += tail.iter().sum::<f32>();
             }
             let inv = 1.0 / total;

@@ -25,6 +25,7 @@ use pulp::Simd;
 
 use crate::activation::{Activation, apply};
 use crate::elem::Elem;
+use crate::vmem::{load, store};
 
 /// Rows of `k` per packed block of `B`.
 pub(crate) const KC: usize = 256;
@@ -191,28 +192,6 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize>(
             off += cs;
         }
         *acc = c;
-    }
-}
-
-/// Loads a vector from `x` (`len ≤ lanes`; a plain load when full, masked otherwise).
-#[inline(always)]
-pub(crate) fn load<S: Simd>(simd: S, x: &[f32]) -> S::f32s {
-    if x.len() >= S::F32_LANES {
-        // SAFETY: `x` holds at least one full vector.
-        unsafe { x.as_ptr().cast::<S::f32s>().read_unaligned() }
-    } else {
-        simd.partial_load_f32s(x)
-    }
-}
-
-/// Stores a vector into `x` (`len ≤ lanes`; a plain store when full, masked otherwise).
-#[inline(always)]
-pub(crate) fn store<S: Simd>(simd: S, x: &mut [f32], v: S::f32s) {
-    if x.len() >= S::F32_LANES {
-        // SAFETY: `x` holds at least one full vector.
-        unsafe { x.as_mut_ptr().cast::<S::f32s>().write_unaligned(v) }
-    } else {
-        simd.partial_store_f32s(x, v);
     }
 }
 

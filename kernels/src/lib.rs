@@ -32,6 +32,7 @@ pub mod oracle;
 mod pool;
 mod shape;
 mod validate;
+mod vmem;
 
 pub use activation::Activation;
 pub use conv::PackedConv2d;

@@ -68,6 +68,24 @@ proptest! {
     }
 
     #[test]
+    fn pool2d_wide_rows_match_oracle(
+        c in 1usize..=2,
+        h in 1usize..=6,
+        w in 14usize..=80,
+        kernel in (1usize..=3, 1usize..=5),
+        stride in (1usize..=2, 1usize..=4),
+        pad in (0usize..=1, 0usize..=2),
+        seed: u64,
+    ) {
+        // Rows wider than a vector at every level: whole vectors, tails, both borders.
+        let padding = (pad.0.min(kernel.0 / 2), pad.1.min(kernel.1 / 2));
+        let kernel = (kernel.0.min(h + 2 * padding.0), kernel.1);
+        let padding = (padding.0.min(kernel.0 / 2), padding.1);
+        let p = Pool2dParams { kernel, stride, padding };
+        check_pool([1, c, h, w], &p, seed).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
     fn global_avg_pool_matches_oracle(
         n in 1usize..=3,
         c in 1usize..=5,

@@ -17,6 +17,7 @@ use crate::activation::{Activation, apply_slice};
 use crate::dispatch::Level;
 use crate::gemm::{AView, Bias, Gemm, KC, NC, nr, packed_b_len, tile_dims};
 use crate::shape::Conv2dParams;
+use crate::vmem::{load, store};
 
 /// Conv2d weights `[oc, c/groups, kh, kw]` packed once for
 /// [`Kernels::conv2d_packed`](crate::Kernels::conv2d_packed), with the bias, the geometry and
@@ -91,17 +92,41 @@ pub(crate) fn pack_weights(
     out
 }
 
-/// Copies `src` into `dst` (same length) with vector loads and stores.
+/// Copies `src` into `dst` (same length) with vector loads and stores (masked tail).
 #[inline(always)]
 fn copy<S: Simd>(simd: S, dst: &mut [f32], src: &[f32]) {
-    let (dh, dt) = S::as_mut_simd_f32s(dst);
-    let (sh, st) = S::as_simd_f32s(src);
-    for (d, &s) in dh.iter_mut().zip(sh) {
-        *d = s;
+    let lanes = S::F32_LANES;
+    let len = dst.len();
+    let mut c = 0;
+    while c < len {
+        let w = lanes.min(len - c);
+        store(simd, &mut dst[c..c + w], load(simd, &src[c..c + w]));
+        c += lanes;
     }
-    if !dt.is_empty() {
-        crate::vmem::partial_store(simd, dt, crate::vmem::partial_load(simd, st));
+}
+
+/// Zeroes `dst` with vector stores (masked tail); no call for short runs.
+#[inline(always)]
+fn zero<S: Simd>(simd: S, dst: &mut [f32]) {
+    let lanes = S::F32_LANES;
+    let len = dst.len();
+    let z = simd.splat_f32s(0.0);
+    let mut c = 0;
+    while c < len {
+        let w = lanes.min(len - c);
+        store(simd, &mut dst[c..c + w], z);
+        c += lanes;
     }
+}
+
+/// A run of consecutive output pixels on one output row, inside one panel.
+#[derive(Clone, Copy)]
+struct Run {
+    /// Column in the panel.
+    jj: usize,
+    oy: usize,
+    ox: usize,
+    len: usize,
 }
 
 /// Geometry of one group's im2col, all in elements.
@@ -157,6 +182,24 @@ impl Im2col {
         let (sh, sw) = self.stride;
         let (ph, pw) = self.padding;
         let (dh, dw) = self.dilation;
+        // The runs of each panel (one per output row it touches), the same for every tap.
+        let mut runs = Vec::with_capacity(panels * (nr / self.ow.max(1) + 2));
+        let mut starts = Vec::with_capacity(panels + 1);
+        for p in 0..panels {
+            starts.push(runs.len());
+            let j0 = pixels.start + p * nr;
+            let valid = nr.min(pixels.end - j0);
+            let (mut oy, mut ox) = (j0 / self.ow, j0 % self.ow);
+            let mut jj = 0;
+            while jj < valid {
+                let len = (self.ow - ox).min(valid - jj);
+                runs.push(Run { jj, oy, ox, len });
+                jj += len;
+                oy += 1;
+                ox = 0;
+            }
+        }
+        starts.push(runs.len());
         let mut kk = 0;
         for ci in 0..self.cg {
             let xc = &x[ci * plane..(ci + 1) * plane];
@@ -168,39 +211,42 @@ impl Im2col {
                     let base = k0 * panels * nr + (kk - k0) * nr;
                     for p in 0..panels {
                         let row = &mut dst[base + p * kc * nr..][..nr];
-                        let j0 = pixels.start + p * nr;
-                        let valid = nr.min(pixels.end - j0);
-                        let mut jj = 0;
-                        while jj < valid {
-                            let (oy, ox) = ((j0 + jj) / self.ow, (j0 + jj) % self.ow);
-                            let len = (self.ow - ox).min(valid - jj);
-                            let seg = &mut row[jj..jj + len];
+                        let mut end = 0;
+                        for run in &runs[starts[p]..starts[p + 1]] {
+                            let Run { jj, oy, ox, len } = *run;
+                            end = jj + len;
+                            let seg = &mut row[jj..end];
                             let y = (oy * sh + ky * dh).wrapping_sub(ph);
                             if y >= self.h {
-                                seg.fill(0.0);
-                            } else {
-                                let lo = xs.start.clamp(ox, ox + len);
-                                let hi = xs.end.clamp(lo, ox + len);
-                                seg[..lo - ox].fill(0.0);
-                                seg[hi - ox..].fill(0.0);
-                                if hi > lo {
-                                    let xrow = &xc[y * self.w..][..self.w];
-                                    let first = lo * sw + kx * dw - pw;
-                                    let seg = &mut seg[lo - ox..hi - ox];
-                                    if sw == 1 {
-                                        copy(simd, seg, &xrow[first..first + seg.len()]);
-                                    } else {
-                                        for (d, &s) in
-                                            seg.iter_mut().zip(xrow[first..].iter().step_by(sw))
-                                        {
-                                            *d = s;
-                                        }
+                                zero(simd, seg);
+                                continue;
+                            }
+                            let lo = xs.start.clamp(ox, ox + len);
+                            let hi = xs.end.clamp(lo, ox + len);
+                            if lo > ox {
+                                zero(simd, &mut seg[..lo - ox]);
+                            }
+                            if hi < ox + len {
+                                zero(simd, &mut seg[hi - ox..]);
+                            }
+                            if hi > lo {
+                                let xrow = &xc[y * self.w..][..self.w];
+                                let first = lo * sw + kx * dw - pw;
+                                let seg = &mut seg[lo - ox..hi - ox];
+                                if sw == 1 {
+                                    copy(simd, seg, &xrow[first..first + seg.len()]);
+                                } else {
+                                    for (d, &s) in
+                                        seg.iter_mut().zip(xrow[first..].iter().step_by(sw))
+                                    {
+                                        *d = s;
                                     }
                                 }
                             }
-                            jj += len;
                         }
-                        row[valid..].fill(0.0);
+                        if end < nr {
+                            zero(simd, &mut row[end..]);
+                        }
                     }
                     kk += 1;
                 }
@@ -261,8 +307,17 @@ impl pulp::WithSimd for Conv2d<'_> {
             padding: p.padding,
             dilation: p.dilation,
         };
-        let block = NC.div_ceil(nr) * nr;
-        let mut b = vec![0.0f32; packed_b_len(taps, block.min(pixels), nr)];
+        // Pixels per im2col block: the block's patches (all taps) stay in about half of L2 while
+        // the GEMM reads them, at least one panel, at most NC.
+        let fit = (PATCH_BYTES / 4 / taps.max(1)) / nr * nr;
+        let block = fit.clamp(nr, NC.div_ceil(nr) * nr);
+        // The patch buffer is reused across calls on this thread (every element the GEMM reads is
+        // written by im2col first, so it is never cleared).
+        let mut b = PATCHES.take();
+        let need = packed_b_len(taps, block.min(pixels), nr);
+        if b.len() < need {
+            b.resize(need, 0.0);
+        }
         let group_w = ocg.div_ceil(mr) * mr * taps;
         for img in 0..batch {
             for g in 0..groups {
@@ -295,7 +350,17 @@ impl pulp::WithSimd for Conv2d<'_> {
                 }
             }
         }
+        PATCHES.set(b);
     }
+}
+
+/// Bytes of im2col patches per block (half of a 1 MiB L2).
+const PATCH_BYTES: usize = 512 << 10;
+
+std::thread_local! {
+    /// This thread's im2col patch buffer, kept between calls (no allocation or page faults per
+    /// call once it has grown to the largest block).
+    static PATCHES: core::cell::Cell<Vec<f32>> = const { core::cell::Cell::new(Vec::new()) };
 }
 
 /// Direct depthwise convolution: `groups == c`, one input channel per group, `ocg` outputs

@@ -56,7 +56,7 @@ impl Kernels {
 
     /// NCHW 2-D convolution (PyTorch `Conv2d`): `x` is `[n, c, h, w]`, `w` is
     /// `[oc, c/groups, kh, kw]`, `bias` is `[oc]`, `out` is `[n, oc, oh, ow]` as given by
-    /// [`conv2d_out_shape`](crate::conv2d_out_shape). `act` is applied to every output.
+    /// [`conv2d_out_shape`]. `act` is applied to every output.
     ///
     /// Errors on invalid geometry (see `conv2d_out_shape`) or any slice length that does not
     /// match its shape.
@@ -135,7 +135,7 @@ impl Kernels {
 
     /// [`Kernels::conv2d`] with weights packed by [`Kernels::pack_conv2d`]: `x` is
     /// `[n, c, h, w]`, `out` is `[n, oc, oh, ow]` as given by
-    /// [`conv2d_out_shape`](crate::conv2d_out_shape) for the packed weight shape and geometry.
+    /// [`conv2d_out_shape`] for the packed weight shape and geometry.
     ///
     /// Errors if `packed` was packed at another level, on invalid geometry or on slice lengths
     /// that do not match their shapes.

@@ -1,7 +1,7 @@
 //! Shared pieces of tensorlet's benchmarks: the limits every kernel figure is reported
 //! against, measured in the same run on the same core (a peak-FMA probe, a streaming-read
 //! probe, a memcpy probe), deterministic test data, the peers behind the `peers` feature
-//! ([`peers`]), and the table each bench prints from criterion's results ([`report`]).
+//! (module `peers`), and the table each bench prints from criterion's results ([`report`]).
 
 use pulp::{Simd, WithSimd};
 

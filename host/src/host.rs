@@ -148,13 +148,7 @@ impl State {
     ) -> Result<Resource<Tensor>> {
         let (a, b) = (self.tensor(&a)?, self.tensor(&b)?);
         let (ad, bd) = (a.f32s(&format!("{op}: a"))?, b.f32s(&format!("{op}: b"))?);
-        if !a.shape().ends_with(b.shape()) {
-            return Err(Error::shape_mismatch(format!(
-                "{op}: b's shape {:?} must equal a's shape {:?} or a suffix of it",
-                b.shape(),
-                a.shape()
-            )));
-        }
+        tensorlet_kernels::broadcast_dims(op, a.shape(), b.shape())?;
         let mut out = self.output(op, ad.len())?;
         f(&self.kernels, ad, bd, &mut out).map_err(|e| Error::from(e).context(op))?;
         self.push_f32(a.shape().to_vec(), out)
@@ -176,15 +170,6 @@ fn to_u32s(shape: &[usize]) -> Vec<u32> {
 
 fn to_usizes(shape: &[u32]) -> Vec<usize> {
     shape.iter().map(|&d| d as usize).collect()
-}
-
-fn rank4(what: &str, t: &Tensor) -> Result<[usize; 4]> {
-    <[usize; 4]>::try_from(t.shape()).map_err(|_| {
-        Error::shape_mismatch(format!(
-            "{what} must have rank 4 (NCHW), got shape {:?}",
-            t.shape()
-        ))
-    })
 }
 
 fn pair((a, b): (u32, u32)) -> (usize, usize) {
@@ -290,31 +275,9 @@ impl ops::Host for State {
     ) -> Result<Resource<Tensor>> {
         let (x, w) = (self.tensor(&x)?, self.tensor(&w)?);
         let b = b.map(|b| self.tensor(&b)).transpose()?;
-        let [n, k] = <[usize; 2]>::try_from(w.shape()).map_err(|_| {
-            Error::shape_mismatch(format!("dense: w must be [out, in], got {:?}", w.shape()))
-        })?;
-        let Some((&xk, lead)) = x.shape().split_last() else {
-            return Err(Error::shape_mismatch(
-                "dense: x must have rank ≥ 1, got a scalar",
-            ));
-        };
-        if xk != k {
-            return Err(Error::shape_mismatch(format!(
-                "dense: x has shape {:?} but w has shape {:?}: x's last dimension must be {k}",
-                x.shape(),
-                w.shape()
-            )));
-        }
-        if let Some(b) = &b
-            && b.shape() != [n]
-        {
-            return Err(Error::shape_mismatch(format!(
-                "dense: bias must have shape [{n}], got {:?}",
-                b.shape()
-            )));
-        }
-        let m = element_count(lead)?;
-        let mut out = self.output("dense", element_count(&[m, n])?)?;
+        let tensorlet_kernels::DenseDims { m, k, n, out_shape } =
+            tensorlet_kernels::dense_dims(x.shape(), w.shape(), b.as_ref().map(|b| b.shape()))?;
+        let mut out = self.output("dense", m * n)?;
         let xs = x.f32s("dense: x")?;
         // Weights run on their packed form, prepared once per weights set.
         let packed = match w.prepared() {
@@ -331,9 +294,7 @@ impl ops::Host for State {
             }
         }
         .map_err(|e| Error::from(e).context("dense"))?;
-        let mut shape = lead.to_vec();
-        shape.push(n);
-        self.push_f32(shape, out)
+        self.push_f32(out_shape, out)
     }
 
     fn conv2d(
@@ -346,25 +307,18 @@ impl ops::Host for State {
     ) -> Result<Resource<Tensor>> {
         let (x, w) = (self.tensor(&x)?, self.tensor(&w)?);
         let b = b.map(|b| self.tensor(&b)).transpose()?;
-        let xs = rank4("conv2d: x", &x)?;
-        let ws = rank4("conv2d: w", &w)?;
         let p = tensorlet_kernels::Conv2dParams {
             stride: pair(params.stride),
             padding: pair(params.padding),
             dilation: pair(params.dilation),
             groups: params.groups as usize,
         };
-        let out_shape = tensorlet_kernels::conv2d_out_shape(xs, ws, &p)
-            .map_err(|e| Error::from(e).context("conv2d"))?;
-        if let Some(b) = &b
-            && b.shape() != [ws[0]]
-        {
-            return Err(Error::shape_mismatch(format!(
-                "conv2d: bias must have shape [{}], got {:?}",
-                ws[0],
-                b.shape()
-            )));
-        }
+        let [xs, ws, out_shape] = tensorlet_kernels::conv2d_dims(
+            x.shape(),
+            w.shape(),
+            b.as_ref().map(|b| b.shape()),
+            &p,
+        )?;
         let mut out = self.output("conv2d", element_count(&out_shape)?)?;
         let xd = x.f32s("conv2d: x")?;
         let packed = match w.prepared() {
@@ -404,7 +358,7 @@ impl ops::Host for State {
 
     fn global_avg_pool(&mut self, x: Resource<Tensor>) -> Result<Resource<Tensor>> {
         let x = self.tensor(&x)?;
-        let xs = rank4("global-avg-pool: x", &x)?;
+        let xs = tensorlet_kernels::rank4("global-avg-pool: x", x.shape())?;
         let mut out = self.output("global-avg-pool", xs[0] * xs[1])?;
         self.kernels
             .global_avg_pool(x.f32s("global-avg-pool: x")?, xs, &mut out)
@@ -455,7 +409,7 @@ impl State {
         f: PoolKernel,
     ) -> Result<Resource<Tensor>> {
         let x = self.tensor(&x)?;
-        let xs = rank4(&format!("{op}: x"), &x)?;
+        let xs = tensorlet_kernels::rank4(&format!("{op}: x"), x.shape())?;
         let p = pool_params(params);
         let out_shape =
             tensorlet_kernels::pool2d_out_shape(xs, &p).map_err(|e| Error::from(e).context(op))?;

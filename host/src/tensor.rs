@@ -175,32 +175,7 @@ impl Tensor {
     /// The same data under a new shape with the same element count; one dimension may be
     /// 0, meaning "whatever makes the count agree".
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        let len = self.len();
-        let mut shape = shape.to_vec();
-        let wildcards = shape.iter().filter(|&&d| d == 0).count();
-        if wildcards > 1 {
-            return Err(Error::invalid_input(format!(
-                "reshape to {shape:?}: at most one dimension may be 0 (inferred)"
-            )));
-        }
-        if wildcards == 1 {
-            let known = element_count(&shape.iter().map(|&d| d.max(1)).collect::<Vec<_>>())?;
-            if known == 0 || !len.is_multiple_of(known) {
-                return Err(Error::shape_mismatch(format!(
-                    "cannot reshape {:?} ({len} elements) to {shape:?}",
-                    self.shape
-                )));
-            }
-            for d in shape.iter_mut().filter(|d| **d == 0) {
-                *d = len / known;
-            }
-        }
-        if element_count(&shape)? != len {
-            return Err(Error::shape_mismatch(format!(
-                "cannot reshape {:?} ({len} elements) to {shape:?}",
-                self.shape
-            )));
-        }
+        let shape = tensorlet_kernels::reshape_dims(&self.shape, shape)?;
         // A reshaped weight is a different operand to the kernels: it is not prepared.
         Ok(Tensor {
             shape,

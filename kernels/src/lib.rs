@@ -42,4 +42,7 @@ pub use elem::WeightType;
 pub use error::KernelError;
 /// The `half` crate, whose `f16`/`bf16` the half-precision packers take.
 pub use half;
-pub use shape::{Conv2dParams, Pool2dParams, conv2d_out_shape, pool2d_out_shape};
+pub use shape::{
+    Conv2dParams, DenseDims, Pool2dParams, broadcast_dims, conv2d_dims, conv2d_out_shape,
+    dense_dims, pool2d_out_shape, rank4, reshape_dims,
+};

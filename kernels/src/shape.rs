@@ -150,3 +150,126 @@ pub fn pool2d_out_shape(x_shape: [usize; 4], p: &Pool2dParams) -> Result<[usize;
     product("out", &out)?;
     Ok(out)
 }
+
+/// `shape` as `[n, c, h, w]`, or an error naming `what` if its rank is not 4.
+pub fn rank4(what: &str, shape: &[usize]) -> Result<[usize; 4], KernelError> {
+    <[usize; 4]>::try_from(shape).map_err(|_| {
+        KernelError::new(format!(
+            "{what} must have rank 4 (NCHW), got shape {shape:?}"
+        ))
+    })
+}
+
+/// The sizes of a dense layer call: `x` `[.., k]` (leading dims flattened into `m`) times
+/// `w` `[n, k]` (PyTorch `Linear` layout) gives `out_shape` `[.., n]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DenseDims {
+    /// Rows: the product of `x`'s leading dimensions.
+    pub m: usize,
+    /// Input features.
+    pub k: usize,
+    /// Output features.
+    pub n: usize,
+    /// The result's shape: `x`'s leading dimensions, then `n`.
+    pub out_shape: Vec<usize>,
+}
+
+/// Checks the operand shapes of a dense layer (`x` `[.., k]`, `w` `[n, k]`, bias `[n]`)
+/// and returns its sizes; the tensor-level rule that every `ops.dense` provider applies.
+pub fn dense_dims(
+    x: &[usize],
+    w: &[usize],
+    bias: Option<&[usize]>,
+) -> Result<DenseDims, KernelError> {
+    let [n, k] = <[usize; 2]>::try_from(w)
+        .map_err(|_| KernelError::new(format!("dense: w must be [out, in], got {w:?}")))?;
+    let Some((&xk, lead)) = x.split_last() else {
+        return Err(KernelError::new(
+            "dense: x must have rank ≥ 1, got a scalar",
+        ));
+    };
+    if xk != k {
+        return Err(KernelError::new(format!(
+            "dense: x has shape {x:?} but w has shape {w:?}: x's last dimension must be {k}"
+        )));
+    }
+    if let Some(b) = bias
+        && b != [n]
+    {
+        return Err(KernelError::new(format!(
+            "dense: bias must have shape [{n}], got {b:?}"
+        )));
+    }
+    let m = product("dense: x", lead)?;
+    product("dense: out", &[m, n])?;
+    let mut out_shape = lead.to_vec();
+    out_shape.push(n);
+    Ok(DenseDims { m, k, n, out_shape })
+}
+
+/// Checks the operand shapes of a convolution (`x` `[n, c, h, w]`, `w`
+/// `[oc, c/groups, kh, kw]`, bias `[oc]`) and geometry `p`; returns `(x, w, out)` shapes.
+pub fn conv2d_dims(
+    x: &[usize],
+    w: &[usize],
+    bias: Option<&[usize]>,
+    p: &Conv2dParams,
+) -> Result<[[usize; 4]; 3], KernelError> {
+    let xs = rank4("conv2d: x", x)?;
+    let ws = rank4("conv2d: w", w)?;
+    let out = conv2d_out_shape(xs, ws, p)
+        .map_err(|e| KernelError::new(format!("conv2d: {}", e.message)))?;
+    if let Some(b) = bias
+        && b != [ws[0]]
+    {
+        return Err(KernelError::new(format!(
+            "conv2d: bias must have shape [{}], got {b:?}",
+            ws[0]
+        )));
+    }
+    Ok([xs, ws, out])
+}
+
+/// Checks that `b` broadcasts onto `a` for the element-wise op `op`: `b`'s shape equals
+/// `a`'s or is a suffix of it.
+pub fn broadcast_dims(op: &str, a: &[usize], b: &[usize]) -> Result<(), KernelError> {
+    if a.ends_with(b) {
+        Ok(())
+    } else {
+        Err(KernelError::new(format!(
+            "{op}: b's shape {b:?} must equal a's shape {a:?} or a suffix of it"
+        )))
+    }
+}
+
+/// The shape `to` with its one `0` dimension (if any) inferred so that it holds the same
+/// element count as `from`; errors if no such shape exists.
+pub fn reshape_dims(from: &[usize], to: &[usize]) -> Result<Vec<usize>, KernelError> {
+    let len = product("reshape: from", from)?;
+    let mut shape = to.to_vec();
+    let wildcards = shape.iter().filter(|&&d| d == 0).count();
+    let bad = || {
+        KernelError::new(format!(
+            "reshape: cannot reshape {from:?} ({len} elements) to {to:?}"
+        ))
+    };
+    if wildcards > 1 {
+        return Err(KernelError::new(format!(
+            "reshape to {to:?}: at most one dimension may be 0 (inferred)"
+        )));
+    }
+    if wildcards == 1 {
+        let known: Vec<usize> = shape.iter().map(|&d| d.max(1)).collect();
+        let known = product("reshape: to", &known)?;
+        if known == 0 || !len.is_multiple_of(known) {
+            return Err(bad());
+        }
+        for d in shape.iter_mut().filter(|d| **d == 0) {
+            *d = len / known;
+        }
+    }
+    if product("reshape: to", &shape)? != len {
+        return Err(bad());
+    }
+    Ok(shape)
+}

@@ -74,6 +74,12 @@ fn kernel_error(op: &str, e: tensorlet_kernels::KernelError) -> Error {
     Error::ShapeMismatch(format!("{op}: {e}"))
 }
 
+/// A violated shape rule (the shared rules of `tensorlet-kernels`, whose messages name the
+/// op themselves).
+fn shape_error(e: tensorlet_kernels::KernelError) -> Error {
+    Error::ShapeMismatch(e.message)
+}
+
 /// Adds `op: ` in front of an error's message.
 fn context(op: &str, e: Error) -> Error {
     let prefix = |m: String| format!("{op}: {m}");
@@ -109,13 +115,6 @@ impl KTensor {
         Ok(Tensor::new(Self::new(shape, Data::F32(data))?))
     }
 
-    fn len(&self) -> usize {
-        match &*self.data {
-            Data::F32(d) => d.len(),
-            Data::U8(d) => d.len(),
-        }
-    }
-
     fn f32s(&self, what: &str) -> Result<&[f32]> {
         match &*self.data {
             Data::F32(d) => Ok(d),
@@ -127,12 +126,7 @@ impl KTensor {
     }
 
     fn rank4(&self, what: &str) -> Result<[usize; 4]> {
-        <[usize; 4]>::try_from(self.shape.as_slice()).map_err(|_| {
-            Error::ShapeMismatch(format!(
-                "{what} must have rank 4 (NCHW), got shape {:?}",
-                self.shape
-            ))
-        })
+        tensorlet_kernels::rank4(what, &self.shape).map_err(shape_error)
     }
 }
 
@@ -179,32 +173,8 @@ impl tensors::GuestTensor for KTensor {
     }
 
     fn reshape(&self, shape: Vec<u32>) -> Result<Tensor> {
-        let len = self.len();
-        let mut shape = to_usizes(&shape);
-        let wildcards = shape.iter().filter(|&&d| d == 0).count();
-        if wildcards > 1 {
-            return Err(Error::InvalidInput(format!(
-                "reshape to {shape:?}: at most one dimension may be 0 (inferred)"
-            )));
-        }
-        let mismatch = |shape: &[usize]| {
-            Error::ShapeMismatch(format!(
-                "cannot reshape {:?} ({len} elements) to {shape:?}",
-                self.shape
-            ))
-        };
-        if wildcards == 1 {
-            let known = element_count(&shape.iter().map(|&d| d.max(1)).collect::<Vec<_>>())?;
-            if known == 0 || !len.is_multiple_of(known) {
-                return Err(mismatch(&shape));
-            }
-            for d in shape.iter_mut().filter(|d| **d == 0) {
-                *d = len / known;
-            }
-        }
-        if element_count(&shape)? != len {
-            return Err(mismatch(&shape));
-        }
+        let shape = tensorlet_kernels::reshape_dims(&self.shape, &to_usizes(&shape))
+            .map_err(shape_error)?;
         Ok(Tensor::new(KTensor {
             shape,
             data: Rc::clone(&self.data),
@@ -280,12 +250,7 @@ fn elementwise(
 ) -> Result<Tensor> {
     let (a, b) = (get(&a), get(&b));
     let (ad, bd) = (a.f32s(&format!("{op}: a"))?, b.f32s(&format!("{op}: b"))?);
-    if !a.shape.ends_with(&b.shape) {
-        return Err(Error::ShapeMismatch(format!(
-            "{op}: b's shape {:?} must equal a's shape {:?} or a suffix of it",
-            b.shape, a.shape
-        )));
-    }
+    tensorlet_kernels::broadcast_dims(op, &a.shape, &b.shape).map_err(shape_error)?;
     let mut out = output(ad.len());
     f(&kernels(), ad, bd, &mut out).map_err(|e| kernel_error(op, e))?;
     KTensor::f32_tensor(a.shape.clone(), out)
@@ -300,30 +265,10 @@ impl ops::Guest for Provider {
     ) -> Result<Tensor> {
         let (x, w) = (get(&x), get(&w));
         let b = b.as_ref().map(get);
-        let [n, k] = <[usize; 2]>::try_from(w.shape.as_slice()).map_err(|_| {
-            Error::ShapeMismatch(format!("dense: w must be [out, in], got {:?}", w.shape))
-        })?;
-        let Some((&xk, lead)) = x.shape.split_last() else {
-            return Err(Error::ShapeMismatch(
-                "dense: x must have rank ≥ 1, got a scalar".to_owned(),
-            ));
-        };
-        if xk != k {
-            return Err(Error::ShapeMismatch(format!(
-                "dense: x has shape {:?} but w has shape {:?}: x's last dimension must be {k}",
-                x.shape, w.shape
-            )));
-        }
-        if let Some(b) = b
-            && b.shape != [n]
-        {
-            return Err(Error::ShapeMismatch(format!(
-                "dense: bias must have shape [{n}], got {:?}",
-                b.shape
-            )));
-        }
-        let m = element_count(lead)?;
-        let mut out = output(element_count(&[m, n])?);
+        let tensorlet_kernels::DenseDims { m, k, n, out_shape } =
+            tensorlet_kernels::dense_dims(&x.shape, &w.shape, b.map(|b| b.shape.as_slice()))
+                .map_err(shape_error)?;
+        let mut out = output(m * n);
         let bias = b.map(|b| b.f32s("dense: bias")).transpose()?;
         kernels()
             .dense(
@@ -337,9 +282,7 @@ impl ops::Guest for Provider {
                 &mut out,
             )
             .map_err(|e| kernel_error("dense", e))?;
-        let mut shape = lead.to_vec();
-        shape.push(n);
-        KTensor::f32_tensor(shape, out)
+        KTensor::f32_tensor(out_shape, out)
     }
 
     fn conv2d(
@@ -351,24 +294,15 @@ impl ops::Guest for Provider {
     ) -> Result<Tensor> {
         let (x, w) = (get(&x), get(&w));
         let b = b.as_ref().map(get);
-        let xs = x.rank4("conv2d: x")?;
-        let ws = w.rank4("conv2d: w")?;
         let p = tensorlet_kernels::Conv2dParams {
             stride: pair(params.stride),
             padding: pair(params.padding),
             dilation: pair(params.dilation),
             groups: params.groups as usize,
         };
-        let out_shape = tensorlet_kernels::conv2d_out_shape(xs, ws, &p)
-            .map_err(|e| kernel_error("conv2d", e))?;
-        if let Some(b) = b
-            && b.shape != [ws[0]]
-        {
-            return Err(Error::ShapeMismatch(format!(
-                "conv2d: bias must have shape [{}], got {:?}",
-                ws[0], b.shape
-            )));
-        }
+        let [xs, ws, out_shape] =
+            tensorlet_kernels::conv2d_dims(&x.shape, &w.shape, b.map(|b| b.shape.as_slice()), &p)
+                .map_err(shape_error)?;
         let mut out = output(element_count(&out_shape)?);
         let bias = b.map(|b| b.f32s("conv2d: bias")).transpose()?;
         kernels()

@@ -359,7 +359,7 @@ impl ops::Host for State {
     fn global_avg_pool(&mut self, x: Resource<Tensor>) -> Result<Resource<Tensor>> {
         let x = self.tensor(&x)?;
         let xs = tensorlet_kernels::rank4("global-avg-pool: x", x.shape())?;
-        let mut out = self.output("global-avg-pool", xs[0] * xs[1])?;
+        let mut out = self.output("global-avg-pool", element_count(&xs[..2])?)?;
         self.kernels
             .global_avg_pool(x.f32s("global-avg-pool: x")?, xs, &mut out)
             .map_err(|e| Error::from(e).context("global-avg-pool"))?;

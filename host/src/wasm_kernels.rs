@@ -388,111 +388,91 @@ fn add_weights(linker: &mut Linker<State>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// What a call into the kernels component's `ops` returns.
+type OpResult = wasmtime::Result<std::result::Result<ResourceAny, ktensors::Error>>;
+
+/// Forwards one of the function's `ops` calls to the kernels instance: resolves the
+/// function's `operands` (and optional `bias`) to the kernels' resources — a bad handle is
+/// the function's error, not a trap — calls `op` with them, and hands the result back to
+/// the function as a new handle.
+fn forward(
+    store: &mut StoreContextMut<'_, State>,
+    operands: &[&Handle],
+    bias: Option<&Handle>,
+    op: impl FnOnce(
+        &kops::Guest,
+        &mut StoreContextMut<'_, State>,
+        &[ResourceAny],
+        Option<ResourceAny>,
+    ) -> OpResult,
+) -> Forwarded<Handle> {
+    let (_, ops) = guests(store)?;
+    let resolved = operands
+        .iter()
+        .map(|h| resource(store, h))
+        .collect::<Result<Vec<_>>>()
+        .and_then(|r| Ok((r, bias.map(|b| resource(store, b)).transpose()?)));
+    let (r, b) = match resolved {
+        Ok(v) => v,
+        Err(e) => return failed(e),
+    };
+    let result = op(&ops, store, &r, b)?;
+    returned(store, result)
+}
+
 fn add_ops(linker: &mut Linker<State>) -> wasmtime::Result<()> {
     let mut i = linker.instance(OPS)?;
     i.func_wrap(
         "dense",
         |mut store, (x, w, b, act): (Handle, Handle, Option<Handle>, Activation)| {
-            let (_, ops) = guests(&store)?;
-            let args = (|| {
-                Ok((
-                    resource(&mut store, &x)?,
-                    resource(&mut store, &w)?,
-                    b.as_ref().map(|b| resource(&mut store, b)).transpose()?,
-                ))
-            })();
-            let (x, w, b) = match args {
-                Ok(a) => a,
-                Err(e) => return failed(e),
-            };
-            let r = ops.call_dense(&mut store, x, w, b, act.into())?;
-            returned(&mut store, r)
+            forward(&mut store, &[&x, &w], b.as_ref(), |ops, s, r, b| {
+                ops.call_dense(s, r[0], r[1], b, act.into())
+            })
         },
     )?;
     i.func_wrap(
         "conv2d",
         |mut store,
          (x, w, b, p, act): (Handle, Handle, Option<Handle>, Conv2dParams, Activation)| {
-            let (_, ops) = guests(&store)?;
-            let args = (|| {
-                Ok((
-                    resource(&mut store, &x)?,
-                    resource(&mut store, &w)?,
-                    b.as_ref().map(|b| resource(&mut store, b)).transpose()?,
-                ))
-            })();
-            let (x, w, b) = match args {
-                Ok(a) => a,
-                Err(e) => return failed(e),
-            };
-            let r = ops.call_conv2d(&mut store, x, w, b, p.into(), act.into())?;
-            returned(&mut store, r)
+            forward(&mut store, &[&x, &w], b.as_ref(), |ops, s, r, b| {
+                ops.call_conv2d(s, r[0], r[1], b, p.into(), act.into())
+            })
         },
     )?;
     i.func_wrap("max-pool2d", |mut store, (x, p): (Handle, Pool2dParams)| {
-        let (_, ops) = guests(&store)?;
-        let x = match resource(&mut store, &x) {
-            Ok(x) => x,
-            Err(e) => return failed(e),
-        };
-        let r = ops.call_max_pool2d(&mut store, x, p.into())?;
-        returned(&mut store, r)
+        forward(&mut store, &[&x], None, |ops, s, r, _| {
+            ops.call_max_pool2d(s, r[0], p.into())
+        })
     })?;
     i.func_wrap("avg-pool2d", |mut store, (x, p): (Handle, Pool2dParams)| {
-        let (_, ops) = guests(&store)?;
-        let x = match resource(&mut store, &x) {
-            Ok(x) => x,
-            Err(e) => return failed(e),
-        };
-        let r = ops.call_avg_pool2d(&mut store, x, p.into())?;
-        returned(&mut store, r)
+        forward(&mut store, &[&x], None, |ops, s, r, _| {
+            ops.call_avg_pool2d(s, r[0], p.into())
+        })
     })?;
     i.func_wrap("global-avg-pool", |mut store, (x,): (Handle,)| {
-        let (_, ops) = guests(&store)?;
-        let x = match resource(&mut store, &x) {
-            Ok(x) => x,
-            Err(e) => return failed(e),
-        };
-        let r = ops.call_global_avg_pool(&mut store, x)?;
-        returned(&mut store, r)
+        forward(&mut store, &[&x], None, |ops, s, r, _| {
+            ops.call_global_avg_pool(s, r[0])
+        })
     })?;
     i.func_wrap("activate", |mut store, (x, act): (Handle, Activation)| {
-        let (_, ops) = guests(&store)?;
-        let x = match resource(&mut store, &x) {
-            Ok(x) => x,
-            Err(e) => return failed(e),
-        };
-        let r = ops.call_activate(&mut store, x, act.into())?;
-        returned(&mut store, r)
+        forward(&mut store, &[&x], None, |ops, s, r, _| {
+            ops.call_activate(s, r[0], act.into())
+        })
     })?;
     i.func_wrap("softmax", |mut store, (x,): (Handle,)| {
-        let (_, ops) = guests(&store)?;
-        let x = match resource(&mut store, &x) {
-            Ok(x) => x,
-            Err(e) => return failed(e),
-        };
-        let r = ops.call_softmax(&mut store, x)?;
-        returned(&mut store, r)
+        forward(&mut store, &[&x], None, |ops, s, r, _| {
+            ops.call_softmax(s, r[0])
+        })
     })?;
     i.func_wrap("add", |mut store, (a, b): (Handle, Handle)| {
-        let (_, ops) = guests(&store)?;
-        let ab = resource(&mut store, &a).and_then(|a| Ok((a, resource(&mut store, &b)?)));
-        let (a, b) = match ab {
-            Ok(ab) => ab,
-            Err(e) => return failed(e),
-        };
-        let r = ops.call_add(&mut store, a, b)?;
-        returned(&mut store, r)
+        forward(&mut store, &[&a, &b], None, |ops, s, r, _| {
+            ops.call_add(s, r[0], r[1])
+        })
     })?;
     i.func_wrap("mul", |mut store, (a, b): (Handle, Handle)| {
-        let (_, ops) = guests(&store)?;
-        let ab = resource(&mut store, &a).and_then(|a| Ok((a, resource(&mut store, &b)?)));
-        let (a, b) = match ab {
-            Ok(ab) => ab,
-            Err(e) => return failed(e),
-        };
-        let r = ops.call_mul(&mut store, a, b)?;
-        returned(&mut store, r)
+        forward(&mut store, &[&a, &b], None, |ops, s, r, _| {
+            ops.call_mul(s, r[0], r[1])
+        })
     })?;
     Ok(())
 }

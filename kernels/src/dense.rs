@@ -24,7 +24,7 @@ pub(crate) enum PackedData {
 /// Dense-layer weights `[n, k]` (PyTorch `Linear` layout) packed once for
 /// [`Kernels::dense_packed`](crate::Kernels::dense_packed), with the bias alongside.
 ///
-/// The layout is the GEMM's: blocks of 256 rows of `k`, inside each panels of `NR` output
+/// The layout is the GEMM's: blocks of 512 rows of `k`, inside each panels of `NR` output
 /// features (`NR` = 32 on AVX-512, 16 on AVX2), 64-byte aligned, zero-padded. It depends on the
 /// SIMD level, so a `PackedDense` records the [`Level`] it was packed for and
 /// `dense_packed` refuses (with an error) kernels of another level: pack with the same

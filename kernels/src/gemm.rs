@@ -10,9 +10,13 @@
 //! - `A` is read in place: row `r`, column `kk` at `a[(r / MR)·MR·k + (r % MR)·rs + kk·cs]`,
 //!   which covers both plain row-major rows (`rs = k, cs = 1`, dense activations) and
 //!   `MR`-interleaved blocks (`rs = 1, cs = MR`, packed conv weights).
-//! - Loop nest: column blocks of about [`NC`] columns (the `KC × NC` block of `B` stays in
-//!   L2), then `KC` blocks of `k`, then `MR` row blocks (the `MR × KC` slice of `A` stays in
-//!   L1), then the panels of the column block. The register tile is `MR × NV` vectors:
+//! - Loop nest: column blocks of about [`NC`] columns (the `KC × NC` block of `B`, 512 KiB,
+//!   stays in L2), then `KC` blocks of `k`, then `MR` row blocks, then the panels of the
+//!   column block. When a row block's `MR × KC` slice of `A` serves four or more panels it
+//!   is first copied (row by row, vector copies) into a buffer whose rows are one cache line
+//!   more than `KC` apart, so rows whose stride is a multiple of 4 KiB stop evicting each
+//!   other in L1; while the panels run, the next row block's slice and the next tile's rows
+//!   of `C` are prefetched (their rows are far apart: no hardware prefetcher follows them). The register tile is `MR × NV` vectors:
 //!   12 × 2 (24 accumulators; measured ahead of 8 × 3 on Zen 4, and `NR = 32` wastes no
 //!   columns on power-of-two widths) where the level has 32 vector registers, 6 × 2
 //!   otherwise; row tails run a tile with fewer rows (one row — batch-1 GEMV — splits `k`
@@ -28,9 +32,26 @@ use crate::elem::Elem;
 use crate::vmem::{load, store};
 
 /// Rows of `k` per packed block of `B`.
-pub(crate) const KC: usize = 256;
+pub(crate) const KC: usize = 512;
 /// Target columns per column block (a `KC × NC` `f32` block of `B` is 512 KiB, half of L2).
-pub(crate) const NC: usize = 512;
+/// `KC = 512` with `NC = 256` measured ahead of 256 × 512 and 512 × 192 at 512³ and 1024³.
+pub(crate) const NC: usize = 256;
+
+/// Row stride of the copied `A` block: `KC` plus one cache line, so that the rows of the
+/// block sit in different L1 sets.
+const A_STRIDE: usize = KC + 16;
+
+/// Asks for the cache line holding `p` in L1 (a hint: never faults, no-op off x86-64).
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults, whatever the address; SSE is baseline on x86-64.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 /// Whether `S` gets the 12 × 2 register tile (32 vector registers) or 6 × 2.
 #[inline(always)]
@@ -359,7 +380,14 @@ impl<E: Elem> Gemm<'_, E> {
             assert!(rb.len() >= m);
         }
         let panels_per_block = (NC / nr).max(1);
-        let mut a_buf = vec![0.0f32; if panels >= 8 { KC.min(k) * MR } else { 0 }];
+        let mut a_buf = vec![
+            0.0f32;
+            if panels >= 4 && a.cs == 1 {
+                MR * A_STRIDE
+            } else {
+                0
+            }
+        ];
         let out_ptr = out.as_mut_ptr();
         for p0 in (0..panels).step_by(panels_per_block) {
             let p1 = (p0 + panels_per_block).min(panels);
@@ -376,23 +404,50 @@ impl<E: Elem> Gemm<'_, E> {
                     let rows = MR.min(m - r0);
                     let a_off = r0 * k + k0 * a.cs;
                     // Rows read in place are `k` apart: when that is a multiple of 2 KiB they
-                    // fall into the same few L1 sets and evict each other, so when the block
-                    // is reused across many panels, copy it into an interleaved `kc × MR`
-                    // buffer first (otherwise the copy costs more than it saves).
-                    let (a_ptr, rs, cs) = if kc > 0 && a.cs == 1 && a.rs % 512 == 0 && p1 - p0 >= 8
-                    {
+                    // fall into the same few L1 sets and evict each other, and rows of a large
+                    // `A` come from L3 as 12 interleaved streams. When the block is reused
+                    // across several panels, copy its rows (vector copies) into a buffer with
+                    // a stride of `KC + A_PAD`, which no two rows share sets at.
+                    let copy_a = kc > 0 && a.cs == 1 && p1 - p0 >= 4;
+                    let (a_ptr, rs, cs) = if copy_a {
                         for (i, row) in a.data[a_off..].chunks(a.rs).take(rows).enumerate() {
-                            for (kk, &v) in row[..kc].iter().enumerate() {
-                                a_buf[kk * MR + i] = v;
-                            }
+                            a_buf[i * A_STRIDE..][..kc].copy_from_slice(&row[..kc]);
                         }
-                        (a_buf.as_ptr(), 1, MR)
+                        (a_buf.as_ptr(), A_STRIDE, 1)
                     } else {
                         // SAFETY: `a_off` is within `a.data` (asserted above).
                         (unsafe { a.data.as_ptr().add(a_off) }, a.rs, a.cs)
                     };
+                    // While the panels run, prefetch the next row block's slice of `A` (the
+                    // copy above would otherwise wait on L3 for it): panel `j` of the block
+                    // asks for rows `j, j + panels, …`.
+                    let next_rows = if copy_a {
+                        MR.min(m.saturating_sub(r0 + MR))
+                    } else {
+                        0
+                    };
                     for p in p0..p1 {
                         let c0 = p * nr;
+                        for i in (p - p0..next_rows).step_by(p1 - p0) {
+                            let row = a.data.as_ptr().wrapping_add((r0 + MR) * k + i * a.rs + k0);
+                            for line in (0..kc).step_by(16) {
+                                prefetch(row.wrapping_add(line));
+                            }
+                        }
+                        // The tile after this one: the next panel, or the next row block's
+                        // first; its rows of `C` are far apart, so no prefetcher sees them.
+                        let (nr0, nc0) = if p + 1 < p1 {
+                            (r0, c0 + nr)
+                        } else {
+                            (r0 + MR, p0 * nr)
+                        };
+                        if nr0 < m {
+                            for i in 0..MR.min(m - nr0) {
+                                let row = out_ptr.wrapping_add((nr0 + i) * ldc + nc0);
+                                prefetch(row);
+                                prefetch(row.wrapping_add(nr - 1));
+                            }
+                        }
                         let st = Store {
                             nr,
                             first,

@@ -106,10 +106,11 @@ proptest! {
 
 #[test]
 fn dense_packed_block_edges() {
-    // Cross the k blocks (256) and the column blocks (~512), hit the aliasing copy of A
-    // (k a multiple of 512, many panels), batch 1 and an empty k.
+    // Cross the k blocks (512) and the column blocks (256), copy A (≥ 4 panels in a column
+    // block) with row tails and the next block's prefetch, batch 1 and an empty k.
     let shapes = [
         (13, 530, 1030),
+        (37, 1100, 290),
         (30, 512, 700),
         (1, 1024, 300),
         (2, 257, 65),

@@ -38,12 +38,14 @@ pub(crate) fn product(what: &str, dims: &[usize]) -> Result<usize, KernelError> 
     })
 }
 
-/// Checks that slice `name` has exactly `expected` elements; `how` explains the expectation.
+/// Checks that slice `name` has exactly `expected` elements; `how` explains the expectation
+/// (formatted only on error: pass `format_args!`, not `format!`, so that the success path of a
+/// small kernel call allocates nothing).
 pub(crate) fn check_len(
     name: &str,
     len: usize,
     expected: usize,
-    how: &str,
+    how: impl std::fmt::Display,
 ) -> Result<(), KernelError> {
     if len == expected {
         Ok(())

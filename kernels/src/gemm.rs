@@ -380,14 +380,14 @@ impl<E: Elem> Gemm<'_, E> {
             assert!(rb.len() >= m);
         }
         let panels_per_block = (NC / nr).max(1);
-        let mut a_buf = vec![
-            0.0f32;
-            if panels >= 4 && a.cs == 1 {
-                MR * A_STRIDE
-            } else {
-                0
-            }
-        ];
+        // The `A` copy buffer is this thread's, kept between calls (no allocation per call).
+        let mut a_buf = if panels >= 4 && a.cs == 1 {
+            let mut buf = A_BLOCK.take();
+            buf.resize(buf.len().max(MR * A_STRIDE), 0.0);
+            buf
+        } else {
+            Vec::new()
+        };
         let out_ptr = out.as_mut_ptr();
         for p0 in (0..panels).step_by(panels_per_block) {
             let p1 = (p0 + panels_per_block).min(panels);
@@ -487,5 +487,13 @@ impl<E: Elem> Gemm<'_, E> {
                 }
             }
         }
+        if !a_buf.is_empty() {
+            A_BLOCK.set(a_buf);
+        }
     }
+}
+
+std::thread_local! {
+    /// This thread's buffer for the copied `MR × KC` block of `A` (see [`A_STRIDE`]).
+    static A_BLOCK: core::cell::Cell<Vec<f32>> = const { core::cell::Cell::new(Vec::new()) };
 }

@@ -30,10 +30,11 @@ fn path(name: &str) -> String {
 
 #[test]
 fn run_matches_the_reference_for_both_functions() {
-    for (function, case) in [
-        ("mlp", "mlp_basic"),
-        ("mnist-cnn", "cnn_mnist"),
-        ("mnist-cnn", "cnn_rgb100"),
+    for (function, case, threads) in [
+        ("mlp", "mlp_basic", "1"),
+        ("mnist-cnn", "cnn_mnist", "1"),
+        ("mnist-cnn", "cnn_rgb100", "1"),
+        ("mnist-cnn", "cnn_mnist", "2"),
     ] {
         let out = tensorlet(&[
             "run",
@@ -42,6 +43,8 @@ fn run_matches_the_reference_for_both_functions() {
             &path(&format!("{case}.weights.safetensors")),
             "--input",
             &path(&format!("{case}.request.json")),
+            "--threads",
+            threads,
         ]);
         assert_outputs_close(
             case,

@@ -44,6 +44,10 @@ pub struct RuntimeConfig {
     /// Which kernels run the functions' ops: the native plugin (default) or the kernels
     /// component inside each request's store.
     pub kernels: KernelBackend,
+    /// Threads one native dense op may use (see `tensorlet_kernels::Kernels::with_threads`:
+    /// only large products are split). 1 (the default) suits a server, whose requests
+    /// already run in parallel; more shortens a lone large request.
+    pub kernel_threads: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -55,6 +59,7 @@ impl Default for RuntimeConfig {
             max_concurrent_requests: 32,
             kernel_level: None,
             kernels: KernelBackend::Native,
+            kernel_threads: 1,
         }
     }
 }
@@ -84,7 +89,8 @@ impl Runtime {
             Some(level) => Kernels::with_level(level).ok_or_else(|| {
                 Error::unsupported(format!("this CPU cannot run kernel level {level:?}"))
             })?,
-        };
+        }
+        .with_threads(config.kernel_threads);
         let engine = Engine::new(&engine_config(&config))
             .map_err(|e| Error::internal(format!("failed to create the engine: {e:#}")))?;
         let mut linker = Linker::new(&engine);

@@ -1,5 +1,6 @@
 //! SIMD level selection: [`Level`], and [`Kernels`], which holds the pulp arch token for one
-//! level so that feature detection happens once, never in a kernel.
+//! level so that feature detection happens once, never in a kernel, and the number of threads
+//! a large product may use (one unless asked for).
 
 use std::sync::OnceLock;
 
@@ -33,11 +34,13 @@ impl Level {
 /// The kernels at one SIMD level; dispatch is resolved once, at construction.
 ///
 /// Cheap to copy. Obtain one with [`Kernels::detect`] (best level, cached) or
-/// [`Kernels::with_level`].
+/// [`Kernels::with_level`]; both run every op on the calling thread, and
+/// [`Kernels::with_threads`] lets large dense products use more.
 #[derive(Clone, Copy, Debug)]
 pub struct Kernels {
     level: Level,
     arch: pulp::Arch,
+    threads: usize,
 }
 
 impl Kernels {
@@ -72,7 +75,35 @@ impl Kernels {
             #[allow(unreachable_patterns)]
             _ => None,
         }?;
-        Some(Kernels { level, arch })
+        Some(Kernels {
+            level,
+            arch,
+            threads: 1,
+        })
+    }
+
+    /// These kernels, letting one op use up to `threads` threads (the calling one and
+    /// `threads - 1` scoped helpers spawned per op; `0` counts as 1). Only dense products
+    /// (`dense`, `dense_packed`) of at least two register tiles of rows and about 8 MFLOP
+    /// per thread are split, by rows, so that each thread's share outweighs spawning it;
+    /// everything else, and every op on wasm32, runs on the calling thread. Results are
+    /// identical to one thread's: each output row is computed by exactly one thread, in the
+    /// same order. A server that already runs requests in parallel should keep 1 (the
+    /// default).
+    pub fn with_threads(self, threads: usize) -> Kernels {
+        Kernels {
+            threads: if cfg!(target_arch = "wasm32") {
+                1
+            } else {
+                threads.max(1)
+            },
+            ..self
+        }
+    }
+
+    /// The most threads one op may use (see [`Kernels::with_threads`]).
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Every level this CPU can run, [`Level::Scalar`] first and the widest last.

@@ -22,7 +22,61 @@ fn check_level(what: &str, packed: Level, kernels: Level) -> Result<(), KernelEr
     }
 }
 
+/// Least multiply-adds × 2 (FLOP) of a dense product per thread before it is split.
+const SPLIT_MIN_FLOPS: usize = 8 << 20;
+
 impl Kernels {
+    /// Runs the dense product `x[m,k] → out[m,n]` as `f(kernels, x rows, rows, out rows)` on
+    /// whole chunks of rows: on this thread alone, or (see [`Kernels::with_threads`]) split
+    /// into chunks of whole register tiles taken from a queue by this thread and scoped
+    /// helpers. A helper that cannot be spawned leaves its chunks to the others.
+    fn split_rows(
+        &self,
+        x: &[f32],
+        m: usize,
+        k: usize,
+        n: usize,
+        out: &mut [f32],
+        f: impl Fn(&Kernels, &[f32], usize, &mut [f32]) + Sync,
+    ) {
+        let mr = if self.threads() > 1 {
+            self.run(TileRows)
+        } else {
+            1
+        };
+        let flops = 2usize.saturating_mul(m).saturating_mul(k).saturating_mul(n);
+        let threads = self
+            .threads()
+            .min(m / (2 * mr).max(1))
+            .min(flops / SPLIT_MIN_FLOPS);
+        if threads <= 1 || k == 0 || n == 0 {
+            f(self, x, m, out);
+            return;
+        }
+        let rows = m.div_ceil(threads).div_ceil(mr) * mr;
+        let chunks: Vec<(&[f32], usize, &mut [f32])> = x
+            .chunks(rows * k)
+            .zip(out.chunks_mut(rows * n))
+            .map(|(x, out)| (x, x.len() / k, out))
+            .collect();
+        let queue = std::sync::Mutex::new(chunks);
+        let work = || {
+            loop {
+                let job = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some((x, m, out)) = job else { break };
+                f(self, x, m, out);
+            }
+        };
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                if std::thread::Builder::new().spawn_scoped(s, work).is_err() {
+                    break;
+                }
+            }
+            work();
+        });
+    }
+
     /// Fully connected layer: `out[m,n] = act(x[m,k] · w[n,k]ᵀ + bias[n])`, with `w` in
     /// PyTorch `Linear` layout `[out, in]`. All slices are row-major.
     ///
@@ -41,15 +95,17 @@ impl Kernels {
         out: &mut [f32],
     ) -> Result<(), KernelError> {
         validate::dense(x.len(), m, k, w.len(), n, bias.map(<[f32]>::len), out.len())?;
-        self.run(Dense {
-            x,
-            m,
-            k,
-            w,
-            n,
-            bias,
-            act,
-            out,
+        self.split_rows(x, m, k, n, out, |kern, x, m, out| {
+            kern.run(Dense {
+                x,
+                m,
+                k,
+                w,
+                n,
+                bias,
+                act,
+                out,
+            })
         });
         Ok(())
     }
@@ -239,12 +295,14 @@ impl Kernels {
             product("out", &[m, n])?,
             format_args!("m={m} × n={n}"),
         )?;
-        self.run(DensePacked {
-            x,
-            m,
-            p: packed,
-            act,
-            out,
+        self.split_rows(x, m, k, n, out, |kern, x, m, out| {
+            kern.run(DensePacked {
+                x,
+                m,
+                p: packed,
+                act,
+                out,
+            })
         });
         Ok(())
     }

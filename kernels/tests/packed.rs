@@ -407,3 +407,52 @@ fn conv2d_packed_errors() {
     assert_eq!(packed.level(), Kernels::detect().level());
     let _ = Level::Scalar;
 }
+
+#[test]
+fn dense_threads_match_one_thread_and_oracle() {
+    // Big enough to split (≥ 2 × 8 MFLOP, ≥ 2 tiles of rows per thread), with row counts that
+    // leave a partial last tile, at every level; `with_threads` must not change one bit.
+    for &(m, k, n) in &[(96, 400, 256), (101, 333, 250), (300, 100, 300)] {
+        let x = random(31, m * k, -1.0, 1.0);
+        let w = random(32, n * k, -1.0, 1.0);
+        let bias = random(33, n, -1.0, 1.0);
+        let mut want = vec![0.0; m * n];
+        oracle::dense(&x, m, k, &w, n, Some(&bias), Activation::Relu, &mut want).unwrap();
+        for one in all_kernels() {
+            assert_eq!(one.threads(), 1);
+            let packed = one.pack_dense(&w, n, k, Some(&bias)).unwrap();
+            let mut single = vec![f32::NAN; m * n];
+            one.dense_packed(&x, m, &packed, Activation::Relu, &mut single)
+                .unwrap();
+            for threads in [2, 3, 8] {
+                let kern = one.with_threads(threads);
+                assert_eq!(kern.threads(), threads);
+                let mut got = vec![f32::NAN; m * n];
+                kern.dense_packed(&x, m, &packed, Activation::Relu, &mut got)
+                    .unwrap();
+                assert!(
+                    got.iter()
+                        .zip(&single)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "dense_packed {m}x{k}x{n} with {threads} threads differs from one thread at {:?}",
+                    kern.level()
+                );
+                let mut got = vec![f32::NAN; m * n];
+                kern.dense(&x, m, k, &w, n, Some(&bias), Activation::Relu, &mut got)
+                    .unwrap();
+                check_close(
+                    &format!(
+                        "dense {m}x{k}x{n} with {threads} threads at {:?}",
+                        kern.level()
+                    ),
+                    &got,
+                    &want,
+                    TOL,
+                    TOL,
+                )
+                .unwrap();
+            }
+        }
+    }
+    assert_eq!(Kernels::detect().with_threads(0).threads(), 1);
+}

@@ -62,6 +62,10 @@ struct RuntimeArgs {
     /// kernels component, instantiated beside the function).
     #[arg(long, default_value_t = KernelBackend::Native, value_name = "native|wasm")]
     kernels: KernelBackend,
+    /// Threads one native dense op may use (large products only, split by rows).
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
 }
 
 impl RuntimeArgs {
@@ -77,6 +81,7 @@ impl RuntimeArgs {
             memory_limit: self.memory_limit.saturating_mul(1 << 20),
             max_concurrent_requests: 2,
             kernels: self.kernels,
+            kernel_threads: usize::from(self.threads),
             ..RuntimeConfig::default()
         })
     }

@@ -18,6 +18,7 @@ use pulp::Simd;
 
 use crate::activation::{Activation, apply_slice};
 use crate::dispatch::Level;
+use crate::elem::AlignedBuf;
 use crate::gemm::{AView, Bias, Gemm, KC, NC, nr, packed_b_len, tile_dims};
 use crate::shape::Conv2dParams;
 use crate::vmem::{load, store};
@@ -498,11 +499,12 @@ impl pulp::WithSimd for Conv2d<'_> {
         let block = fit.clamp(nr, NC.div_ceil(nr) * nr);
         // The patch buffer is reused across calls on this thread (every element the GEMM reads is
         // written by im2col first, so it is never cleared).
-        let mut b = PATCHES.take();
         let need = packed_b_len(taps, block.min(pixels), nr);
-        if b.len() < need {
-            b.resize(need, 0.0);
-        }
+        let mut buf = PATCHES
+            .take()
+            .filter(|b| b.as_slice().len() >= need)
+            .unwrap_or_else(|| AlignedBuf::zeroed(need));
+        let b = buf.as_mut_slice();
         let group_w = ocg.div_ceil(mr) * mr * taps;
         for img in 0..batch {
             for g in 0..groups {
@@ -535,7 +537,7 @@ impl pulp::WithSimd for Conv2d<'_> {
                 }
             }
         }
-        PATCHES.set(b);
+        PATCHES.set(Some(buf));
     }
 }
 
@@ -544,8 +546,11 @@ const PATCH_BYTES: usize = 512 << 10;
 
 std::thread_local! {
     /// This thread's im2col patch buffer, kept between calls (no allocation or page faults per
-    /// call once it has grown to the largest block).
-    static PATCHES: core::cell::Cell<Vec<f32>> = const { core::cell::Cell::new(Vec::new()) };
+    /// call once it has grown to the largest block). 64-byte aligned, like packed dense weights:
+    /// every panel row is whole cache lines, so neither the im2col stores nor the GEMM's loads
+    /// of `B` split across lines.
+    static PATCHES: core::cell::Cell<Option<AlignedBuf<f32>>> =
+        const { core::cell::Cell::new(None) };
 }
 
 /// Direct depthwise convolution: `groups == c`, one input channel per group, `ocg` outputs

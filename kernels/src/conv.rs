@@ -4,9 +4,12 @@
 //! Per image and group, `out[oc/g, pixels] = W[oc/g, taps] · P[taps, pixels]`: the packed
 //! weights are the GEMM's `A` operand (blocks of `MR` rows interleaved per tap), the patches
 //! `P` are written one block of about [`NC`] output pixels at a time (so the block stays in L2)
-//! into the [`KC`]-blocked panel layout of `B`, contiguous runs copied with vector loads and
-//! stores, padding written as zeros. The GEMM stores `[oc/g, oh·ow]` straight into the NCHW
-//! output with the per-channel bias and the activation fused.
+//! into the [`KC`]-blocked panel layout of `B`, panel by panel. On AVX-512 each 16-column
+//! vector of a panel row is one permute of a 32-element input window (stride 1: the window
+//! covers the row wraps), padding zeroed by the permute's mask; panels whose windows do not
+//! fit (large strides, very narrow outputs) and the other levels copy contiguous runs with
+//! vector loads and stores, padding written as zeros. The GEMM stores `[oc/g, oh·ow]` straight
+//! into the NCHW output with the per-channel bias and the activation fused.
 //!
 //! Depthwise convolutions (one input channel per group) skip im2col: each output row
 //! accumulates `w · (shifted input row)` per tap, vectorised along the row when the stride is 1.
@@ -15,6 +18,7 @@ use pulp::Simd;
 
 use crate::activation::{Activation, apply_slice};
 use crate::dispatch::Level;
+use crate::elem::AlignedBuf;
 use crate::gemm::{AView, Bias, Gemm, KC, NC, nr, packed_b_len, tile_dims};
 use crate::shape::Conv2dParams;
 use crate::vmem::{load, store};
@@ -166,6 +170,13 @@ pub(crate) fn valid_range(
 impl Im2col {
     /// Writes the patches of `x` (one group of one image, `[cg, h, w]`) for output pixels
     /// `pixels` into `dst` in the packed `B` layout (panels of `nr`, blocks of `KC` taps).
+    ///
+    /// Panel by panel (each panel's `kc × nr` slices are written front to back): the panel's
+    /// runs (one per output row it touches) are worked out once and reused by every tap. On
+    /// AVX-512, a panel whose every 16-column vector reads from a window of at most 32
+    /// consecutive input elements per tap (stride 1 with short row wraps, the common case)
+    /// is filled by [`Im2col::panel_v4`]; other panels and levels go through
+    /// [`Im2col::panel_runs`].
     #[inline(always)]
     fn pack<S: Simd>(
         &self,
@@ -175,20 +186,15 @@ impl Im2col {
         nr: usize,
         dst: &mut [f32],
     ) {
-        let taps = self.cg * self.kh * self.kw;
         let ncols = pixels.len();
         let panels = ncols.div_ceil(nr);
-        let plane = self.h * self.w;
-        let (sh, sw) = self.stride;
-        let (ph, pw) = self.padding;
-        let (dh, dw) = self.dilation;
-        // The runs of each panel (one per output row it touches), the same for every tap.
-        let mut runs = Vec::with_capacity(panels * (nr / self.ow.max(1) + 2));
-        let mut starts = Vec::with_capacity(panels + 1);
+        let mut runs = Vec::with_capacity(nr);
+        #[cfg(target_arch = "x86_64")]
+        let mut masks = vec![0u32; self.kh + self.kw];
         for p in 0..panels {
-            starts.push(runs.len());
             let j0 = pixels.start + p * nr;
             let valid = nr.min(pixels.end - j0);
+            runs.clear();
             let (mut oy, mut ox) = (j0 / self.ow, j0 % self.ow);
             let mut jj = 0;
             while jj < valid {
@@ -198,60 +204,240 @@ impl Im2col {
                 oy += 1;
                 ox = 0;
             }
+            #[cfg(target_arch = "x86_64")]
+            if let Some(v4) = crate::elem::downcast::<S, pulp::x86::V4>(simd)
+                && self.panel_v4(v4, x, &runs, valid, p, panels, nr, &mut masks, dst)
+            {
+                continue;
+            }
+            self.panel_runs(simd, x, &runs, p, panels, nr, dst);
         }
-        starts.push(runs.len());
+    }
+
+    /// Fills panel `p` of `panels` (all taps) run by run: contiguous runs copied with vector
+    /// loads and stores (strided ones element by element), padding and the columns past the
+    /// last pixel written as zeros.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn panel_runs<S: Simd>(
+        &self,
+        simd: S,
+        xg: &[f32],
+        runs: &[Run],
+        p: usize,
+        panels: usize,
+        nr: usize,
+        dst: &mut [f32],
+    ) {
+        let taps = self.cg * self.kh * self.kw;
+        let plane = self.h * self.w;
+        let (sh, sw) = self.stride;
+        let (ph, pw) = self.padding;
+        let (dh, dw) = self.dilation;
+        let end = runs.last().map_or(0, |r| r.jj + r.len);
         let mut kk = 0;
         for ci in 0..self.cg {
-            let xc = &x[ci * plane..(ci + 1) * plane];
+            let xc = &xg[ci * plane..(ci + 1) * plane];
             for ky in 0..self.kh {
                 for kx in 0..self.kw {
                     let xs = valid_range(self.w, self.ow, sw, kx * dw, pw);
                     let k0 = kk / KC * KC;
                     let kc = KC.min(taps - k0);
-                    let base = k0 * panels * nr + (kk - k0) * nr;
-                    for p in 0..panels {
-                        let row = &mut dst[base + p * kc * nr..][..nr];
-                        let mut end = 0;
-                        for run in &runs[starts[p]..starts[p + 1]] {
-                            let Run { jj, oy, ox, len } = *run;
-                            end = jj + len;
-                            let seg = &mut row[jj..end];
-                            let y = (oy * sh + ky * dh).wrapping_sub(ph);
-                            if y >= self.h {
-                                zero(simd, seg);
-                                continue;
-                            }
-                            let lo = xs.start.clamp(ox, ox + len);
-                            let hi = xs.end.clamp(lo, ox + len);
-                            if lo > ox {
-                                zero(simd, &mut seg[..lo - ox]);
-                            }
-                            if hi < ox + len {
-                                zero(simd, &mut seg[hi - ox..]);
-                            }
-                            if hi > lo {
-                                let xrow = &xc[y * self.w..][..self.w];
-                                let first = lo * sw + kx * dw - pw;
-                                let seg = &mut seg[lo - ox..hi - ox];
-                                if sw == 1 {
-                                    copy(simd, seg, &xrow[first..first + seg.len()]);
-                                } else {
-                                    for (d, &s) in
-                                        seg.iter_mut().zip(xrow[first..].iter().step_by(sw))
-                                    {
-                                        *d = s;
-                                    }
+                    let row = &mut dst[k0 * panels * nr + p * kc * nr + (kk - k0) * nr..][..nr];
+                    for run in runs {
+                        let Run { jj, oy, ox, len } = *run;
+                        let seg = &mut row[jj..jj + len];
+                        let y = (oy * sh + ky * dh).wrapping_sub(ph);
+                        if y >= self.h {
+                            zero(simd, seg);
+                            continue;
+                        }
+                        let lo = xs.start.clamp(ox, ox + len);
+                        let hi = xs.end.clamp(lo, ox + len);
+                        if lo > ox {
+                            zero(simd, &mut seg[..lo - ox]);
+                        }
+                        if hi < ox + len {
+                            zero(simd, &mut seg[hi - ox..]);
+                        }
+                        if hi > lo {
+                            let xrow = &xc[y * self.w..][..self.w];
+                            let first = lo * sw + kx * dw - pw;
+                            let seg = &mut seg[lo - ox..hi - ox];
+                            if sw == 1 {
+                                copy(simd, seg, &xrow[first..first + seg.len()]);
+                            } else {
+                                for (d, &s) in seg.iter_mut().zip(xrow[first..].iter().step_by(sw))
+                                {
+                                    *d = s;
                                 }
                             }
                         }
-                        if end < nr {
-                            zero(simd, &mut row[end..]);
-                        }
+                    }
+                    if end < nr {
+                        zero(simd, &mut row[end..]);
                     }
                     kk += 1;
                 }
             }
         }
+    }
+
+    /// AVX-512 fill of panel `p` of `panels` (all taps), or `false` (nothing written) when
+    /// the panel does not fit the scheme: `nr` is one or two vectors of 16 and, per vector,
+    /// the input offsets of its columns (relative to the tap) span fewer than 32 elements.
+    ///
+    /// Per tap and vector: two unaligned loads of the 32-element input window (masked where
+    /// the window leaves `xg`), one two-source permute (`vpermt2ps`) picking the columns, with
+    /// the lanes of padding (outside the image for this tap) and of columns past the last
+    /// pixel zeroed by the permute's mask, and one store. The permute indices and the
+    /// per-`ky` / per-`kx` validity masks (`masks`, `kh + kw` entries) are worked out once per
+    /// panel.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn panel_v4(
+        &self,
+        v4: pulp::x86::V4,
+        xg: &[f32],
+        runs: &[Run],
+        valid: usize,
+        p: usize,
+        panels: usize,
+        nr: usize,
+        masks: &mut [u32],
+        dst: &mut [f32],
+    ) -> bool {
+        use core::arch::x86_64::{__m512, __m512i};
+        const L: usize = 16;
+        let nv = nr / L;
+        if !nr.is_multiple_of(L) || !(1..=2).contains(&nv) || valid == 0 {
+            return false;
+        }
+        let (sh, sw) = self.stride;
+        let (ph, pw) = self.padding;
+        let (dh, dw) = self.dilation;
+        let w = self.w as isize;
+        // Input offset of each column relative to the tap's origin (may be negative with
+        // padding); columns past the last pixel repeat the last one.
+        let mut off = [0isize; 2 * L];
+        for r in runs {
+            let base =
+                ((r.oy * sh) as isize - ph as isize) * w + (r.ox * sw) as isize - pw as isize;
+            for (i, o) in off[r.jj..r.jj + r.len].iter_mut().enumerate() {
+                *o = base + (i * sw) as isize;
+            }
+        }
+        let last = off[valid - 1];
+        off[valid..nr].fill(last);
+        let mut lo = [0isize; 2];
+        let mut idx = [[0i32; L]; 2];
+        for v in 0..nv {
+            let o = &off[v * L..(v + 1) * L];
+            let (mn, mx) = o
+                .iter()
+                .fold((isize::MAX, isize::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+            if mx - mn >= 2 * L as isize {
+                return false;
+            }
+            lo[v] = mn;
+            for (d, &x) in idx[v].iter_mut().zip(o) {
+                *d = (x - mn) as i32;
+            }
+        }
+        // SAFETY: same-sized plain integer vectors.
+        let idx: [__m512i; 2] = unsafe { core::mem::transmute(idx) };
+        let valid_mask = if valid >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << valid) - 1
+        };
+        let padded = ph > 0 || pw > 0;
+        let (rowm, colm) = masks.split_at_mut(self.kh);
+        if padded {
+            for (ky, m) in rowm.iter_mut().enumerate() {
+                *m = 0;
+                for r in runs {
+                    let y = (r.oy * sh + ky * dh).wrapping_sub(ph);
+                    if y < self.h {
+                        *m |= span_bits(r.jj, r.len);
+                    }
+                }
+            }
+            for (kx, m) in colm.iter_mut().enumerate() {
+                let xs = valid_range(self.w, self.ow, sw, kx * dw, pw);
+                *m = 0;
+                for r in runs {
+                    let a = xs.start.clamp(r.ox, r.ox + r.len);
+                    let b = xs.end.clamp(a, r.ox + r.len);
+                    *m |= span_bits(r.jj + a - r.ox, b - a);
+                }
+            }
+        }
+        let taps = self.cg * self.kh * self.kw;
+        let plane = self.h * self.w;
+        // Bounds the raw accesses below rely on, checked once.
+        assert!(dst.len() >= taps * panels * nr);
+        let len = xg.len() as isize;
+        let xp = xg.as_ptr();
+        let dp = dst.as_mut_ptr();
+        let f = v4.avx512f;
+        let mut kk = 0;
+        for ci in 0..self.cg {
+            for (ky, &rm) in rowm.iter().enumerate() {
+                for (kx, &cm) in colm.iter().enumerate() {
+                    let t = (ci * plane + ky * dh * self.w + kx * dw) as isize;
+                    let m = if padded { rm & cm } else { u32::MAX } & valid_mask;
+                    let k0 = kk / KC * KC;
+                    let kc = KC.min(taps - k0);
+                    let row = k0 * panels * nr + p * kc * nr + (kk - k0) * nr;
+                    for v in 0..nv {
+                        let mv = (m >> (v * L)) as u16;
+                        let a = t + lo[v];
+                        let zero = f._mm512_setzero_ps();
+                        // Every selected lane (under `mv`) reads `xg[t + off[j]]`, in bounds;
+                        // the loads cover the window `a .. a + 32`, masked outside `xg`.
+                        let (x0, x1): (__m512, __m512) = if mv == 0 {
+                            (zero, zero)
+                        } else if a >= 0 && a + 2 * L as isize <= len {
+                            // SAFETY: `a .. a + 32` is inside `xg`.
+                            unsafe {
+                                let s = xp.offset(a);
+                                (f._mm512_loadu_ps(s), f._mm512_loadu_ps(s.add(L)))
+                            }
+                        } else {
+                            let first = (-a).clamp(0, 2 * L as isize) as u32;
+                            let end = (len - a).clamp(0, 2 * L as isize) as u32;
+                            let lm = span_bits(first as usize, end.saturating_sub(first) as usize);
+                            let s = xp.wrapping_offset(a);
+                            // SAFETY: only lanes under the masks, all inside `xg`, are read.
+                            unsafe {
+                                (
+                                    f._mm512_maskz_loadu_ps(lm as u16, s),
+                                    f._mm512_maskz_loadu_ps((lm >> L) as u16, s.wrapping_add(L)),
+                                )
+                            }
+                        };
+                        let r = f._mm512_maskz_permutex2var_ps(mv, x0, idx[v], x1);
+                        // SAFETY: `row + nr <= taps · panels · nr <= dst.len()` (asserted).
+                        unsafe { f._mm512_storeu_ps(dp.add(row + v * L), r) };
+                    }
+                    kk += 1;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Bits `first .. first + len` of a panel column mask (`first + len <= 32`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn span_bits(first: usize, len: usize) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        (u32::MAX >> (32 - len)) << first
     }
 }
 
@@ -313,11 +499,12 @@ impl pulp::WithSimd for Conv2d<'_> {
         let block = fit.clamp(nr, NC.div_ceil(nr) * nr);
         // The patch buffer is reused across calls on this thread (every element the GEMM reads is
         // written by im2col first, so it is never cleared).
-        let mut b = PATCHES.take();
         let need = packed_b_len(taps, block.min(pixels), nr);
-        if b.len() < need {
-            b.resize(need, 0.0);
-        }
+        let mut buf = PATCHES
+            .take()
+            .filter(|b| b.as_slice().len() >= need)
+            .unwrap_or_else(|| AlignedBuf::zeroed(need));
+        let b = buf.as_mut_slice();
         let group_w = ocg.div_ceil(mr) * mr * taps;
         for img in 0..batch {
             for g in 0..groups {
@@ -350,7 +537,7 @@ impl pulp::WithSimd for Conv2d<'_> {
                 }
             }
         }
-        PATCHES.set(b);
+        PATCHES.set(Some(buf));
     }
 }
 
@@ -359,8 +546,11 @@ const PATCH_BYTES: usize = 512 << 10;
 
 std::thread_local! {
     /// This thread's im2col patch buffer, kept between calls (no allocation or page faults per
-    /// call once it has grown to the largest block).
-    static PATCHES: core::cell::Cell<Vec<f32>> = const { core::cell::Cell::new(Vec::new()) };
+    /// call once it has grown to the largest block). 64-byte aligned, like packed dense weights:
+    /// every panel row is whole cache lines, so neither the im2col stores nor the GEMM's loads
+    /// of `B` split across lines.
+    static PATCHES: core::cell::Cell<Option<AlignedBuf<f32>>> =
+        const { core::cell::Cell::new(None) };
 }
 
 /// Direct depthwise convolution: `groups == c`, one input channel per group, `ocg` outputs

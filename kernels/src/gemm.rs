@@ -144,7 +144,8 @@ pub(crate) struct Gemm<'a, E> {
     pub(crate) ldc: usize,
 }
 
-/// The `R × NV` register tile over `kc` steps: `acc[i][v] += a[i, kk] · b[kk, v]`.
+/// The `R × NV` register tile over `kc` steps: returns `acc[i][v] + Σ a[i, kk] · b[kk, v]`
+/// (accumulators in and out by value, so that they stay in registers).
 ///
 /// # Safety
 /// Rows `0..R` of `a` (`a + i·rs + kk·cs`) and `kc·NV·lanes` elements of `b` are readable.
@@ -158,8 +159,8 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize>(
     cs: usize,
     b: *const E,
     nr: usize,
-    acc: &mut [[S::f32s; NV]; R],
-) {
+    acc: [[S::f32s; NV]; R],
+) -> [[S::f32s; NV]; R] {
     let lanes = S::F32_LANES;
     // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
     unsafe {
@@ -187,6 +188,7 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize>(
                     *cv = simd.mul_add_e_f32s(ai, E::load(simd, b.add(u * nr + v * lanes)), *cv);
                 }
             }
+            let mut acc = acc;
             for (v, out) in acc[0].iter_mut().enumerate() {
                 let s = simd.add_f32s(
                     simd.add_f32s(c[0][v], c[1][v]),
@@ -194,11 +196,10 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize>(
                 );
                 *out = simd.add_f32s(*out, s);
             }
-            return;
+            return acc;
         }
         let rows: [*const f32; R] = core::array::from_fn(|i| a.add(i * rs));
-        // A local copy, so that the accumulators live in registers across the loop.
-        let mut c = *acc;
+        let mut c = acc;
         let mut b = b;
         let mut off = 0;
         for _ in 0..kc {
@@ -212,7 +213,7 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize>(
             b = b.add(nr);
             off += cs;
         }
-        *acc = c;
+        c
     }
 }
 
@@ -268,7 +269,7 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize>(
         }
     }
     // SAFETY: forwarded caller guarantee.
-    unsafe { tile::<S, E, R, NV>(simd, kc, a, rs, cs, b, st.nr, &mut acc) };
+    let acc = unsafe { tile::<S, E, R, NV>(simd, kc, a, rs, cs, b, st.nr, acc) };
     for (i, row) in acc.iter().enumerate() {
         let rb = match (st.first, st.row_bias) {
             (true, Some(rb)) => simd.splat_f32s(rb[i]),

@@ -233,6 +233,74 @@ fn conv2d_fixed_shapes() {
         ),
         // k large: 64·5·5 = 1600 taps.
         ([1, 64, 6, 6], [10, 64, 5, 5], Conv2dParams::default()),
+        // im2col panels: row wraps inside a vector, several pixel blocks, windows running
+        // past the end of the input, padding on one axis only, batch 2.
+        ([1, 2, 13, 13], [4, 2, 3, 3], Conv2dParams::default()),
+        (
+            [2, 5, 30, 37],
+            [7, 5, 3, 3],
+            Conv2dParams {
+                padding: (1, 2),
+                ..Default::default()
+            },
+        ),
+        (
+            [1, 8, 56, 56],
+            [12, 8, 3, 3],
+            Conv2dParams {
+                padding: (1, 1),
+                ..Default::default()
+            },
+        ),
+        ([1, 3, 100, 100], [5, 3, 3, 3], Conv2dParams::default()),
+        (
+            [1, 2, 9, 40],
+            [3, 2, 1, 7],
+            Conv2dParams {
+                padding: (0, 3),
+                ..Default::default()
+            },
+        ),
+        // Strided and dilated windows with padding, groups.
+        (
+            [1, 3, 33, 35],
+            [9, 3, 3, 3],
+            Conv2dParams {
+                stride: (2, 2),
+                padding: (1, 1),
+                ..Default::default()
+            },
+        ),
+        (
+            [1, 4, 20, 19],
+            [6, 4, 3, 3],
+            Conv2dParams {
+                padding: (2, 1),
+                dilation: (2, 2),
+                ..Default::default()
+            },
+        ),
+        (
+            [2, 4, 17, 23],
+            [6, 2, 3, 3],
+            Conv2dParams {
+                padding: (1, 1),
+                groups: 2,
+                ..Default::default()
+            },
+        ),
+        // Output rows of one or two pixels (each vector spans many input rows).
+        ([1, 3, 40, 3], [5, 3, 3, 3], Conv2dParams::default()),
+        ([1, 3, 40, 4], [5, 3, 3, 3], Conv2dParams::default()),
+        // More than KC = 256 taps with padding.
+        (
+            [1, 40, 12, 12],
+            [13, 40, 3, 3],
+            Conv2dParams {
+                padding: (1, 1),
+                ..Default::default()
+            },
+        ),
     ];
     for (i, (x_shape, w_shape, p)) in cases.iter().enumerate() {
         check_conv(*x_shape, *w_shape, p, true, ACTIVATIONS[i % 5], i as u64).unwrap();

@@ -1,7 +1,7 @@
 //! Kernel benchmarks, each beside a limit or a peer measured in the same run: the
 //! peak-FMA, streaming-read and memcpy probes; dense (square GEMMs and the bundled models'
 //! layers) against peak and the `gemm` crate; batch-1 GEMV (f32, f16, bf16 weights)
-//! against streaming the same weight bytes; conv2d against peak and candle; max-pool
+//! against streaming the same weight bytes (f16 also against converting them); conv2d against peak and candle; max-pool
 //! against memcpy.
 //!
 //! Run with `cargo bench -p tensorlet-benches --features peers --bench kernels` (without
@@ -13,7 +13,8 @@ use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 use tensorlet_benches::report::{Results, Table, Work};
 use tensorlet_benches::{
-    lanes, memcpy_probe, peak_fma_flops, peak_fma_probe, single_threaded, stream_read_probe, values,
+    f16_convert_probe, lanes, memcpy_probe, peak_fma_flops, peak_fma_probe, single_threaded,
+    stream_read_probe, values,
 };
 use tensorlet_kernels::half::{bf16, f16};
 use tensorlet_kernels::{
@@ -187,6 +188,10 @@ fn gemv(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("stream-16bit", &id), |b| {
             b.iter(|| stream_read_probe(black_box(&w[..n * kk / 2])))
         });
+        // The f16 weights themselves, widened and summed: what converting costs.
+        g.bench_function(BenchmarkId::new("convert-f16", &id), |b| {
+            b.iter(|| f16_convert_probe(black_box(&w16)))
+        });
     }
     g.finish();
 }
@@ -354,6 +359,15 @@ fn table(r: &Results) -> Table {
                 Work::Bytes(bytes),
                 targeted.then_some(0.85),
             );
+            if label == "f16" {
+                // In cache the f16 GEMV is bound by the conversion, not by the reads.
+                row.vs_limit(
+                    "f16→f32 convert probe, same bytes",
+                    get("convert-f16"),
+                    Work::Bytes(bytes),
+                    None,
+                );
+            }
             if !wide {
                 let target = (label == "f16" && beyond_l2).then_some(1.7);
                 row.vs_peer("f32 weights (rows/s)", f32_ns, target);

@@ -104,6 +104,74 @@ pub fn stream_read_probe(data: &[f32]) -> f32 {
     pulp::Arch::new().dispatch(StreamSum { data })
 }
 
+/// The half-to-single conversion probe: widens every `f16` of `data` to `f32` with the
+/// instruction the f16 GEMV uses (`vcvtph2ps` on 16 lanes with AVX-512, 8 with F16C) and sums
+/// the results into several independent accumulators — no weights-times-input product, so
+/// its time is the cost of reading and converting 16-bit weights, the floor for an f16 GEMV
+/// whose data sits in cache. Falls back to `half`'s scalar conversion without F16C.
+pub fn f16_convert_probe(data: &[half::f16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { convert_avx512(data) };
+        }
+        if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx")
+        {
+            // SAFETY: the CPU has F16C and AVX (checked just above).
+            return unsafe { convert_f16c(data) };
+        }
+    }
+    data.iter().map(|v| v.to_f32()).sum()
+}
+
+/// [`f16_convert_probe`] with AVX-512: 8 chains of 16 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn convert_avx512(data: &[half::f16]) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_ps(); 8];
+    let chunks = data.chunks_exact(128);
+    let tail: f32 = chunks.remainder().iter().map(|v| v.to_f32()).sum();
+    for c in chunks {
+        for (u, a) in acc.iter_mut().enumerate() {
+            // SAFETY: 16 halves (32 bytes) at `16·u` are inside the 128-element chunk.
+            let h = unsafe { _mm256_loadu_si256(c.as_ptr().add(16 * u).cast()) };
+            *a = _mm512_add_ps(*a, _mm512_cvtph_ps(h));
+        }
+    }
+    let mut sum = _mm512_setzero_ps();
+    for a in acc {
+        sum = _mm512_add_ps(sum, a);
+    }
+    _mm512_reduce_add_ps(sum) + tail
+}
+
+/// [`f16_convert_probe`] with F16C: 8 chains of 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn convert_f16c(data: &[half::f16]) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); 8];
+    let chunks = data.chunks_exact(64);
+    let tail: f32 = chunks.remainder().iter().map(|v| v.to_f32()).sum();
+    for c in chunks {
+        for (u, a) in acc.iter_mut().enumerate() {
+            // SAFETY: 8 halves (16 bytes) at `8·u` are inside the 64-element chunk.
+            let h = unsafe { _mm_loadu_si128(c.as_ptr().add(8 * u).cast()) };
+            *a = _mm256_add_ps(*a, _mm256_cvtph_ps(h));
+        }
+    }
+    let mut sum = _mm256_setzero_ps();
+    for a in acc {
+        sum = _mm256_add_ps(sum, a);
+    }
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: `lanes` holds 8 f32.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// The memcpy probe: `dst.copy_from_slice(src)`, the cost of reading `src` and writing as
 /// many bytes. Panics if the lengths differ.
 pub fn memcpy_probe(src: &[f32], dst: &mut [f32]) {
@@ -148,6 +216,15 @@ mod tests {
             let expected: f32 = data.iter().sum();
             assert_eq!(stream_read_probe(&data), expected, "n = {n}");
         }
+    }
+
+    #[test]
+    fn f16_convert_probe_sums_every_element() {
+        let data: Vec<half::f16> = (0..1000)
+            .map(|i| half::f16::from_f32(i as f32 * 0.25))
+            .collect();
+        let want: f32 = (0..1000).map(|i| i as f32 * 0.25).sum();
+        assert!((f16_convert_probe(&data) - want).abs() <= 1e-3 * want);
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! NCHW pooling: max, average (`count_include_pad=True`) and global average.
 //!
 //! Each output vector (`lanes` outputs of one row) is made in registers straight from the
-//! input: for every tap column, the window's rows are combined with vector max/add, then the
-//! taps are combined — as shifted loads when the stride is 1, as the even and odd lanes of two
-//! vectors when it is 2 (one permute each on AVX-512 and AVX2), element by element for larger
-//! strides. Loads inside the row are plain; the few that cross a border are masked loads
-//! (AVX-512) that fill the padding with the identity (`-inf` for max, `0` for the sum), so
-//! borders need no scalar path: PyTorch's rule that padding is at most half the window
-//! guarantees every window holds a real element. Nothing is written but the output.
+//! input. The window's rows are reduced first (vector max/add of the same columns of each
+//! row), a vector block of columns at a time; the column taps then come from those blocks —
+//! for stride 2 split into their even and odd lanes (one permute each on AVX-512 and AVX2),
+//! and the taps past the first `stride` shifted across the next block in registers on AVX-512
+//! (one permute per tap; the next block is carried to the next output vector, so each input
+//! element is loaded once per window row) or reloaded at the shifted column elsewhere. Strides
+//! above 2 go element by element. Loads that cross a border are masked loads (AVX-512) that
+//! fill the padding with the identity (`-inf` for max, `0` for the sum); their masks depend
+//! only on the column, so they are computed once per call. Borders need no scalar path:
+//! PyTorch's rule that padding is at most half the window guarantees every window holds a
+//! real element. Nothing is written but the output.
 
 use pulp::Simd;
 
@@ -65,63 +69,138 @@ impl Reduce for SumOp {
     }
 }
 
-/// `lanes` elements of `row` from the signed offset `off`, identity where outside the row (the
-/// padding). A plain load in the interior; a masked load (AVX-512) or a copy at the borders.
+/// Which lanes of the `lanes`-element block starting at signed column `c` of a `w`-wide row lie
+/// inside the row, as a bit mask (bit `i` is lane `i`; `lanes ≤ 16`).
 #[inline(always)]
-fn window_load<S: Simd, R: Reduce>(simd: S, row: &[f32], off: isize) -> S::f32s {
-    let lanes = S::F32_LANES;
-    let w = row.len() as isize;
-    if off >= 0 && off + lanes as isize <= w {
-        // SAFETY: `off..off + lanes` is inside `row`.
-        return unsafe { row.as_ptr().offset(off).cast::<S::f32s>().read_unaligned() };
+fn lanes_inside(c: isize, w: usize, lanes: usize) -> u16 {
+    let lo = (-c).clamp(0, lanes as isize) as u32;
+    let hi = (w as isize)
+        .saturating_sub(c)
+        .clamp(lo as isize, lanes as isize) as u32;
+    (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
+}
+
+/// How many block masks [`RowGeom`] keeps (rows of up to `MASKS·lanes` columns, with the
+/// padding and the blocks read past the end; longer rows compute the rest as they go).
+const MASKS: usize = 64;
+
+/// The column geometry of one output row, the same for every row, channel and image: the input
+/// row width, the left padding, the output blocks per row, and the load masks
+/// ([`lanes_inside`]) of the vector blocks the row is read in — block `m` starts at column
+/// `m·lanes - pad` — computed once per call.
+struct RowGeom {
+    w: usize,
+    pad: usize,
+    lanes: usize,
+    /// Output vectors per row (the last may be partial).
+    blocks: usize,
+    /// Masks of blocks `0..used`.
+    masks: [u16; MASKS],
+    used: usize,
+}
+
+impl RowGeom {
+    /// The geometry for input rows `w` wide with `pad` columns of padding on the left and
+    /// `ow` outputs, read `stride` blocks per output block plus `stride + 1` ahead.
+    fn new(w: usize, pad: usize, ow: usize, stride: usize, lanes: usize) -> Self {
+        let blocks = ow.div_ceil(lanes);
+        let mut masks = [0; MASKS];
+        let used = (stride * (blocks + 1)).min(MASKS);
+        for (m, mask) in masks[..used].iter_mut().enumerate() {
+            *mask = lanes_inside((m * lanes) as isize - pad as isize, w, lanes);
+        }
+        Self {
+            w,
+            pad,
+            lanes,
+            blocks,
+            masks,
+            used,
+        }
     }
-    let lo = (-off).clamp(0, lanes as isize) as usize;
-    let hi = (w - off).clamp(lo as isize, lanes as isize) as usize;
+
+    /// First column of block `m` (negative inside the left padding).
+    #[inline(always)]
+    fn col(&self, m: usize) -> isize {
+        (m * self.lanes) as isize - self.pad as isize
+    }
+
+    /// The load mask of block `m`.
+    #[inline(always)]
+    fn mask(&self, m: usize) -> u16 {
+        match self.masks[..self.used].get(m) {
+            Some(&mask) => mask,
+            None => lanes_inside(self.col(m), self.w, self.lanes),
+        }
+    }
+}
+
+/// `lanes` elements of row `r` of `rows` (rows `w` long) from the signed column `c`, the identity
+/// in the lanes outside `mask` (which must be [`lanes_inside`]`(c, w, lanes)`: the padding).
+/// One (masked) load on AVX-512; a plain load or a copy elsewhere.
+#[inline(always)]
+fn load_block<S: Simd, R: Reduce>(
+    simd: S,
+    rows: &[f32],
+    r: usize,
+    w: usize,
+    c: isize,
+    mask: u16,
+) -> S::f32s {
+    let lanes = S::F32_LANES;
+    debug_assert_eq!(mask, lanes_inside(c, w, lanes));
+    debug_assert!((r + 1) * w <= rows.len());
     #[cfg(target_arch = "x86_64")]
     if let Some(v4) = crate::elem::downcast::<S, pulp::x86::V4>(simd) {
-        let mask = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16;
         let fill = v4.avx512f._mm512_set1_ps(R::IDENTITY);
-        // SAFETY: only lanes `lo..hi` are read, which are inside `row`; S is V4.
+        // SAFETY: only the lanes under `mask` are read, which are columns of row `r` (inside
+        // `rows`, see the caller); S is V4.
         return unsafe {
             crate::elem::reinterpret(v4.avx512f._mm512_mask_loadu_ps(
                 fill,
                 mask,
-                row.as_ptr().wrapping_offset(off),
+                rows.as_ptr().wrapping_add(r * w).wrapping_offset(c),
             ))
         };
     }
     let _ = simd;
+    let row = &rows[r * w..(r + 1) * w];
+    if u32::from(mask) == (1u32 << lanes) - 1 {
+        let c = c as usize;
+        let v = &row[c..c + lanes];
+        // SAFETY: `v` holds `lanes` floats.
+        return unsafe { v.as_ptr().cast::<S::f32s>().read_unaligned() };
+    }
     let mut buf = [R::IDENTITY; 16];
-    if hi > lo {
-        let start = (off + lo as isize) as usize;
+    if mask != 0 {
+        let lo = mask.trailing_zeros() as usize;
+        let hi = 16 - mask.leading_zeros() as usize;
+        let start = (c + lo as isize) as usize;
         buf[lo..hi].copy_from_slice(&row[start..start + hi - lo]);
     }
     // SAFETY: `buf` holds 16 ≥ lanes floats.
     unsafe { buf.as_ptr().cast::<S::f32s>().read_unaligned() }
 }
 
-/// `op` over the `n` window rows (`rows`, each `w` long) of the `lanes` elements from `off`
-/// (see [`window_load`]). `N` is `n` when known at compile time (windows of 1–3 rows), else 0.
+/// `op` over the `n` window rows (`rows`, each `w` long) of the block at column `c` (see
+/// [`load_block`]): one block of the window-reduced row. `N` is `n` when known at compile time
+/// (windows of 2 or 3 rows), else 0.
 #[inline(always)]
 fn column<S: Simd, R: Reduce, const N: usize>(
     simd: S,
     rows: &[f32],
     n: usize,
     w: usize,
-    off: isize,
+    c: isize,
+    mask: u16,
 ) -> S::f32s {
     let n = if N > 0 { N } else { n };
-    let mut v = window_load::<S, R>(simd, &rows[..w], off);
+    let mut v = load_block::<S, R>(simd, rows, 0, w, c, mask);
     for r in 1..n {
-        v = R::op(
-            simd,
-            v,
-            window_load::<S, R>(simd, &rows[r * w..(r + 1) * w], off),
-        );
+        v = R::op(simd, v, load_block::<S, R>(simd, rows, r, w, c, mask));
     }
     v
 }
-
 /// The even and odd lanes of the `2·lanes` elements in `a` then `b`, as two vectors, in order.
 #[inline(always)]
 fn even_odd<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> (S::f32s, S::f32s) {
@@ -185,14 +264,144 @@ fn even_odd<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> (S::f32s, S::f32s) {
     }
 }
 
-/// One output row: `out[o] = op over the window rows `rows` (each `w` long) and
-/// `kx < kw` of `row[o·stride + kx - pad]` (padding is the identity), times `scale` for averages.
+/// Lanes `t..t + lanes` of `a` followed by `b` (`t ≤ lanes`), in registers: one permute on
+/// AVX-512, `None` elsewhere (the caller then reloads at the shifted column).
+#[inline(always)]
+fn shifted<S: Simd>(simd: S, a: S::f32s, b: S::f32s, t: usize) -> Option<S::f32s> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(v4) = crate::elem::downcast::<S, pulp::x86::V4>(simd) {
+        use crate::elem::reinterpret;
+        use core::arch::x86_64::{__m512, __m512i};
+        let f = v4.avx512f;
+        // SAFETY: S is V4, so the register types match; the index vector is plain data.
+        return Some(unsafe {
+            let (a, b): (__m512, __m512) = (reinterpret(a), reinterpret(b));
+            let iota: __m512i =
+                core::mem::transmute([0i32, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+            let idx = f._mm512_add_epi32(iota, f._mm512_set1_epi32(t as i32));
+            reinterpret(f._mm512_permutex2var_ps(a, idx, b))
+        });
+    }
+    let _ = (simd, a, b, t);
+    None
+}
+
+/// Whether the taps past the first `stride` are taken from registers ([`shifted`]) rather than
+/// reloaded: on AVX-512, for windows reaching at most one vector further.
+#[inline(always)]
+fn taps_in_registers<S: Simd>(simd: S, stride: usize, kw: usize) -> bool {
+    kw > stride
+        && (kw - 1) / stride <= S::F32_LANES
+        && shifted(simd, simd.splat_f32s(0.0), simd.splat_f32s(0.0), 0).is_some()
+}
+
+/// The window-reduced row (see [`column`]) at columns `c..c + stride·lanes`, split by phase:
+/// `[block, block]` for stride 1, `[even columns, odd columns]` for stride 2. `masks` are the
+/// load masks at `c` and `c + lanes`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn output_row<S: Simd, R: Reduce, const N: usize>(
+fn phases<S: Simd, R: Reduce, const N: usize, const ST: usize>(
     simd: S,
     rows: &[f32],
     n: usize,
+    w: usize,
+    c: isize,
+    masks: (u16, u16),
+) -> [S::f32s; 2] {
+    let a = column::<S, R, N>(simd, rows, n, w, c, masks.0);
+    if ST == 1 {
+        return [a, a];
+    }
+    let b = column::<S, R, N>(simd, rows, n, w, c + S::F32_LANES as isize, masks.1);
+    let (e, o) = even_odd(simd, a, b);
+    [e, o]
+}
+
+/// [`phases`] of output block `j` (row blocks `ST·j` and `ST·j + 1`).
+#[inline(always)]
+fn block<S: Simd, R: Reduce, const N: usize, const ST: usize>(
+    simd: S,
+    rows: &[f32],
+    n: usize,
+    g: &RowGeom,
+    j: usize,
+) -> [S::f32s; 2] {
+    let m = ST * j;
+    phases::<S, R, N, ST>(simd, rows, n, g.w, g.col(m), (g.mask(m), g.mask(m + 1)))
+}
+
+/// One output row for stride `ST` ∈ {1, 2}: `out[o] = op` over the window rows `rows` (each
+/// `w` long) and `kx < kw` of `row[o·ST + kx - pad]` (padding is the identity), times `scale`
+/// for averages. `KW` is `kw` when known at compile time, else 0.
+///
+/// The window's rows are reduced first, one vector block of columns at a time (block `m` of
+/// [`RowGeom`]); output block `j` reads blocks `ST·j..ST·j + ST`, whose phases (see [`phases`])
+/// are tap `kx < ST`, and tap `kx` is phase `kx % ST` shifted by `kx / ST` lanes. With
+/// [`taps_in_registers`] the shifted taps come from this block's phases and the next block's
+/// (carried to the next iteration, so every input element is loaded once per window row);
+/// otherwise they are reloaded at the shifted column.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn output_row<S: Simd, R: Reduce, const N: usize, const ST: usize, const KW: usize>(
+    simd: S,
+    rows: &[f32],
+    n: usize,
+    g: &RowGeom,
+    kw: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let lanes = S::F32_LANES;
+    let kw = if KW > 0 { KW } else { kw };
+    let w = g.w;
+    let ow = out.len();
+    let scale_v = simd.splat_f32s(scale);
+    let in_regs = taps_in_registers(simd, ST, kw);
+    let mut cur = block::<S, R, N, ST>(simd, rows, n, g, 0);
+    for j in 0..g.blocks {
+        let next = if in_regs {
+            block::<S, R, N, ST>(simd, rows, n, g, j + 1)
+        } else {
+            cur
+        };
+        let mut acc = cur[0];
+        for kx in 1..kw {
+            let (ph, t) = (kx % ST, kx / ST);
+            let tap = if t == 0 {
+                cur[ph]
+            } else if let Some(v) = shifted(simd, cur[ph], next[ph], t).filter(|_| in_regs) {
+                v
+            } else {
+                let c = g.col(ST * j) + (ST * t) as isize;
+                let masks = (
+                    lanes_inside(c, w, lanes),
+                    lanes_inside(c + lanes as isize, w, lanes),
+                );
+                phases::<S, R, N, ST>(simd, rows, n, w, c, masks)[ph]
+            };
+            acc = R::op(simd, acc, tap);
+        }
+        let v = if R::AVG {
+            simd.mul_f32s(acc, scale_v)
+        } else {
+            acc
+        };
+        let o = j * lanes;
+        store(simd, &mut out[o..(o + lanes).min(ow)], v);
+        cur = if in_regs {
+            next
+        } else if o + lanes < ow {
+            block::<S, R, N, ST>(simd, rows, n, g, j + 1)
+        } else {
+            cur
+        };
+    }
+}
+
+/// One output row for strides above 2, element by element (same contract as [`output_row`]).
+#[allow(clippy::too_many_arguments)]
+fn output_row_strided<R: Reduce>(
+    rows: &[f32],
     w: usize,
     stride: usize,
     kw: usize,
@@ -200,67 +409,17 @@ fn output_row<S: Simd, R: Reduce, const N: usize>(
     scale: f32,
     out: &mut [f32],
 ) {
-    let lanes = S::F32_LANES;
-    let ow = out.len();
-    let scale_v = simd.splat_f32s(scale);
-    let pad = pad as isize;
-    match stride {
-        1 => {
-            for o in (0..ow).step_by(lanes) {
-                let base = o as isize - pad;
-                let mut acc = column::<S, R, N>(simd, rows, n, w, base);
-                for kx in 1..kw {
-                    acc = R::op(
-                        simd,
-                        acc,
-                        column::<S, R, N>(simd, rows, n, w, base + kx as isize),
-                    );
+    for (o, v) in out.iter_mut().enumerate() {
+        let mut acc = R::IDENTITY;
+        for row in rows.chunks_exact(w) {
+            for kx in 0..kw {
+                let x = (o * stride + kx).wrapping_sub(pad);
+                if x < w {
+                    acc = R::op1(acc, row[x]);
                 }
-                let v = if R::AVG {
-                    simd.mul_f32s(acc, scale_v)
-                } else {
-                    acc
-                };
-                store(simd, &mut out[o..(o + lanes).min(ow)], v);
             }
         }
-        2 => {
-            for o in (0..ow).step_by(lanes) {
-                let base = 2 * o as isize - pad;
-                let mut acc = simd.splat_f32s(R::IDENTITY);
-                for kx in (0..kw).step_by(2) {
-                    let off = base + kx as isize;
-                    let lo = column::<S, R, N>(simd, rows, n, w, off);
-                    let hi = column::<S, R, N>(simd, rows, n, w, off + lanes as isize);
-                    let (e, od) = even_odd(simd, lo, hi);
-                    acc = R::op(simd, acc, e);
-                    if kx + 1 < kw {
-                        acc = R::op(simd, acc, od);
-                    }
-                }
-                let v = if R::AVG {
-                    simd.mul_f32s(acc, scale_v)
-                } else {
-                    acc
-                };
-                store(simd, &mut out[o..(o + lanes).min(ow)], v);
-            }
-        }
-        _ => {
-            // Larger strides: element by element.
-            for (o, v) in out.iter_mut().enumerate() {
-                let mut acc = R::IDENTITY;
-                for row in rows.chunks_exact(w).take(n) {
-                    for kx in 0..kw {
-                        let x = (o * stride + kx).wrapping_sub(pad as usize);
-                        if x < w {
-                            acc = R::op1(acc, row[x]);
-                        }
-                    }
-                }
-                *v = if R::AVG { acc * scale } else { acc };
-            }
-        }
+        *v = if R::AVG { acc * scale } else { acc };
     }
 }
 
@@ -289,11 +448,54 @@ impl pulp::WithSimd for Pool2d<'_> {
 impl Pool2d<'_> {
     #[inline(always)]
     fn run<S: Simd, R: Reduce>(self, simd: S) {
+        match (self.p.stride.1, self.p.kernel.1) {
+            (1, 2) => self.simd_rows::<S, R, 1, 2>(simd),
+            (1, 3) => self.simd_rows::<S, R, 1, 3>(simd),
+            (1, _) => self.simd_rows::<S, R, 1, 0>(simd),
+            (2, 2) => self.simd_rows::<S, R, 2, 2>(simd),
+            (2, 3) => self.simd_rows::<S, R, 2, 3>(simd),
+            (2, _) => self.simd_rows::<S, R, 2, 0>(simd),
+            (sw, kw) => {
+                let pw = self.p.padding.1;
+                let w = self.x_shape[3];
+                self.each_row::<R>(|rows, _, scale, orow| {
+                    output_row_strided::<R>(rows, w, sw, kw, pw, scale, orow)
+                })
+            }
+        }
+    }
+
+    /// Every output row with [`output_row`], for column stride `ST` ∈ {1, 2} and window width
+    /// `KW` (0: not known at compile time).
+    #[inline(always)]
+    fn simd_rows<S: Simd, R: Reduce, const ST: usize, const KW: usize>(self, simd: S) {
+        let g = RowGeom::new(
+            self.x_shape[3],
+            self.p.padding.1,
+            self.out_shape[3],
+            ST,
+            S::F32_LANES,
+        );
+        let kw = self.p.kernel.1;
+        self.each_row::<R>(
+            #[inline(always)]
+            |rows, n, scale, orow| match n {
+                2 => output_row::<S, R, 2, ST, KW>(simd, rows, n, &g, kw, scale, orow),
+                3 => output_row::<S, R, 3, ST, KW>(simd, rows, n, &g, kw, scale, orow),
+                _ => output_row::<S, R, 0, ST, KW>(simd, rows, n, &g, kw, scale, orow),
+            },
+        )
+    }
+
+    /// Calls `row(rows, n, scale, out_row)` for every output row: `rows` are the `n` input rows
+    /// of its window (padding rows left out), `scale` is `1/(kh·kw)`.
+    #[inline(always)]
+    fn each_row<R: Reduce>(self, mut row: impl FnMut(&[f32], usize, f32, &mut [f32])) {
         let [_, _, h, w] = self.x_shape;
         let [_, _, oh, ow] = self.out_shape;
         let (kh, kw) = self.p.kernel;
-        let (sh, sw) = self.p.stride;
-        let (ph, pw) = self.p.padding;
+        let sh = self.p.stride.0;
+        let ph = self.p.padding.0;
         if oh * ow == 0 {
             return;
         }
@@ -304,7 +506,6 @@ impl Pool2d<'_> {
             .zip(self.out.chunks_exact_mut(oh * ow))
         {
             for (oy, orow) in out.chunks_exact_mut(ow).enumerate() {
-                // Input rows y0..y1 of the window (padding rows left out).
                 let y0 = (oy * sh).max(ph) - ph;
                 let y1 = (oy * sh + kh).min(h + ph) - ph;
                 if y1 <= y0 {
@@ -312,14 +513,7 @@ impl Pool2d<'_> {
                     orow.fill(R::IDENTITY);
                     continue;
                 }
-                let rows = &plane[y0 * w..y1 * w];
-                let n = y1 - y0;
-                match n {
-                    1 => output_row::<S, R, 1>(simd, rows, n, w, sw, kw, pw, scale, orow),
-                    2 => output_row::<S, R, 2>(simd, rows, n, w, sw, kw, pw, scale, orow),
-                    3 => output_row::<S, R, 3>(simd, rows, n, w, sw, kw, pw, scale, orow),
-                    _ => output_row::<S, R, 0>(simd, rows, n, w, sw, kw, pw, scale, orow),
-                }
+                row(&plane[y0 * w..y1 * w], y1 - y0, scale, orow);
             }
         }
     }

@@ -38,12 +38,13 @@ pub(crate) fn product(what: &str, dims: &[usize]) -> Result<usize, KernelError> 
     })
 }
 
-/// Checks that slice `name` has exactly `expected` elements; `how` explains the expectation.
+/// Checks that slice `name` has exactly `expected` elements; `how` explains the expectation
+/// (formatted only on error: pass `format_args!` rather than a `format!`ed string).
 pub(crate) fn check_len(
     name: &str,
     len: usize,
     expected: usize,
-    how: &str,
+    how: impl core::fmt::Display,
 ) -> Result<(), KernelError> {
     if len == expected {
         Ok(())

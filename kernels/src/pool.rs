@@ -92,6 +92,8 @@ struct RowGeom {
     w: usize,
     pad: usize,
     lanes: usize,
+    /// Outputs per row.
+    ow: usize,
     /// Output vectors per row (the last may be partial).
     blocks: usize,
     /// Masks of blocks `0..used`.
@@ -113,6 +115,7 @@ impl RowGeom {
             w,
             pad,
             lanes,
+            ow,
             blocks,
             masks,
             used,
@@ -201,6 +204,50 @@ fn column<S: Simd, R: Reduce, const N: usize>(
     }
     v
 }
+/// [`column`] for `P` output rows (1 or 2) at once. For a pair, `rows` holds the `N + SH`
+/// input rows of two windows of `N` rows that start `SH` rows apart (`N` and `SH` known at
+/// compile time); the rows the windows share are reduced once.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn columns<S: Simd, R: Reduce, const N: usize, const SH: usize, const P: usize>(
+    simd: S,
+    rows: &[f32],
+    n: usize,
+    w: usize,
+    c: isize,
+    mask: u16,
+) -> [S::f32s; P] {
+    let mut v = [simd.splat_f32s(R::IDENTITY); P];
+    if P == 1 {
+        v[0] = column::<S, R, N>(simd, rows, n, w, c, mask);
+        return v;
+    }
+    let ld = |r: usize| load_block::<S, R>(simd, rows, r, w, c, mask);
+    if SH < N {
+        // Rows `SH..N` are in both windows.
+        let mut shared = ld(SH);
+        for r in SH + 1..N {
+            shared = R::op(simd, shared, ld(r));
+        }
+        v[0] = shared;
+        for r in 0..SH {
+            v[0] = R::op(simd, v[0], ld(r));
+        }
+        v[1] = shared;
+        for r in N..N + SH {
+            v[1] = R::op(simd, v[1], ld(r));
+        }
+    } else {
+        v[0] = ld(0);
+        v[1] = ld(SH);
+        for r in 1..N {
+            v[0] = R::op(simd, v[0], ld(r));
+            v[1] = R::op(simd, v[1], ld(SH + r));
+        }
+    }
+    v
+}
+
 /// The even and odd lanes of the `2·lanes` elements in `a` then `b`, as two vectors, in order.
 #[inline(always)]
 fn even_odd<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> (S::f32s, S::f32s) {
@@ -295,44 +342,49 @@ fn taps_in_registers<S: Simd>(simd: S, stride: usize, kw: usize) -> bool {
         && shifted(simd, simd.splat_f32s(0.0), simd.splat_f32s(0.0), 0).is_some()
 }
 
-/// The window-reduced row (see [`column`]) at columns `c..c + stride·lanes`, split by phase:
+/// The window-reduced rows (see [`columns`]) at columns `c..c + stride·lanes`, split by phase:
 /// `[block, block]` for stride 1, `[even columns, odd columns]` for stride 2. `masks` are the
 /// load masks at `c` and `c + lanes`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn phases<S: Simd, R: Reduce, const N: usize, const ST: usize>(
+fn phases<S: Simd, R: Reduce, const N: usize, const ST: usize, const P: usize>(
     simd: S,
     rows: &[f32],
     n: usize,
     w: usize,
     c: isize,
     masks: (u16, u16),
-) -> [S::f32s; 2] {
-    let a = column::<S, R, N>(simd, rows, n, w, c, masks.0);
+) -> [[S::f32s; 2]; P] {
+    let a = columns::<S, R, N, ST, P>(simd, rows, n, w, c, masks.0);
     if ST == 1 {
-        return [a, a];
+        return a.map(|a| [a, a]);
     }
-    let b = column::<S, R, N>(simd, rows, n, w, c + S::F32_LANES as isize, masks.1);
-    let (e, o) = even_odd(simd, a, b);
-    [e, o]
+    let b = columns::<S, R, N, ST, P>(simd, rows, n, w, c + S::F32_LANES as isize, masks.1);
+    core::array::from_fn(|p| {
+        let (e, o) = even_odd(simd, a[p], b[p]);
+        [e, o]
+    })
 }
 
 /// [`phases`] of output block `j` (row blocks `ST·j` and `ST·j + 1`).
 #[inline(always)]
-fn block<S: Simd, R: Reduce, const N: usize, const ST: usize>(
+fn block<S: Simd, R: Reduce, const N: usize, const ST: usize, const P: usize>(
     simd: S,
     rows: &[f32],
     n: usize,
     g: &RowGeom,
     j: usize,
-) -> [S::f32s; 2] {
+) -> [[S::f32s; 2]; P] {
     let m = ST * j;
-    phases::<S, R, N, ST>(simd, rows, n, g.w, g.col(m), (g.mask(m), g.mask(m + 1)))
+    phases::<S, R, N, ST, P>(simd, rows, n, g.w, g.col(m), (g.mask(m), g.mask(m + 1)))
 }
 
-/// One output row for stride `ST` ∈ {1, 2}: `out[o] = op` over the window rows `rows` (each
-/// `w` long) and `kx < kw` of `row[o·ST + kx - pad]` (padding is the identity), times `scale`
-/// for averages. `KW` is `kw` when known at compile time, else 0.
+/// `P` consecutive output rows (1, or 2 when their windows are whole; each `g.ow` long, one
+/// after the other in `out`) for column stride `ST` ∈ {1, 2}: `out[o] = op` over the window
+/// rows and `kx < kw` of `row[o·ST + kx - pad]` (padding is the identity), times `scale` for
+/// averages. For one row, `rows` are its `n` window rows (each `w` long); for a pair, see
+/// [`columns`] (the rows are `ST` apart, as the columns are). `N` is `n` when known at compile
+/// time (2 or 3; always for pairs), else 0; `KW` is `kw` when known, else 0.
 ///
 /// The window's rows are reduced first, one vector block of columns at a time (block `m` of
 /// [`RowGeom`]); output block `j` reads blocks `ST·j..ST·j + ST`, whose phases (see [`phases`])
@@ -342,7 +394,14 @@ fn block<S: Simd, R: Reduce, const N: usize, const ST: usize>(
 /// otherwise they are reloaded at the shifted column.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn output_row<S: Simd, R: Reduce, const N: usize, const ST: usize, const KW: usize>(
+fn output_rows<
+    S: Simd,
+    R: Reduce,
+    const N: usize,
+    const ST: usize,
+    const KW: usize,
+    const P: usize,
+>(
     simd: S,
     rows: &[f32],
     n: usize,
@@ -354,44 +413,53 @@ fn output_row<S: Simd, R: Reduce, const N: usize, const ST: usize, const KW: usi
     let lanes = S::F32_LANES;
     let kw = if KW > 0 { KW } else { kw };
     let w = g.w;
-    let ow = out.len();
+    let ow = g.ow;
     let scale_v = simd.splat_f32s(scale);
     let in_regs = taps_in_registers(simd, ST, kw);
-    let mut cur = block::<S, R, N, ST>(simd, rows, n, g, 0);
+    let mut cur = block::<S, R, N, ST, P>(simd, rows, n, g, 0);
     for j in 0..g.blocks {
         let next = if in_regs {
-            block::<S, R, N, ST>(simd, rows, n, g, j + 1)
+            block::<S, R, N, ST, P>(simd, rows, n, g, j + 1)
         } else {
             cur
         };
-        let mut acc = cur[0];
+        let mut acc: [S::f32s; P] = core::array::from_fn(|p| cur[p][0]);
         for kx in 1..kw {
             let (ph, t) = (kx % ST, kx / ST);
-            let tap = if t == 0 {
-                cur[ph]
-            } else if let Some(v) = shifted(simd, cur[ph], next[ph], t).filter(|_| in_regs) {
-                v
+            if t == 0 {
+                for p in 0..P {
+                    acc[p] = R::op(simd, acc[p], cur[p][ph]);
+                }
+            } else if in_regs {
+                for p in 0..P {
+                    let tap = shifted(simd, cur[p][ph], next[p][ph], t).unwrap_or(cur[p][ph]);
+                    acc[p] = R::op(simd, acc[p], tap);
+                }
             } else {
                 let c = g.col(ST * j) + (ST * t) as isize;
                 let masks = (
                     lanes_inside(c, w, lanes),
                     lanes_inside(c + lanes as isize, w, lanes),
                 );
-                phases::<S, R, N, ST>(simd, rows, n, w, c, masks)[ph]
-            };
-            acc = R::op(simd, acc, tap);
+                let taps = phases::<S, R, N, ST, P>(simd, rows, n, w, c, masks);
+                for p in 0..P {
+                    acc[p] = R::op(simd, acc[p], taps[p][ph]);
+                }
+            }
         }
-        let v = if R::AVG {
-            simd.mul_f32s(acc, scale_v)
-        } else {
-            acc
-        };
         let o = j * lanes;
-        store(simd, &mut out[o..(o + lanes).min(ow)], v);
+        for (p, &acc) in acc.iter().enumerate() {
+            let v = if R::AVG {
+                simd.mul_f32s(acc, scale_v)
+            } else {
+                acc
+            };
+            store(simd, &mut out[p * ow + o..p * ow + (o + lanes).min(ow)], v);
+        }
         cur = if in_regs {
             next
         } else if o + lanes < ow {
-            block::<S, R, N, ST>(simd, rows, n, g, j + 1)
+            block::<S, R, N, ST, P>(simd, rows, n, g, j + 1)
         } else {
             cur
         };
@@ -458,7 +526,7 @@ impl Pool2d<'_> {
             (sw, kw) => {
                 let pw = self.p.padding.1;
                 let w = self.x_shape[3];
-                self.each_row::<R>(|rows, _, scale, orow| {
+                self.each_row::<R>(false, |rows, _, _, scale, orow| {
                     output_row_strided::<R>(rows, w, sw, kw, pw, scale, orow)
                 })
             }
@@ -476,21 +544,33 @@ impl Pool2d<'_> {
             ST,
             S::F32_LANES,
         );
-        let kw = self.p.kernel.1;
+        let (kh, kw) = self.p.kernel;
+        // Pairs of rows share their windows' common rows when the rows step as the columns do.
+        let pairs = self.p.stride.0 == ST && (kh == 2 || kh == 3);
         self.each_row::<R>(
+            pairs,
             #[inline(always)]
-            |rows, n, scale, orow| match n {
-                2 => output_row::<S, R, 2, ST, KW>(simd, rows, n, &g, kw, scale, orow),
-                3 => output_row::<S, R, 3, ST, KW>(simd, rows, n, &g, kw, scale, orow),
-                _ => output_row::<S, R, 0, ST, KW>(simd, rows, n, &g, kw, scale, orow),
+            |rows, n, two, scale, out| match (n, two) {
+                (2, true) => output_rows::<S, R, 2, ST, KW, 2>(simd, rows, n, &g, kw, scale, out),
+                (3, true) => output_rows::<S, R, 3, ST, KW, 2>(simd, rows, n, &g, kw, scale, out),
+                (2, _) => output_rows::<S, R, 2, ST, KW, 1>(simd, rows, n, &g, kw, scale, out),
+                (3, _) => output_rows::<S, R, 3, ST, KW, 1>(simd, rows, n, &g, kw, scale, out),
+                _ => output_rows::<S, R, 0, ST, KW, 1>(simd, rows, n, &g, kw, scale, out),
             },
         )
     }
 
-    /// Calls `row(rows, n, scale, out_row)` for every output row: `rows` are the `n` input rows
-    /// of its window (padding rows left out), `scale` is `1/(kh·kw)`.
+    /// Calls `f(rows, n, two, scale, out)` for every output row, or pair of rows: `rows` are the
+    /// `n` input rows of its window (padding rows left out) and `out` the output row; with
+    /// `pairs`, two consecutive output rows whose windows are whole (`n = kh`) go together
+    /// (`two`), `rows` then holding the `kh + sh` rows of both windows and `out` both rows.
+    /// `scale` is `1/(kh·kw)`.
     #[inline(always)]
-    fn each_row<R: Reduce>(self, mut row: impl FnMut(&[f32], usize, f32, &mut [f32])) {
+    fn each_row<R: Reduce>(
+        self,
+        pairs: bool,
+        mut f: impl FnMut(&[f32], usize, bool, f32, &mut [f32]),
+    ) {
         let [_, _, h, w] = self.x_shape;
         let [_, _, oh, ow] = self.out_shape;
         let (kh, kw) = self.p.kernel;
@@ -505,15 +585,30 @@ impl Pool2d<'_> {
             .chunks_exact(h * w)
             .zip(self.out.chunks_exact_mut(oh * ow))
         {
-            for (oy, orow) in out.chunks_exact_mut(ow).enumerate() {
+            let mut oy = 0;
+            while oy < oh {
                 let y0 = (oy * sh).max(ph) - ph;
                 let y1 = (oy * sh + kh).min(h + ph) - ph;
+                let orow = &mut out[oy * ow..];
+                if pairs && oy + 1 < oh && oy * sh >= ph && y0 + kh + sh <= h {
+                    f(
+                        &plane[y0 * w..(y0 + kh + sh) * w],
+                        kh,
+                        true,
+                        scale,
+                        &mut orow[..2 * ow],
+                    );
+                    oy += 2;
+                    continue;
+                }
+                let orow = &mut orow[..ow];
                 if y1 <= y0 {
                     // Unreachable with padding ≤ kernel/2.
                     orow.fill(R::IDENTITY);
-                    continue;
+                } else {
+                    f(&plane[y0 * w..y1 * w], y1 - y0, false, scale, orow);
                 }
-                row(&plane[y0 * w..y1 * w], y1 - y0, scale, orow);
+                oy += 1;
             }
         }
     }

@@ -74,13 +74,13 @@ pub(crate) fn pool2d(
         "x",
         x,
         product("x", &x_shape)?,
-        &format!("shape {x_shape:?}"),
+        format_args!("shape {x_shape:?}"),
     )?;
     check_len(
         "out",
         out,
         product("out", &out_shape)?,
-        &format!("shape {out_shape:?}"),
+        format_args!("shape {out_shape:?}"),
     )?;
     Ok(out_shape)
 }

@@ -111,7 +111,7 @@ impl Kernels {
             "w",
             w.len(),
             product("w", &w_shape)?,
-            &format!("shape {w_shape:?}"),
+            format_args!("shape {w_shape:?}"),
         )?;
         if let Some(b) = bias {
             check_len("bias", b.len(), oc, "one per output channel")?;
@@ -153,13 +153,13 @@ impl Kernels {
             "x",
             x.len(),
             product("x", &x_shape)?,
-            &format!("shape {x_shape:?}"),
+            format_args!("shape {x_shape:?}"),
         )?;
         check_len(
             "out",
             out.len(),
             product("out", &out_shape)?,
-            &format!("shape {out_shape:?}"),
+            format_args!("shape {out_shape:?}"),
         )?;
         self.run(Conv2d {
             x,
@@ -231,13 +231,13 @@ impl Kernels {
             "x",
             x.len(),
             product("x", &[m, k])?,
-            &format!("m={m} × k={k}"),
+            format_args!("m={m} × k={k}"),
         )?;
         check_len(
             "out",
             out.len(),
             product("out", &[m, n])?,
-            &format!("m={m} × n={n}"),
+            format_args!("m={m} × n={n}"),
         )?;
         self.run(DensePacked {
             x,
@@ -355,9 +355,14 @@ impl Kernels {
 
 /// Validates the arguments of the `pack_dense*` methods.
 fn validate_pack(w: usize, n: usize, k: usize, bias: Option<&[f32]>) -> Result<(), KernelError> {
-    check_len("w", w, product("w", &[n, k])?, &format!("n={n} × k={k}"))?;
+    check_len(
+        "w",
+        w,
+        product("w", &[n, k])?,
+        format_args!("n={n} × k={k}"),
+    )?;
     if let Some(b) = bias {
-        check_len("bias", b.len(), n, &format!("n={n}"))?;
+        check_len("bias", b.len(), n, format_args!("n={n}"))?;
     }
     Ok(())
 }

@@ -14,16 +14,26 @@ pub(crate) fn dense(
     bias: Option<usize>,
     out: usize,
 ) -> Result<(), KernelError> {
-    check_len("x", x, product("x", &[m, k])?, &format!("m={m} × k={k}"))?;
-    check_len("w", w, product("w", &[n, k])?, &format!("n={n} × k={k}"))?;
+    check_len(
+        "x",
+        x,
+        product("x", &[m, k])?,
+        format_args!("m={m} × k={k}"),
+    )?;
+    check_len(
+        "w",
+        w,
+        product("w", &[n, k])?,
+        format_args!("n={n} × k={k}"),
+    )?;
     if let Some(bias) = bias {
-        check_len("bias", bias, n, &format!("n={n}"))?;
+        check_len("bias", bias, n, format_args!("n={n}"))?;
     }
     check_len(
         "out",
         out,
         product("out", &[m, n])?,
-        &format!("m={m} × n={n}"),
+        format_args!("m={m} × n={n}"),
     )
 }
 
@@ -42,13 +52,13 @@ pub(crate) fn conv2d(
         "x",
         x,
         product("x", &x_shape)?,
-        &format!("shape {x_shape:?}"),
+        format_args!("shape {x_shape:?}"),
     )?;
     check_len(
         "w",
         w,
         product("w", &w_shape)?,
-        &format!("shape {w_shape:?}"),
+        format_args!("shape {w_shape:?}"),
     )?;
     if let Some(bias) = bias {
         check_len("bias", bias, w_shape[0], "one per output channel")?;
@@ -57,7 +67,7 @@ pub(crate) fn conv2d(
         "out",
         out,
         product("out", &out_shape)?,
-        &format!("shape {out_shape:?}"),
+        format_args!("shape {out_shape:?}"),
     )?;
     Ok(out_shape)
 }
@@ -102,13 +112,13 @@ pub(crate) fn global_avg_pool(
         "x",
         x,
         product("x", &x_shape)?,
-        &format!("shape {x_shape:?}"),
+        format_args!("shape {x_shape:?}"),
     )?;
     check_len(
         "out",
         out,
         product("out", &[n, c])?,
-        &format!("n={n} × c={c}"),
+        format_args!("n={n} × c={c}"),
     )?;
     Ok(plane)
 }

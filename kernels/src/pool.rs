@@ -73,10 +73,11 @@ impl Reduce for SumOp {
 /// inside the row, as a bit mask (bit `i` is lane `i`; `lanes ≤ 16`).
 #[inline(always)]
 fn lanes_inside(c: isize, w: usize, lanes: usize) -> u16 {
-    let lo = (-c).clamp(0, lanes as isize) as u32;
-    let hi = (w as isize)
-        .saturating_sub(c)
-        .clamp(lo as isize, lanes as isize) as u32;
+    // min/max rather than `clamp` (whose bounds check is a call, not inlined under the
+    // SIMD level's target features).
+    let lanes = lanes as isize;
+    let lo = (-c).max(0).min(lanes);
+    let hi = (w as isize).saturating_sub(c).max(lo).min(lanes);
     (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
 }
 
@@ -96,6 +97,8 @@ struct RowGeom {
     ow: usize,
     /// Output vectors per row (the last may be partial).
     blocks: usize,
+    /// Which lanes of the last output vector are in the row.
+    out_tail: u16,
     /// Masks of blocks `0..used`.
     masks: [u16; MASKS],
     used: usize,
@@ -117,6 +120,7 @@ impl RowGeom {
             lanes,
             ow,
             blocks,
+            out_tail: lanes_inside(((blocks.max(1) - 1) * lanes) as isize, ow, lanes),
             masks,
             used,
         }
@@ -222,27 +226,30 @@ fn columns<S: Simd, R: Reduce, const N: usize, const SH: usize, const P: usize>(
         v[0] = column::<S, R, N>(simd, rows, n, w, c, mask);
         return v;
     }
-    let ld = |r: usize| load_block::<S, R>(simd, rows, r, w, c, mask);
     if SH < N {
         // Rows `SH..N` are in both windows.
-        let mut shared = ld(SH);
+        let mut shared = load_block::<S, R>(simd, rows, SH, w, c, mask);
         for r in SH + 1..N {
-            shared = R::op(simd, shared, ld(r));
+            shared = R::op(simd, shared, load_block::<S, R>(simd, rows, r, w, c, mask));
         }
         v[0] = shared;
         for r in 0..SH {
-            v[0] = R::op(simd, v[0], ld(r));
+            v[0] = R::op(simd, v[0], load_block::<S, R>(simd, rows, r, w, c, mask));
         }
         v[1] = shared;
         for r in N..N + SH {
-            v[1] = R::op(simd, v[1], ld(r));
+            v[1] = R::op(simd, v[1], load_block::<S, R>(simd, rows, r, w, c, mask));
         }
     } else {
-        v[0] = ld(0);
-        v[1] = ld(SH);
+        v[0] = load_block::<S, R>(simd, rows, 0, w, c, mask);
+        v[1] = load_block::<S, R>(simd, rows, SH, w, c, mask);
         for r in 1..N {
-            v[0] = R::op(simd, v[0], ld(r));
-            v[1] = R::op(simd, v[1], ld(SH + r));
+            v[0] = R::op(simd, v[0], load_block::<S, R>(simd, rows, r, w, c, mask));
+            v[1] = R::op(
+                simd,
+                v[1],
+                load_block::<S, R>(simd, rows, SH + r, w, c, mask),
+            );
         }
     }
     v
@@ -356,14 +363,21 @@ fn phases<S: Simd, R: Reduce, const N: usize, const ST: usize, const P: usize>(
     masks: (u16, u16),
 ) -> [[S::f32s; 2]; P] {
     let a = columns::<S, R, N, ST, P>(simd, rows, n, w, c, masks.0);
+    // Plain loops rather than `map`/`from_fn`, whose closures are not always inlined (and
+    // then run without the SIMD level's target features).
+    let mut v = [[a[0]; 2]; P];
     if ST == 1 {
-        return a.map(|a| [a, a]);
+        for p in 0..P {
+            v[p] = [a[p], a[p]];
+        }
+        return v;
     }
     let b = columns::<S, R, N, ST, P>(simd, rows, n, w, c + S::F32_LANES as isize, masks.1);
-    core::array::from_fn(|p| {
+    for p in 0..P {
         let (e, o) = even_odd(simd, a[p], b[p]);
-        [e, o]
-    })
+        v[p] = [e, o];
+    }
+    v
 }
 
 /// [`phases`] of output block `j` (row blocks `ST·j` and `ST·j + 1`).
@@ -379,19 +393,51 @@ fn block<S: Simd, R: Reduce, const N: usize, const ST: usize, const P: usize>(
     phases::<S, R, N, ST, P>(simd, rows, n, g.w, g.col(m), (g.mask(m), g.mask(m + 1)))
 }
 
-/// `P` consecutive output rows (1, or 2 when their windows are whole; each `g.ow` long, one
-/// after the other in `out`) for column stride `ST` ∈ {1, 2}: `out[o] = op` over the window
-/// rows and `kx < kw` of `row[o·ST + kx - pad]` (padding is the identity), times `scale` for
-/// averages. For one row, `rows` are its `n` window rows (each `w` long); for a pair, see
-/// [`columns`] (the rows are `ST` apart, as the columns are). `N` is `n` when known at compile
-/// time (2 or 3; always for pairs), else 0; `KW` is `kw` when known, else 0.
+/// Stores `v` as output block `j` of a row (`g.ow` long) starting at `out[at]`: a whole vector,
+/// or the row's last, partial block (a masked store on AVX-512).
+#[inline(always)]
+fn store_block<S: Simd>(simd: S, out: &mut [f32], at: usize, g: &RowGeom, j: usize, v: S::f32s) {
+    let o = j * S::F32_LANES;
+    let row = &mut out[at..at + g.ow];
+    let mask = if j + 1 < g.blocks {
+        ((1u32 << S::F32_LANES) - 1) as u16
+    } else {
+        g.out_tail
+    };
+    let end = o + (16 - mask.leading_zeros() as usize);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(v4) = crate::elem::downcast::<S, pulp::x86::V4>(simd) {
+        debug_assert!(end <= row.len());
+        // SAFETY: the lanes under `mask` are outputs `o..end` of `row`; S is V4.
+        unsafe {
+            v4.avx512f._mm512_mask_storeu_ps(
+                row.as_mut_ptr().wrapping_add(o),
+                mask,
+                crate::elem::reinterpret(v),
+            );
+        }
+        return;
+    }
+    store(simd, &mut row[o..end], v);
+}
+
+/// `count` groups of `P` consecutive output rows (`P` = 1, or 2 when their windows are whole),
+/// for column stride `ST` ∈ {1, 2}: `out[o] = op` over the window rows and `kx < kw` of
+/// `row[o·ST + kx - pad]` (padding is the identity), times `scale` for averages. `rows` starts
+/// at the first window row of the first group; group `i` starts `i·P·sh` rows further and its
+/// outputs `i·P` rows further into `out` (rows `g.ow` long). A single row's window has `n`
+/// rows; a pair's windows have `N` and share their rows as in [`columns`] (pairs need
+/// `sh = ST`). `N` is `n` when known at compile time (2 or 3; always for pairs), else 0; `KW` is
+/// `kw` when known, else 0.
 ///
 /// The window's rows are reduced first, one vector block of columns at a time (block `m` of
 /// [`RowGeom`]); output block `j` reads blocks `ST·j..ST·j + ST`, whose phases (see [`phases`])
 /// are tap `kx < ST`, and tap `kx` is phase `kx % ST` shifted by `kx / ST` lanes. With
 /// [`taps_in_registers`] the shifted taps come from this block's phases and the next block's
 /// (carried to the next iteration, so every input element is loaded once per window row);
-/// otherwise they are reloaded at the shifted column.
+/// otherwise they are reloaded at the shifted column. Everything that depends on the column
+/// only (masks, offsets) is computed once per call, so a group costs its loads, its
+/// arithmetic and its stores.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn output_rows<
@@ -405,6 +451,8 @@ fn output_rows<
     simd: S,
     rows: &[f32],
     n: usize,
+    sh: usize,
+    count: usize,
     g: &RowGeom,
     kw: usize,
     scale: f32,
@@ -412,61 +460,69 @@ fn output_rows<
 ) {
     let lanes = S::F32_LANES;
     let kw = if KW > 0 { KW } else { kw };
-    let w = g.w;
-    let ow = g.ow;
+    let (w, ow) = (g.w, g.ow);
+    let need = if P == 2 { N + ST } else { n };
     let scale_v = simd.splat_f32s(scale);
     let in_regs = taps_in_registers(simd, ST, kw);
-    let mut cur = block::<S, R, N, ST, P>(simd, rows, n, g, 0);
-    for j in 0..g.blocks {
-        let next = if in_regs {
-            block::<S, R, N, ST, P>(simd, rows, n, g, j + 1)
-        } else {
-            cur
-        };
-        let mut acc: [S::f32s; P] = core::array::from_fn(|p| cur[p][0]);
-        for kx in 1..kw {
-            let (ph, t) = (kx % ST, kx / ST);
-            if t == 0 {
-                for p in 0..P {
-                    acc[p] = R::op(simd, acc[p], cur[p][ph]);
-                }
-            } else if in_regs {
-                for p in 0..P {
-                    let tap = shifted(simd, cur[p][ph], next[p][ph], t).unwrap_or(cur[p][ph]);
-                    acc[p] = R::op(simd, acc[p], tap);
-                }
+    let first = (g.mask(0), g.mask(1));
+    for i in 0..count {
+        let rows = &rows[i * P * sh * w..(i * P * sh + need) * w];
+        let out = &mut out[i * P * ow..(i + 1) * P * ow];
+        let mut cur = phases::<S, R, N, ST, P>(simd, rows, n, w, g.col(0), first);
+        for j in 0..g.blocks {
+            let next = if in_regs {
+                block::<S, R, N, ST, P>(simd, rows, n, g, j + 1)
             } else {
-                let c = g.col(ST * j) + (ST * t) as isize;
-                let masks = (
-                    lanes_inside(c, w, lanes),
-                    lanes_inside(c + lanes as isize, w, lanes),
-                );
-                let taps = phases::<S, R, N, ST, P>(simd, rows, n, w, c, masks);
-                for p in 0..P {
-                    acc[p] = R::op(simd, acc[p], taps[p][ph]);
+                cur
+            };
+            let mut acc = [cur[0][0]; P];
+            for p in 1..P {
+                acc[p] = cur[p][0];
+            }
+            for kx in 1..kw {
+                let (ph, t) = (kx % ST, kx / ST);
+                if t == 0 {
+                    for p in 0..P {
+                        acc[p] = R::op(simd, acc[p], cur[p][ph]);
+                    }
+                } else if in_regs {
+                    for p in 0..P {
+                        let tap = shifted(simd, cur[p][ph], next[p][ph], t).unwrap_or(cur[p][ph]);
+                        acc[p] = R::op(simd, acc[p], tap);
+                    }
+                } else {
+                    let c = g.col(ST * j) + (ST * t) as isize;
+                    let masks = (
+                        lanes_inside(c, w, lanes),
+                        lanes_inside(c + lanes as isize, w, lanes),
+                    );
+                    let taps = phases::<S, R, N, ST, P>(simd, rows, n, w, c, masks);
+                    for p in 0..P {
+                        acc[p] = R::op(simd, acc[p], taps[p][ph]);
+                    }
                 }
             }
-        }
-        let o = j * lanes;
-        for (p, &acc) in acc.iter().enumerate() {
-            let v = if R::AVG {
-                simd.mul_f32s(acc, scale_v)
+            for (p, &acc) in acc.iter().enumerate() {
+                let v = if R::AVG {
+                    simd.mul_f32s(acc, scale_v)
+                } else {
+                    acc
+                };
+                store_block(simd, out, p * ow, g, j, v);
+            }
+            cur = if in_regs {
+                next
+            } else if j + 1 < g.blocks {
+                block::<S, R, N, ST, P>(simd, rows, n, g, j + 1)
             } else {
-                acc
+                cur
             };
-            store(simd, &mut out[p * ow + o..p * ow + (o + lanes).min(ow)], v);
         }
-        cur = if in_regs {
-            next
-        } else if o + lanes < ow {
-            block::<S, R, N, ST, P>(simd, rows, n, g, j + 1)
-        } else {
-            cur
-        };
     }
 }
 
-/// One output row for strides above 2, element by element (same contract as [`output_row`]).
+/// One output row for strides above 2, element by element: `rows` are its window's rows (each
+/// `w` long), otherwise as [`output_rows`].
 #[allow(clippy::too_many_arguments)]
 fn output_row_strided<R: Reduce>(
     rows: &[f32],
@@ -526,8 +582,13 @@ impl Pool2d<'_> {
             (sw, kw) => {
                 let pw = self.p.padding.1;
                 let w = self.x_shape[3];
-                self.each_row::<R>(false, |rows, _, _, scale, orow| {
-                    output_row_strided::<R>(rows, w, sw, kw, pw, scale, orow)
+                let sh = self.p.stride.0;
+                let ow = self.out_shape[3];
+                self.each_row::<R>(false, |rows, n, _, _, scale, out| {
+                    for (i, orow) in out.chunks_exact_mut(ow).enumerate() {
+                        let rows = &rows[i * sh * w..(i * sh + n) * w];
+                        output_row_strided::<R>(rows, w, sw, kw, pw, scale, orow);
+                    }
                 })
             }
         }
@@ -547,29 +608,44 @@ impl Pool2d<'_> {
         let (kh, kw) = self.p.kernel;
         // Pairs of rows share their windows' common rows when the rows step as the columns do.
         let pairs = self.p.stride.0 == ST && (kh == 2 || kh == 3);
+        let sh = self.p.stride.0;
         self.each_row::<R>(
             pairs,
             #[inline(always)]
-            |rows, n, two, scale, out| match (n, two) {
-                (2, true) => output_rows::<S, R, 2, ST, KW, 2>(simd, rows, n, &g, kw, scale, out),
-                (3, true) => output_rows::<S, R, 3, ST, KW, 2>(simd, rows, n, &g, kw, scale, out),
-                (2, _) => output_rows::<S, R, 2, ST, KW, 1>(simd, rows, n, &g, kw, scale, out),
-                (3, _) => output_rows::<S, R, 3, ST, KW, 1>(simd, rows, n, &g, kw, scale, out),
-                _ => output_rows::<S, R, 0, ST, KW, 1>(simd, rows, n, &g, kw, scale, out),
+            |rows, n, two, count, scale, out| {
+                let g = &g;
+                match (n, two) {
+                    (2, true) => output_rows::<S, R, 2, ST, KW, 2>(
+                        simd, rows, n, sh, count, g, kw, scale, out,
+                    ),
+                    (3, true) => output_rows::<S, R, 3, ST, KW, 2>(
+                        simd, rows, n, sh, count, g, kw, scale, out,
+                    ),
+                    (2, _) => output_rows::<S, R, 2, ST, KW, 1>(
+                        simd, rows, n, sh, count, g, kw, scale, out,
+                    ),
+                    (3, _) => output_rows::<S, R, 3, ST, KW, 1>(
+                        simd, rows, n, sh, count, g, kw, scale, out,
+                    ),
+                    _ => output_rows::<S, R, 0, ST, KW, 1>(
+                        simd, rows, n, sh, count, g, kw, scale, out,
+                    ),
+                }
             },
         )
     }
 
-    /// Calls `f(rows, n, two, scale, out)` for every output row, or pair of rows: `rows` are the
-    /// `n` input rows of its window (padding rows left out) and `out` the output row; with
-    /// `pairs`, two consecutive output rows whose windows are whole (`n = kh`) go together
-    /// (`two`), `rows` then holding the `kh + sh` rows of both windows and `out` both rows.
-    /// `scale` is `1/(kh·kw)`.
+    /// Calls `f(rows, n, two, count, scale, out)` for runs of output rows, plane by plane:
+    /// `rows` is the plane from the first window row of the run on, `out` the run's output rows,
+    /// `scale` is `1/(kh·kw)`. A run is `count` rows whose windows have `n` rows (padding rows
+    /// left out), each `sh` rows after the previous one — the rows at the top and bottom
+    /// borders one by one, the rest (whole windows, `n = kh`) together — or, with `pairs` and
+    /// `two`, `count` pairs of such rows.
     #[inline(always)]
     fn each_row<R: Reduce>(
         self,
         pairs: bool,
-        mut f: impl FnMut(&[f32], usize, bool, f32, &mut [f32]),
+        mut f: impl FnMut(&[f32], usize, bool, usize, f32, &mut [f32]),
     ) {
         let [_, _, h, w] = self.x_shape;
         let [_, _, oh, ow] = self.out_shape;
@@ -580,6 +656,13 @@ impl Pool2d<'_> {
             return;
         }
         let scale = 1.0 / (kh * kw) as f32;
+        // Rows `top..bottom` have whole windows: `oy·sh ≥ ph` and `oy·sh - ph + kh ≤ h`.
+        let top = ph.div_ceil(sh).min(oh);
+        let bottom = if h + ph >= kh {
+            ((h + ph - kh) / sh + 1).max(top).min(oh)
+        } else {
+            top
+        };
         for (plane, out) in self
             .x
             .chunks_exact(h * w)
@@ -589,24 +672,27 @@ impl Pool2d<'_> {
             while oy < oh {
                 let y0 = (oy * sh).max(ph) - ph;
                 let y1 = (oy * sh + kh).min(h + ph) - ph;
-                let orow = &mut out[oy * ow..];
-                if pairs && oy + 1 < oh && oy * sh >= ph && y0 + kh + sh <= h {
-                    f(
-                        &plane[y0 * w..(y0 + kh + sh) * w],
-                        kh,
-                        true,
-                        scale,
-                        &mut orow[..2 * ow],
-                    );
-                    oy += 2;
-                    continue;
+                if oy == top && bottom > top {
+                    let whole = bottom - top;
+                    let (two, count) = if pairs {
+                        (true, whole / 2)
+                    } else {
+                        (false, whole)
+                    };
+                    if count > 0 {
+                        let rows_out = if two { 2 * count } else { count };
+                        let out = &mut out[oy * ow..(oy + rows_out) * ow];
+                        f(&plane[y0 * w..], kh, two, count, scale, out);
+                        oy += rows_out;
+                        continue;
+                    }
                 }
-                let orow = &mut orow[..ow];
+                let orow = &mut out[oy * ow..(oy + 1) * ow];
                 if y1 <= y0 {
                     // Unreachable with padding ≤ kernel/2.
                     orow.fill(R::IDENTITY);
                 } else {
-                    f(&plane[y0 * w..y1 * w], y1 - y0, false, scale, orow);
+                    f(&plane[y0 * w..], y1 - y0, false, 1, scale, orow);
                 }
                 oy += 1;
             }

@@ -12,6 +12,14 @@
 //! only on the column, so they are computed once per call. Borders need no scalar path:
 //! PyTorch's rule that padding is at most half the window guarantees every window holds a
 //! real element. Nothing is written but the output.
+//!
+//! Rows are visited plane by plane: the rows at the top and bottom borders (windows cut by
+//! the padding) one at a time, the rows in between — whole windows — as one run with nothing
+//! recomputed per row but the row's address; when the rows step as the columns do and windows
+//! are 2 or 3 rows tall, the run goes two output rows at a time and the rows their windows
+//! share are reduced once (3×3 stride 1: 4 loads per 2 output vectors instead of 6). Narrow
+//! planes (a row shorter than a vector, such as 26 columns for 13 outputs) are thus not
+//! dominated by per-row overhead.
 
 use pulp::Simd;
 
@@ -208,7 +216,7 @@ fn column<S: Simd, R: Reduce, const N: usize>(
     }
     v
 }
-/// [`column`] for `P` output rows (1 or 2) at once. For a pair, `rows` holds the `N + SH`
+/// [`column()`] for `P` output rows (1 or 2) at once. For a pair, `rows` holds the `N + SH`
 /// input rows of two windows of `N` rows that start `SH` rows apart (`N` and `SH` known at
 /// compile time); the rows the windows share are reduced once.
 #[allow(clippy::too_many_arguments)]
@@ -594,7 +602,7 @@ impl Pool2d<'_> {
         }
     }
 
-    /// Every output row with [`output_row`], for column stride `ST` ∈ {1, 2} and window width
+    /// Every output row with [`output_rows`], for column stride `ST` ∈ {1, 2} and window width
     /// `KW` (0: not known at compile time).
     #[inline(always)]
     fn simd_rows<S: Simd, R: Reduce, const ST: usize, const KW: usize>(self, simd: S) {

@@ -1,13 +1,25 @@
 //! NCHW pooling: max, average (`count_include_pad=True`) and global average.
 //!
 //! Each output vector (`lanes` outputs of one row) is made in registers straight from the
-//! input: for every tap column, the window's rows are combined with vector max/add, then the
-//! taps are combined — as shifted loads when the stride is 1, as the even and odd lanes of two
-//! vectors when it is 2 (one permute each on AVX-512 and AVX2), element by element for larger
-//! strides. Loads inside the row are plain; the few that cross a border are masked loads
-//! (AVX-512) that fill the padding with the identity (`-inf` for max, `0` for the sum), so
-//! borders need no scalar path: PyTorch's rule that padding is at most half the window
-//! guarantees every window holds a real element. Nothing is written but the output.
+//! input. The window's rows are reduced first (vector max/add of the same columns of each
+//! row), a vector block of columns at a time; the column taps then come from those blocks —
+//! for stride 2 split into their even and odd lanes (one permute each on AVX-512 and AVX2),
+//! and the taps past the first `stride` shifted across the next block in registers on AVX-512
+//! (one permute per tap; the next block is carried to the next output vector, so each input
+//! element is loaded once per window row) or reloaded at the shifted column elsewhere. Strides
+//! above 2 go element by element. Loads that cross a border are masked loads (AVX-512) that
+//! fill the padding with the identity (`-inf` for max, `0` for the sum); their masks depend
+//! only on the column, so they are computed once per call. Borders need no scalar path:
+//! PyTorch's rule that padding is at most half the window guarantees every window holds a
+//! real element. Nothing is written but the output.
+//!
+//! Rows are visited plane by plane: the rows at the top and bottom borders (windows cut by
+//! the padding) one at a time, the rows in between — whole windows — as one run with nothing
+//! recomputed per row but the row's address; when the rows step as the columns do and windows
+//! are 2 or 3 rows tall, the run goes two output rows at a time and the rows their windows
+//! share are reduced once (3×3 stride 1: 4 loads per 2 output vectors instead of 6). Narrow
+//! planes (a row shorter than a vector, such as 26 columns for 13 outputs) are thus not
+//! dominated by per-row overhead.
 
 use pulp::Simd;
 
@@ -65,59 +77,188 @@ impl Reduce for SumOp {
     }
 }
 
-/// `lanes` elements of `row` from the signed offset `off`, identity where outside the row (the
-/// padding). A plain load in the interior; a masked load (AVX-512) or a copy at the borders.
+/// Which lanes of the `lanes`-element block starting at signed column `c` of a `w`-wide row lie
+/// inside the row, as a bit mask (bit `i` is lane `i`; `lanes ≤ 16`).
 #[inline(always)]
-fn window_load<S: Simd, R: Reduce>(simd: S, row: &[f32], off: isize) -> S::f32s {
-    let lanes = S::F32_LANES;
-    let w = row.len() as isize;
-    if off >= 0 && off + lanes as isize <= w {
-        // SAFETY: `off..off + lanes` is inside `row`.
-        return unsafe { row.as_ptr().offset(off).cast::<S::f32s>().read_unaligned() };
+fn lanes_inside(c: isize, w: usize, lanes: usize) -> u16 {
+    // min/max rather than `clamp` (whose bounds check is a call, not inlined under the
+    // SIMD level's target features).
+    let lanes = lanes as isize;
+    let lo = (-c).max(0).min(lanes);
+    let hi = (w as isize).saturating_sub(c).max(lo).min(lanes);
+    (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
+}
+
+/// How many block masks [`RowGeom`] keeps (rows of up to `MASKS·lanes` columns, with the
+/// padding and the blocks read past the end; longer rows compute the rest as they go).
+const MASKS: usize = 64;
+
+/// The column geometry of one output row, the same for every row, channel and image: the input
+/// row width, the left padding, the output blocks per row, and the load masks
+/// ([`lanes_inside`]) of the vector blocks the row is read in — block `m` starts at column
+/// `m·lanes - pad` — computed once per call.
+struct RowGeom {
+    w: usize,
+    pad: usize,
+    lanes: usize,
+    /// Outputs per row.
+    ow: usize,
+    /// Output vectors per row (the last may be partial).
+    blocks: usize,
+    /// Which lanes of the last output vector are in the row.
+    out_tail: u16,
+    /// Masks of blocks `0..used`.
+    masks: [u16; MASKS],
+    used: usize,
+}
+
+impl RowGeom {
+    /// The geometry for input rows `w` wide with `pad` columns of padding on the left and
+    /// `ow` outputs, read `stride` blocks per output block plus `stride + 1` ahead.
+    fn new(w: usize, pad: usize, ow: usize, stride: usize, lanes: usize) -> Self {
+        let blocks = ow.div_ceil(lanes);
+        let mut masks = [0; MASKS];
+        let used = (stride * (blocks + 1)).min(MASKS);
+        for (m, mask) in masks[..used].iter_mut().enumerate() {
+            *mask = lanes_inside((m * lanes) as isize - pad as isize, w, lanes);
+        }
+        Self {
+            w,
+            pad,
+            lanes,
+            ow,
+            blocks,
+            out_tail: lanes_inside(((blocks.max(1) - 1) * lanes) as isize, ow, lanes),
+            masks,
+            used,
+        }
     }
-    let lo = (-off).clamp(0, lanes as isize) as usize;
-    let hi = (w - off).clamp(lo as isize, lanes as isize) as usize;
+
+    /// First column of block `m` (negative inside the left padding).
+    #[inline(always)]
+    fn col(&self, m: usize) -> isize {
+        (m * self.lanes) as isize - self.pad as isize
+    }
+
+    /// The load mask of block `m`.
+    #[inline(always)]
+    fn mask(&self, m: usize) -> u16 {
+        match self.masks[..self.used].get(m) {
+            Some(&mask) => mask,
+            None => lanes_inside(self.col(m), self.w, self.lanes),
+        }
+    }
+}
+
+/// `lanes` elements of row `r` of `rows` (rows `w` long) from the signed column `c`, the identity
+/// in the lanes outside `mask` (which must be [`lanes_inside`]`(c, w, lanes)`: the padding).
+/// One (masked) load on AVX-512; a plain load or a copy elsewhere.
+#[inline(always)]
+fn load_block<S: Simd, R: Reduce>(
+    simd: S,
+    rows: &[f32],
+    r: usize,
+    w: usize,
+    c: isize,
+    mask: u16,
+) -> S::f32s {
+    let lanes = S::F32_LANES;
+    debug_assert_eq!(mask, lanes_inside(c, w, lanes));
+    debug_assert!((r + 1) * w <= rows.len());
     #[cfg(target_arch = "x86_64")]
     if let Some(v4) = crate::elem::downcast::<S, pulp::x86::V4>(simd) {
-        let mask = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16;
         let fill = v4.avx512f._mm512_set1_ps(R::IDENTITY);
-        // SAFETY: only lanes `lo..hi` are read, which are inside `row`; S is V4.
+        // SAFETY: only the lanes under `mask` are read, which are columns of row `r` (inside
+        // `rows`, see the caller); S is V4.
         return unsafe {
             crate::elem::reinterpret(v4.avx512f._mm512_mask_loadu_ps(
                 fill,
                 mask,
-                row.as_ptr().wrapping_offset(off),
+                rows.as_ptr().wrapping_add(r * w).wrapping_offset(c),
             ))
         };
     }
     let _ = simd;
+    let row = &rows[r * w..(r + 1) * w];
+    if u32::from(mask) == (1u32 << lanes) - 1 {
+        let c = c as usize;
+        let v = &row[c..c + lanes];
+        // SAFETY: `v` holds `lanes` floats.
+        return unsafe { v.as_ptr().cast::<S::f32s>().read_unaligned() };
+    }
     let mut buf = [R::IDENTITY; 16];
-    if hi > lo {
-        let start = (off + lo as isize) as usize;
+    if mask != 0 {
+        let lo = mask.trailing_zeros() as usize;
+        let hi = 16 - mask.leading_zeros() as usize;
+        let start = (c + lo as isize) as usize;
         buf[lo..hi].copy_from_slice(&row[start..start + hi - lo]);
     }
     // SAFETY: `buf` holds 16 ≥ lanes floats.
     unsafe { buf.as_ptr().cast::<S::f32s>().read_unaligned() }
 }
 
-/// `op` over the `n` window rows (`rows`, each `w` long) of the `lanes` elements from `off`
-/// (see [`window_load`]). `N` is `n` when known at compile time (windows of 1–3 rows), else 0.
+/// `op` over the `n` window rows (`rows`, each `w` long) of the block at column `c` (see
+/// [`load_block`]): one block of the window-reduced row. `N` is `n` when known at compile time
+/// (windows of 2 or 3 rows), else 0.
 #[inline(always)]
 fn column<S: Simd, R: Reduce, const N: usize>(
     simd: S,
     rows: &[f32],
     n: usize,
     w: usize,
-    off: isize,
+    c: isize,
+    mask: u16,
 ) -> S::f32s {
     let n = if N > 0 { N } else { n };
-    let mut v = window_load::<S, R>(simd, &rows[..w], off);
+    let mut v = load_block::<S, R>(simd, rows, 0, w, c, mask);
     for r in 1..n {
-        v = R::op(
-            simd,
-            v,
-            window_load::<S, R>(simd, &rows[r * w..(r + 1) * w], off),
-        );
+        v = R::op(simd, v, load_block::<S, R>(simd, rows, r, w, c, mask));
+    }
+    v
+}
+/// [`column()`] for `P` output rows (1 or 2) at once. For a pair, `rows` holds the `N + SH`
+/// input rows of two windows of `N` rows that start `SH` rows apart (`N` and `SH` known at
+/// compile time); the rows the windows share are reduced once.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn columns<S: Simd, R: Reduce, const N: usize, const SH: usize, const P: usize>(
+    simd: S,
+    rows: &[f32],
+    n: usize,
+    w: usize,
+    c: isize,
+    mask: u16,
+) -> [S::f32s; P] {
+    let mut v = [simd.splat_f32s(R::IDENTITY); P];
+    if P == 1 {
+        v[0] = column::<S, R, N>(simd, rows, n, w, c, mask);
+        return v;
+    }
+    if SH < N {
+        // Rows `SH..N` are in both windows.
+        let mut shared = load_block::<S, R>(simd, rows, SH, w, c, mask);
+        for r in SH + 1..N {
+            shared = R::op(simd, shared, load_block::<S, R>(simd, rows, r, w, c, mask));
+        }
+        v[0] = shared;
+        for r in 0..SH {
+            v[0] = R::op(simd, v[0], load_block::<S, R>(simd, rows, r, w, c, mask));
+        }
+        v[1] = shared;
+        for r in N..N + SH {
+            v[1] = R::op(simd, v[1], load_block::<S, R>(simd, rows, r, w, c, mask));
+        }
+    } else {
+        v[0] = load_block::<S, R>(simd, rows, 0, w, c, mask);
+        v[1] = load_block::<S, R>(simd, rows, SH, w, c, mask);
+        for r in 1..N {
+            v[0] = R::op(simd, v[0], load_block::<S, R>(simd, rows, r, w, c, mask));
+            v[1] = R::op(
+                simd,
+                v[1],
+                load_block::<S, R>(simd, rows, SH + r, w, c, mask),
+            );
+        }
     }
     v
 }
@@ -185,14 +326,214 @@ fn even_odd<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> (S::f32s, S::f32s) {
     }
 }
 
-/// One output row: `out[o] = op over the window rows `rows` (each `w` long) and
-/// `kx < kw` of `row[o·stride + kx - pad]` (padding is the identity), times `scale` for averages.
+/// Lanes `t..t + lanes` of `a` followed by `b` (`t ≤ lanes`), in registers: one permute on
+/// AVX-512, `None` elsewhere (the caller then reloads at the shifted column).
+#[inline(always)]
+fn shifted<S: Simd>(simd: S, a: S::f32s, b: S::f32s, t: usize) -> Option<S::f32s> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(v4) = crate::elem::downcast::<S, pulp::x86::V4>(simd) {
+        use crate::elem::reinterpret;
+        use core::arch::x86_64::{__m512, __m512i};
+        let f = v4.avx512f;
+        // SAFETY: S is V4, so the register types match; the index vector is plain data.
+        return Some(unsafe {
+            let (a, b): (__m512, __m512) = (reinterpret(a), reinterpret(b));
+            let iota: __m512i =
+                core::mem::transmute([0i32, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+            let idx = f._mm512_add_epi32(iota, f._mm512_set1_epi32(t as i32));
+            reinterpret(f._mm512_permutex2var_ps(a, idx, b))
+        });
+    }
+    let _ = (simd, a, b, t);
+    None
+}
+
+/// Whether the taps past the first `stride` are taken from registers ([`shifted`]) rather than
+/// reloaded: on AVX-512, for windows reaching at most one vector further.
+#[inline(always)]
+fn taps_in_registers<S: Simd>(simd: S, stride: usize, kw: usize) -> bool {
+    kw > stride
+        && (kw - 1) / stride <= S::F32_LANES
+        && shifted(simd, simd.splat_f32s(0.0), simd.splat_f32s(0.0), 0).is_some()
+}
+
+/// The window-reduced rows (see [`columns`]) at columns `c..c + stride·lanes`, split by phase:
+/// `[block, block]` for stride 1, `[even columns, odd columns]` for stride 2. `masks` are the
+/// load masks at `c` and `c + lanes`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn output_row<S: Simd, R: Reduce, const N: usize>(
+fn phases<S: Simd, R: Reduce, const N: usize, const ST: usize, const P: usize>(
     simd: S,
     rows: &[f32],
     n: usize,
+    w: usize,
+    c: isize,
+    masks: (u16, u16),
+) -> [[S::f32s; 2]; P] {
+    let a = columns::<S, R, N, ST, P>(simd, rows, n, w, c, masks.0);
+    // Plain loops rather than `map`/`from_fn`, whose closures are not always inlined (and
+    // then run without the SIMD level's target features).
+    let mut v = [[a[0]; 2]; P];
+    if ST == 1 {
+        for p in 0..P {
+            v[p] = [a[p], a[p]];
+        }
+        return v;
+    }
+    let b = columns::<S, R, N, ST, P>(simd, rows, n, w, c + S::F32_LANES as isize, masks.1);
+    for p in 0..P {
+        let (e, o) = even_odd(simd, a[p], b[p]);
+        v[p] = [e, o];
+    }
+    v
+}
+
+/// [`phases`] of output block `j` (row blocks `ST·j` and `ST·j + 1`).
+#[inline(always)]
+fn block<S: Simd, R: Reduce, const N: usize, const ST: usize, const P: usize>(
+    simd: S,
+    rows: &[f32],
+    n: usize,
+    g: &RowGeom,
+    j: usize,
+) -> [[S::f32s; 2]; P] {
+    let m = ST * j;
+    phases::<S, R, N, ST, P>(simd, rows, n, g.w, g.col(m), (g.mask(m), g.mask(m + 1)))
+}
+
+/// Stores `v` as output block `j` of a row (`g.ow` long) starting at `out[at]`: a whole vector,
+/// or the row's last, partial block (a masked store on AVX-512).
+#[inline(always)]
+fn store_block<S: Simd>(simd: S, out: &mut [f32], at: usize, g: &RowGeom, j: usize, v: S::f32s) {
+    let o = j * S::F32_LANES;
+    let row = &mut out[at..at + g.ow];
+    let mask = if j + 1 < g.blocks {
+        ((1u32 << S::F32_LANES) - 1) as u16
+    } else {
+        g.out_tail
+    };
+    let end = o + (16 - mask.leading_zeros() as usize);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(v4) = crate::elem::downcast::<S, pulp::x86::V4>(simd) {
+        debug_assert!(end <= row.len());
+        // SAFETY: the lanes under `mask` are outputs `o..end` of `row`; S is V4.
+        unsafe {
+            v4.avx512f._mm512_mask_storeu_ps(
+                row.as_mut_ptr().wrapping_add(o),
+                mask,
+                crate::elem::reinterpret(v),
+            );
+        }
+        return;
+    }
+    store(simd, &mut row[o..end], v);
+}
+
+/// `count` groups of `P` consecutive output rows (`P` = 1, or 2 when their windows are whole),
+/// for column stride `ST` ∈ {1, 2}: `out[o] = op` over the window rows and `kx < kw` of
+/// `row[o·ST + kx - pad]` (padding is the identity), times `scale` for averages. `rows` starts
+/// at the first window row of the first group; group `i` starts `i·P·sh` rows further and its
+/// outputs `i·P` rows further into `out` (rows `g.ow` long). A single row's window has `n`
+/// rows; a pair's windows have `N` and share their rows as in [`columns`] (pairs need
+/// `sh = ST`). `N` is `n` when known at compile time (2 or 3; always for pairs), else 0; `KW` is
+/// `kw` when known, else 0.
+///
+/// The window's rows are reduced first, one vector block of columns at a time (block `m` of
+/// [`RowGeom`]); output block `j` reads blocks `ST·j..ST·j + ST`, whose phases (see [`phases`])
+/// are tap `kx < ST`, and tap `kx` is phase `kx % ST` shifted by `kx / ST` lanes. With
+/// [`taps_in_registers`] the shifted taps come from this block's phases and the next block's
+/// (carried to the next iteration, so every input element is loaded once per window row);
+/// otherwise they are reloaded at the shifted column. Everything that depends on the column
+/// only (masks, offsets) is computed once per call, so a group costs its loads, its
+/// arithmetic and its stores.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn output_rows<
+    S: Simd,
+    R: Reduce,
+    const N: usize,
+    const ST: usize,
+    const KW: usize,
+    const P: usize,
+>(
+    simd: S,
+    rows: &[f32],
+    n: usize,
+    sh: usize,
+    count: usize,
+    g: &RowGeom,
+    kw: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let lanes = S::F32_LANES;
+    let kw = if KW > 0 { KW } else { kw };
+    let (w, ow) = (g.w, g.ow);
+    let need = if P == 2 { N + ST } else { n };
+    let scale_v = simd.splat_f32s(scale);
+    let in_regs = taps_in_registers(simd, ST, kw);
+    let first = (g.mask(0), g.mask(1));
+    for i in 0..count {
+        let rows = &rows[i * P * sh * w..(i * P * sh + need) * w];
+        let out = &mut out[i * P * ow..(i + 1) * P * ow];
+        let mut cur = phases::<S, R, N, ST, P>(simd, rows, n, w, g.col(0), first);
+        for j in 0..g.blocks {
+            let next = if in_regs {
+                block::<S, R, N, ST, P>(simd, rows, n, g, j + 1)
+            } else {
+                cur
+            };
+            let mut acc = [cur[0][0]; P];
+            for p in 1..P {
+                acc[p] = cur[p][0];
+            }
+            for kx in 1..kw {
+                let (ph, t) = (kx % ST, kx / ST);
+                if t == 0 {
+                    for p in 0..P {
+                        acc[p] = R::op(simd, acc[p], cur[p][ph]);
+                    }
+                } else if in_regs {
+                    for p in 0..P {
+                        let tap = shifted(simd, cur[p][ph], next[p][ph], t).unwrap_or(cur[p][ph]);
+                        acc[p] = R::op(simd, acc[p], tap);
+                    }
+                } else {
+                    let c = g.col(ST * j) + (ST * t) as isize;
+                    let masks = (
+                        lanes_inside(c, w, lanes),
+                        lanes_inside(c + lanes as isize, w, lanes),
+                    );
+                    let taps = phases::<S, R, N, ST, P>(simd, rows, n, w, c, masks);
+                    for p in 0..P {
+                        acc[p] = R::op(simd, acc[p], taps[p][ph]);
+                    }
+                }
+            }
+            for (p, &acc) in acc.iter().enumerate() {
+                let v = if R::AVG {
+                    simd.mul_f32s(acc, scale_v)
+                } else {
+                    acc
+                };
+                store_block(simd, out, p * ow, g, j, v);
+            }
+            cur = if in_regs {
+                next
+            } else if j + 1 < g.blocks {
+                block::<S, R, N, ST, P>(simd, rows, n, g, j + 1)
+            } else {
+                cur
+            };
+        }
+    }
+}
+
+/// One output row for strides above 2, element by element: `rows` are its window's rows (each
+/// `w` long), otherwise as [`output_rows`].
+#[allow(clippy::too_many_arguments)]
+fn output_row_strided<R: Reduce>(
+    rows: &[f32],
     w: usize,
     stride: usize,
     kw: usize,
@@ -200,67 +541,17 @@ fn output_row<S: Simd, R: Reduce, const N: usize>(
     scale: f32,
     out: &mut [f32],
 ) {
-    let lanes = S::F32_LANES;
-    let ow = out.len();
-    let scale_v = simd.splat_f32s(scale);
-    let pad = pad as isize;
-    match stride {
-        1 => {
-            for o in (0..ow).step_by(lanes) {
-                let base = o as isize - pad;
-                let mut acc = column::<S, R, N>(simd, rows, n, w, base);
-                for kx in 1..kw {
-                    acc = R::op(
-                        simd,
-                        acc,
-                        column::<S, R, N>(simd, rows, n, w, base + kx as isize),
-                    );
+    for (o, v) in out.iter_mut().enumerate() {
+        let mut acc = R::IDENTITY;
+        for row in rows.chunks_exact(w) {
+            for kx in 0..kw {
+                let x = (o * stride + kx).wrapping_sub(pad);
+                if x < w {
+                    acc = R::op1(acc, row[x]);
                 }
-                let v = if R::AVG {
-                    simd.mul_f32s(acc, scale_v)
-                } else {
-                    acc
-                };
-                store(simd, &mut out[o..(o + lanes).min(ow)], v);
             }
         }
-        2 => {
-            for o in (0..ow).step_by(lanes) {
-                let base = 2 * o as isize - pad;
-                let mut acc = simd.splat_f32s(R::IDENTITY);
-                for kx in (0..kw).step_by(2) {
-                    let off = base + kx as isize;
-                    let lo = column::<S, R, N>(simd, rows, n, w, off);
-                    let hi = column::<S, R, N>(simd, rows, n, w, off + lanes as isize);
-                    let (e, od) = even_odd(simd, lo, hi);
-                    acc = R::op(simd, acc, e);
-                    if kx + 1 < kw {
-                        acc = R::op(simd, acc, od);
-                    }
-                }
-                let v = if R::AVG {
-                    simd.mul_f32s(acc, scale_v)
-                } else {
-                    acc
-                };
-                store(simd, &mut out[o..(o + lanes).min(ow)], v);
-            }
-        }
-        _ => {
-            // Larger strides: element by element.
-            for (o, v) in out.iter_mut().enumerate() {
-                let mut acc = R::IDENTITY;
-                for row in rows.chunks_exact(w).take(n) {
-                    for kx in 0..kw {
-                        let x = (o * stride + kx).wrapping_sub(pad as usize);
-                        if x < w {
-                            acc = R::op1(acc, row[x]);
-                        }
-                    }
-                }
-                *v = if R::AVG { acc * scale } else { acc };
-            }
-        }
+        *v = if R::AVG { acc * scale } else { acc };
     }
 }
 
@@ -289,37 +580,129 @@ impl pulp::WithSimd for Pool2d<'_> {
 impl Pool2d<'_> {
     #[inline(always)]
     fn run<S: Simd, R: Reduce>(self, simd: S) {
+        match (self.p.stride.1, self.p.kernel.1) {
+            (1, 2) => self.simd_rows::<S, R, 1, 2>(simd),
+            (1, 3) => self.simd_rows::<S, R, 1, 3>(simd),
+            (1, _) => self.simd_rows::<S, R, 1, 0>(simd),
+            (2, 2) => self.simd_rows::<S, R, 2, 2>(simd),
+            (2, 3) => self.simd_rows::<S, R, 2, 3>(simd),
+            (2, _) => self.simd_rows::<S, R, 2, 0>(simd),
+            (sw, kw) => {
+                let pw = self.p.padding.1;
+                let w = self.x_shape[3];
+                let sh = self.p.stride.0;
+                let ow = self.out_shape[3];
+                self.each_row::<R>(false, |rows, n, _, _, scale, out| {
+                    for (i, orow) in out.chunks_exact_mut(ow).enumerate() {
+                        let rows = &rows[i * sh * w..(i * sh + n) * w];
+                        output_row_strided::<R>(rows, w, sw, kw, pw, scale, orow);
+                    }
+                })
+            }
+        }
+    }
+
+    /// Every output row with [`output_rows`], for column stride `ST` ∈ {1, 2} and window width
+    /// `KW` (0: not known at compile time).
+    #[inline(always)]
+    fn simd_rows<S: Simd, R: Reduce, const ST: usize, const KW: usize>(self, simd: S) {
+        let g = RowGeom::new(
+            self.x_shape[3],
+            self.p.padding.1,
+            self.out_shape[3],
+            ST,
+            S::F32_LANES,
+        );
+        let (kh, kw) = self.p.kernel;
+        // Pairs of rows share their windows' common rows when the rows step as the columns do.
+        let pairs = self.p.stride.0 == ST && (kh == 2 || kh == 3);
+        let sh = self.p.stride.0;
+        self.each_row::<R>(
+            pairs,
+            #[inline(always)]
+            |rows, n, two, count, scale, out| {
+                let g = &g;
+                match (n, two) {
+                    (2, true) => output_rows::<S, R, 2, ST, KW, 2>(
+                        simd, rows, n, sh, count, g, kw, scale, out,
+                    ),
+                    (3, true) => output_rows::<S, R, 3, ST, KW, 2>(
+                        simd, rows, n, sh, count, g, kw, scale, out,
+                    ),
+                    (2, _) => output_rows::<S, R, 2, ST, KW, 1>(
+                        simd, rows, n, sh, count, g, kw, scale, out,
+                    ),
+                    (3, _) => output_rows::<S, R, 3, ST, KW, 1>(
+                        simd, rows, n, sh, count, g, kw, scale, out,
+                    ),
+                    _ => output_rows::<S, R, 0, ST, KW, 1>(
+                        simd, rows, n, sh, count, g, kw, scale, out,
+                    ),
+                }
+            },
+        )
+    }
+
+    /// Calls `f(rows, n, two, count, scale, out)` for runs of output rows, plane by plane:
+    /// `rows` is the plane from the first window row of the run on, `out` the run's output rows,
+    /// `scale` is `1/(kh·kw)`. A run is `count` rows whose windows have `n` rows (padding rows
+    /// left out), each `sh` rows after the previous one — the rows at the top and bottom
+    /// borders one by one, the rest (whole windows, `n = kh`) together — or, with `pairs` and
+    /// `two`, `count` pairs of such rows.
+    #[inline(always)]
+    fn each_row<R: Reduce>(
+        self,
+        pairs: bool,
+        mut f: impl FnMut(&[f32], usize, bool, usize, f32, &mut [f32]),
+    ) {
         let [_, _, h, w] = self.x_shape;
         let [_, _, oh, ow] = self.out_shape;
         let (kh, kw) = self.p.kernel;
-        let (sh, sw) = self.p.stride;
-        let (ph, pw) = self.p.padding;
+        let sh = self.p.stride.0;
+        let ph = self.p.padding.0;
         if oh * ow == 0 {
             return;
         }
         let scale = 1.0 / (kh * kw) as f32;
+        // Rows `top..bottom` have whole windows: `oy·sh ≥ ph` and `oy·sh - ph + kh ≤ h`.
+        let top = ph.div_ceil(sh).min(oh);
+        let bottom = if h + ph >= kh {
+            ((h + ph - kh) / sh + 1).max(top).min(oh)
+        } else {
+            top
+        };
         for (plane, out) in self
             .x
             .chunks_exact(h * w)
             .zip(self.out.chunks_exact_mut(oh * ow))
         {
-            for (oy, orow) in out.chunks_exact_mut(ow).enumerate() {
-                // Input rows y0..y1 of the window (padding rows left out).
+            let mut oy = 0;
+            while oy < oh {
                 let y0 = (oy * sh).max(ph) - ph;
                 let y1 = (oy * sh + kh).min(h + ph) - ph;
+                if oy == top && bottom > top {
+                    let whole = bottom - top;
+                    let (two, count) = if pairs {
+                        (true, whole / 2)
+                    } else {
+                        (false, whole)
+                    };
+                    if count > 0 {
+                        let rows_out = if two { 2 * count } else { count };
+                        let out = &mut out[oy * ow..(oy + rows_out) * ow];
+                        f(&plane[y0 * w..], kh, two, count, scale, out);
+                        oy += rows_out;
+                        continue;
+                    }
+                }
+                let orow = &mut out[oy * ow..(oy + 1) * ow];
                 if y1 <= y0 {
                     // Unreachable with padding ≤ kernel/2.
                     orow.fill(R::IDENTITY);
-                    continue;
+                } else {
+                    f(&plane[y0 * w..], y1 - y0, false, 1, scale, orow);
                 }
-                let rows = &plane[y0 * w..y1 * w];
-                let n = y1 - y0;
-                match n {
-                    1 => output_row::<S, R, 1>(simd, rows, n, w, sw, kw, pw, scale, orow),
-                    2 => output_row::<S, R, 2>(simd, rows, n, w, sw, kw, pw, scale, orow),
-                    3 => output_row::<S, R, 3>(simd, rows, n, w, sw, kw, pw, scale, orow),
-                    _ => output_row::<S, R, 0>(simd, rows, n, w, sw, kw, pw, scale, orow),
-                }
+                oy += 1;
             }
         }
     }

@@ -86,6 +86,44 @@ proptest! {
     }
 
     #[test]
+    fn pool2d_row_runs_match_oracle(
+        n in 1usize..=2,
+        c in 1usize..=3,
+        h in 2usize..=12,
+        w in prop::sample::select(vec![1usize, 3, 7, 8, 9, 15, 16, 17, 26, 31, 32, 33, 47, 48, 49]),
+        k in 1usize..=3,
+        s in 1usize..=2,
+        pad in 0usize..=1,
+        seed: u64,
+    ) {
+        // Square windows whose rows step as the columns do (rows processed in runs and in
+        // pairs sharing window rows), at widths around 1-3 vectors of every level.
+        let pad = pad.min(k / 2);
+        let k = k.min(h + 2 * pad).min(w + 2 * pad);
+        let pad = pad.min(k / 2);
+        let p = Pool2dParams { kernel: (k, k), stride: (s, s), padding: (pad, pad) };
+        check_pool([n, c, h, w], &p, seed).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn pool2d_wide_windows_match_oracle(
+        h in 1usize..=5,
+        w in 1usize..=70,
+        kernel in (1usize..=3, 1usize..=40),
+        stride in (1usize..=2, 1usize..=2),
+        pad in (0usize..=1, 0usize..=20),
+        seed: u64,
+    ) {
+        // Windows wider than a vector (taps shifted past the next block) and padding of more
+        // than a vector's lanes.
+        let padding = (pad.0.min(kernel.0 / 2), pad.1.min(kernel.1 / 2));
+        let kernel = (kernel.0.min(h + 2 * padding.0), kernel.1.min(w + 2 * padding.1));
+        let padding = (padding.0.min(kernel.0 / 2), padding.1.min(kernel.1 / 2));
+        let p = Pool2dParams { kernel, stride, padding };
+        check_pool([1, 2, h, w], &p, seed).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
     fn global_avg_pool_matches_oracle(
         n in 1usize..=3,
         c in 1usize..=5,
@@ -565,4 +603,17 @@ fn levels_are_consistent() {
     }
     #[cfg(target_arch = "x86_64")]
     assert!(Kernels::with_level(tensorlet_kernels::Level::Neon).is_none());
+}
+
+#[test]
+fn pool2d_very_wide_rows_match_oracle() {
+    // Rows of more blocks than the per-call mask table holds (64 vectors of 16 lanes).
+    for (k, s, pad) in [(2, 2, 0), (3, 1, 1), (3, 2, 1), (3, 2, 0)] {
+        let p = Pool2dParams {
+            kernel: (k, k),
+            stride: (s, s),
+            padding: (pad, pad),
+        };
+        check_pool([1, 2, 5, 2100 + k], &p, k as u64).unwrap();
+    }
 }

@@ -39,11 +39,11 @@ impl Kernels {
         out: &mut [f32],
         f: impl Fn(&Kernels, &[f32], usize, &mut [f32]) + Sync,
     ) {
-        let mr = if self.threads() > 1 {
-            self.run(TileRows)
-        } else {
-            1
-        };
+        if self.threads() <= 1 {
+            f(self, x, m, out);
+            return;
+        }
+        let mr = self.run(TileRows);
         let flops = 2usize.saturating_mul(m).saturating_mul(k).saturating_mul(n);
         let threads = self
             .threads()

@@ -18,7 +18,7 @@ use pulp::Simd;
 
 use crate::activation::{Activation, apply_slice};
 use crate::dispatch::Level;
-use crate::elem::AlignedBuf;
+use crate::elem::{Scratch, take_scratch};
 use crate::gemm::{AView, Bias, Gemm, KC, NC, nr, packed_b_len, tile_dims};
 use crate::shape::Conv2dParams;
 use crate::vmem::{load, store};
@@ -500,10 +500,7 @@ impl pulp::WithSimd for Conv2d<'_> {
         // The patch buffer is reused across calls on this thread (every element the GEMM reads is
         // written by im2col first, so it is never cleared).
         let need = packed_b_len(taps, block.min(pixels), nr);
-        let mut buf = PATCHES
-            .take()
-            .filter(|b| b.as_slice().len() >= need)
-            .unwrap_or_else(|| AlignedBuf::zeroed(need));
+        let mut buf = take_scratch(&PATCHES, need);
         let b = buf.as_mut_slice();
         let group_w = ocg.div_ceil(mr) * mr * taps;
         for img in 0..batch {
@@ -549,8 +546,7 @@ std::thread_local! {
     /// call once it has grown to the largest block). 64-byte aligned, like packed dense weights:
     /// every panel row is whole cache lines, so neither the im2col stores nor the GEMM's loads
     /// of `B` split across lines.
-    static PATCHES: core::cell::Cell<Option<AlignedBuf<f32>>> =
-        const { core::cell::Cell::new(None) };
+    static PATCHES: Scratch = const { Scratch::new(None) };
 }
 
 /// Direct depthwise convolution: `groups == c`, one input channel per group, `ocg` outputs

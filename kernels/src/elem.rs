@@ -193,3 +193,19 @@ impl<E: Elem> AlignedBuf<E> {
         unsafe { core::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<E>(), self.len) }
     }
 }
+
+/// A per-thread scratch buffer kept between calls (the im2col patches, the copied block of the
+/// GEMM's `A`): no allocation or page faults per call once it has grown to the largest need.
+pub(crate) type Scratch = core::cell::Cell<Option<AlignedBuf<f32>>>;
+
+/// Takes this thread's buffer out of `cell`, or a new zeroed one if there is none or it is
+/// shorter than `need`; hand it back with `cell.set(Some(buf))`. Its contents are whatever the
+/// last user left: callers write every element they read.
+pub(crate) fn take_scratch(
+    cell: &'static std::thread::LocalKey<Scratch>,
+    need: usize,
+) -> AlignedBuf<f32> {
+    cell.take()
+        .filter(|b| b.as_slice().len() >= need)
+        .unwrap_or_else(|| AlignedBuf::zeroed(need))
+}

@@ -16,10 +16,10 @@
 //!   is first copied (row by row, vector copies) into a buffer whose rows are one cache line
 //!   more than `KC` apart, so rows whose stride is a multiple of 4 KiB stop evicting each
 //!   other in L1; while the panels run, the next row block's slice and the next tile's rows
-//!   of `C` are prefetched (their rows are far apart: no hardware prefetcher follows them). The register tile is `MR × NV` vectors:
-//!   12 × 2 (24 accumulators; measured ahead of 8 × 3 on Zen 4, and `NR = 32` wastes no
-//!   columns on power-of-two widths) where the level has 32 vector registers, 6 × 2
-//!   otherwise; row tails run a tile with fewer rows (one row — batch-1 GEMV — splits `k`
+//!   of `C` are prefetched (their rows are far apart: no hardware prefetcher follows them).
+//!   The register tile is `MR × NV` vectors: 12 × 2 (24 accumulators; measured ahead of
+//!   8 × 3 on Zen 4, and `NR = 32` wastes no columns on power-of-two widths) where the level
+//!   has 32 vector registers, 6 × 2 otherwise; row tails run a tile with fewer rows (one row — batch-1 GEMV — splits `k`
 //!   four ways for more FMA chains), narrow last panels a one-vector tile, column tails are
 //!   masked at the store.
 //! - The first `KC` block adds the bias, the last applies the activation, both on the
@@ -28,7 +28,7 @@
 use pulp::Simd;
 
 use crate::activation::{Activation, apply};
-use crate::elem::Elem;
+use crate::elem::{Elem, Scratch, take_scratch};
 use crate::vmem::{load, store};
 
 /// Rows of `k` per packed block of `B`.
@@ -382,13 +382,7 @@ impl<E: Elem> Gemm<'_, E> {
         }
         let panels_per_block = (NC / nr).max(1);
         // The `A` copy buffer is this thread's, kept between calls (no allocation per call).
-        let mut a_buf = if panels >= 4 && a.cs == 1 {
-            let mut buf = A_BLOCK.take();
-            buf.resize(buf.len().max(MR * A_STRIDE), 0.0);
-            buf
-        } else {
-            Vec::new()
-        };
+        let mut a_buf = (panels >= 4 && a.cs == 1).then(|| take_scratch(&A_BLOCK, MR * A_STRIDE));
         let out_ptr = out.as_mut_ptr();
         // A `while` rather than `step_by`, whose length is a 64-bit division: a tenth of a
         // batch-1 call on a tiny layer.
@@ -411,13 +405,14 @@ impl<E: Elem> Gemm<'_, E> {
                     // fall into the same few L1 sets and evict each other, and rows of a large
                     // `A` come from L3 as 12 interleaved streams. When the block is reused
                     // across several panels, copy its rows (vector copies) into a buffer with
-                    // a stride of `KC + A_PAD`, which no two rows share sets at.
-                    let copy_a = kc > 0 && a.cs == 1 && p1 - p0 >= 4;
-                    let (a_ptr, rs, cs) = if copy_a {
+                    // a stride of `A_STRIDE`, at which no two rows share sets.
+                    let copy_a = kc > 0 && p1 - p0 >= 4 && a_buf.is_some();
+                    let (a_ptr, rs, cs) = if let (true, Some(buf)) = (copy_a, a_buf.as_mut()) {
+                        let buf = buf.as_mut_slice();
                         for (i, row) in a.data[a_off..].chunks(a.rs).take(rows).enumerate() {
-                            a_buf[i * A_STRIDE..][..kc].copy_from_slice(&row[..kc]);
+                            buf[i * A_STRIDE..][..kc].copy_from_slice(&row[..kc]);
                         }
-                        (a_buf.as_ptr(), A_STRIDE, 1)
+                        (buf.as_ptr(), A_STRIDE, 1)
                     } else {
                         // SAFETY: `a_off` is within `a.data` (asserted above).
                         (unsafe { a.data.as_ptr().add(a_off) }, a.rs, a.cs)
@@ -492,13 +487,13 @@ impl<E: Elem> Gemm<'_, E> {
             }
             p0 = p1;
         }
-        if !a_buf.is_empty() {
-            A_BLOCK.set(a_buf);
+        if let Some(buf) = a_buf {
+            A_BLOCK.set(Some(buf));
         }
     }
 }
 
 std::thread_local! {
     /// This thread's buffer for the copied `MR × KC` block of `A` (see [`A_STRIDE`]).
-    static A_BLOCK: core::cell::Cell<Vec<f32>> = const { core::cell::Cell::new(Vec::new()) };
+    static A_BLOCK: Scratch = const { Scratch::new(None) };
 }

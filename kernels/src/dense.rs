@@ -5,6 +5,10 @@
 //! Unpacked `dense` packs the weights one column block at a time into the same layout and runs
 //! the same GEMM, except at batch 1, where packing would read and write the weights once more
 //! than the product itself does: there it takes dot products along the rows of `w` in place.
+//!
+//! Products with fewer output features than a vector has lanes waste most of each of the
+//! GEMM's multiply-adds on padding. At batch 1, or with a single output feature, they take
+//! dot products instead ([`narrow`]): packed `f32` weights keep a row-major copy for it.
 
 use pulp::Simd;
 
@@ -38,6 +42,9 @@ pub struct PackedDense {
     pub(crate) data: PackedData,
     /// Bias zero-padded to whole panels, if any.
     pub(crate) bias: Option<Vec<f32>>,
+    /// For `f32` weights with fewer outputs than a vector has lanes: the weights row-major,
+    /// for the dot-product path ([`narrow`]).
+    pub(crate) rows: Option<Vec<f32>>,
 }
 
 impl core::fmt::Debug for PackedDense {
@@ -83,14 +90,15 @@ pub(crate) struct PackDense<'a, T, E> {
 }
 
 impl<T: Copy, E: Elem> pulp::WithSimd for PackDense<'_, T, E> {
-    type Output = (usize, AlignedBuf<E>);
+    /// Panel width, vector lanes, and the packed weights.
+    type Output = (usize, usize, AlignedBuf<E>);
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, _simd: S) -> Self::Output {
         let nr = nr::<S>();
         let mut buf = AlignedBuf::zeroed(packed_b_len(self.k, self.n, nr));
         pack_b(self.w, self.k, 0..self.n, nr, buf.as_mut_slice(), self.conv);
-        (nr, buf)
+        (nr, S::F32_LANES, buf)
     }
 }
 
@@ -138,6 +146,16 @@ impl pulp::WithSimd for DensePacked<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
+        let p = self.p;
+        // At batch 1 a `k` shorter than a vector leaves each dot product one partial vector
+        // and a reduction: the panel's single multiply-add per step is cheaper there.
+        if let Some(w) = &p.rows
+            && ((self.m == 1 && p.k >= S::F32_LANES) || p.n == 1)
+        {
+            let bias = p.bias.as_deref().map(|b| &b[..p.n]);
+            narrow(simd, self.x, self.m, p.k, w, p.n, bias, self.act, self.out);
+            return;
+        }
         match &self.p.data {
             PackedData::F32(b) => self.run(simd, b.as_slice()),
             PackedData::F16(b) => self.run(simd, b.as_slice()),
@@ -229,6 +247,39 @@ fn gemv_rows<S: Simd>(
     apply_slice(simd, act, out);
 }
 
+/// Dense products without the GEMM: at batch 1 (`m == 1`), dot products of `x` with the rows
+/// of `w` ([`gemv_rows`]); with one output feature (`n == 1`), dot products of the rows of
+/// `x` with `w`, the same kernel with the operands' roles swapped. Other shapes are not
+/// handled: returns whether it ran.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn narrow<S: Simd>(
+    simd: S,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+) -> bool {
+    if m == 1 {
+        gemv_rows(simd, x, w, k, bias, act, out);
+    } else if n == 1 {
+        gemv_rows(simd, w, x, k, None, Activation::None, out);
+        if let Some(&b) = bias.and_then(|b| b.first()) {
+            for o in out.iter_mut() {
+                *o += b;
+            }
+        }
+        apply_slice(simd, act, out);
+    } else {
+        return false;
+    }
+    true
+}
+
 /// The [`pulp::WithSimd`] op behind [`Kernels::dense`](crate::Kernels::dense); lengths are
 /// validated by the caller.
 pub(crate) struct Dense<'a> {
@@ -260,8 +311,7 @@ impl pulp::WithSimd for Dense<'_> {
         if m == 0 || n == 0 {
             return;
         }
-        if m == 1 {
-            gemv_rows(simd, x, w, k, bias, act, out);
+        if narrow(simd, x, m, k, w, n, bias, act, out) {
             return;
         }
         // Pack one column block of the weights at a time (bounded scratch), same layout and
@@ -305,14 +355,34 @@ pub(crate) fn pack<T: Copy, E: Elem>(
     conv: fn(T) -> E,
     wrap: fn(AlignedBuf<E>) -> PackedData,
 ) -> PackedDense {
-    let (nr, buf) = kernels.run(PackDense { w, n, k, conv });
+    let (nr, lanes, buf) = kernels.run(PackDense { w, n, k, conv });
+    let data = wrap(buf);
+    // The dot-product path reads `f32` rows; half weights keep the widening panels only.
+    let rows = match &data {
+        PackedData::F32(panels) if n < lanes => Some(unpack_rows(panels.as_slice(), n, k, nr)),
+        _ => None,
+    };
     PackedDense {
         n,
         k,
         level: kernels.level(),
-        data: wrap(buf),
+        data,
         bias: bias.map(|b| padded_bias(b, nr)),
+        rows,
     }
+}
+
+/// The row-major `n × k` weights back out of one packed panel (`n ≤ nr`): in a single
+/// panel, step `kk` of every `KC` block sits at `kk·nr`, so column `j`'s row is strided.
+fn unpack_rows(panel: &[f32], n: usize, k: usize, nr: usize) -> Vec<f32> {
+    debug_assert!(n <= nr);
+    let mut rows = vec![0.0; n * k];
+    for (j, row) in rows.chunks_exact_mut(k.max(1)).enumerate().take(n) {
+        for (kk, v) in row.iter_mut().enumerate() {
+            *v = panel[kk * nr + j];
+        }
+    }
+    rows
 }
 
 impl PackedData {

@@ -125,6 +125,46 @@ fn dense_packed_block_edges() {
 }
 
 #[test]
+fn narrow_outputs_take_dot_products() {
+    // Fewer outputs than a vector has lanes, at batch 1 (k below, at and above a vector's
+    // lanes, with tails) and with one output (any batch): the dot-product path, packed and
+    // unpacked, against the oracle; the other narrow shapes keep the GEMM.
+    let shapes = [
+        (32, 10, 1),
+        (1, 10, 1),
+        (1, 128, 10),
+        (1, 3, 15),
+        (1, 16, 7),
+        (1, 17, 2),
+        (5, 37, 1),
+        (33, 300, 1),
+        (1, 1000, 3),
+        (3, 0, 1),
+        (1, 0, 5),
+        (4, 20, 3),
+    ];
+    for (i, &(m, k, n)) in shapes.iter().enumerate() {
+        for storage in STORAGES {
+            let act = ACTIVATIONS[i % ACTIVATIONS.len()];
+            check_packed_dense(m, k, n, storage, i % 2 == 0, act, 40 + i as u64).unwrap();
+        }
+        let x = random(90 + i as u64, m * k, -1.0, 1.0);
+        let w = random(91 + i as u64, n * k, -1.0, 1.0);
+        let bias = random(92 + i as u64, n, -1.0, 1.0);
+        let act = ACTIVATIONS[(i + 1) % ACTIVATIONS.len()];
+        let mut want = vec![0.0; m * n];
+        oracle::dense(&x, m, k, &w, n, Some(&bias), act, &mut want).unwrap();
+        for kern in all_kernels() {
+            let mut got = vec![f32::NAN; m * n];
+            kern.dense(&x, m, k, &w, n, Some(&bias), act, &mut got)
+                .unwrap();
+            let what = format!("dense {m}x{k}x{n} {act:?} at {:?}", kern.level());
+            check_close(&what, &got, &want, TOL, TOL).unwrap();
+        }
+    }
+}
+
+#[test]
 fn half_widening_special_values() {
     // Subnormal, infinities, NaN-free extremes and signed zeros survive the in-kernel widening.
     let vals = [

@@ -22,6 +22,36 @@ fn check_level(what: &str, packed: Level, kernels: Level) -> Result<(), KernelEr
     }
 }
 
+/// The error [`Kernels::dense_packed`] returns for arguments that failed its quick test:
+/// the level and lengths checked one by one, each with its own message.
+#[cold]
+#[inline(never)]
+fn dense_packed_error(
+    level: Level,
+    x: usize,
+    m: usize,
+    packed: &PackedDense,
+    out: usize,
+) -> Result<(), KernelError> {
+    check_level("dense weights", packed.level, level)?;
+    let (n, k) = (packed.n, packed.k);
+    check_len(
+        "x",
+        x,
+        product("x", &[m, k])?,
+        format_args!("m={m} × k={k}"),
+    )?;
+    check_len(
+        "out",
+        out,
+        product("out", &[m, n])?,
+        format_args!("m={m} × n={n}"),
+    )?;
+    Err(KernelError::new(
+        "internal error: dense_packed refused arguments that pass every check".to_string(),
+    ))
+}
+
 /// Least multiply-adds × 2 (FLOP) of a dense product per thread before it is split.
 const SPLIT_MIN_FLOPS: usize = 8 << 20;
 
@@ -281,20 +311,15 @@ impl Kernels {
         act: Activation,
         out: &mut [f32],
     ) -> Result<(), KernelError> {
-        check_level("dense weights", packed.level, self.level())?;
         let (n, k) = (packed.n, packed.k);
-        check_len(
-            "x",
-            x.len(),
-            product("x", &[m, k])?,
-            format_args!("m={m} × k={k}"),
-        )?;
-        check_len(
-            "out",
-            out.len(),
-            product("out", &[m, n])?,
-            format_args!("m={m} × n={n}"),
-        )?;
+        // One cheap test first: batch-1 layers are called in tens of nanoseconds, and laying
+        // out the detailed errors' arguments costs a noticeable share of that.
+        let valid = packed.level == self.level()
+            && m.checked_mul(k) == Some(x.len())
+            && m.checked_mul(n) == Some(out.len());
+        if !valid {
+            return dense_packed_error(self.level(), x.len(), m, packed, out.len());
+        }
         self.split_rows(x, m, k, n, out, |kern, x, m, out| {
             kern.run(DensePacked {
                 x,

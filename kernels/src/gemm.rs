@@ -10,13 +10,14 @@
 //! - `A` is read in place: row `r`, column `kk` at `a[(r / MR)·MR·k + (r % MR)·rs + kk·cs]`,
 //!   which covers both plain row-major rows (`rs = k, cs = 1`, dense activations) and
 //!   `MR`-interleaved blocks (`rs = 1, cs = MR`, packed conv weights).
-//! - Loop nest: column blocks of about [`NC`] columns (the `KC × NC` block of `B`, 512 KiB,
-//!   stays in L2), then `KC` blocks of `k`, then `MR` row blocks, then the panels of the
-//!   column block. When a row block's `MR × KC` slice of `A` serves four or more panels it
-//!   is first copied (row by row, vector copies) into a buffer whose rows are one cache line
-//!   more than `KC` apart, so rows whose stride is a multiple of 4 KiB stop evicting each
-//!   other in L1; while the panels run, the next row block's slice and the next tile's rows
-//!   of `C` are prefetched (their rows are far apart: no hardware prefetcher follows them).
+//! - Loop nest: slabs of rows, then `KC` blocks of `k`, then column blocks of about [`NC`]
+//!   columns (the `KC × NC` block of `B`, 512 KiB, stays in L2), then `MR` row blocks, then
+//!   the panels of the column block. When `A` serves four or more panels, each `KC` block's
+//!   slice of a slab of rows (at most [`A_SLAB`] bytes) is first copied once (row by row,
+//!   vector copies) into a buffer whose rows are one cache line more than `KC` apart, so rows
+//!   whose stride is a multiple of 4 KiB stop evicting each other in L1, and every column
+//!   block reads that copy. The next tile's rows of `C` are prefetched while a tile runs
+//!   (they are far apart: no hardware prefetcher follows them).
 //!   The register tile is `MR × NV` vectors: 12 × 2 (24 accumulators; measured ahead of
 //!   8 × 3 on Zen 4, and `NR = 32` wastes no columns on power-of-two widths) where the level
 //!   has 32 vector registers, 6 × 2 otherwise; row tails run a tile with fewer rows (one row — batch-1 GEMV — splits `k`
@@ -40,6 +41,11 @@ pub(crate) const NC: usize = 256;
 /// Row stride of the copied `A` block: `KC` plus one cache line, so that the rows of the
 /// block sit in different L1 sets.
 const A_STRIDE: usize = KC + 16;
+
+/// Most bytes of `A` copied at once: a slab of rows of one `KC` block (about 2000 rows; at
+/// 1024³ the whole `A` block, copied once instead of once per column block, which took 4
+/// points of peak).
+const A_SLAB: usize = 4 << 20;
 
 /// Asks for the cache line holding `p` in L1 (a hint: never faults, no-op off x86-64).
 #[inline(always)]
@@ -381,14 +387,24 @@ impl<E: Elem> Gemm<'_, E> {
             assert!(rb.len() >= m);
         }
         let panels_per_block = (NC / nr).max(1);
-        // The `A` copy buffer is this thread's, kept between calls (no allocation per call).
-        let mut a_buf = (panels >= 4 && a.cs == 1).then(|| take_scratch(&A_BLOCK, MR * A_STRIDE));
+        // Rows of `A` read in place are `k` apart: when that is a multiple of 2 KiB they fall
+        // into the same few L1 sets and evict each other, and rows of a large `A` come from
+        // L3 as 12 interleaved streams. When `A` serves four or more panels, a slab of its
+        // rows (at most `A_SLAB` bytes) is copied once per `KC` block, with vector row
+        // copies, into this thread's buffer (kept between calls) at a row stride of
+        // `A_STRIDE`, at which no two rows share sets; every column block then reads it.
+        let copy_a = panels >= 4 && a.cs == 1 && k > 0;
+        let slab = if copy_a {
+            (A_SLAB / (4 * A_STRIDE * MR)).max(1) * MR
+        } else {
+            m
+        }
+        .min(m);
+        let mut a_buf = copy_a.then(|| take_scratch(&A_BLOCK, slab * A_STRIDE));
         let out_ptr = out.as_mut_ptr();
-        // A `while` rather than `step_by`, whose length is a 64-bit division: a tenth of a
-        // batch-1 call on a tiny layer.
-        let mut p0 = 0;
-        while p0 < panels {
-            let p1 = (p0 + panels_per_block).min(panels);
+        let mut m0 = 0;
+        while m0 < m {
+            let m1 = (m0 + slab).min(m);
             let mut k0 = 0;
             loop {
                 let (_, kc, boff) = if k == 0 {
@@ -398,94 +414,99 @@ impl<E: Elem> Gemm<'_, E> {
                 };
                 let first = k0 == 0;
                 let last = k0 + kc >= k;
-                for r0 in (0..m).step_by(MR) {
-                    let rows = MR.min(m - r0);
-                    let a_off = r0 * k + k0 * a.cs;
-                    // Rows read in place are `k` apart: when that is a multiple of 2 KiB they
-                    // fall into the same few L1 sets and evict each other, and rows of a large
-                    // `A` come from L3 as 12 interleaved streams. When the block is reused
-                    // across several panels, copy its rows (vector copies) into a buffer with
-                    // a stride of `A_STRIDE`, at which no two rows share sets.
-                    let copy_a = kc > 0 && p1 - p0 >= 4 && a_buf.is_some();
-                    let (a_ptr, rs, cs) = if let (true, Some(buf)) = (copy_a, a_buf.as_mut()) {
-                        let buf = buf.as_mut_slice();
+                if let Some(buf) = a_buf.as_mut() {
+                    let buf = buf.as_mut_slice();
+                    let mut r0 = m0;
+                    while r0 < m1 {
+                        let rows = MR.min(m - r0);
+                        let a_off = r0 * k + k0;
                         for (i, row) in a.data[a_off..].chunks(a.rs).take(rows).enumerate() {
-                            buf[i * A_STRIDE..][..kc].copy_from_slice(&row[..kc]);
+                            buf[(r0 - m0 + i) * A_STRIDE..][..kc].copy_from_slice(&row[..kc]);
                         }
-                        (buf.as_ptr(), A_STRIDE, 1)
-                    } else {
-                        // SAFETY: `a_off` is within `a.data` (asserted above).
-                        (unsafe { a.data.as_ptr().add(a_off) }, a.rs, a.cs)
-                    };
-                    // While the panels run, prefetch the next row block's slice of `A` (the
-                    // copy above would otherwise wait on L3 for it): panel `j` of the block
-                    // asks for rows `j, j + panels, …`.
-                    let next_rows = if copy_a {
-                        MR.min(m.saturating_sub(r0 + MR))
-                    } else {
-                        0
-                    };
-                    for p in p0..p1 {
-                        let c0 = p * nr;
-                        for i in (p - p0..next_rows).step_by(p1 - p0) {
-                            let row = a.data.as_ptr().wrapping_add((r0 + MR) * k + i * a.rs + k0);
-                            for line in (0..kc).step_by(16) {
-                                prefetch(row.wrapping_add(line));
-                            }
-                        }
-                        // The tile after this one: the next panel, or the next row block's
-                        // first; its rows of `C` are far apart, so no prefetcher sees them.
-                        let (nr0, nc0) = if p + 1 < p1 {
-                            (r0, c0 + nr)
-                        } else {
-                            (r0 + MR, p0 * nr)
-                        };
-                        if nr0 < m {
-                            for i in 0..MR.min(m - nr0) {
-                                let row = out_ptr.wrapping_add((nr0 + i) * ldc + nc0);
-                                prefetch(row);
-                                prefetch(row.wrapping_add(nr - 1));
-                            }
-                        }
-                        let st = Store {
-                            nr,
-                            first,
-                            last,
-                            valid: nr.min(n - c0),
-                            col_bias: match bias {
-                                Bias::PerCol(cb) => Some(&cb[c0..c0 + nr]),
-                                _ => None,
-                            },
-                            row_bias: match bias {
-                                Bias::PerRow(rb) => Some(&rb[r0..r0 + rows]),
-                                _ => None,
-                            },
-                            act,
-                        };
-                        // SAFETY: the asserts above bound every row of A, every block and
-                        // panel of B and every written element of `out`.
-                        unsafe {
-                            block_rows::<S, E, NV>(
-                                simd,
-                                rows,
-                                kc,
-                                a_ptr,
-                                rs,
-                                cs,
-                                b.as_ptr().add(boff + p * kc * nr),
-                                out_ptr.add(r0 * ldc + c0),
-                                ldc,
-                                &st,
-                            );
-                        }
+                        r0 += MR;
                     }
+                }
+                // A `while` rather than `step_by`, whose length is a 64-bit division: a
+                // tenth of a batch-1 call on a tiny layer.
+                let mut p0 = 0;
+                while p0 < panels {
+                    let p1 = (p0 + panels_per_block).min(panels);
+                    let mut r0 = m0;
+                    while r0 < m1 {
+                        let rows = MR.min(m - r0);
+                        let (a_ptr, rs, cs) = match a_buf.as_ref() {
+                            // SAFETY: the slab holds rows `m0..m1` at `A_STRIDE`.
+                            Some(buf) => (
+                                unsafe { buf.as_slice().as_ptr().add((r0 - m0) * A_STRIDE) },
+                                A_STRIDE,
+                                1,
+                            ),
+                            // SAFETY: the offset is within `a.data` (asserted above).
+                            None => (
+                                unsafe { a.data.as_ptr().add(r0 * k + k0 * a.cs) },
+                                a.rs,
+                                a.cs,
+                            ),
+                        };
+                        for p in p0..p1 {
+                            let c0 = p * nr;
+                            // The tile after this one: the next panel, or the next row
+                            // block's first; its rows of `C` are far apart, so no prefetcher
+                            // sees them.
+                            let (nr0, nc0) = if p + 1 < p1 {
+                                (r0, c0 + nr)
+                            } else {
+                                (r0 + MR, p0 * nr)
+                            };
+                            if nr0 < m1 {
+                                for i in 0..MR.min(m - nr0) {
+                                    let row = out_ptr.wrapping_add((nr0 + i) * ldc + nc0);
+                                    prefetch(row);
+                                    prefetch(row.wrapping_add(nr - 1));
+                                }
+                            }
+                            let st = Store {
+                                nr,
+                                first,
+                                last,
+                                valid: nr.min(n - c0),
+                                col_bias: match bias {
+                                    Bias::PerCol(cb) => Some(&cb[c0..c0 + nr]),
+                                    _ => None,
+                                },
+                                row_bias: match bias {
+                                    Bias::PerRow(rb) => Some(&rb[r0..r0 + rows]),
+                                    _ => None,
+                                },
+                                act,
+                            };
+                            // SAFETY: the asserts above bound every row of A, every block
+                            // and panel of B and every written element of `out`.
+                            unsafe {
+                                block_rows::<S, E, NV>(
+                                    simd,
+                                    rows,
+                                    kc,
+                                    a_ptr,
+                                    rs,
+                                    cs,
+                                    b.as_ptr().add(boff + p * kc * nr),
+                                    out_ptr.add(r0 * ldc + c0),
+                                    ldc,
+                                    &st,
+                                );
+                            }
+                        }
+                        r0 += MR;
+                    }
+                    p0 = p1;
                 }
                 k0 += kc;
                 if last {
                     break;
                 }
             }
-            p0 = p1;
+            m0 = m1;
         }
         if let Some(buf) = a_buf {
             A_BLOCK.set(Some(buf));
@@ -494,6 +515,6 @@ impl<E: Elem> Gemm<'_, E> {
 }
 
 std::thread_local! {
-    /// This thread's buffer for the copied `MR × KC` block of `A` (see [`A_STRIDE`]).
+    /// This thread's buffer for the copied slab of `A` (see [`A_STRIDE`], [`A_SLAB`]).
     static A_BLOCK: Scratch = const { Scratch::new(None) };
 }

@@ -106,8 +106,8 @@ proptest! {
 
 #[test]
 fn dense_packed_block_edges() {
-    // Cross the k blocks (512) and the column blocks (256), copy A (≥ 4 panels in a column
-    // block) with row tails and the next block's prefetch, batch 1 and an empty k.
+    // Cross the k blocks (512) and the column blocks (256), copy A (≥ 4 panels) with row
+    // tails, across slabs of copied rows, batch 1 and an empty k.
     let shapes = [
         (13, 530, 1030),
         (37, 1100, 290),
@@ -115,6 +115,8 @@ fn dense_packed_block_edges() {
         (1, 1024, 300),
         (2, 257, 65),
         (25, 0, 40),
+        // More rows than one copied slab of `A` (about 2000) with enough panels to copy it.
+        (1990, 20, 130),
     ];
     for (i, &(m, k, n)) in shapes.iter().enumerate() {
         for storage in STORAGES {

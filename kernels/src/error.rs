@@ -38,6 +38,22 @@ pub(crate) fn product(what: &str, dims: &[usize]) -> Result<usize, KernelError> 
     })
 }
 
+/// Checks that slice `name` holds a `rows × cols` matrix; `(label, value)` pairs name the
+/// dimensions in the message (`"m=3 × k=4"`), and an overflowing product is an error too.
+pub(crate) fn check_matrix(
+    name: &str,
+    len: usize,
+    (rl, rows): (&str, usize),
+    (cl, cols): (&str, usize),
+) -> Result<(), KernelError> {
+    check_len(
+        name,
+        len,
+        product(name, &[rows, cols])?,
+        format_args!("{rl}={rows} × {cl}={cols}"),
+    )
+}
+
 /// Checks that slice `name` has exactly `expected` elements; `how` explains the expectation
 /// (formatted only on error: pass `format_args!`, not `format!`, so that the success path of a
 /// small kernel call allocates nothing).

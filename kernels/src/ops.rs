@@ -6,7 +6,7 @@ use crate::conv::{Conv2d, PackedConv2d, TileRows, pack_weights};
 use crate::dense::{Dense, DensePacked, PackedData, PackedDense, pack};
 use crate::dispatch::{Kernels, Level};
 use crate::elementwise::{Binary, BinaryKind, Softmax};
-use crate::error::{KernelError, check_len, product};
+use crate::error::{KernelError, check_len, check_matrix, product};
 use crate::pool::{GlobalAvgPool, Pool2d, PoolKind};
 use crate::shape::{Conv2dParams, Pool2dParams, conv2d_out_shape};
 use crate::validate;
@@ -35,18 +35,8 @@ fn dense_packed_error(
 ) -> Result<(), KernelError> {
     check_level("dense weights", packed.level, level)?;
     let (n, k) = (packed.n, packed.k);
-    check_len(
-        "x",
-        x,
-        product("x", &[m, k])?,
-        format_args!("m={m} × k={k}"),
-    )?;
-    check_len(
-        "out",
-        out,
-        product("out", &[m, n])?,
-        format_args!("m={m} × n={n}"),
-    )?;
+    check_matrix("x", x, ("m", m), ("k", k))?;
+    check_matrix("out", out, ("m", m), ("n", n))?;
     Err(KernelError::new(
         "internal error: dense_packed refused arguments that pass every check".to_string(),
     ))
@@ -438,12 +428,7 @@ impl Kernels {
 
 /// Validates the arguments of the `pack_dense*` methods.
 fn validate_pack(w: usize, n: usize, k: usize, bias: Option<&[f32]>) -> Result<(), KernelError> {
-    check_len(
-        "w",
-        w,
-        product("w", &[n, k])?,
-        format_args!("n={n} × k={k}"),
-    )?;
+    check_matrix("w", w, ("n", n), ("k", k))?;
     if let Some(b) = bias {
         check_len("bias", b.len(), n, format_args!("n={n}"))?;
     }

@@ -1,7 +1,7 @@
 //! Argument validation shared by [`Kernels`](crate::Kernels) and [`oracle`](crate::oracle):
 //! every slice length is checked against its shape (overflow-checked) before any kernel runs.
 
-use crate::error::{KernelError, check_len, product};
+use crate::error::{KernelError, check_len, check_matrix, product};
 use crate::shape::{Conv2dParams, Pool2dParams, conv2d_out_shape, pool2d_out_shape};
 
 /// Validates [`Kernels::dense`](crate::Kernels::dense) arguments.
@@ -14,27 +14,12 @@ pub(crate) fn dense(
     bias: Option<usize>,
     out: usize,
 ) -> Result<(), KernelError> {
-    check_len(
-        "x",
-        x,
-        product("x", &[m, k])?,
-        format_args!("m={m} × k={k}"),
-    )?;
-    check_len(
-        "w",
-        w,
-        product("w", &[n, k])?,
-        format_args!("n={n} × k={k}"),
-    )?;
+    check_matrix("x", x, ("m", m), ("k", k))?;
+    check_matrix("w", w, ("n", n), ("k", k))?;
     if let Some(bias) = bias {
         check_len("bias", bias, n, format_args!("n={n}"))?;
     }
-    check_len(
-        "out",
-        out,
-        product("out", &[m, n])?,
-        format_args!("m={m} × n={n}"),
-    )
+    check_matrix("out", out, ("m", m), ("n", n))
 }
 
 /// Validates [`Kernels::conv2d`](crate::Kernels::conv2d) arguments; returns the output shape.
@@ -114,12 +99,7 @@ pub(crate) fn global_avg_pool(
         product("x", &x_shape)?,
         format_args!("shape {x_shape:?}"),
     )?;
-    check_len(
-        "out",
-        out,
-        product("out", &[n, c])?,
-        format_args!("n={n} × c={c}"),
-    )?;
+    check_matrix("out", out, ("n", n), ("c", c))?;
     Ok(plane)
 }
 

@@ -17,7 +17,9 @@ use tensorlet_kernels::{Activation, Conv2dParams, Kernels, Pool2dParams};
 
 /// Relative agreement required between the two backends (plus an absolute floor for
 /// values near zero): the same kernels at a different SIMD width, so only the summation
-/// order and FMA contraction differ.
+/// order and FMA contraction differ. For sums of products the relative part is taken of
+/// the sum of the terms' magnitudes (see [`assert_close_sum`]), which bounds what a
+/// different summation order can change.
 const BACKEND_RTOL: f32 = 1e-5;
 const BACKEND_ATOL: f32 = 1e-6;
 
@@ -48,6 +50,25 @@ fn assert_close(what: &str, native: &[f32], wasm: &[f32]) {
             "{what}: element {i}: native {n}, wasm {w}"
         );
     }
+}
+
+/// [`assert_close`] for sums of products: element `i` may differ by
+/// `BACKEND_ATOL + BACKEND_RTOL · max(|native|, magnitude[i])`, where `magnitude[i]` is the
+/// same sum over the terms' absolute values (the activations used here are at most about
+/// 1-Lipschitz, so the bound carries through them).
+fn assert_close_sum(what: &str, native: &[f32], wasm: &[f32], magnitude: &[f32]) {
+    assert_eq!(native.len(), wasm.len(), "{what}: element count");
+    for (i, ((n, w), m)) in native.iter().zip(wasm).zip(magnitude).enumerate() {
+        assert!(
+            (n - w).abs() <= BACKEND_ATOL + BACKEND_RTOL * n.abs().max(*m),
+            "{what}: element {i}: native {n}, wasm {w} (terms' magnitude {m})"
+        );
+    }
+}
+
+/// The same values with every sign dropped.
+fn abs(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x.abs()).collect()
 }
 
 #[test]
@@ -188,6 +209,10 @@ fn each_op_matches_the_native_kernels_on_odd_shapes() {
         (7, 64, 33),
         (17, 129, 65),
         (1, 300, 10),
+        // The wasm GEMM's copied A: three KC blocks, the last of odd depth, a row tail.
+        (9, 1101, 70),
+        // More rows than one copied slab holds.
+        (1990, 20, 130),
     ]
     .iter()
     .enumerate()
@@ -201,7 +226,21 @@ fn each_op_matches_the_native_kernels_on_odd_shapes() {
             s.dense(h[0], h[1], Some(h[2]), act)
         });
         assert_eq!(got.shape(), [m, n]);
-        assert_close(&format!("dense {m}x{kk}x{n} {act:?}"), &want, f32s(&got));
+        let mut magnitude = vec![0.0; m * n];
+        let (ax, aw, ab) = (abs(f32s(&x)), abs(f32s(&w)), abs(f32s(&b)));
+        k.dense(
+            &ax,
+            m,
+            kk,
+            &aw,
+            n,
+            Some(&ab),
+            Activation::None,
+            &mut magnitude,
+        )
+        .unwrap();
+        let what = format!("dense {m}x{kk}x{n} {act:?}");
+        assert_close_sum(&what, &want, f32s(&got), &magnitude);
     }
 
     let convs = [
@@ -233,6 +272,8 @@ fn each_op_matches_the_native_kernels_on_odd_shapes() {
                 ..Conv2dParams::default()
             },
         ),
+        // Whole 4-row blocks of packed weights and 16-column panels with a tail.
+        ([1, 16, 9, 9], [12, 16, 3, 3], Conv2dParams::default()),
     ];
     for (i, (xs, ws, p)) in convs.into_iter().enumerate() {
         let act = acts[i % acts.len()];
@@ -254,7 +295,21 @@ fn each_op_matches_the_native_kernels_on_odd_shapes() {
             s.conv2d(h[0], h[1], Some(h[2]), &p, act)
         });
         assert_eq!(got.shape(), out_shape);
-        assert_close(&format!("conv2d {xs:?} {ws:?}"), &want, f32s(&got));
+        let mut magnitude = vec![0.0; want.len()];
+        let (ax, aw, ab) = (abs(f32s(&x)), abs(f32s(&w)), abs(f32s(&b)));
+        k.conv2d(
+            &ax,
+            xs,
+            &aw,
+            ws,
+            Some(&ab),
+            &p,
+            Activation::None,
+            &mut magnitude,
+        )
+        .unwrap();
+        let what = format!("conv2d {xs:?} {ws:?}");
+        assert_close_sum(&what, &want, f32s(&got), &magnitude);
     }
 
     for (xs, p) in [

@@ -20,9 +20,11 @@
 //!   (they are far apart: no hardware prefetcher follows them).
 //!   The register tile is `MR × NV` vectors: 12 × 2 (24 accumulators; measured ahead of
 //!   8 × 3 on Zen 4, and `NR = 32` wastes no columns on power-of-two widths) where the level
-//!   has 32 vector registers, 6 × 2 otherwise; row tails run a tile with fewer rows (one row — batch-1 GEMV — splits `k`
-//!   four ways for more FMA chains), narrow last panels a one-vector tile, column tails are
-//!   masked at the store.
+//!   has 32 vector registers, 4 × 4 in wasm (a tile shaped for wasmtime's code, see
+//!   [`tile_wasm`]; the copied `A` is interleaved by 4 rows there), 6 × 2 otherwise; row
+//!   tails run a tile with fewer rows (one row — batch-1 GEMV — splits `k` four ways for
+//!   more FMA chains), narrow last panels a one-vector tile, column tails are masked at the
+//!   store.
 //! - The first `KC` block adds the bias, the last applies the activation, both on the
 //!   registers before the store; blocks in between accumulate into `C`.
 
@@ -47,6 +49,10 @@ const A_STRIDE: usize = KC + 16;
 /// points of peak).
 const A_SLAB: usize = 4 << 20;
 
+/// Whether the copied slab of `A` is stored as blocks of `MR` interleaved rows
+/// (`a[kk·MR + i]`, what [`tile_wasm`] reads) rather than row by row at [`A_STRIDE`].
+const INTERLEAVE_A: bool = cfg!(target_arch = "wasm32");
+
 /// Asks for the cache line holding `p` in L1 (a hint: never faults, no-op off x86-64).
 #[inline(always)]
 fn prefetch(p: *const f32) {
@@ -59,16 +65,23 @@ fn prefetch(p: *const f32) {
     let _ = p;
 }
 
-/// Whether `S` gets the 12 × 2 register tile (32 vector registers) or 6 × 2.
+/// Whether `S` gets the 12 × 2 register tile (32 vector registers, never in wasm).
 #[inline(always)]
 pub(crate) fn wide_tile<S: Simd>() -> bool {
     S::REGISTER_COUNT >= 32 && !cfg!(target_arch = "wasm32")
 }
 
-/// `(MR, NV)` of the register tile for `S`.
+/// `(MR, NV)` of the register tile for `S`: 12 × 2 with 32 vector registers, 4 × 4 in wasm
+/// (see [`tile_wasm`]), 6 × 2 otherwise.
 #[inline(always)]
 pub(crate) fn tile_dims<S: Simd>() -> (usize, usize) {
-    if wide_tile::<S>() { (12, 2) } else { (6, 2) }
+    if wide_tile::<S>() {
+        (12, 2)
+    } else if cfg!(target_arch = "wasm32") {
+        (4, 4)
+    } else {
+        (6, 2)
+    }
 }
 
 /// Columns per packed panel of `B` for `S`.
@@ -204,6 +217,10 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize>(
             }
             return acc;
         }
+        #[cfg(target_arch = "wasm32")]
+        if R == 4 && S::F32_LANES == 4 && rs == 1 && cs == R {
+            return tile_wasm::<S, E, R, NV>(simd, kc, a, b, nr, acc);
+        }
         let rows: [*const f32; R] = core::array::from_fn(|i| a.add(i * rs));
         let mut c = acc;
         let mut b = b;
@@ -218,6 +235,83 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize>(
             }
             b = b.add(nr);
             off += cs;
+        }
+        c
+    }
+}
+
+/// The wasm register tile: 4 rows of `A` interleaved (`a[kk·4 + i]`: one vector load per
+/// step, each row's value splatted with a lane shuffle) × `NV` vectors of `B`.
+///
+/// Written for what wasmtime makes of it. Every loop back-edge carries the epoch check,
+/// whose cold path is a call that clobbers every vector register, so Cranelift keeps the
+/// accumulators in stack slots across the back-edge: one reload and one store per
+/// accumulator per iteration, whatever the loop does. So each iteration runs two steps of
+/// `k` into fresh partial sums and adds them to the accumulators once: the store-to-load
+/// latency through the stack slot is paid once per two steps and off the FMA chains.
+/// Cranelift computes each accumulator's chain in one piece, after all of the iteration's
+/// loads, so the loads must be few: two `A` vectors and `2·NV` of `B`, with `A`'s rows in
+/// one vector instead of four general-purpose registers.
+///
+/// # Safety
+/// `a` holds `kc` steps of 4 interleaved rows (`4·kc` readable `f32`); `b` as in [`tile`].
+#[cfg(target_arch = "wasm32")]
+#[inline(always)]
+unsafe fn tile_wasm<S: Simd, E: Elem, const R: usize, const NV: usize>(
+    simd: S,
+    kc: usize,
+    a: *const f32,
+    b: *const E,
+    nr: usize,
+    acc: [[S::f32s; NV]; R],
+) -> [[S::f32s; NV]; R] {
+    use crate::elem::reinterpret;
+    use core::arch::wasm32::{i32x4_shuffle, v128, v128_load};
+
+    let lanes = S::F32_LANES;
+    let splat = |v: v128, i: usize| -> S::f32s {
+        let s = match i {
+            0 => i32x4_shuffle::<0, 0, 0, 0>(v, v),
+            1 => i32x4_shuffle::<1, 1, 1, 1>(v, v),
+            2 => i32x4_shuffle::<2, 2, 2, 2>(v, v),
+            _ => i32x4_shuffle::<3, 3, 3, 3>(v, v),
+        };
+        // SAFETY: `v128` and a 4-lane `S::f32s` are the same 16 bytes of plain data.
+        unsafe { reinterpret(s) }
+    };
+    // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
+    unsafe {
+        let step = |t: &mut [[S::f32s; NV]; R], a: *const f32, b: *const E, first: bool| {
+            let av = v128_load(a.cast());
+            let bv: [S::f32s; NV] = core::array::from_fn(|v| E::load(simd, b.add(v * lanes)));
+            for (i, row) in t.iter_mut().enumerate() {
+                let ai = splat(av, i);
+                for (t, &bb) in row.iter_mut().zip(&bv) {
+                    *t = if first {
+                        simd.mul_f32s(ai, bb)
+                    } else {
+                        simd.mul_add_e_f32s(ai, bb, *t)
+                    };
+                }
+            }
+        };
+        let mut c = acc;
+        let (mut a, mut b) = (a, b);
+        let zero = simd.splat_f32s(0.0);
+        for _ in 0..kc / 2 {
+            let mut t = [[zero; NV]; R];
+            step(&mut t, a, b, true);
+            step(&mut t, a.add(R), b.add(nr), false);
+            for (cr, tr) in c.iter_mut().zip(&t) {
+                for (cv, &tv) in cr.iter_mut().zip(tr) {
+                    *cv = simd.add_f32s(*cv, tv);
+                }
+            }
+            a = a.add(2 * R);
+            b = b.add(2 * nr);
+        }
+        if kc % 2 == 1 {
+            step(&mut c, a, b, false);
         }
         c
     }
@@ -350,6 +444,8 @@ impl<E: Elem> Gemm<'_, E> {
     pub(crate) fn run<S: Simd>(&self, simd: S, out: &mut [f32]) {
         if wide_tile::<S>() {
             self.run_tile::<S, 12, 2>(simd, out);
+        } else if cfg!(target_arch = "wasm32") {
+            self.run_tile::<S, 4, 4>(simd, out);
         } else {
             self.run_tile::<S, 6, 2>(simd, out);
         }
@@ -400,7 +496,7 @@ impl<E: Elem> Gemm<'_, E> {
             m
         }
         .min(m);
-        let mut a_buf = copy_a.then(|| take_scratch(&A_BLOCK, slab * A_STRIDE));
+        let mut a_buf = copy_a.then(|| take_scratch(&A_BLOCK, slab.div_ceil(MR) * MR * A_STRIDE));
         let out_ptr = out.as_mut_ptr();
         let mut m0 = 0;
         while m0 < m {
@@ -420,8 +516,18 @@ impl<E: Elem> Gemm<'_, E> {
                     while r0 < m1 {
                         let rows = MR.min(m - r0);
                         let a_off = r0 * k + k0;
-                        for (i, row) in a.data[a_off..].chunks(a.rs).take(rows).enumerate() {
-                            buf[(r0 - m0 + i) * A_STRIDE..][..kc].copy_from_slice(&row[..kc]);
+                        let src = a.data[a_off..].chunks(a.rs).take(rows).enumerate();
+                        if INTERLEAVE_A {
+                            let dst = &mut buf[(r0 - m0) * kc..][..MR * kc];
+                            for (i, row) in src {
+                                for (kk, &v) in row[..kc].iter().enumerate() {
+                                    dst[kk * MR + i] = v;
+                                }
+                            }
+                        } else {
+                            for (i, row) in src {
+                                buf[(r0 - m0 + i) * A_STRIDE..][..kc].copy_from_slice(&row[..kc]);
+                            }
                         }
                         r0 += MR;
                     }
@@ -435,7 +541,14 @@ impl<E: Elem> Gemm<'_, E> {
                     while r0 < m1 {
                         let rows = MR.min(m - r0);
                         let (a_ptr, rs, cs) = match a_buf.as_ref() {
-                            // SAFETY: the slab holds rows `m0..m1` at `A_STRIDE`.
+                            // SAFETY: the slab holds rows `m0..m1`, interleaved by `MR`
+                            // rows or at `A_STRIDE`.
+                            Some(buf) if INTERLEAVE_A => (
+                                unsafe { buf.as_slice().as_ptr().add((r0 - m0) * kc) },
+                                1,
+                                MR,
+                            ),
+                            // SAFETY: as above.
                             Some(buf) => (
                                 unsafe { buf.as_slice().as_ptr().add((r0 - m0) * A_STRIDE) },
                                 A_STRIDE,

@@ -49,6 +49,46 @@ pub fn peak_fma_flops(iterations: usize) -> u64 {
     (iterations * CHAINS * lanes() * 2) as u64
 }
 
+/// Runs `iterations` rounds of the peak-FMA probe on 128-bit vectors (4 `f32` lanes, the
+/// width of wasm simd128 and of the FMAs wasmtime emits for `f32x4.relaxed_madd` on x86),
+/// or returns `None` where this build has no 128-bit FMA to probe. Each round is
+/// [`CHAINS`] FMAs, as in [`peak_fma_probe`]; [`fma128_flops`] counts them.
+pub fn fma128_probe(iterations: usize) -> Option<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA (checked just above).
+        return Some(unsafe { fma128_x86(iterations) });
+    }
+    #[cfg(target_arch = "aarch64")]
+    if lanes() == 4 {
+        // NEON's vectors are 128-bit: the best-level probe is the 128-bit one.
+        return Some(peak_fma_probe(iterations));
+    }
+    let _ = iterations;
+    None
+}
+
+/// Floating-point operations of one [`fma128_probe`] call.
+pub fn fma128_flops(iterations: usize) -> u64 {
+    (iterations * CHAINS * 4 * 2) as u64
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+fn fma128_x86(iterations: usize) -> f32 {
+    use std::arch::x86_64::{_mm_add_ps, _mm_cvtss_f32, _mm_fmadd_ps, _mm_hadd_ps, _mm_set1_ps};
+    let (a, b) = (_mm_set1_ps(0.999_999), _mm_set1_ps(1e-7));
+    let mut acc = [_mm_set1_ps(1.0); CHAINS];
+    for _ in 0..iterations {
+        for x in acc.iter_mut() {
+            *x = _mm_fmadd_ps(*x, a, b);
+        }
+    }
+    let sum = acc.iter().fold(_mm_set1_ps(0.0), |s, &x| _mm_add_ps(s, x));
+    let sum = _mm_hadd_ps(sum, sum);
+    _mm_cvtss_f32(_mm_hadd_ps(sum, sum))
+}
+
 /// `f32` lanes of one vector at the best SIMD level (16 with AVX-512, 8 with AVX2).
 pub fn lanes() -> usize {
     pulp::Arch::new().dispatch(Lanes)
@@ -233,6 +273,20 @@ mod tests {
         let mut dst = vec![0.0; 100];
         memcpy_probe(&src, &mut dst);
         assert_eq!(src, dst);
+    }
+
+    #[test]
+    fn fma128_probe_computes_every_chain() {
+        let Some(got) = fma128_probe(3) else { return };
+        // Each of the 12 chains × 4 lanes runs x ← 0.999999·x + 1e-7 three times from 1.
+        let (a, b) = (0.999_999f64, 1e-7f64);
+        let x = (0..3).fold(1.0f64, |x, _| a * x + b);
+        let want = 48.0 * x;
+        assert!(
+            (f64::from(got) - want).abs() <= 1e-5 * want,
+            "{got} vs {want}"
+        );
+        assert_eq!(fma128_flops(3), 3 * 12 * 4 * 2);
     }
 
     #[test]

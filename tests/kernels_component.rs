@@ -209,7 +209,7 @@ fn each_op_matches_the_native_kernels_on_odd_shapes() {
         (7, 64, 33),
         (17, 129, 65),
         (1, 300, 10),
-        // The wasm GEMM's copied A: three KC blocks, the last of odd depth, a row tail.
+        // The wasm GEMM's copied A: two KC blocks, the last of odd depth, a row tail.
         (9, 1101, 70),
         // More rows than one copied slab holds.
         (1990, 20, 130),

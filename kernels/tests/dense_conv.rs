@@ -292,7 +292,7 @@ fn conv2d_fixed_shapes() {
         // Output rows of one or two pixels (each vector spans many input rows).
         ([1, 3, 40, 3], [5, 3, 3, 3], Conv2dParams::default()),
         ([1, 3, 40, 4], [5, 3, 3, 3], Conv2dParams::default()),
-        // More than KC = 256 taps with padding.
+        // 360 taps with padding.
         (
             [1, 40, 12, 12],
             [13, 40, 3, 3],

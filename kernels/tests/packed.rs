@@ -106,10 +106,12 @@ proptest! {
 
 #[test]
 fn dense_packed_block_edges() {
-    // Cross the k blocks (512) and the column blocks (256), copy A (≥ 4 panels) with row
-    // tails, across slabs of copied rows, batch 1 and an empty k.
+    // Cross the k blocks (1024) and the column blocks (256; 128 for a block deeper than
+    // 512), copy A (≥ 4 panels) with row tails, across slabs of copied rows, batch 1 and an
+    // empty k.
     let shapes = [
         (13, 530, 1030),
+        (9, 2100, 300),
         (37, 1100, 290),
         (30, 512, 700),
         (1, 1024, 300),
@@ -323,8 +325,10 @@ fn conv2d_packed_block_edges() {
         ..Default::default()
     };
     let cases = [
-        // More pixels than one column block, more taps than one k block (32·9 = 288).
+        // More pixels than one column block (32·9 = 288 taps).
         ([1, 32, 26, 26], [20, 32, 3, 3], same),
+        // More taps than one k block (120·9 = 1080 > 1024).
+        ([1, 120, 6, 6], [7, 120, 3, 3], same),
         // Odd row counts per group and a strided, dilated window.
         (
             [2, 6, 23, 19],

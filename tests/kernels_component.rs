@@ -42,14 +42,9 @@ fn run(rt: &Runtime, case: &Case) -> tensorlet_host::Result<serde_json::Value> {
     Ok(serde_json::to_value(response).expect("response serialises"))
 }
 
+/// Element `i` may differ by `BACKEND_ATOL + BACKEND_RTOL · |native|`.
 fn assert_close(what: &str, native: &[f32], wasm: &[f32]) {
-    assert_eq!(native.len(), wasm.len(), "{what}: element count");
-    for (i, (n, w)) in native.iter().zip(wasm).enumerate() {
-        assert!(
-            (n - w).abs() <= BACKEND_ATOL + BACKEND_RTOL * n.abs(),
-            "{what}: element {i}: native {n}, wasm {w}"
-        );
-    }
+    assert_close_sum(what, native, wasm, &vec![0.0; native.len()]);
 }
 
 /// [`assert_close`] for sums of products: element `i` may differ by
@@ -58,6 +53,7 @@ fn assert_close(what: &str, native: &[f32], wasm: &[f32]) {
 /// 1-Lipschitz, so the bound carries through them).
 fn assert_close_sum(what: &str, native: &[f32], wasm: &[f32], magnitude: &[f32]) {
     assert_eq!(native.len(), wasm.len(), "{what}: element count");
+    assert_eq!(native.len(), magnitude.len(), "{what}: magnitudes");
     for (i, ((n, w), m)) in native.iter().zip(wasm).zip(magnitude).enumerate() {
         assert!(
             (n - w).abs() <= BACKEND_ATOL + BACKEND_RTOL * n.abs().max(*m),

@@ -117,7 +117,7 @@ fn dense_packed_block_edges() {
         (1, 1024, 300),
         (2, 257, 65),
         (25, 0, 40),
-        // More rows than one copied slab of `A` (about 2000) with enough panels to copy it.
+        // More rows than one copied slab of `A` (about 1000) with enough panels to copy it.
         (1990, 20, 130),
     ];
     for (i, &(m, k, n)) in shapes.iter().enumerate() {

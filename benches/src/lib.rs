@@ -52,7 +52,8 @@ pub fn peak_fma_flops(iterations: usize) -> u64 {
 /// Runs `iterations` rounds of the peak-FMA probe on 128-bit vectors (4 `f32` lanes, the
 /// width of wasm simd128 and of the FMAs wasmtime emits for `f32x4.relaxed_madd` on x86),
 /// or returns `None` where this build has no 128-bit FMA to probe. Each round is
-/// [`CHAINS`] FMAs, as in [`peak_fma_probe`]; [`fma128_flops`] counts them.
+/// one FMA on each of 12 independent chains, as in [`peak_fma_probe`]; [`fma128_flops`]
+/// counts them.
 pub fn fma128_probe(iterations: usize) -> Option<f32> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {

@@ -1,8 +1,10 @@
 //! SIMD level selection: [`Level`], and [`Kernels`], which holds the pulp arch token for one
-//! level so that feature detection happens once, never in a kernel, and the number of threads
-//! a large product may use (one unless asked for).
+//! level so that feature detection happens once, never in a kernel, and optionally the
+//! [`ThreadPool`] whose threads a large product may use (none unless given: one thread).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use crate::threads::ThreadPool;
 
 /// SIMD instruction level a [`Kernels`] runs at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -33,14 +35,16 @@ impl Level {
 
 /// The kernels at one SIMD level; dispatch is resolved once, at construction.
 ///
-/// Cheap to copy. Obtain one with [`Kernels::detect`] (best level, cached) or
-/// [`Kernels::with_level`]; both run every op on the calling thread, and
-/// [`Kernels::with_threads`] lets large dense products use more.
-#[derive(Clone, Copy, Debug)]
+/// Cheap to clone (clones share the thread pool, if any). Obtain one with
+/// [`Kernels::detect`] (best level, cached) or [`Kernels::with_level`]; both run every op on
+/// the calling thread, and [`Kernels::with_pool`] (or [`Kernels::with_threads`]) lets large
+/// dense products use a pool's threads too.
+#[derive(Clone, Debug)]
 pub struct Kernels {
     level: Level,
     arch: pulp::Arch,
-    threads: usize,
+    /// The threads large ops may use besides the caller's; `None` on wasm32.
+    pool: Option<Arc<ThreadPool>>,
 }
 
 impl Kernels {
@@ -48,12 +52,14 @@ impl Kernels {
     /// the cached result.
     pub fn detect() -> Kernels {
         static DETECTED: OnceLock<Kernels> = OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            let best = *Self::available_levels()
-                .last()
-                .expect("scalar is always available");
-            Self::with_level(best).expect("level was just detected")
-        })
+        DETECTED
+            .get_or_init(|| {
+                let best = *Self::available_levels()
+                    .last()
+                    .expect("scalar is always available");
+                Self::with_level(best).expect("level was just detected")
+            })
+            .clone()
     }
 
     /// The kernels at `level`, or `None` if this CPU (or this build target) lacks it.
@@ -78,32 +84,50 @@ impl Kernels {
         Some(Kernels {
             level,
             arch,
-            threads: 1,
+            pool: None,
         })
     }
 
-    /// These kernels, letting one op use up to `threads` threads (the calling one and
-    /// `threads - 1` scoped helpers spawned per op; `0` counts as 1). Only dense products
-    /// (`dense`, `dense_packed`) of at least two register tiles of rows and about 8 MFLOP
-    /// per thread are split, by rows, so that each thread's share outweighs spawning it;
-    /// everything else, and every op on wasm32, runs on the calling thread. Results are
-    /// identical to one thread's: each output row is computed by exactly one thread, in the
-    /// same order. A server that already runs requests in parallel should keep 1 (the
-    /// default).
-    pub fn with_threads(self, threads: usize) -> Kernels {
+    /// These kernels, letting one op use the threads of `pool`: the calling thread and the
+    /// pool's workers that are idle when the op starts (see [`ThreadPool::run_scoped`]). Only
+    /// dense products (`dense`, `dense_packed`) of at least two register tiles of rows and
+    /// about 8 MFLOP per thread are split, by rows, so that each thread's share outweighs
+    /// handing it over; everything else runs on the calling thread. Results are identical to
+    /// one thread's: each output row is computed by exactly one thread, in the same order.
+    ///
+    /// One pool may serve many `Kernels` and concurrent callers: an op that finds every worker
+    /// busy (say, serving other requests) runs on its own thread rather than wait. On wasm32
+    /// the pool is ignored and every op runs on the calling thread.
+    pub fn with_pool(self, pool: Arc<ThreadPool>) -> Kernels {
         Kernels {
-            threads: if cfg!(target_arch = "wasm32") {
-                1
-            } else {
-                threads.max(1)
-            },
+            pool: (!cfg!(target_arch = "wasm32")).then_some(pool),
             ..self
         }
     }
 
-    /// The most threads one op may use (see [`Kernels::with_threads`]).
+    /// [`Kernels::with_pool`] with a new pool of its own of `threads` threads (the caller's and
+    /// `threads - 1` workers), shared by this value's clones; `0` and `1` mean no pool. If the
+    /// OS refuses to start the workers, or on wasm32, every op runs on the calling thread
+    /// ([`Kernels::threads`] then says 1). To share workers between several `Kernels`, make
+    /// one [`ThreadPool`] and pass it to `with_pool`.
+    pub fn with_threads(self, threads: usize) -> Kernels {
+        let pool = if threads <= 1 || cfg!(target_arch = "wasm32") {
+            None
+        } else {
+            ThreadPool::new(threads).ok().map(Arc::new)
+        };
+        Kernels { pool, ..self }
+    }
+
+    /// The most threads one op may use: the size of the pool (see [`Kernels::with_pool`]), 1
+    /// without one.
     pub fn threads(&self) -> usize {
-        self.threads
+        self.pool.as_ref().map_or(1, |p| p.threads())
+    }
+
+    /// The pool large ops use, if any (see [`Kernels::with_pool`]).
+    pub fn pool(&self) -> Option<&Arc<ThreadPool>> {
+        self.pool.as_ref()
     }
 
     /// Every level this CPU can run, [`Level::Scalar`] first and the widest last.

@@ -4,7 +4,9 @@
 //! Every kernel is written once, generic over [`pulp::Simd`], as a small struct implementing
 //! [`pulp::WithSimd`]. A [`Kernels`] value holds the pulp arch token for one [`Level`]
 //! (scalar, AVX2, AVX-512, NEON, SIMD128), chosen once by [`Kernels::detect`] or
-//! [`Kernels::with_level`]; calls dispatch through it without re-detecting features.
+//! [`Kernels::with_level`]; calls dispatch through it without re-detecting features. Large
+//! dense products may split their rows over a [`ThreadPool`] the embedder makes once and
+//! shares ([`Kernels::with_pool`]); no op spawns a thread.
 //! Every entry point validates slice lengths against the shapes it is given and returns a
 //! [`KernelError`] instead of panicking. [`oracle`] has the naive reference of each op.
 //!
@@ -31,6 +33,7 @@ mod ops;
 pub mod oracle;
 mod pool;
 mod shape;
+mod threads;
 mod validate;
 mod vmem;
 
@@ -46,3 +49,4 @@ pub use shape::{
     Conv2dParams, DenseDims, Pool2dParams, broadcast_dims, conv2d_dims, conv2d_out_shape,
     dense_dims, pool2d_out_shape, rank4, reshape_dims,
 };
+pub use threads::ThreadPool;

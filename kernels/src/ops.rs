@@ -1,5 +1,6 @@
 //! The public kernel entry points on [`Kernels`]: validate, then dispatch a [`pulp::WithSimd`]
-//! op at the level chosen when the `Kernels` was built.
+//! op at the level chosen when the `Kernels` was built; large dense products split their rows
+//! over the `Kernels`' [`ThreadPool`](crate::ThreadPool), if it has one.
 
 use crate::activation::{Activate, Activation};
 use crate::conv::{Conv2d, PackedConv2d, TileRows, pack_weights};
@@ -47,9 +48,9 @@ const SPLIT_MIN_FLOPS: usize = 8 << 20;
 
 impl Kernels {
     /// Runs the dense product `x[m,k] → out[m,n]` as `f(kernels, x rows, rows, out rows)` on
-    /// whole chunks of rows: on this thread alone, or (see [`Kernels::with_threads`]) split
-    /// into chunks of whole register tiles taken from a queue by this thread and scoped
-    /// helpers. A helper that cannot be spawned leaves its chunks to the others.
+    /// whole chunks of rows: on this thread alone, or (see [`Kernels::with_pool`]) split into
+    /// chunks of whole register tiles taken from a queue by this thread and the pool's idle
+    /// workers; when fewer workers are idle, the threads that run take more chunks each.
     fn split_rows(
         &self,
         x: &[f32],
@@ -59,10 +60,10 @@ impl Kernels {
         out: &mut [f32],
         f: impl Fn(&Kernels, &[f32], usize, &mut [f32]) + Sync,
     ) {
-        if self.threads() <= 1 {
+        let Some(pool) = self.pool().filter(|p| p.threads() > 1) else {
             f(self, x, m, out);
             return;
-        }
+        };
         let mr = self.run(TileRows);
         let flops = 2usize.saturating_mul(m).saturating_mul(k).saturating_mul(n);
         let threads = self
@@ -80,20 +81,12 @@ impl Kernels {
             .map(|(x, out)| (x, x.len() / k, out))
             .collect();
         let queue = std::sync::Mutex::new(chunks);
-        let work = || {
+        pool.run_scoped(threads, &|| {
             loop {
                 let job = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
                 let Some((x, m, out)) = job else { break };
                 f(self, x, m, out);
             }
-        };
-        std::thread::scope(|s| {
-            for _ in 1..threads {
-                if std::thread::Builder::new().spawn_scoped(s, work).is_err() {
-                    break;
-                }
-            }
-            work();
         });
     }
 

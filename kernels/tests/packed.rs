@@ -7,9 +7,11 @@ mod common;
 
 use common::{ACTIVATIONS, all_kernels, check_close, random};
 use proptest::prelude::*;
+use std::sync::Arc;
 use tensorlet_kernels::half::{bf16, f16};
 use tensorlet_kernels::{
-    Activation, Conv2dParams, Kernels, Level, PackedDense, WeightType, conv2d_out_shape, oracle,
+    Activation, Conv2dParams, Kernels, Level, PackedDense, ThreadPool, WeightType,
+    conv2d_out_shape, oracle,
 };
 
 /// Dense/conv tolerance: `|got - ref| <= 1e-4 · (1 + |ref|)`.
@@ -471,7 +473,7 @@ fn dense_threads_match_one_thread_and_oracle() {
             one.dense_packed(&x, m, &packed, Activation::Relu, &mut single)
                 .unwrap();
             for threads in [2, 3, 8] {
-                let kern = one.with_threads(threads);
+                let kern = one.clone().with_threads(threads);
                 assert_eq!(kern.threads(), threads);
                 let mut got = vec![f32::NAN; m * n];
                 kern.dense_packed(&x, m, &packed, Activation::Relu, &mut got)
@@ -501,4 +503,56 @@ fn dense_threads_match_one_thread_and_oracle() {
         }
     }
     assert_eq!(Kernels::detect().with_threads(0).threads(), 1);
+    assert_eq!(Kernels::detect().with_threads(1).threads(), 1);
+    assert!(Kernels::detect().pool().is_none());
+}
+
+/// Whether two outputs are equal bit for bit.
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+}
+
+#[test]
+fn dense_through_a_shared_pool_matches_one_thread_bit_for_bit() {
+    // One pool of 3 serves every level's kernels and 4 concurrent callers, which each find
+    // 0 to 2 idle workers: every product must still equal the one-thread result exactly.
+    let pool = Arc::new(ThreadPool::new(3).unwrap());
+    let (m, k, n) = (101, 333, 250);
+    let x = random(41, m * k, -1.0, 1.0);
+    let w = random(42, n * k, -1.0, 1.0);
+    let bias = random(43, n, -1.0, 1.0);
+    let cases: Vec<_> = all_kernels()
+        .into_iter()
+        .map(|one| {
+            let packed = one.pack_dense(&w, n, k, Some(&bias)).unwrap();
+            let mut want_packed = vec![f32::NAN; m * n];
+            one.dense_packed(&x, m, &packed, Activation::Gelu, &mut want_packed)
+                .unwrap();
+            let mut want = vec![f32::NAN; m * n];
+            one.dense(&x, m, k, &w, n, Some(&bias), Activation::Gelu, &mut want)
+                .unwrap();
+            let kern = one.with_pool(pool.clone());
+            assert_eq!(kern.threads(), 3);
+            assert!(Arc::ptr_eq(kern.pool().unwrap(), &pool));
+            (kern, packed, want_packed, want)
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..5 {
+                    for (kern, packed, want_packed, want) in &cases {
+                        let level = kern.level();
+                        let mut got = vec![f32::NAN; m * n];
+                        kern.dense_packed(&x, m, packed, Activation::Gelu, &mut got)
+                            .unwrap();
+                        assert!(same_bits(&got, want_packed), "dense_packed at {level:?}");
+                        kern.dense(&x, m, k, &w, n, Some(&bias), Activation::Gelu, &mut got)
+                            .unwrap();
+                        assert!(same_bits(&got, want), "dense at {level:?}");
+                    }
+                }
+            });
+        }
+    });
 }

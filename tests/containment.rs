@@ -89,3 +89,88 @@ fn unknown_inputs_and_bad_components_are_rejected() {
     assert!(err.message().contains("function `garbage`"), "{err}");
     assert_still_serving(&f);
 }
+
+#[test]
+fn precompiled_artifacts_are_refused_by_load_function() {
+    let (rt, f) = setup();
+    let wasm = std::fs::read(tensorlet_host::test_programs::MISBEHAVE).unwrap();
+    let artifact = rt.precompile(&wasm).unwrap();
+    let err = rt.load_function("uploaded", &artifact).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(
+        err.message().contains("precompiled artifact")
+            && err.message().contains("only `.wasm` components"),
+        "{err}"
+    );
+    // The trusted path loads the same artifact from a local file the caller vouches for.
+    let path = std::env::temp_dir().join(format!("misbehave-{}.cwasm", std::process::id()));
+    std::fs::write(&path, &artifact).unwrap();
+    // SAFETY: this test just wrote the file with `Runtime::precompile`.
+    let trusted = unsafe { rt.load_precompiled_file(&path) }.unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_still_serving(&trusted);
+    assert_still_serving(&f);
+}
+
+#[test]
+fn a_component_importing_what_the_host_lacks_is_refused_at_load() {
+    let (rt, f) = setup();
+    let err = rt
+        .load_function_file(tensorlet_host::test_programs::FOREIGN_IMPORT.as_ref())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(
+        err.message()
+            .contains("imports `tensorlet-test:foreign/gpu-device@0.1.0`"),
+        "{err}"
+    );
+    assert_still_serving(&f);
+}
+
+/// A runtime with one request slot, `queue` waiting places and a `deadline`.
+fn one_slot(queue: u32, deadline: Duration) -> (Runtime, Function) {
+    let rt = Runtime::new(RuntimeConfig {
+        deadline,
+        max_concurrent_requests: 1,
+        max_queued_requests: queue,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let f = rt
+        .load_function_file(tensorlet_host::test_programs::MISBEHAVE.as_ref())
+        .unwrap();
+    (rt, f)
+}
+
+#[test]
+fn a_full_queue_is_unavailable_and_the_runtime_serves_the_next_request() {
+    let (rt, f) = one_slot(0, Duration::from_millis(800));
+    // A kernel session holds the only slot for as long as it lives.
+    let held = rt.kernel_session().unwrap();
+    assert_eq!(rt.requests_in_flight(), 1);
+    let err = call(&f, "count").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.message().contains("0 waiting"), "{err}");
+    drop(held);
+    assert_still_serving(&f);
+}
+
+#[test]
+fn a_deadline_passing_in_the_queue_is_unavailable_and_the_runtime_serves_the_next() {
+    let (rt, f) = one_slot(4, Duration::from_millis(300));
+    let held = rt.kernel_session().unwrap();
+    let start = Instant::now();
+    let err = call(&f, "count").unwrap_err();
+    let waited = start.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        err.message().contains("deadline passed while it waited"),
+        "{err}"
+    );
+    assert!(
+        waited >= Duration::from_millis(290) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    drop(held);
+    assert_still_serving(&f);
+}

@@ -9,7 +9,7 @@ use std::process::Command;
 
 #[test]
 fn guest_unit_tests_pass_natively() {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let host = std::env::consts::ARCH.to_string() + "-unknown-linux-gnu";
     let out = Command::new(cargo)

@@ -174,6 +174,13 @@ fn runtime(c: &mut Criterion) {
     g.finish();
 }
 
+/// Issue targets: instantiation (a fresh store and instance) within 5 µs.
+const INSTANTIATE_BUDGET_NS: f64 = 5_000.0;
+/// A whole mlp request (fresh store and instance, input to output tensors) within 10 µs.
+const MLP_REQUEST_BUDGET_NS: f64 = 10_000.0;
+/// A mnist-cnn batch-1 request within 1.10× its kernels alone.
+const CNN_REQUEST_OVER_KERNELS: f64 = 1.10;
+
 fn table(r: &Results) -> Table {
     let mut t = Table::new("runtime (single request at a time, medians of this run)");
     for (name, input) in [("mnist-cnn", "[1,1,28,28]"), ("mlp", "[1,10]")] {
@@ -182,9 +189,15 @@ fn table(r: &Results) -> Table {
             format!("{name}: instantiate"),
             get("instantiate"),
             Work::Latency,
-        );
+        )
+        .within("budget: 5 µs", INSTANTIATE_BUDGET_NS);
         let (request, kernels) = (get("request"), get("kernels"));
-        t.row(format!("{name}: request {input}"), request, Work::Latency);
+        let row = t.row(format!("{name}: request {input}"), request, Work::Latency);
+        if name == "mlp" {
+            row.within("budget: 10 µs", MLP_REQUEST_BUDGET_NS);
+        } else if let Some(k) = kernels {
+            row.within("budget: 1.10 × its kernels", CNN_REQUEST_OVER_KERNELS * k);
+        }
         t.row(
             format!("{name}: its kernels, native"),
             kernels,
@@ -199,6 +212,7 @@ fn table(r: &Results) -> Table {
     }
     t.note("request: Function::infer on the bundled weights (input tensor built in the loop), a fresh store and instance each time");
     t.note("kernels, native: the same kernel calls on the same shapes, buffers allocated once; the overhead includes instantiation");
+    t.note("budgets: ratio = budget ÷ measured time, met at ≥ 1×");
     t
 }
 

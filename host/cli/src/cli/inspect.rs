@@ -3,7 +3,7 @@
 use clap::Args;
 use tensorlet_host::{DType, FunctionMetadata, IoSpec, Result, Weights};
 
-use super::{RuntimeArgs, is_path, read_input};
+use super::{RuntimeArgs, is_path, load_function, read_input};
 
 /// Describe a safetensors file (tensors, dtypes, shapes, bytes, digest) or a function —
 /// a component path or a bundled name — (its imports, exports and metadata).
@@ -19,22 +19,21 @@ impl InspectCommand {
     /// Prints the description.
     pub fn execute(self) -> Result<()> {
         if !is_path(&self.target) {
-            let b = tensorlet_host::bundled::find(&self.target)?;
-            return self.describe_component(b.name, b.component);
+            return self.describe_component();
         }
         let bytes = read_input(self.target.as_ref())?;
         if bytes.starts_with(b"\0asm") || bytes.starts_with(b"\x7fELF") {
-            self.describe_component(&self.target, &bytes)
+            self.describe_component()
         } else {
             describe_weights(&Weights::from_bytes(&bytes, &self.target)?);
             Ok(())
         }
     }
 
-    fn describe_component(&self, name: &str, bytes: &[u8]) -> Result<()> {
+    fn describe_component(&self) -> Result<()> {
         let runtime = self.runtime.runtime()?;
-        let f = runtime.load_function(name, bytes)?;
-        println!("component {name}");
+        let f = load_function(&runtime, &self.target)?;
+        println!("component {}", self.target);
         println!("imports:");
         for i in f.imports() {
             println!("  {i}");

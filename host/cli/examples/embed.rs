@@ -1,12 +1,13 @@
-//! Embedding tensorlet in another Rust program: load a function and a weights set once,
-//! then serve many requests, each in a fresh sandboxed instance.
+//! Embedding tensorlet in another Rust program: publish a model (a function and a weights
+//! set, prepared once) in a registry, then serve many requests, each in a fresh sandboxed
+//! instance.
 //!
 //! Run with `cargo run --release --example embed [COMPONENT.wasm WEIGHTS.safetensors]`;
 //! without arguments it uses the bundled `mnist-cnn` and its default weights.
 
 use std::time::{Duration, Instant};
 
-use tensorlet_host::{Runtime, RuntimeConfig, Tensor};
+use tensorlet_host::{Model, ModelSettings, Registry, Runtime, RuntimeConfig, Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Set up once: engine, linker, kernels, weights cache.
@@ -31,8 +32,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
         }
     };
-    let meta = function.metadata();
+    let meta = function.metadata().clone();
     println!("{}: {}", meta.name, meta.description);
+    let registry = Registry::new(runtime.clone());
+    registry.publish(Model::new(
+        "digits",
+        1,
+        function,
+        weights,
+        ModelSettings::default(),
+    )?);
 
     // Per request: a fresh instance bound to these weights.
     let image: Vec<f32> = (0..28 * 28).map(|i| (i % 28) as f32 / 27.0).collect();
@@ -40,7 +49,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let data: Vec<f32> = image.iter().copied().cycle().take(batch * 784).collect();
         let input = Tensor::from_f32(vec![batch, 1, 28, 28], data)?;
         let start = Instant::now();
-        let outputs = function.infer(&weights, vec![("image".to_string(), input)])?;
+        // The latest version of `digits`, held for this request even if a new one lands.
+        let model = registry.get("digits", None)?;
+        let outputs = model.infer(vec![("image".to_string(), input)])?;
         let (name, probs) = &outputs[0];
         let probs = probs.f32s(name)?;
         let best = probs[..10]

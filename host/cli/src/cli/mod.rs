@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tensorlet_host::{Error, KernelBackend, Result, Runtime, RuntimeConfig};
+use tensorlet_host::{Error, Function, KernelBackend, Result, Runtime, RuntimeConfig};
 
 mod compile;
 mod inspect;
@@ -66,6 +66,24 @@ struct RuntimeArgs {
     #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
+    /// Compile every component in this process instead of reusing compiled code from the
+    /// cache (`$TENSORLET_CACHE_DIR`, else `$XDG_CACHE_HOME/tensorlet`, else
+    /// `~/.cache/tensorlet`).
+    #[arg(long)]
+    no_cache: bool,
+}
+
+/// The compiled-code cache folder: `$TENSORLET_CACHE_DIR`, `$XDG_CACHE_HOME/tensorlet` or
+/// `$HOME/.cache/tensorlet`; `None` if none of them is set.
+fn cache_dir() -> Option<PathBuf> {
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("TENSORLET_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("tensorlet")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache").join("tensorlet")))
 }
 
 impl RuntimeArgs {
@@ -76,14 +94,38 @@ impl RuntimeArgs {
                 self.timeout
             )));
         }
-        Runtime::new(RuntimeConfig {
+        let config = RuntimeConfig {
             deadline: Duration::from_secs_f64(self.timeout),
             memory_limit: self.memory_limit.saturating_mul(1 << 20),
             max_concurrent_requests: 2,
             kernels: self.kernels,
             kernel_threads: usize::from(self.threads),
             ..RuntimeConfig::default()
-        })
+        };
+        match cache_dir().filter(|_| !self.no_cache) {
+            // SAFETY: the cache is the user's own folder under their home (or one they named
+            // in TENSORLET_CACHE_DIR), written only by tensorlet, which is what
+            // `with_compile_cache` asks the caller to vouch for.
+            Some(dir) => unsafe { Runtime::with_compile_cache(config, &dir) },
+            None => Runtime::new(config),
+        }
+    }
+}
+
+/// Loads the function `name`: a bundled name, a `.wasm` component, or a `.cwasm` artifact
+/// of `tensorlet compile` that the user named on the command line.
+fn load_function(runtime: &Runtime, name: &str) -> Result<Function> {
+    if !is_path(name) {
+        return runtime.load_bundled(name);
+    }
+    let path = Path::new(name);
+    if path.extension().is_some_and(|e| e == "cwasm") {
+        // SAFETY: a precompiled artifact is native code; the user named this local file on
+        // the command line, which is the trust `load_precompiled_file` asks for (the CLI
+        // never loads artifacts it received from elsewhere).
+        unsafe { runtime.load_precompiled_file(path) }
+    } else {
+        runtime.load_function_file(path)
     }
 }
 

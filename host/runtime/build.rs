@@ -1,11 +1,14 @@
-//! Builds the guest workspace (`guest/`: the SDK and the example inference functions) for
-//! `wasm32-wasip2` and hands the components' paths to the host crate.
+//! Builds the guest components this crate embeds for `wasm32-wasip2` and hands their paths
+//! to the crate: the kernels component with the `wasm-kernels` feature, the demo functions
+//! and the test programs with `bundled`. With neither feature nothing is built.
 //!
-//! The guest is built by a nested `cargo build --release --target wasm32-wasip2` into
-//! `<repo>/target/guest`, so debug and release host builds share one incremental guest
-//! build. Afterwards `TENSORLET_MLP_WASM`, `TENSORLET_MNIST_CNN_WASM`,
-//! `TENSORLET_KERNELS_COMPONENT_WASM` and (for tests) `TENSORLET_MISBEHAVE_WASM` hold the
-//! components' absolute paths, for `include_bytes!(env!("TENSORLET_MNIST_CNN_WASM"))`.
+//! The guest workspace (`guest/`) is built by a nested `cargo build --release --target
+//! wasm32-wasip2 -p ...` into the documented cache path `<repo>/target/guest` (not
+//! `OUT_DIR`), so debug, release and `cargo clippy` host builds share one incremental guest
+//! build instead of compiling the guest once per profile and feature set. Afterwards
+//! `TENSORLET_KERNELS_COMPONENT_WASM`, `TENSORLET_MLP_WASM`, `TENSORLET_MNIST_CNN_WASM` and
+//! `TENSORLET_MISBEHAVE_WASM`, `TENSORLET_FOREIGN_IMPORT_WASM` hold the components' absolute paths, for
+//! `include_bytes!(env!(...))`.
 //! The nested cargo runs with `guest/` as its working directory, so it reads
 //! `guest/.cargo/config.toml` (the `+simd128,+relaxed-simd` target features): cargo finds
 //! configuration from the working directory, not from `--manifest-path`.
@@ -22,17 +25,53 @@ use std::process::{Command, Stdio};
 /// The target the guest components are built for.
 const GUEST_TARGET: &str = "wasm32-wasip2";
 
-/// The components this crate embeds: (environment variable, artifact file name).
-const COMPONENTS: &[(&str, &str)] = &[
-    ("TENSORLET_MLP_WASM", "mlp.wasm"),
-    ("TENSORLET_MNIST_CNN_WASM", "mnist_cnn.wasm"),
-    // The kernels as a component (world `kernel-provider`), for `--kernels wasm`.
-    (
-        "TENSORLET_KERNELS_COMPONENT_WASM",
-        "tensorlet_kernels_component.wasm",
-    ),
+/// A component this crate embeds.
+struct GuestComponent {
+    /// The feature that asks for it (`CARGO_FEATURE_*`).
+    feature: &'static str,
+    /// The guest package that builds it.
+    package: &'static str,
+    /// The environment variable that receives its path.
+    var: &'static str,
+    /// The artifact's file name.
+    file: &'static str,
+}
+
+/// Every component this crate can embed.
+const COMPONENTS: &[GuestComponent] = &[
+    // The kernels as a component (world `kernel-provider`), for `KernelBackend::Wasm`.
+    GuestComponent {
+        feature: "CARGO_FEATURE_WASM_KERNELS",
+        package: "tensorlet-kernels-component",
+        var: "TENSORLET_KERNELS_COMPONENT_WASM",
+        file: "tensorlet_kernels_component.wasm",
+    },
+    GuestComponent {
+        feature: "CARGO_FEATURE_BUNDLED",
+        package: "mlp",
+        var: "TENSORLET_MLP_WASM",
+        file: "mlp.wasm",
+    },
+    GuestComponent {
+        feature: "CARGO_FEATURE_BUNDLED",
+        package: "mnist-cnn",
+        var: "TENSORLET_MNIST_CNN_WASM",
+        file: "mnist_cnn.wasm",
+    },
     // A deliberately broken function for the host's containment tests.
-    ("TENSORLET_MISBEHAVE_WASM", "misbehave.wasm"),
+    GuestComponent {
+        feature: "CARGO_FEATURE_BUNDLED",
+        package: "misbehave",
+        var: "TENSORLET_MISBEHAVE_WASM",
+        file: "misbehave.wasm",
+    },
+    // A component importing an interface no tensorlet host provides (load-time checks).
+    GuestComponent {
+        feature: "CARGO_FEATURE_BUNDLED",
+        package: "foreign-import",
+        var: "TENSORLET_FOREIGN_IMPORT_WASM",
+        file: "foreign_import.wasm",
+    },
 ];
 
 /// Environment variables the outer cargo sets (or the user set for the host build) that
@@ -51,19 +90,28 @@ const LEAKED_ENV: &[&str] = &[
 
 fn main() {
     let manifest_dir = PathBuf::from(env_var("CARGO_MANIFEST_DIR"));
+    // host/runtime -> the repository root.
     let repo = manifest_dir
-        .parent()
-        .unwrap_or_else(|| fail(format!("`{}` has no parent", manifest_dir.display())))
+        .ancestors()
+        .nth(2)
+        .unwrap_or_else(|| fail(format!("`{}` has no grandparent", manifest_dir.display())))
         .to_path_buf();
     let guest = repo.join("guest");
     let target_dir = repo.join("target").join("guest");
 
+    let wanted: Vec<&GuestComponent> = COMPONENTS
+        .iter()
+        .filter(|c| env::var_os(c.feature).is_some())
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
     watch_sources(&repo, &guest);
     ensure_target_installed();
-    build_guest(&guest, &target_dir);
+    build_guest(&guest, &target_dir, &wanted);
 
     let artifacts = target_dir.join(GUEST_TARGET).join("release");
-    for (var, file) in COMPONENTS {
+    for GuestComponent { var, file, .. } in wanted {
         let path = artifacts.join(file);
         if !path.is_file() {
             fail(format!(
@@ -146,7 +194,7 @@ fn ensure_target_installed() {
 
 /// Runs the nested `cargo build --release --target wasm32-wasip2` of the guest workspace,
 /// inside `guest` so that cargo reads `guest/.cargo/config.toml`.
-fn build_guest(guest: &Path, target_dir: &Path) {
+fn build_guest(guest: &Path, target_dir: &Path, wanted: &[&GuestComponent]) {
     let manifest = guest.join("Cargo.toml");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut cmd = Command::new(cargo);
@@ -159,6 +207,9 @@ fn build_guest(guest: &Path, target_dir: &Path) {
         .arg(&manifest)
         .arg("--target-dir")
         .arg(target_dir);
+    for c in wanted {
+        cmd.arg("-p").arg(c.package);
+    }
     for var in LEAKED_ENV {
         cmd.env_remove(var);
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use tensorlet_host::{Error, InferenceRequest, Result};
 
-use super::{RuntimeArgs, is_path, read_input};
+use super::{RuntimeArgs, is_path, load_function, read_input};
 
 /// Run FUNCTION (a bundled name or a .wasm/.cwasm path) on one request.
 ///
@@ -33,21 +33,16 @@ impl RunCommand {
     /// Runs the request and prints the response.
     pub fn execute(self) -> Result<()> {
         let runtime = self.runtime.runtime()?;
-        let (function, weights) = if is_path(&self.function) {
-            let f = runtime.load_function_file(self.function.as_ref())?;
-            let w = match &self.weights {
-                Some(p) => runtime.load_weights_file(p)?,
-                None => std::sync::Arc::new(tensorlet_host::Weights::empty()),
-            };
-            (f, w)
-        } else {
-            let b = tensorlet_host::bundled::find(&self.function)?;
-            let f = runtime.load_function(b.name, b.component)?;
-            let w = match &self.weights {
-                Some(p) => runtime.load_weights_file(p)?,
-                None => runtime.load_weights(&format!("bundled {} weights", b.name), b.weights)?,
-            };
-            (f, w)
+        let function = load_function(&runtime, &self.function)?;
+        let weights = match &self.weights {
+            Some(p) => runtime.load_weights_file(p)?,
+            None if is_path(&self.function) => {
+                std::sync::Arc::new(tensorlet_host::Weights::empty())
+            }
+            None => {
+                let b = tensorlet_host::bundled::find(&self.function)?;
+                runtime.load_weights(&format!("bundled {} weights", b.name), b.weights)?
+            }
         };
         let bytes = read_input(&self.input)?;
         let request = if bytes.starts_with(b"\x89PNG") || bytes.starts_with(b"P5") {

@@ -22,6 +22,9 @@ pub enum ErrorKind {
     LimitExceeded,
     /// The request ran past its deadline and was interrupted.
     DeadlineExceeded,
+    /// The runtime could not take the request now: the admission queue was full, or the
+    /// request's deadline passed while it waited for a slot. Retrying later may succeed.
+    Unavailable,
     /// The function trapped (a wasm trap or a panic inside the sandbox).
     Trap,
     /// Reading or writing a file failed.
@@ -40,6 +43,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::LimitExceeded => "limit-exceeded",
             ErrorKind::DeadlineExceeded => "deadline-exceeded",
+            ErrorKind::Unavailable => "unavailable",
             ErrorKind::Trap => "trap",
             ErrorKind::Io => "io",
             ErrorKind::Internal => "internal",
@@ -89,6 +93,11 @@ impl Error {
     /// An [`ErrorKind::LimitExceeded`] error.
     pub fn limit_exceeded(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::LimitExceeded, message)
+    }
+
+    /// An [`ErrorKind::Unavailable`] error.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, message)
     }
 
     /// An [`ErrorKind::Internal`] error.

@@ -1,20 +1,21 @@
 //! The one `bindgen!` of the host, generated from `wit/tensorlet.wit`.
 //!
 //! Every other module imports generated types from here. The WIT `tensor` resource is
-//! mapped onto [`crate::tensor::Tensor`], so the store's resource table holds host tensors
-//! directly, and WIT calls that return `result<_, error>` return the host's
+//! mapped onto [`crate::backend::TensorHandle`], whose rep is an id in the request's
+//! kernel session, and WIT calls that return `result<_, error>` return the host's
 //! [`crate::Error`] (converted to the WIT variant at the boundary). A second `bindgen!`,
-//! in [`provider`], covers the kernels component's `kernel-provider` world.
+//! in [`provider`], covers the kernels component's `kernel-provider` world, which the wasm
+//! backend calls.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../../wit",
     world: "inference-function",
     imports: { default: trappable },
     trappable_error_type: {
         "tensorlet:nn/tensors.error" => crate::Error,
     },
     with: {
-        "tensorlet:nn/tensors.tensor": crate::tensor::Tensor,
+        "tensorlet:nn/tensors.tensor": crate::backend::TensorHandle,
     },
 });
 
@@ -56,7 +57,9 @@ impl From<crate::Error> for WitError {
             K::ShapeMismatch => WitError::ShapeMismatch(msg),
             K::Unsupported => WitError::Unsupported(msg),
             K::LimitExceeded => WitError::LimitExceeded(msg),
-            K::DeadlineExceeded | K::Trap | K::Io | K::Internal => WitError::Internal(msg),
+            K::DeadlineExceeded | K::Unavailable | K::Trap | K::Io | K::Internal => {
+                WitError::Internal(msg)
+            }
         }
     }
 }
@@ -89,30 +92,17 @@ impl From<Activation> for tensorlet_kernels::Activation {
 }
 
 /// The second `bindgen!`: the `kernel-provider` world, whose `tensors` and `ops` exports
-/// the kernels component (`guest/kernels-component`) implements. The host calls them to
-/// run a function's ops in wasm (`KernelBackend::Wasm`); their types mirror the imported
-/// ones above and convert with the `From` impls below.
+/// the kernels component (`guest/kernels-component`) implements. The wasm backend
+/// ([`crate::backend::wasm`]) calls them to run a function's ops in wasm; their types
+/// convert from the kernels' own with the `From` impls below.
 pub mod provider {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "kernel-provider",
     });
 
     pub use exports::tensorlet::nn::ops as kops;
     pub use exports::tensorlet::nn::tensors as ktensors;
-}
-
-impl From<Activation> for provider::kops::Activation {
-    fn from(a: Activation) -> Self {
-        use provider::kops::Activation as A;
-        match a {
-            Activation::None => A::None,
-            Activation::Relu => A::Relu,
-            Activation::Sigmoid => A::Sigmoid,
-            Activation::Tanh => A::Tanh,
-            Activation::Gelu => A::Gelu,
-        }
-    }
 }
 
 impl From<tensorlet_kernels::Activation> for provider::kops::Activation {
@@ -125,39 +115,6 @@ impl From<tensorlet_kernels::Activation> for provider::kops::Activation {
             K::Sigmoid => A::Sigmoid,
             K::Tanh => A::Tanh,
             K::Gelu => A::Gelu,
-        }
-    }
-}
-
-impl From<Conv2dParams> for provider::kops::Conv2dParams {
-    fn from(p: Conv2dParams) -> Self {
-        provider::kops::Conv2dParams {
-            stride: p.stride,
-            padding: p.padding,
-            dilation: p.dilation,
-            groups: p.groups,
-        }
-    }
-}
-
-impl From<Pool2dParams> for provider::kops::Pool2dParams {
-    fn from(p: Pool2dParams) -> Self {
-        provider::kops::Pool2dParams {
-            kernel: p.kernel,
-            stride: p.stride,
-            padding: p.padding,
-        }
-    }
-}
-
-impl From<provider::ktensors::Dtype> for Dtype {
-    fn from(d: provider::ktensors::Dtype) -> Self {
-        use provider::ktensors::Dtype as K;
-        match d {
-            K::F32 => Dtype::F32,
-            K::F16 => Dtype::F16,
-            K::Bf16 => Dtype::Bf16,
-            K::U8 => Dtype::U8,
         }
     }
 }

@@ -25,13 +25,13 @@ pub const BUNDLED: &[Bundled] = &[
         name: "mlp",
         summary: "x [N,10] -> dense 10 (sigmoid) -> dense 1 -> y [N,1]",
         component: include_bytes!(env!("TENSORLET_MLP_WASM")),
-        weights: include_bytes!("../../models/mlp/weights.safetensors"),
+        weights: include_bytes!("../../../models/mlp/weights.safetensors"),
     },
     Bundled {
         name: "mnist-cnn",
         summary: "image [N,C,H,W] or png -> 2x(conv3x3+relu+maxpool) -> dense 128 -> dense K -> softmax",
         component: include_bytes!(env!("TENSORLET_MNIST_CNN_WASM")),
-        weights: include_bytes!("../../models/mnist-cnn/weights.safetensors"),
+        weights: include_bytes!("../../../models/mnist-cnn/weights.safetensors"),
     },
 ];
 

@@ -6,9 +6,10 @@
 //! prepared [`Weights`] is immutable and shared: the [`crate::Runtime`] caches it by the
 //! SHA-256 of the file's bytes, and each request binds it to its store by reference.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::SystemTime;
 
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
@@ -228,6 +229,94 @@ pub(crate) fn map_file(path: &Path) -> Result<(memmap2::Mmap, String)> {
 
 /// A shared, prepared weights set (what the cache hands out).
 pub type SharedWeights = Arc<Weights>;
+
+/// What identifies a file's content cheaply: its path, length and modification time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FileKey {
+    path: PathBuf,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+/// One digest's prepared set; its lock is held while that set is prepared, so preparing
+/// one set never blocks a request for (or the preparation of) another.
+#[derive(Default)]
+struct Slot {
+    weights: Mutex<Weak<Weights>>,
+}
+
+/// The runtime's weights cache: prepared sets by content digest (kept while someone holds
+/// them), and the digest of each file seen, by [`FileKey`].
+#[derive(Default)]
+pub(crate) struct WeightsCache {
+    files: Mutex<HashMap<FileKey, String>>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl WeightsCache {
+    /// The prepared set of the file at `path`: from the cache if its path, length and
+    /// modification time are known and its set is alive, else read, hashed and prepared
+    /// (or shared with another file of the same digest).
+    pub(crate) fn load_file(&self, path: &Path) -> Result<Arc<Weights>> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let key = FileKey {
+            path: std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        };
+        let known = lock(&self.files).get(&key).cloned();
+        if let Some(w) = known.and_then(|digest| self.alive(&digest)) {
+            return Ok(w);
+        }
+        let (map, digest) = map_file(path)?;
+        lock(&self.files).insert(key, digest.clone());
+        self.get_or_prepare(digest, |digest| {
+            Weights::prepare(&map, &path.display().to_string(), digest)
+        })
+    }
+
+    /// The prepared set of safetensors `bytes`, shared by content digest.
+    pub(crate) fn load_bytes(&self, source: &str, bytes: &[u8]) -> Result<Arc<Weights>> {
+        self.get_or_prepare(digest(bytes), |digest| {
+            Weights::prepare(bytes, source, digest)
+        })
+    }
+
+    fn slot(&self, digest: &str) -> Arc<Slot> {
+        let mut slots = lock(&self.slots);
+        // Forget digests whose sets were dropped; a slot in use (being prepared) stays, and
+        // is never waited for here.
+        slots.retain(|_, s| {
+            Arc::strong_count(s) > 1 || s.weights.try_lock().map_or(true, |w| w.strong_count() > 0)
+        });
+        slots.entry(digest.to_string()).or_default().clone()
+    }
+
+    fn alive(&self, digest: &str) -> Option<Arc<Weights>> {
+        let slot = lock(&self.slots).get(digest).cloned()?;
+        let w = lock(&slot.weights).upgrade();
+        w
+    }
+
+    fn get_or_prepare(
+        &self,
+        digest: String,
+        prepare: impl FnOnce(String) -> Result<Weights>,
+    ) -> Result<Arc<Weights>> {
+        let slot = self.slot(&digest);
+        let mut held = lock(&slot.weights);
+        if let Some(w) = held.upgrade() {
+            return Ok(w);
+        }
+        let w = Arc::new(prepare(digest)?);
+        *held = Arc::downgrade(&w);
+        Ok(w)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,261 @@
+//! The native backend: `tensorlet-kernels` compiled into the host (AVX-512, AVX2+FMA,
+//! NEON), run on host tensors.
+//!
+//! A session's tensors are host [`Tensor`]s (shape + reference-counted data), so a weight
+//! handle or a reshape is a pointer copy. Weights run on their packed form, prepared once
+//! per weights set ([`crate::prepared`]). Every output is charged to the request's
+//! [`TensorBudget`] before it is allocated, and so is every handle.
+
+use tensorlet_kernels::{Activation, Conv2dParams, Kernels, Pool2dParams};
+
+use super::{Backend, KernelBackend, Op, Outcome, Session, SessionLimits, Slab, TensorId};
+use crate::error::{Error, Result};
+use crate::limits::{LimitHit, TensorBudget};
+use crate::tensor::{DType, Tensor, element_count};
+
+/// Bytes charged per tensor handle on top of its data, so handles count against the budget.
+const HANDLE_COST: usize = 64;
+
+/// The native plugin: one set of kernels at the level chosen for the runtime.
+pub(crate) struct NativeBackend {
+    kernels: Kernels,
+}
+
+impl NativeBackend {
+    /// The backend running `kernels`.
+    pub(crate) fn new(kernels: Kernels) -> Self {
+        NativeBackend { kernels }
+    }
+}
+
+impl Backend for NativeBackend {
+    fn kind(&self) -> KernelBackend {
+        KernelBackend::Native
+    }
+
+    fn session(&self, limits: SessionLimits) -> Outcome<Box<dyn Session>> {
+        Ok(Box::new(NativeSession {
+            kernels: self.kernels.clone(),
+            tensors: Slab::default(),
+            budget: limits.budget,
+        }))
+    }
+}
+
+/// One request's host tensors.
+struct NativeSession {
+    kernels: Kernels,
+    tensors: Slab<Tensor>,
+    budget: TensorBudget,
+}
+
+impl NativeSession {
+    /// Stores `tensor`, charging `new_bytes` (data it newly allocated) plus the handle.
+    fn push(&mut self, tensor: Tensor, new_bytes: usize) -> Result<TensorId> {
+        self.budget.charge(new_bytes.saturating_add(HANDLE_COST))?;
+        self.tensors.insert(tensor)
+    }
+
+    /// A cheap clone (data shared) of the tensor behind `id`.
+    fn tensor(&self, id: TensorId) -> Result<Tensor> {
+        self.tensors.get(id).cloned()
+    }
+
+    /// Zeroed storage for an op's output of `elements` f32s, charged first.
+    fn output(&mut self, elements: usize) -> Result<Vec<f32>> {
+        self.budget.charge(elements.saturating_mul(4))?;
+        Ok(vec![0.0; elements])
+    }
+
+    /// Stores an op's f32 output of `shape` (its bytes were charged by `output`).
+    fn push_f32(&mut self, shape: Vec<usize>, data: Vec<f32>) -> Result<TensorId> {
+        self.push(Tensor::from_f32(shape, data)?, 0)
+    }
+
+    fn run_op(&mut self, op: Op) -> Result<TensorId> {
+        match op {
+            Op::Dense { x, w, b, act } => self.dense(x, w, b, act),
+            Op::Conv2d {
+                x,
+                w,
+                b,
+                params,
+                act,
+            } => self.conv2d(x, w, b, &params, act),
+            Op::MaxPool2d { x, params } => self.pool("max-pool2d", x, &params, Kernels::max_pool2d),
+            Op::AvgPool2d { x, params } => self.pool("avg-pool2d", x, &params, Kernels::avg_pool2d),
+            Op::GlobalAvgPool { x } => {
+                let x = self.tensor(x)?;
+                let xs = tensorlet_kernels::rank4("global-avg-pool: x", x.shape())?;
+                let mut out = self.output(element_count(&xs[..2])?)?;
+                self.kernels
+                    .global_avg_pool(x.f32s("global-avg-pool: x")?, xs, &mut out)
+                    .map_err(|e| Error::from(e).context("global-avg-pool"))?;
+                self.push_f32(vec![xs[0], xs[1]], out)
+            }
+            Op::Activate { x, act } => {
+                let x = self.tensor(x)?;
+                let xd = x.f32s("activate: x")?;
+                let mut out = self.output(xd.len())?;
+                out.copy_from_slice(xd);
+                self.kernels.activate(&mut out, act);
+                self.push_f32(x.shape().to_vec(), out)
+            }
+            Op::Softmax { x } => {
+                let x = self.tensor(x)?;
+                let Some(&row) = x.shape().last() else {
+                    return Err(Error::shape_mismatch(
+                        "softmax: x must have rank ≥ 1, got a scalar",
+                    ));
+                };
+                let xd = x.f32s("softmax: x")?;
+                let mut out = self.output(xd.len())?;
+                out.copy_from_slice(xd);
+                if !out.is_empty() {
+                    self.kernels
+                        .softmax(&mut out, row)
+                        .map_err(|e| Error::from(e).context("softmax"))?;
+                }
+                self.push_f32(x.shape().to_vec(), out)
+            }
+            Op::Add { a, b } => self.elementwise("add", a, b, Kernels::add),
+            Op::Mul { a, b } => self.elementwise("mul", a, b, Kernels::mul),
+        }
+    }
+
+    fn dense(
+        &mut self,
+        x: TensorId,
+        w: TensorId,
+        b: Option<TensorId>,
+        act: Activation,
+    ) -> Result<TensorId> {
+        let (x, w) = (self.tensor(x)?, self.tensor(w)?);
+        let b = b.map(|b| self.tensor(b)).transpose()?;
+        let tensorlet_kernels::DenseDims { m, k, n, out_shape } =
+            tensorlet_kernels::dense_dims(x.shape(), w.shape(), b.as_ref().map(|b| b.shape()))?;
+        let mut out = self.output(m * n)?;
+        let xs = x.f32s("dense: x")?;
+        // Weights run on their packed form, prepared once per weights set.
+        let packed = match w.prepared() {
+            Some(p) => p.dense(&self.kernels, &w, n, k, b.as_ref())?,
+            None => None,
+        };
+        match packed {
+            Some(p) => self.kernels.dense_packed(xs, m, &p, act, &mut out),
+            None => {
+                let bias = b.as_ref().map(|b| b.f32s("dense: bias")).transpose()?;
+                let ws = w.f32s("dense: w")?;
+                self.kernels.dense(xs, m, k, ws, n, bias, act, &mut out)
+            }
+        }
+        .map_err(|e| Error::from(e).context("dense"))?;
+        self.push_f32(out_shape, out)
+    }
+
+    fn conv2d(
+        &mut self,
+        x: TensorId,
+        w: TensorId,
+        b: Option<TensorId>,
+        p: &Conv2dParams,
+        act: Activation,
+    ) -> Result<TensorId> {
+        let (x, w) = (self.tensor(x)?, self.tensor(w)?);
+        let b = b.map(|b| self.tensor(b)).transpose()?;
+        let [xs, ws, out_shape] =
+            tensorlet_kernels::conv2d_dims(x.shape(), w.shape(), b.as_ref().map(|b| b.shape()), p)?;
+        let mut out = self.output(element_count(&out_shape)?)?;
+        let xd = x.f32s("conv2d: x")?;
+        let packed = match w.prepared() {
+            Some(prep) => prep.conv2d(&self.kernels, &w, ws, b.as_ref(), p)?,
+            None => None,
+        };
+        match packed {
+            Some(pw) => self.kernels.conv2d_packed(xd, xs, &pw, act, &mut out),
+            None => {
+                let bias = b.as_ref().map(|b| b.f32s("conv2d: bias")).transpose()?;
+                let wd = w.f32s("conv2d: w")?;
+                self.kernels.conv2d(xd, xs, wd, ws, bias, p, act, &mut out)
+            }
+        }
+        .map_err(|e| Error::from(e).context("conv2d"))?;
+        self.push_f32(out_shape.to_vec(), out)
+    }
+
+    fn pool(&mut self, op: &str, x: TensorId, p: &Pool2dParams, f: PoolKernel) -> Result<TensorId> {
+        let x = self.tensor(x)?;
+        let what = format!("{op}: x");
+        let xs = tensorlet_kernels::rank4(&what, x.shape())?;
+        let out_shape =
+            tensorlet_kernels::pool2d_out_shape(xs, p).map_err(|e| Error::from(e).context(op))?;
+        let mut out = self.output(element_count(&out_shape)?)?;
+        f(&self.kernels, x.f32s(&what)?, xs, p, &mut out)
+            .map_err(|e| Error::from(e).context(op))?;
+        self.push_f32(out_shape.to_vec(), out)
+    }
+
+    fn elementwise(
+        &mut self,
+        op: &str,
+        a: TensorId,
+        b: TensorId,
+        f: ElementwiseKernel,
+    ) -> Result<TensorId> {
+        let (a, b) = (self.tensor(a)?, self.tensor(b)?);
+        let (ad, bd) = (a.f32s(&format!("{op}: a"))?, b.f32s(&format!("{op}: b"))?);
+        tensorlet_kernels::broadcast_dims(op, a.shape(), b.shape())?;
+        let mut out = self.output(ad.len())?;
+        f(&self.kernels, ad, bd, &mut out).map_err(|e| Error::from(e).context(op))?;
+        self.push_f32(a.shape().to_vec(), out)
+    }
+}
+
+/// A `Kernels` method of the shape of `add`/`mul`.
+type ElementwiseKernel = fn(&Kernels, &[f32], &[f32], &mut [f32]) -> KernelResult;
+
+/// A `Kernels` method of the shape of `max_pool2d`/`avg_pool2d`.
+type PoolKernel = fn(&Kernels, &[f32], [usize; 4], &Pool2dParams, &mut [f32]) -> KernelResult;
+
+type KernelResult = std::result::Result<(), tensorlet_kernels::KernelError>;
+
+impl Session for NativeSession {
+    fn put(&mut self, tensor: Tensor) -> Outcome<TensorId> {
+        let bytes = tensor.byte_len();
+        Ok(self.push(tensor, bytes)?)
+    }
+
+    fn weight(&mut self, _name: &str, tensor: &Tensor) -> Outcome<TensorId> {
+        Ok(self.push(tensor.clone(), 0)?)
+    }
+
+    fn get(&mut self, id: TensorId) -> Outcome<Tensor> {
+        Ok(self.tensor(id)?)
+    }
+
+    fn shape(&mut self, id: TensorId) -> Outcome<Vec<usize>> {
+        Ok(self.tensors.get(id)?.shape().to_vec())
+    }
+
+    fn dtype(&mut self, id: TensorId) -> Outcome<DType> {
+        Ok(self.tensors.get(id)?.dtype())
+    }
+
+    fn reshape(&mut self, id: TensorId, shape: &[usize]) -> Outcome<TensorId> {
+        let t = self.tensors.get(id)?.reshape(shape)?;
+        Ok(self.push(t, 0)?)
+    }
+
+    fn release(&mut self, id: TensorId) -> Outcome<()> {
+        self.tensors.remove(id)?;
+        Ok(())
+    }
+
+    fn run(&mut self, op: Op) -> Outcome<TensorId> {
+        Ok(self.run_op(op)?)
+    }
+
+    fn limit_hit(&self) -> Option<LimitHit> {
+        self.budget.hit()
+    }
+}

@@ -1,0 +1,390 @@
+//! Named, versioned models, and the registry that serves them.
+//!
+//! A [`Model`] is a name, a version, a compiled [`Function`], a prepared [`Weights`] set and
+//! its [`ModelSettings`]. It is built completely — component compiled and linked, weights
+//! read, hashed and prepared, the weights checked against what the function declares —
+//! before a [`Registry`] ever sees it; [`Registry::publish`] then makes it visible with one
+//! write under the registry's lock, so the swap is atomic: a request that already holds a
+//! [`ModelRef`] finishes on the version it started with, the next one gets the new
+//! version, and a version that fails to build never replaces the one serving.
+//! [`Registry::unload`] removes a model and waits for its requests in flight.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::runtime::{Function, Runtime};
+use crate::tensor::Tensor;
+use crate::weights::Weights;
+
+/// Settings of one model version: what a server needs beyond the function and weights.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelSettings {
+    /// Largest batch a server may form for this model; 0 leaves batching off.
+    pub max_batch_size: u32,
+    /// Batch sizes a dynamic batcher should aim for.
+    pub preferred_batch_sizes: Vec<u32>,
+    /// How long a dynamic batcher may hold a request to fill a batch.
+    pub max_queue_delay: Duration,
+}
+
+/// A model version, ready to serve.
+#[derive(Clone, Debug)]
+pub struct Model {
+    name: String,
+    version: u64,
+    function: Function,
+    weights: Arc<Weights>,
+    settings: ModelSettings,
+}
+
+/// Checks a model or file name: 1–128 characters of letters, digits, `-`, `_` and `.`,
+/// not starting with `.` (so never `..`, a path separator or an absolute path).
+pub fn validate_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(format!(
+            "{what} `{name}` is not allowed; use 1-128 letters, digits, `-`, `_` or `.`, not \
+             starting with `.`"
+        )))
+    }
+}
+
+impl Model {
+    /// A model version from a compiled function and a prepared weights set. Fails if the
+    /// name is not a valid model name, the version is 0, or the weights lack a weight the
+    /// function declares (one whose description does not say "optional") or hold one with
+    /// another rank than declared.
+    pub fn new(
+        name: &str,
+        version: u64,
+        function: Function,
+        weights: Arc<Weights>,
+        settings: ModelSettings,
+    ) -> Result<Self> {
+        validate_name("model name", name)?;
+        if version == 0 {
+            return Err(Error::invalid_input(format!(
+                "model `{name}`: versions are positive integers, got 0"
+            )));
+        }
+        for spec in &function.metadata().weights {
+            match weights.get(&spec.name) {
+                Some(w) if w.tensor.shape().len() != spec.shape.len() => {
+                    return Err(Error::shape_mismatch(format!(
+                        "model `{name}` version {version}: weight `{}` has shape {:?}; function \
+                         `{}` expects rank {} ({:?})",
+                        spec.name,
+                        w.tensor.shape(),
+                        function.name(),
+                        spec.shape.len(),
+                        spec.shape
+                    )));
+                }
+                None if !spec.description.to_lowercase().contains("optional") => {
+                    return Err(Error::not_found(format!(
+                        "model `{name}` version {version}: the weights set `{}` has no `{}`, \
+                         which function `{}` needs",
+                        weights.source(),
+                        spec.name,
+                        function.name()
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(Model {
+            name: name.to_string(),
+            version,
+            function,
+            weights,
+            settings,
+        })
+    }
+
+    /// Compiles the component at `function` and prepares the weights at `weights` in
+    /// `runtime`, then builds the model as [`Model::new`] does.
+    pub fn from_files(
+        runtime: &Runtime,
+        name: &str,
+        version: u64,
+        function: &Path,
+        weights: &Path,
+        settings: ModelSettings,
+    ) -> Result<Self> {
+        let f = runtime.load_function_file(function)?;
+        let w = runtime.load_weights_file(weights)?;
+        Self::new(name, version, f, w, settings)
+    }
+
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The version (a positive integer).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The compiled function.
+    pub fn function(&self) -> &Function {
+        &self.function
+    }
+
+    /// The prepared weights set.
+    pub fn weights(&self) -> &Arc<Weights> {
+        &self.weights
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &ModelSettings {
+        &self.settings
+    }
+
+    /// Runs the function on `inputs` with the model's weights, in a fresh instance.
+    pub fn infer(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>> {
+        self.function.infer(&self.weights, inputs)
+    }
+
+    /// Runs an Open Inference Protocol request; the response names this model.
+    pub fn infer_request(
+        &self,
+        request: &crate::InferenceRequest,
+    ) -> Result<crate::InferenceResponse> {
+        let mut response = self.function.infer_request(&self.weights, request)?;
+        response.model_name = self.name.clone();
+        Ok(response)
+    }
+}
+
+/// A published model version and the count of requests using it.
+#[derive(Debug)]
+struct Entry {
+    model: Model,
+    in_flight: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl Entry {
+    fn count(&self) -> MutexGuard<'_, usize> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A model version in use by one request: it stays valid (and counted in flight) until
+/// dropped, even if the registry swaps or unloads the version meanwhile.
+#[derive(Debug)]
+pub struct ModelRef {
+    entry: Arc<Entry>,
+}
+
+impl std::ops::Deref for ModelRef {
+    type Target = Model;
+
+    fn deref(&self) -> &Model {
+        &self.entry.model
+    }
+}
+
+impl Drop for ModelRef {
+    fn drop(&mut self) {
+        let mut n = self.entry.count();
+        *n -= 1;
+        if *n == 0 {
+            self.entry.idle.notify_all();
+        }
+    }
+}
+
+/// The ready versions of every model, by name.
+#[derive(Debug)]
+pub struct Registry {
+    runtime: Runtime,
+    models: RwLock<BTreeMap<String, BTreeMap<u64, Arc<Entry>>>>,
+}
+
+impl Registry {
+    /// An empty registry whose models run in `runtime`.
+    pub fn new(runtime: Runtime) -> Self {
+        Registry {
+            runtime,
+            models: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// The runtime models are loaded into.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, BTreeMap<u64, Arc<Entry>>>> {
+        self.models.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, BTreeMap<u64, Arc<Entry>>>> {
+        self.models.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `model` visible, atomically replacing a published model of the same name and
+    /// version (whose requests in flight finish on it). Returns the replaced model.
+    pub fn publish(&self, model: Model) -> Option<Model> {
+        let entry = Arc::new(Entry {
+            model,
+            in_flight: Mutex::new(0),
+            idle: Condvar::new(),
+        });
+        let name = entry.model.name.clone();
+        let version = entry.model.version;
+        self.write()
+            .entry(name)
+            .or_default()
+            .insert(version, entry)
+            .map(|old| old.model.clone())
+    }
+
+    /// Builds a model from files ([`Model::from_files`]) and publishes it. If building
+    /// fails, nothing changes: the versions serving keep serving.
+    pub fn load_files(
+        &self,
+        name: &str,
+        version: u64,
+        function: &Path,
+        weights: &Path,
+        settings: ModelSettings,
+    ) -> Result<()> {
+        let model = Model::from_files(&self.runtime, name, version, function, weights, settings)?;
+        self.publish(model);
+        Ok(())
+    }
+
+    /// Model `name` at `version`, or its latest version when `version` is `None`, held for
+    /// one request.
+    pub fn get(&self, name: &str, version: Option<u64>) -> Result<ModelRef> {
+        let models = self.read();
+        let versions = models.get(name).ok_or_else(|| {
+            let known: Vec<_> = models.keys().map(|k| format!("`{k}`")).collect();
+            Error::not_found(format!(
+                "no model `{name}`; loaded: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })?;
+        let entry = match version {
+            Some(v) => versions.get(&v),
+            None => versions.values().next_back(),
+        }
+        .ok_or_else(|| {
+            let known: Vec<_> = versions.keys().map(u64::to_string).collect();
+            Error::not_found(format!(
+                "model `{name}` has no version {}; ready versions: {}",
+                version.map_or("at all".to_string(), |v| v.to_string()),
+                known.join(", ")
+            ))
+        })?;
+        *entry.count() += 1;
+        Ok(ModelRef {
+            entry: entry.clone(),
+        })
+    }
+
+    /// Runs `inputs` through model `name` (latest version unless `version` is given).
+    pub fn infer(
+        &self,
+        name: &str,
+        version: Option<u64>,
+        inputs: Vec<(String, Tensor)>,
+    ) -> Result<Vec<(String, Tensor)>> {
+        self.get(name, version)?.infer(inputs)
+    }
+
+    /// Every model's ready versions, by name.
+    pub fn models(&self) -> Vec<(String, Vec<u64>)> {
+        self.read()
+            .iter()
+            .map(|(name, v)| (name.clone(), v.keys().copied().collect()))
+            .collect()
+    }
+
+    /// Removes model `name` (one version, or all when `version` is `None`) so no new request
+    /// gets it, then waits until its requests in flight finish (at most `wait`). Returns how
+    /// many versions were removed.
+    pub fn unload(&self, name: &str, version: Option<u64>, wait: Duration) -> Result<usize> {
+        let removed: Vec<Arc<Entry>> = {
+            let mut models = self.write();
+            let Some(versions) = models.get_mut(name) else {
+                return Err(Error::not_found(format!("no model `{name}` to unload")));
+            };
+            let removed = match version {
+                Some(v) => versions.remove(&v).into_iter().collect(),
+                None => std::mem::take(versions).into_values().collect(),
+            };
+            if versions.is_empty() {
+                models.remove(name);
+            }
+            removed
+        };
+        if removed.is_empty() {
+            return Err(Error::not_found(format!(
+                "model `{name}` has no version {} to unload",
+                version.unwrap_or(0)
+            )));
+        }
+        let until = Instant::now() + wait;
+        for entry in &removed {
+            let mut n = entry.count();
+            while *n > 0 {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::unavailable(format!(
+                        "model `{name}` was unloaded, but {} of its requests were still running \
+                         after {wait:?}",
+                        *n
+                    )));
+                }
+                n = entry
+                    .idle
+                    .wait_timeout(n, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        Ok(removed.len())
+    }
+}
+
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<Registry>();
+    shared::<Model>();
+    shared::<ModelRef>();
+};
+
+#[cfg(test)]
+mod tests {
+    use super::validate_name;
+
+    #[test]
+    fn names_cannot_escape_a_folder() {
+        for ok in ["mnist-cnn", "mlp", "a.b_c-1", "X"] {
+            validate_name("model name", ok).unwrap();
+        }
+        for bad in ["", "..", ".hidden", "a/b", "a\\b", "/abs", "sp ace", "é"] {
+            assert!(validate_name("model name", bad).is_err(), "{bad:?}");
+        }
+    }
+}

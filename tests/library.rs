@@ -97,3 +97,80 @@ fn metadata_describes_inputs_outputs_and_weights() {
     let mlp = rt.load_bundled("mlp").unwrap();
     assert_eq!(mlp.metadata().outputs[0].name, "y");
 }
+
+#[test]
+fn the_compile_cache_reuses_artifacts_and_replaces_broken_ones() {
+    let dir = std::env::temp_dir().join(format!("tensorlet-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let artifacts = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        let mut found = Vec::new();
+        for engine in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(engine.path()).unwrap().flatten() {
+                found.push(f.path());
+            }
+        }
+        found
+    };
+    let x = || {
+        let t = tensorlet_host::Tensor::from_f32(vec![1, 10], vec![0.5; 10]).unwrap();
+        vec![("x".to_string(), t)]
+    };
+    let run = || {
+        // SAFETY: the folder is this test's own, fresh temporary folder.
+        let rt = unsafe { Runtime::with_compile_cache(RuntimeConfig::default(), &dir) }.unwrap();
+        let f = rt.load_bundled("mlp").unwrap();
+        let w = rt
+            .load_weights("mlp", tensorlet_host::bundled::find("mlp").unwrap().weights)
+            .unwrap();
+        f.infer(&w, x()).unwrap()
+    };
+    let first = run();
+    let files = artifacts(&dir);
+    assert_eq!(files.len(), 1, "one artifact for one component: {files:?}");
+    assert!(files[0].extension().is_some_and(|e| e == "cwasm"));
+    let written = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+    // A second process (runtime) loads the artifact instead of writing a new one.
+    assert_eq!(run(), first);
+    assert_eq!(artifacts(&dir), files);
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().modified().unwrap(),
+        written
+    );
+    // A broken artifact is compiled again and replaced, with the same results.
+    std::fs::write(&files[0], b"not an artifact").unwrap();
+    assert_eq!(run(), first);
+    assert!(std::fs::read(&files[0]).unwrap().len() > 1000);
+    // Without the cache the results are the same too.
+    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let w = rt
+        .load_weights("mlp", tensorlet_host::bundled::find("mlp").unwrap().weights)
+        .unwrap();
+    assert_eq!(
+        rt.load_bundled("mlp").unwrap().infer(&w, x()).unwrap(),
+        first
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_changed_weights_file_is_prepared_again() {
+    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let path = std::env::temp_dir().join(format!("tensorlet-w-{}.safetensors", std::process::id()));
+    std::fs::copy(fixture("mlp_basic.weights.safetensors"), &path).unwrap();
+    let a = rt.load_weights_file(&path).unwrap();
+    let b = rt.load_weights_file(&path).unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&a, &b),
+        "a known, unchanged file is a hit"
+    );
+    // New content under the same path: another length or modification time, another set.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::copy(fixture("mlp_f16.weights.safetensors"), &path).unwrap();
+    let c = rt.load_weights_file(&path).unwrap();
+    assert_ne!(a.digest(), c.digest());
+    assert_eq!(
+        c.get("fc1.weight").unwrap().stored,
+        tensorlet_host::DType::F16
+    );
+    std::fs::remove_file(&path).unwrap();
+}

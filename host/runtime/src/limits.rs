@@ -280,8 +280,12 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let mut state = self.admission.lock();
         state.running -= 1;
+        let waiting = !state.waiting.is_empty();
         drop(state);
-        self.admission.freed.notify_all();
+        // Waking needs a system call; skip it when nobody waits.
+        if waiting {
+            self.admission.freed.notify_all();
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tensorlet_kernels::Kernels;
+use tensorlet_kernels::{Kernels, ThreadPool};
 use wasmtime::component::{Component, HasSelf, Linker, Resource};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
@@ -27,6 +27,12 @@ use crate::limits::{Admission, HostMemory, LimitHit, Permit, TensorBudget};
 use crate::tensor::Tensor;
 use crate::weights::{Weights, WeightsCache};
 use crate::wit::{FunctionMetadata, InferenceFunction, InferenceFunctionPre, NamedTensor};
+
+/// Bytes of each pooled linear memory kept resident between instances (a Rust function's
+/// stack, data and first heap pages).
+const KEEP_RESIDENT_BYTES: usize = 4 << 20;
+/// Bytes of each pooled table kept resident between instances.
+const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
 
 /// How often the epoch ticker advances the engine's epoch.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -54,10 +60,10 @@ pub struct RuntimeConfig {
     /// Which kernels run the functions' ops: the native plugin (default) or the kernels
     /// component beside each request's function.
     pub kernels: KernelBackend,
-    /// Threads one native dense op may use, from a pool the runtime owns (see
-    /// `tensorlet_kernels::Kernels::with_threads`: only large products are split). 1 (the
-    /// default) suits a server, whose requests already run in parallel; more shortens a
-    /// lone large request.
+    /// Threads one native dense op may use: the runtime starts one pool of this many
+    /// (counting the calling thread) that every request's ops share (see
+    /// `tensorlet_kernels::ThreadPool`: only large products are split, and an op that finds
+    /// every worker busy runs on its own thread). 1 (the default) starts no pool.
     pub kernel_threads: usize,
 }
 
@@ -128,13 +134,22 @@ impl Runtime {
     }
 
     fn build(config: RuntimeConfig, cache_dir: Option<&Path>) -> Result<Self> {
-        let kernels = match config.kernel_level {
+        let mut kernels = match config.kernel_level {
             None => Kernels::detect(),
             Some(level) => Kernels::with_level(level).ok_or_else(|| {
                 Error::unsupported(format!("this CPU cannot run kernel level {level:?}"))
             })?,
+        };
+        if config.kernel_threads > 1 {
+            // The runtime's one pool: every request's large ops share its workers.
+            let pool = ThreadPool::new(config.kernel_threads).map_err(|e| {
+                Error::internal(format!(
+                    "failed to start {} kernel threads: {e}",
+                    config.kernel_threads
+                ))
+            })?;
+            kernels = kernels.with_pool(Arc::new(pool));
         }
-        .with_threads(config.kernel_threads);
         let engine = Engine::new(&engine_config(&config))
             .map_err(|e| Error::internal(format!("failed to create the engine: {e:#}")))?;
         let compile_cache = cache_dir.map(|d| CompileCache::new(&engine, d));
@@ -759,7 +774,14 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         .total_memories(n * 2)
         .total_tables(n * 8)
         .max_memory_size(config.memory_limit)
-        .total_stacks(n);
+        .total_stacks(n)
+        // A freed instance's memory and tables are reset in place (only the pages it
+        // touched, found with PAGEMAP_SCAN where the kernel has it) instead of being
+        // unmapped: the next request's instance starts without page faults, and no
+        // `madvise` shoots down TLBs on the other cores.
+        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+        .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES)
+        .pagemap_scan(wasmtime::Enabled::Auto);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     c
 }

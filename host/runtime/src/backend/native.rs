@@ -6,6 +6,8 @@
 //! per weights set ([`crate::prepared`]). Every output is charged to the request's
 //! [`TensorBudget`] before it is allocated, and so is every handle.
 
+use std::sync::Arc;
+
 use tensorlet_kernels::{Activation, Conv2dParams, Kernels, Pool2dParams};
 
 use super::{Backend, KernelBackend, Op, Outcome, Session, SessionLimits, Slab, TensorId};
@@ -61,14 +63,16 @@ impl NativeSession {
         self.tensors.get(id).cloned()
     }
 
-    /// Zeroed storage for an op's output of `elements` f32s, charged first.
-    fn output(&mut self, elements: usize) -> Result<Vec<f32>> {
+    /// Zeroed storage for an op's output of `elements` f32s, charged first. It is
+    /// allocated as the tensor's own shared buffer (one allocation, no copy when the
+    /// output becomes a tensor); [`elems`] gives the kernels its elements.
+    fn output(&mut self, elements: usize) -> Result<Arc<[f32]>> {
         self.budget.charge(elements.saturating_mul(4))?;
-        Ok(vec![0.0; elements])
+        Ok(std::iter::repeat_n(0.0, elements).collect())
     }
 
     /// Stores an op's f32 output of `shape` (its bytes were charged by `output`).
-    fn push_f32(&mut self, shape: Vec<usize>, data: Vec<f32>) -> Result<TensorId> {
+    fn push_f32(&mut self, shape: Vec<usize>, data: Arc<[f32]>) -> Result<TensorId> {
         self.push(Tensor::from_f32(shape, data)?, 0)
     }
 
@@ -89,7 +93,7 @@ impl NativeSession {
                 let xs = tensorlet_kernels::rank4("global-avg-pool: x", x.shape())?;
                 let mut out = self.output(element_count(&xs[..2])?)?;
                 self.kernels
-                    .global_avg_pool(x.f32s("global-avg-pool: x")?, xs, &mut out)
+                    .global_avg_pool(x.f32s("global-avg-pool: x")?, xs, elems(&mut out))
                     .map_err(|e| Error::from(e).context("global-avg-pool"))?;
                 self.push_f32(vec![xs[0], xs[1]], out)
             }
@@ -97,8 +101,8 @@ impl NativeSession {
                 let x = self.tensor(x)?;
                 let xd = x.f32s("activate: x")?;
                 let mut out = self.output(xd.len())?;
-                out.copy_from_slice(xd);
-                self.kernels.activate(&mut out, act);
+                elems(&mut out).copy_from_slice(xd);
+                self.kernels.activate(elems(&mut out), act);
                 self.push_f32(x.shape().to_vec(), out)
             }
             Op::Softmax { x } => {
@@ -110,10 +114,10 @@ impl NativeSession {
                 };
                 let xd = x.f32s("softmax: x")?;
                 let mut out = self.output(xd.len())?;
-                out.copy_from_slice(xd);
+                elems(&mut out).copy_from_slice(xd);
                 if !out.is_empty() {
                     self.kernels
-                        .softmax(&mut out, row)
+                        .softmax(elems(&mut out), row)
                         .map_err(|e| Error::from(e).context("softmax"))?;
                 }
                 self.push_f32(x.shape().to_vec(), out)
@@ -142,11 +146,12 @@ impl NativeSession {
             None => None,
         };
         match packed {
-            Some(p) => self.kernels.dense_packed(xs, m, &p, act, &mut out),
+            Some(p) => self.kernels.dense_packed(xs, m, &p, act, elems(&mut out)),
             None => {
                 let bias = b.as_ref().map(|b| b.f32s("dense: bias")).transpose()?;
                 let ws = w.f32s("dense: w")?;
-                self.kernels.dense(xs, m, k, ws, n, bias, act, &mut out)
+                self.kernels
+                    .dense(xs, m, k, ws, n, bias, act, elems(&mut out))
             }
         }
         .map_err(|e| Error::from(e).context("dense"))?;
@@ -172,11 +177,14 @@ impl NativeSession {
             None => None,
         };
         match packed {
-            Some(pw) => self.kernels.conv2d_packed(xd, xs, &pw, act, &mut out),
+            Some(pw) => self
+                .kernels
+                .conv2d_packed(xd, xs, &pw, act, elems(&mut out)),
             None => {
                 let bias = b.as_ref().map(|b| b.f32s("conv2d: bias")).transpose()?;
                 let wd = w.f32s("conv2d: w")?;
-                self.kernels.conv2d(xd, xs, wd, ws, bias, p, act, &mut out)
+                self.kernels
+                    .conv2d(xd, xs, wd, ws, bias, p, act, elems(&mut out))
             }
         }
         .map_err(|e| Error::from(e).context("conv2d"))?;
@@ -190,7 +198,7 @@ impl NativeSession {
         let out_shape =
             tensorlet_kernels::pool2d_out_shape(xs, p).map_err(|e| Error::from(e).context(op))?;
         let mut out = self.output(element_count(&out_shape)?)?;
-        f(&self.kernels, x.f32s(&what)?, xs, p, &mut out)
+        f(&self.kernels, x.f32s(&what)?, xs, p, elems(&mut out))
             .map_err(|e| Error::from(e).context(op))?;
         self.push_f32(out_shape.to_vec(), out)
     }
@@ -206,7 +214,7 @@ impl NativeSession {
         let (ad, bd) = (a.f32s(&format!("{op}: a"))?, b.f32s(&format!("{op}: b"))?);
         tensorlet_kernels::broadcast_dims(op, a.shape(), b.shape())?;
         let mut out = self.output(ad.len())?;
-        f(&self.kernels, ad, bd, &mut out).map_err(|e| Error::from(e).context(op))?;
+        f(&self.kernels, ad, bd, elems(&mut out)).map_err(|e| Error::from(e).context(op))?;
         self.push_f32(a.shape().to_vec(), out)
     }
 }
@@ -218,6 +226,11 @@ type ElementwiseKernel = fn(&Kernels, &[f32], &[f32], &mut [f32]) -> KernelResul
 type PoolKernel = fn(&Kernels, &[f32], [usize; 4], &Pool2dParams, &mut [f32]) -> KernelResult;
 
 type KernelResult = std::result::Result<(), tensorlet_kernels::KernelError>;
+
+/// The elements of a fresh output buffer of [`NativeSession::output`] (not yet shared).
+fn elems(buf: &mut Arc<[f32]>) -> &mut [f32] {
+    Arc::get_mut(buf).expect("a fresh output buffer has one owner")
+}
 
 impl Session for NativeSession {
     fn put(&mut self, tensor: Tensor) -> Outcome<TensorId> {

@@ -298,8 +298,7 @@ impl WeightsCache {
 
     fn alive(&self, digest: &str) -> Option<Arc<Weights>> {
         let slot = lock(&self.slots).get(digest).cloned()?;
-        let w = lock(&slot.weights).upgrade();
-        w
+        lock(&slot.weights).upgrade()
     }
 
     fn get_or_prepare(

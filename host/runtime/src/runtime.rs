@@ -34,6 +34,9 @@ const KEEP_RESIDENT_BYTES: usize = 4 << 20;
 /// Bytes of each pooled table kept resident between instances.
 const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
 
+/// Freed pool slots whose memory waits for decommit before the queue is flushed.
+const DECOMMIT_BATCH: usize = 32;
+
 /// How often the epoch ticker advances the engine's epoch.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -781,7 +784,11 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         // `madvise` shoots down TLBs on the other cores.
         .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
         .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES)
-        .pagemap_scan(wasmtime::Enabled::Auto);
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        // What must still be decommitted (memory and tables past the resident part) is
+        // queued and released in batches, not with system calls on every request
+        // (instantiate/mlp: 8.5 -> 7.3 µs).
+        .decommit_batch_size(DECOMMIT_BATCH);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     c
 }

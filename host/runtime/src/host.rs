@@ -27,8 +27,11 @@ const STDERR_CAPACITY: usize = 16 * 1024;
 /// Store data for one request.
 pub(crate) struct State {
     table: ResourceTable,
-    wasi: WasiCtx,
-    stderr: MemoryOutputPipe,
+    /// The WASI context, built on the function's first WASI call (most requests make
+    /// none: a function that returns without printing never needs one).
+    wasi: Option<WasiCtx>,
+    /// Where the function's stderr goes, made with the WASI context.
+    stderr: Option<MemoryOutputPipe>,
     pub(crate) limiter: Limiter,
     weights: Arc<Weights>,
     session: Box<dyn Session>,
@@ -43,12 +46,10 @@ impl State {
         session: Box<dyn Session>,
         memory_bytes: usize,
     ) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         State {
             table: ResourceTable::new(),
-            wasi,
-            stderr,
+            wasi: None,
+            stderr: None,
             limiter: Limiter::new(memory_bytes),
             weights,
             session,
@@ -58,9 +59,9 @@ impl State {
 
     /// What the function wrote to stderr (e.g. a panic message), lossily decoded.
     pub(crate) fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents())
-            .trim()
-            .to_string()
+        self.stderr.as_ref().map_or_else(String::new, |s| {
+            String::from_utf8_lossy(&s.contents()).trim().to_string()
+        })
     }
 
     /// The first limit the request ran into: its store's, or its session's.
@@ -105,8 +106,14 @@ impl State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let stderr = &mut self.stderr;
+        let ctx = self.wasi.get_or_insert_with(|| {
+            let pipe = MemoryOutputPipe::new(STDERR_CAPACITY);
+            *stderr = Some(pipe.clone());
+            WasiCtx::builder().stderr(pipe).build()
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }

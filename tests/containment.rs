@@ -7,13 +7,17 @@ use std::time::{Duration, Instant};
 use tensorlet_host::{ErrorKind, Function, Runtime, RuntimeConfig, Tensor, Weights};
 
 fn setup() -> (Runtime, Function) {
-    let rt = Runtime::new(RuntimeConfig {
+    misbehave(RuntimeConfig {
         deadline: Duration::from_millis(500),
         memory_limit: 64 << 20,
         tensor_budget: 64 << 20,
         ..RuntimeConfig::default()
     })
-    .unwrap();
+}
+
+/// A runtime with `config` and the misbehaving test function loaded in it.
+fn misbehave(config: RuntimeConfig) -> (Runtime, Function) {
+    let rt = Runtime::new(config).unwrap();
     let f = rt
         .load_function_file(tensorlet_host::test_programs::MISBEHAVE.as_ref())
         .unwrap();
@@ -129,17 +133,12 @@ fn a_component_importing_what_the_host_lacks_is_refused_at_load() {
 
 /// A runtime with one request slot, `queue` waiting places and a `deadline`.
 fn one_slot(queue: u32, deadline: Duration) -> (Runtime, Function) {
-    let rt = Runtime::new(RuntimeConfig {
+    misbehave(RuntimeConfig {
         deadline,
         max_concurrent_requests: 1,
         max_queued_requests: queue,
         ..RuntimeConfig::default()
     })
-    .unwrap();
-    let f = rt
-        .load_function_file(tensorlet_host::test_programs::MISBEHAVE.as_ref())
-        .unwrap();
-    (rt, f)
 }
 
 #[test]

@@ -23,7 +23,8 @@
 //! A [`Runtime`] holds the engine, linker, kernel backend, admission queue and caches; a
 //! [`Function`] is a compiled component; [`Weights`] is a prepared safetensors file; a
 //! [`Model`] binds the two under a name and version, and a [`Registry`] serves models and
-//! swaps versions atomically. Each request runs in a fresh instance with a deadline, a
+//! swaps versions atomically, loading them from a [`Repository`] folder in Triton's
+//! layout if asked. Each request runs in a fresh instance with a deadline, a
 //! memory limit and a tensor budget, after waiting for a slot in a bounded queue; every
 //! failure is a typed [`Error`]. [`RuntimeConfig::kernels`] picks the kernels that run the
 //! ops: the native plugin, or the kernels component ([`KernelBackend::Wasm`]).
@@ -42,6 +43,7 @@ mod limits;
 pub mod oip;
 mod prepared;
 mod registry;
+pub mod repository;
 mod runtime;
 pub mod tensor;
 pub mod weights;
@@ -53,6 +55,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use limits::LimitHit;
 pub use oip::{InferenceRequest, InferenceResponse};
 pub use registry::{Model, ModelRef, ModelSettings, Registry, validate_name};
+pub use repository::{ModelConfig, Repository};
 pub use runtime::{Function, Runtime, RuntimeConfig};
 pub use tensor::{DType, Tensor, TensorData};
 pub use tensorlet_kernels::Level as KernelLevel;

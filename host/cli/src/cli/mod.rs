@@ -9,6 +9,7 @@ use tensorlet_host::{Error, Function, KernelBackend, Result, Runtime, RuntimeCon
 
 mod compile;
 mod inspect;
+mod pack;
 mod run;
 
 /// tensorlet: AI models as a service, at the edge — inference functions as WebAssembly
@@ -28,6 +29,8 @@ enum Command {
     Inspect(inspect::InspectCommand),
     /// Compile a component ahead of time into an artifact `run` accepts.
     Compile(compile::CompileCommand),
+    /// Write a model version folder (DIR/NAME/VERSION) for a model repository.
+    Pack(pack::PackCommand),
     /// List the bundled functions.
     List,
 }
@@ -39,6 +42,7 @@ impl Cli {
             Command::Run(c) => c.execute(),
             Command::Inspect(c) => c.execute(),
             Command::Compile(c) => c.execute(),
+            Command::Pack(c) => c.execute(),
             Command::List => {
                 for b in tensorlet_host::bundled::BUNDLED {
                     println!("{:<12} {}", b.name, b.summary);

@@ -43,6 +43,9 @@ pub struct RequestInput {
 pub struct InferenceResponse {
     /// The function that produced it.
     pub model_name: String,
+    /// The model version that answered (set by a server; absent on the CLI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
     /// The request's id, if it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -217,6 +220,7 @@ impl InferenceResponse {
     ) -> Self {
         InferenceResponse {
             model_name: model_name.to_string(),
+            model_version: None,
             id,
             outputs: outputs
                 .iter()

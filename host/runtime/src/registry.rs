@@ -156,13 +156,14 @@ impl Model {
         self.function.infer(&self.weights, inputs)
     }
 
-    /// Runs an Open Inference Protocol request; the response names this model.
+    /// Runs an Open Inference Protocol request; the response names this model and version.
     pub fn infer_request(
         &self,
         request: &crate::InferenceRequest,
     ) -> Result<crate::InferenceResponse> {
         let mut response = self.function.infer_request(&self.weights, request)?;
         response.model_name = self.name.clone();
+        response.model_version = Some(self.version.to_string());
         Ok(response)
     }
 }

@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{Model, ModelSettings, Registry, validate_name};
@@ -32,7 +32,7 @@ pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 
 /// Which versions of a model are served.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum VersionPolicy {
     /// The `num_versions` highest versions.
@@ -56,7 +56,7 @@ impl Default for VersionPolicy {
 }
 
 /// Dynamic batching settings.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DynamicBatching {
     /// Batch sizes to aim for.
@@ -68,11 +68,11 @@ pub struct DynamicBatching {
 }
 
 /// A model's `config.json`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// The model's name; if given, it must equal the folder's.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Largest batch a server may form; 0 turns batching off.
     #[serde(default)]

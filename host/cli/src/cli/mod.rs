@@ -11,6 +11,7 @@ mod compile;
 mod inspect;
 mod pack;
 mod run;
+mod serve;
 
 /// tensorlet: AI models as a service, at the edge — inference functions as WebAssembly
 /// components with native SIMD kernels.
@@ -31,6 +32,8 @@ enum Command {
     Compile(compile::CompileCommand),
     /// Write a model version folder (DIR/NAME/VERSION) for a model repository.
     Pack(pack::PackCommand),
+    /// Serve models over HTTP (Open Inference Protocol v2, as Triton).
+    Serve(serve::ServeCommand),
     /// List the bundled functions.
     List,
 }
@@ -43,6 +46,7 @@ impl Cli {
             Command::Inspect(c) => c.execute(),
             Command::Compile(c) => c.execute(),
             Command::Pack(c) => c.execute(),
+            Command::Serve(c) => c.execute(),
             Command::List => {
                 for b in tensorlet_host::bundled::BUNDLED {
                     println!("{:<12} {}", b.name, b.summary);
@@ -91,21 +95,30 @@ fn cache_dir() -> Option<PathBuf> {
 }
 
 impl RuntimeArgs {
-    fn runtime(&self) -> Result<Runtime> {
+    /// The runtime settings these flags ask for.
+    fn config(&self) -> Result<RuntimeConfig> {
         if !(self.timeout.is_finite() && self.timeout > 0.0) {
             return Err(Error::invalid_input(format!(
                 "--timeout must be a positive number of seconds, got {}",
                 self.timeout
             )));
         }
-        let config = RuntimeConfig {
+        Ok(RuntimeConfig {
             deadline: Duration::from_secs_f64(self.timeout),
             memory_limit: self.memory_limit.saturating_mul(1 << 20),
             max_concurrent_requests: 2,
             kernels: self.kernels,
             kernel_threads: usize::from(self.threads),
             ..RuntimeConfig::default()
-        };
+        })
+    }
+
+    fn runtime(&self) -> Result<Runtime> {
+        self.runtime_with(self.config()?)
+    }
+
+    /// A runtime with `config`, keeping compiled code in the cache unless `--no-cache`.
+    fn runtime_with(&self, config: RuntimeConfig) -> Result<Runtime> {
         match cache_dir().filter(|_| !self.no_cache) {
             // SAFETY: the cache is the user's own folder under their home (or one they named
             // in TENSORLET_CACHE_DIR), written only by tensorlet, which is what

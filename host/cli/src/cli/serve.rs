@@ -1,0 +1,92 @@
+//! `tensorlet serve`: the edge inference server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use tensorlet_host::{Error, Repository, Result};
+use tensorlet_server::{ServerConfig, Source, State};
+
+use super::RuntimeArgs;
+
+/// Serve models over HTTP with the Open Inference Protocol (KServe v2), as Triton does.
+///
+/// Without --repository it serves the bundled functions (`mlp`, `mnist-cnn`) with their
+/// bundled weights, as version 1. With a repository (`DIR/<model>/<version>/function.wasm`
+/// and `weights.safetensors`, optional `DIR/<model>/config.json`) it serves the versions each
+/// model's policy selects. It prints one line per listener when ready and stops on
+/// SIGINT/SIGTERM after the requests in flight finish.
+#[derive(Args, Debug)]
+pub struct ServeCommand {
+    /// A model repository folder (Triton's layout).
+    #[arg(long, value_name = "DIR")]
+    repository: Option<PathBuf>,
+    /// Where the HTTP listener binds (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8000", value_name = "ADDR:PORT")]
+    http: SocketAddr,
+    /// Most requests running at once.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    max_concurrency: u32,
+    /// Most requests waiting for a slot; beyond it a request is refused with 503 at once.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_queue: u32,
+    /// The largest request body, in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    body_limit: usize,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+impl ServeCommand {
+    /// Loads the models and serves until a signal.
+    pub fn execute(self) -> Result<()> {
+        let mut config = self.runtime.config()?;
+        config.max_concurrent_requests = self.max_concurrency.max(1);
+        config.max_queued_requests = self.max_queue;
+        let runtime = self.runtime.runtime_with(config)?;
+        let source = match &self.repository {
+            Some(dir) => Source::Repository(Repository::open(dir)?),
+            None => Source::Bundled,
+        };
+        let (state, failed) = State::load(runtime, source);
+        for (name, e) in &failed {
+            eprintln!("tensorlet: model `{name}` is not served: {e}");
+        }
+        let state = state.with_repository_writes(self.http.ip().is_loopback());
+        let server = ServerConfig {
+            http: self.http,
+            body_limit: self.body_limit.saturating_mul(1 << 20),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::internal(format!("failed to start the async runtime: {e}")))?;
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(server.http)
+                .await
+                .map_err(|e| io_error(&server.http, e))?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| io_error(&server.http, e))?;
+            println!("tensorlet: HTTP (Open Inference Protocol v2) on http://{addr}");
+            tensorlet_server::serve(
+                state,
+                listener,
+                &server,
+                tensorlet_server::shutdown_signal(),
+            )
+            .await
+            .map_err(|e| io_error(&addr, e))
+        })?;
+        eprintln!("tensorlet: stopped");
+        Ok(())
+    }
+}
+
+fn io_error(addr: &SocketAddr, e: std::io::Error) -> Error {
+    Error::new(
+        tensorlet_host::ErrorKind::Io,
+        format!("HTTP listener on `{addr}`: {e}"),
+    )
+}

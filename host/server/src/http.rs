@@ -1,0 +1,317 @@
+//! The HTTP routes: Triton's Open Inference Protocol endpoints and its model repository
+//! extension, every error as `{"error": "..."}` with Triton's status codes.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State as Shared};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tensorlet_host::{DType, Error, ErrorKind, InferenceRequest, IoSpec};
+
+use crate::State;
+
+/// The router of a server over `state`, accepting bodies up to `body_limit` bytes.
+pub fn router(state: Arc<State>, body_limit: usize) -> Router {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(live))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(model_metadata_v),
+        )
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(model_ready_v),
+        )
+        .route("/v2/models/{model}/config", get(model_config))
+        .route("/v2/models/{model}/infer", post(infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(infer_v))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{model}/load", post(repository_load))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository_unload),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// A failed request: a status and the message of its `{"error": ...}` body.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match e.kind() {
+            ErrorKind::InvalidInput | ErrorKind::ShapeMismatch | ErrorKind::LimitExceeded => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
+            ErrorKind::Unavailable | ErrorKind::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Trap | ErrorKind::Io | ErrorKind::Internal => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, json_body(&json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type Reply = Result<Response, ApiError>;
+
+/// `value` as a JSON response body.
+fn json_body(value: &Value) -> impl IntoResponse + use<> {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+}
+
+fn ok_json(value: Value) -> Reply {
+    Ok(json_body(&value).into_response())
+}
+
+/// A version path segment: a positive integer.
+fn version(v: &str) -> Result<u64, ApiError> {
+    v.parse::<u64>().ok().filter(|&v| v > 0).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("model version `{v}` is not a positive integer"),
+        )
+    })
+}
+
+/// Runs blocking work (compiling, preparing, inferring) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the request's worker failed: {e}"),
+        )
+    })?
+}
+
+async fn server_metadata() -> Reply {
+    ok_json(json!({
+        "name": "tensorlet",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["model_repository"],
+    }))
+}
+
+async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn not_found() -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; see the Open Inference Protocol's /v2/... routes".into(),
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this endpoint does not take that method".into(),
+    )
+}
+
+/// The wire datatype of a function's declared dtype.
+fn datatype(spec: &IoSpec) -> &'static str {
+    match DType::from(spec.dtype) {
+        DType::F32 => "FP32",
+        DType::F16 => "FP16",
+        DType::BF16 => "BF16",
+        DType::U8 => "UINT8",
+    }
+}
+
+fn tensors_json(specs: &[IoSpec]) -> Value {
+    specs
+        .iter()
+        .map(|s| json!({ "name": s.name, "datatype": datatype(s), "shape": s.shape }))
+        .collect()
+}
+
+fn metadata(state: &State, name: &str, v: Option<u64>) -> Reply {
+    let model = state.registry().get(name, v)?;
+    let versions: Vec<String> = state
+        .registry()
+        .models()
+        .into_iter()
+        .filter(|(n, _)| n == name)
+        .flat_map(|(_, v)| v)
+        .map(|v| v.to_string())
+        .collect();
+    let m = model.function().metadata();
+    ok_json(json!({
+        "name": name,
+        "versions": versions,
+        "platform": "tensorlet_wasm",
+        "inputs": tensors_json(&m.inputs),
+        "outputs": tensors_json(&m.outputs),
+    }))
+}
+
+async fn model_metadata(Shared(state): Shared<Arc<State>>, Path(model): Path<String>) -> Reply {
+    metadata(&state, &model, None)
+}
+
+async fn model_metadata_v(
+    Shared(state): Shared<Arc<State>>,
+    Path((model, v)): Path<(String, String)>,
+) -> Reply {
+    metadata(&state, &model, Some(version(&v)?))
+}
+
+fn readiness(state: &State, name: &str, v: Option<u64>) -> StatusCode {
+    match state.registry().get(name, v) {
+        Ok(_) => StatusCode::OK,
+        Err(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+async fn model_ready(Shared(state): Shared<Arc<State>>, Path(model): Path<String>) -> StatusCode {
+    readiness(&state, &model, None)
+}
+
+async fn model_ready_v(
+    Shared(state): Shared<Arc<State>>,
+    Path((model, v)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    Ok(readiness(&state, &model, Some(version(&v)?)))
+}
+
+async fn model_config(Shared(state): Shared<Arc<State>>, Path(model): Path<String>) -> Reply {
+    let config = state.config(&model)?;
+    let mut value = serde_json::to_value(&config).map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the configuration: {e}"),
+        )
+    })?;
+    value["name"] = json!(model);
+    ok_json(value)
+}
+
+async fn run_infer(state: Arc<State>, model: String, v: Option<u64>, body: Bytes) -> Reply {
+    let text = std::str::from_utf8(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the request body is not UTF-8 JSON ({e})"),
+        )
+    })?;
+    let request = InferenceRequest::from_json(text)?;
+    let response = blocking(move || {
+        let m = state.registry().get(&model, v)?;
+        Ok(m.infer_request(&request)?)
+    })
+    .await?;
+    let value = serde_json::to_value(&response).map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the response: {e}"),
+        )
+    })?;
+    ok_json(value)
+}
+
+async fn infer(Shared(state): Shared<Arc<State>>, Path(model): Path<String>, body: Bytes) -> Reply {
+    run_infer(state, model, None, body).await
+}
+
+async fn infer_v(
+    Shared(state): Shared<Arc<State>>,
+    Path((model, v)): Path<(String, String)>,
+    body: Bytes,
+) -> Reply {
+    let v = version(&v)?;
+    run_infer(state, model, Some(v), body).await
+}
+
+async fn repository_index(Shared(state): Shared<Arc<State>>) -> Reply {
+    let served = state.registry().models();
+    let mut index = Vec::new();
+    for name in state.model_names() {
+        match served.iter().find(|(n, _)| *n == name) {
+            Some((_, versions)) => {
+                for v in versions {
+                    index.push(json!({ "name": name, "version": v.to_string(), "state": "READY" }));
+                }
+            }
+            None => index.push(json!({ "name": name, "state": "UNAVAILABLE" })),
+        }
+    }
+    ok_json(Value::Array(index))
+}
+
+fn check_writes(state: &State) -> Result<(), ApiError> {
+    if state.repository_writes {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "repository changes are refused: this server listens beyond loopback and has no \
+             admin token"
+                .into(),
+        ))
+    }
+}
+
+async fn repository_load(
+    Shared(state): Shared<Arc<State>>,
+    Path(model): Path<String>,
+    body: Bytes,
+) -> Reply {
+    check_writes(&state)?;
+    let text = std::str::from_utf8(&body).unwrap_or("").trim();
+    if !text.is_empty() {
+        let parsed: Value = serde_json::from_str(text).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the load request is not JSON ({e})"),
+            )
+        })?;
+        if parsed
+            .get("parameters")
+            .is_some_and(|p| p.as_object().is_some_and(|o| !o.is_empty()))
+        {
+            return Err(ApiError(
+                StatusCode::NOT_IMPLEMENTED,
+                "deploying files through the load request is not supported yet; pack the \
+                 version into the repository and load it with an empty body"
+                    .into(),
+            ));
+        }
+    }
+    blocking(move || Ok(state.load_model(&model)?)).await?;
+    ok_json(json!({}))
+}
+
+async fn repository_unload(Shared(state): Shared<Arc<State>>, Path(model): Path<String>) -> Reply {
+    check_writes(&state)?;
+    blocking(move || {
+        let wait = state.registry().runtime().config().deadline;
+        Ok(state.registry().unload(&model, None, wait)?)
+    })
+    .await?;
+    ok_json(json!({}))
+}

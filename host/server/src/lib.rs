@@ -1,0 +1,176 @@
+//! tensorlet's edge inference server: the Open Inference Protocol (KServe v2) over HTTP, as
+//! Triton implements it, on a [`Registry`] of models.
+//!
+//! The routes (`http.rs`) are Triton's: server metadata and health, model metadata,
+//! readiness, configuration and `infer`, and the model repository extension (index, load,
+//! unload). Every error is `{"error": "..."}` with Triton's status codes (400 invalid
+//! argument, 404 unknown model or version, 405 wrong method, 501 unsupported, 503
+//! unavailable, 500 internal). Inference is blocking CPU work: it runs on tokio's blocking
+//! threads, bounded by the runtime's admission queue (a full queue answers 503 at once).
+//! Requests need no `Content-Type` (`tritonclient` sends none).
+//!
+//! What the server serves comes from a [`Source`]: a model repository folder in Triton's
+//! layout ([`Repository`]), or the functions bundled with tensorlet.
+
+mod http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tensorlet_host::{
+    Error, ModelConfig, ModelSettings, Registry, Repository, Result, Runtime, bundled,
+};
+
+pub use http::router;
+
+/// Where the server's models come from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A model repository folder (Triton's layout).
+    Repository(Repository),
+    /// The bundled functions with their default weights, each as version 1.
+    Bundled,
+}
+
+/// Settings of the server ([`serve`]).
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where the HTTP listener binds.
+    pub http: SocketAddr,
+    /// The largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            body_limit: 64 << 20,
+        }
+    }
+}
+
+/// What every request handler shares: the registry and where models come from.
+#[derive(Debug)]
+pub struct State {
+    registry: Registry,
+    source: Source,
+    /// Whether the repository routes may change what is served (only on loopback until
+    /// an admin token exists).
+    repository_writes: bool,
+}
+
+impl State {
+    /// Serves the models of `source` in `runtime`, loading all of them now. A model that
+    /// fails to load is reported in the returned list and not served; the others are.
+    pub fn load(runtime: Runtime, source: Source) -> (Arc<State>, Vec<(String, Error)>) {
+        let state = State {
+            registry: Registry::new(runtime),
+            source,
+            repository_writes: true,
+        };
+        let mut failed = Vec::new();
+        for name in state.model_names() {
+            if let Err(e) = state.load_model(&name) {
+                failed.push((name, e));
+            }
+        }
+        (Arc::new(state), failed)
+    }
+
+    /// The same state, refusing repository writes unless `allowed`.
+    pub fn with_repository_writes(self: Arc<Self>, allowed: bool) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut s) => {
+                s.repository_writes = allowed;
+                Arc::new(s)
+            }
+            Err(shared) => shared,
+        }
+    }
+
+    /// The registry of served models.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Every model the source has (served or not).
+    pub fn model_names(&self) -> Vec<String> {
+        match &self.source {
+            Source::Repository(r) => r.model_names().unwrap_or_default(),
+            Source::Bundled => bundled::BUNDLED
+                .iter()
+                .map(|b| b.name.to_string())
+                .collect(),
+        }
+    }
+
+    /// Model `name`'s configuration.
+    pub fn config(&self, name: &str) -> Result<ModelConfig> {
+        match &self.source {
+            Source::Repository(r) => r.config(name),
+            Source::Bundled => {
+                bundled::find(name)?;
+                Ok(ModelConfig::default())
+            }
+        }
+    }
+
+    /// (Re)loads model `name` from the source; what served before keeps serving if this
+    /// fails.
+    pub fn load_model(&self, name: &str) -> Result<Vec<u64>> {
+        match &self.source {
+            Source::Repository(r) => self.registry.load_from_repository(r, name),
+            Source::Bundled => {
+                let b = bundled::find(name)?;
+                let rt = self.registry.runtime();
+                let function = rt.load_function(b.name, b.component)?;
+                let weights = rt.load_weights(&format!("bundled {} weights", b.name), b.weights)?;
+                let model = tensorlet_host::Model::new(
+                    b.name,
+                    1,
+                    function,
+                    weights,
+                    ModelSettings::default(),
+                )?;
+                self.registry.publish(model);
+                Ok(vec![1])
+            }
+        }
+    }
+}
+
+/// Serves `state` over HTTP on `listener` until `shutdown` completes; requests in flight
+/// then finish before this returns.
+pub async fn serve(
+    state: Arc<State>,
+    listener: tokio::net::TcpListener,
+    config: &ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state, config.body_limit))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,242 @@
+//! `tensorlet serve` over a real socket: Triton's Open Inference Protocol routes, answers
+//! equal to `tensorlet run` and to the numpy reference, errors as `{"error": ...}` with
+//! Triton's status codes, repository load and unload, and a clean stop on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+/// A running server, stopped with SIGTERM when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .args(args)
+            .env(
+                "TENSORLET_CACHE_DIR",
+                std::env::temp_dir().join("tensorlet-test-cache"),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tensorlet serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .filter(|a| a.starts_with("127.0.0.1:"))
+            .unwrap_or_else(|| panic!("no ready line: {line:?}"))
+            .to_string();
+        Server { child, addr }
+    }
+
+    /// One HTTP/1.1 request without a Content-Type (as tritonclient sends them).
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr,
+            body.len()
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        let status = response[9..12].parse().unwrap();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    fn json(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+        let (status, text) = self.request(method, path, body);
+        let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"));
+        (status, value)
+    }
+
+    /// SIGTERM, then the exit status and what the server printed on stderr.
+    fn stop(mut self) -> (bool, String) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (status.success(), err)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[test]
+fn bundled_models_answer_as_tensorlet_run_does() {
+    let server = Server::start(&[]);
+    assert_eq!(server.request("GET", "/v2/health/live", b"").0, 200);
+    assert_eq!(server.request("GET", "/v2/health/ready", b"").0, 200);
+    assert_eq!(
+        server.request("GET", "/v2/models/mnist-cnn/ready", b"").0,
+        200
+    );
+    let (status, meta) = server.json("GET", "/v2", b"");
+    assert_eq!((status, meta["name"].as_str()), (200, Some("tensorlet")));
+    let (status, meta) = server.json("GET", "/v2/models/mnist-cnn", b"");
+    assert_eq!(status, 200);
+    assert_eq!(meta["versions"], serde_json::json!(["1"]));
+    assert_eq!(meta["inputs"][0]["name"], "image");
+    assert_eq!(meta["outputs"][0]["datatype"], "FP32");
+
+    let request = std::fs::read(common::repo("models/mnist-cnn/sample.json")).unwrap();
+    let (status, served) = server.json("POST", "/v2/models/mnist-cnn/infer", &request);
+    assert_eq!(status, 200, "{served}");
+    assert_eq!(served["model_version"], "1");
+    let run = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+        .args(["run", "mnist-cnn", "--input"])
+        .arg(common::repo("models/mnist-cnn/sample.json"))
+        .output()
+        .unwrap();
+    let cli: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(
+        served["outputs"], cli["outputs"],
+        "the server and the CLI disagree"
+    );
+
+    // Errors: Triton's codes, `{"error": ...}` bodies.
+    let cases: [(&str, &str, &[u8], u16); 7] = [
+        ("POST", "/v2/models/nope/infer", &request, 404),
+        (
+            "POST",
+            "/v2/models/mnist-cnn/versions/7/infer",
+            &request,
+            404,
+        ),
+        (
+            "POST",
+            "/v2/models/mnist-cnn/versions/x/infer",
+            &request,
+            400,
+        ),
+        ("POST", "/v2/models/mnist-cnn/infer", b"{not json", 400),
+        (
+            "POST",
+            "/v2/models/mnist-cnn/infer",
+            br#"{"inputs":[{"name":"image","shape":[1,1,28,28],"datatype":"FP32","data":[1,2]}]}"#,
+            400,
+        ),
+        ("DELETE", "/v2/models/mnist-cnn/infer", b"", 405),
+        ("GET", "/v3/nothing", b"", 404),
+    ];
+    for (method, path, body, want) in cases {
+        let (status, value) = server.json(method, path, body);
+        assert_eq!(status, want, "{method} {path}: {value}");
+        assert!(
+            value["error"].as_str().is_some_and(|m| m.len() > 10),
+            "{method} {path}: {value}"
+        );
+    }
+    let (status, _) = server.json(
+        "POST",
+        "/v2/repository/models/mlp/load",
+        br#"{"parameters": {"file:1/function.wasm": "AAAA"}}"#,
+    );
+    assert_eq!(status, 501);
+
+    // Unload, then load again from the source.
+    assert_eq!(
+        server
+            .request("POST", "/v2/repository/models/mlp/unload", b"")
+            .0,
+        200
+    );
+    assert_eq!(server.request("GET", "/v2/models/mlp/ready", b"").0, 400);
+    let (_, index) = server.json("POST", "/v2/repository/index", b"");
+    assert!(
+        index
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "mlp" && m["state"] == "UNAVAILABLE")
+    );
+    assert_eq!(
+        server
+            .request("POST", "/v2/repository/models/mlp/load", b"")
+            .0,
+        200
+    );
+    assert_eq!(
+        server
+            .request("GET", "/v2/models/mlp/versions/1/ready", b"")
+            .0,
+        200
+    );
+
+    let (clean, stderr) = server.stop();
+    assert!(clean, "SIGTERM must stop the server cleanly: {stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+}
+
+#[test]
+fn a_repository_model_matches_the_numpy_reference() {
+    let repo = std::env::temp_dir().join(format!("tensorlet-serve-repo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&repo);
+    let weights = common::fixture("cnn_mnist.weights.safetensors");
+    let pack = |version: &str, weights: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+            .args(["pack", "mnist-cnn", "--weights"])
+            .arg(weights)
+            .arg("-o")
+            .arg(repo.join("digits").join(version))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    pack("1", &weights);
+    let server = Server::start(&["--repository", repo.to_str().unwrap()]);
+    let request = std::fs::read(common::fixture("cnn_mnist.request.json")).unwrap();
+    let (status, response) = server.json("POST", "/v2/models/digits/versions/1/infer", &request);
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(response["model_name"], "digits");
+    common::assert_outputs_close(
+        "served cnn_mnist",
+        &common::json("cnn_mnist.expected.json"),
+        &response,
+    );
+    let (status, config) = server.json("GET", "/v2/models/digits/config", b"");
+    assert_eq!((status, config["name"].as_str()), (200, Some("digits")));
+    drop(server);
+    std::fs::remove_dir_all(&repo).unwrap();
+}

@@ -44,25 +44,41 @@ impl Server {
         Server { child, addr }
     }
 
-    /// One HTTP/1.1 request without a Content-Type (as tritonclient sends them).
-    fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    /// One HTTP/1.1 request without a Content-Type (as tritonclient sends them), with
+    /// `headers`: the status, the response's headers (lowercase) and its body.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> (u16, String, Vec<u8>) {
         let mut s = TcpStream::connect(&self.addr).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
             self.addr,
             body.len()
-        )
-        .unwrap();
+        );
+        for (k, v) in headers {
+            head += &format!("{k}: {v}\r\n");
+        }
+        head += "\r\n";
+        s.write_all(head.as_bytes()).unwrap();
         s.write_all(body).unwrap();
-        let mut response = String::new();
-        s.read_to_string(&mut response).unwrap();
-        let status = response[9..12].parse().unwrap();
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        let mut response = Vec::new();
+        s.read_to_end(&mut response).unwrap();
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a response head");
+        let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
+        let status = head[9..12].parse().unwrap();
+        (status, head, response[split + 4..].to_vec())
+    }
+
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        let (status, _, body) = self.exchange(method, path, &[], body);
+        (status, String::from_utf8(body).unwrap())
     }
 
     fn json(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
@@ -164,6 +180,8 @@ fn bundled_models_answer_as_tensorlet_run_does() {
             "{method} {path}: {value}"
         );
     }
+    binary_tensor_data(&server, &served);
+
     let (status, _) = server.json(
         "POST",
         "/v2/repository/models/mlp/load",
@@ -203,6 +221,67 @@ fn bundled_models_answer_as_tensorlet_run_does() {
     let (clean, stderr) = server.stop();
     assert!(clean, "SIGTERM must stop the server cleanly: {stderr}");
     assert!(stderr.contains("stopped"), "{stderr}");
+}
+
+/// The binary tensor data extension: the sample image as FP32 bytes after the JSON
+/// header, the output asked for as binary; the result equals the JSON answer `json`.
+fn binary_tensor_data(server: &Server, json: &Value) {
+    let sample: Value = serde_json::from_slice(
+        &std::fs::read(common::repo("models/mnist-cnn/sample.json")).unwrap(),
+    )
+    .unwrap();
+    let input = &sample["inputs"][0];
+    let mut flat = Vec::new();
+    fn walk(v: &Value, out: &mut Vec<f32>) {
+        match v {
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            x => out.push(x.as_f64().unwrap() as f32),
+        }
+    }
+    walk(&input["data"], &mut flat);
+    let bytes: Vec<u8> = flat.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let header = serde_json::json!({
+        "inputs": [{"name": "image", "shape": input["shape"], "datatype": "FP32",
+                    "parameters": {"binary_data_size": bytes.len()}}],
+        "outputs": [{"name": "probs", "parameters": {"binary_data": true}}],
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&bytes);
+    let length = [("Inference-Header-Content-Length", header.len().to_string())];
+    let path = "/v2/models/mnist-cnn/infer";
+    let (status, head, response) = server.exchange("POST", path, &length, &body);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&response));
+    let json_len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("inference-header-content-length: "))
+        .expect("the response says where its JSON ends")
+        .trim()
+        .parse()
+        .unwrap();
+    let meta: Value = serde_json::from_slice(&response[..json_len]).unwrap();
+    let out = &meta["outputs"][0];
+    assert_eq!(out["parameters"]["binary_data_size"], 40, "{meta}");
+    let probs: Vec<f32> = response[json_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let expected: Vec<f32> = json["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(probs, expected, "binary and JSON answers differ");
+    // Broken framing: a header length past the body, or binary sizes that disagree.
+    let long = [(
+        "Inference-Header-Content-Length",
+        (body.len() + 1).to_string(),
+    )];
+    assert_eq!(server.exchange("POST", path, &long, &body).0, 400);
+    let (status, _, msg) = server.exchange("POST", path, &length, &body[..body.len() - 4]);
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&msg).contains("binary_data_size"));
 }
 
 #[test]

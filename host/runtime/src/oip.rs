@@ -10,7 +10,7 @@
 //! nested row-major arrays.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorData, element_count};
@@ -23,6 +23,22 @@ pub struct InferenceRequest {
     pub id: Option<String>,
     /// The named inputs.
     pub inputs: Vec<RequestInput>,
+    /// The outputs wanted (all when empty), each optionally as binary data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<RequestedOutput>,
+    /// Request parameters; `binary_data_output: true` asks for every output as binary.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub parameters: Map<String, Value>,
+}
+
+/// An output a request asks for.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RequestedOutput {
+    /// The output's name.
+    pub name: String,
+    /// Output parameters; `binary_data: true` asks for it as binary data.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub parameters: Map<String, Value>,
 }
 
 /// One input of a request.
@@ -32,10 +48,17 @@ pub struct RequestInput {
     pub name: String,
     /// Dimensions.
     pub shape: Vec<usize>,
-    /// `FP32`, `FP64`, `FP16`, `UINT8` or `BYTES`.
+    /// `FP32`, `FP64`, `FP16`, `BF16`, `INT32`, `INT64`, `UINT8` or `BYTES`.
     pub datatype: String,
-    /// Row-major elements, flat or nested.
+    /// Row-major elements, flat or nested (absent when sent as binary data).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub data: Value,
+    /// Input parameters; `binary_data_size` says the data follows the JSON as binary.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub parameters: Map<String, Value>,
+    /// The input's binary data (the binary tensor data extension), cut from the body.
+    #[serde(skip)]
+    pub binary: Option<Vec<u8>>,
 }
 
 /// An inference response.
@@ -62,8 +85,12 @@ pub struct ResponseOutput {
     pub shape: Vec<usize>,
     /// `FP32` or `UINT8`.
     pub datatype: String,
-    /// Row-major elements, flat.
+    /// Row-major elements, flat (absent when sent as binary data).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub data: Value,
+    /// Output parameters: `binary_data_size` when the data follows the JSON as binary.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub parameters: Map<String, Value>,
 }
 
 impl InferenceRequest {
@@ -86,8 +113,74 @@ impl InferenceRequest {
                 shape: vec![bytes.len()],
                 datatype: "UINT8".into(),
                 data: Value::from(bytes.to_vec()),
+                parameters: Map::new(),
+                binary: None,
             }],
+            outputs: Vec::new(),
+            parameters: Map::new(),
         }
+    }
+
+    /// Parses a request body of the binary tensor data extension: the first
+    /// `header_length` bytes (the `Inference-Header-Content-Length` header) are the JSON
+    /// request, and the binary data of every input whose `parameters.binary_data_size` is
+    /// set follows, in input order. Without `header_length` the whole body is JSON.
+    pub fn from_body(body: &[u8], header_length: Option<usize>) -> Result<Self> {
+        let json_len = header_length.unwrap_or(body.len());
+        let Some(json) = body.get(..json_len) else {
+            return Err(Error::invalid_input(format!(
+                "Inference-Header-Content-Length is {json_len}, but the body has only {} bytes",
+                body.len()
+            )));
+        };
+        let text = std::str::from_utf8(json).map_err(|e| {
+            Error::invalid_input(format!("the request's JSON header is not UTF-8 ({e})"))
+        })?;
+        let mut request = Self::from_json(text)?;
+        let mut rest = &body[json_len..];
+        for input in &mut request.inputs {
+            let Some(size) = input.parameters.get("binary_data_size") else {
+                continue;
+            };
+            let size = size
+                .as_u64()
+                .and_then(|s| usize::try_from(s).ok())
+                .ok_or_else(|| {
+                    Error::invalid_input(format!(
+                        "input `{}`: binary_data_size {size} is not a byte count",
+                        input.name
+                    ))
+                })?;
+            if size > rest.len() {
+                return Err(Error::invalid_input(format!(
+                    "input `{}`: binary_data_size is {size} bytes, but only {} bytes of binary \
+                     data are left in the body",
+                    input.name,
+                    rest.len()
+                )));
+            }
+            let (data, tail) = rest.split_at(size);
+            input.binary = Some(data.to_vec());
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            return Err(Error::invalid_input(format!(
+                "the body has {} bytes of binary data that no input's binary_data_size claims",
+                rest.len()
+            )));
+        }
+        Ok(request)
+    }
+
+    /// Whether output `name` is to be sent as binary data.
+    pub fn wants_binary(&self, name: &str) -> bool {
+        let flag = |p: &Map<String, Value>, key: &str| p.get(key).and_then(Value::as_bool);
+        self.outputs
+            .iter()
+            .find(|o| o.name == name)
+            .and_then(|o| flag(&o.parameters, "binary_data"))
+            .or_else(|| flag(&self.parameters, "binary_data_output"))
+            .unwrap_or(false)
     }
 
     /// Converts the inputs into named host tensors, validating datatype, shape and data.
@@ -113,11 +206,14 @@ impl InferenceRequest {
 
 impl RequestInput {
     fn to_tensor(&self) -> Result<Tensor> {
+        if let Some(bytes) = &self.binary {
+            return self.binary_tensor(bytes);
+        }
         let count = element_count(&self.shape)?;
         let mut flat = Vec::new();
         flatten(&self.data, &mut flat)?;
         match self.datatype.as_str() {
-            "FP32" | "FP64" | "FP16" => {
+            "FP32" | "FP64" | "FP16" | "BF16" | "INT32" | "INT64" => {
                 let data = flat
                     .iter()
                     .map(|v| match v.as_f64() {
@@ -157,6 +253,73 @@ impl RequestInput {
                 "datatype `{other}` is not supported; use FP32 for numbers, or UINT8/BYTES for raw bytes"
             ))),
         }
+    }
+}
+
+impl RequestInput {
+    /// The tensor of binary `bytes` (little-endian elements; BYTES: one element with a
+    /// 4-byte length prefix).
+    fn binary_tensor(&self, bytes: &[u8]) -> Result<Tensor> {
+        let count = element_count(&self.shape)?;
+        let size = match self.datatype.as_str() {
+            "FP64" | "INT64" => 8,
+            "FP32" | "INT32" => 4,
+            "FP16" | "BF16" => 2,
+            "UINT8" => 1,
+            "BYTES" => {
+                let Some((len, data)) = bytes.split_first_chunk::<4>() else {
+                    return Err(Error::invalid_input(
+                        "BYTES binary data must start with a 4-byte length",
+                    ));
+                };
+                let len = u32::from_le_bytes(*len) as usize;
+                if count != 1 || len != data.len() {
+                    return Err(Error::invalid_input(format!(
+                        "BYTES binary data must hold one element (shape [1]) whose 4-byte \
+                         length ({len}) equals the bytes that follow ({})",
+                        data.len()
+                    )));
+                }
+                return Tensor::from_u8(vec![data.len()], data.to_vec());
+            }
+            other => {
+                return Err(Error::unsupported(format!(
+                    "datatype `{other}` is not supported; use FP32 for numbers, or UINT8/BYTES \
+                     for raw bytes"
+                )));
+            }
+        };
+        let expected = count.checked_mul(size).ok_or_else(|| {
+            Error::limit_exceeded(format!("shape {:?} has too many elements", self.shape))
+        })?;
+        if bytes.len() != expected {
+            return Err(Error::shape_mismatch(format!(
+                "shape {:?} of {} needs {expected} bytes of binary data, got {}",
+                self.shape,
+                self.datatype,
+                bytes.len()
+            )));
+        }
+        if self.datatype == "UINT8" {
+            return Tensor::from_u8(self.shape.clone(), bytes.to_vec());
+        }
+        let data: Vec<f32> = bytes
+            .chunks_exact(size)
+            .map(|c| match self.datatype.as_str() {
+                "FP64" => f64::from_le_bytes(c.try_into().unwrap_or_default()) as f32,
+                "INT64" => i64::from_le_bytes(c.try_into().unwrap_or_default()) as f32,
+                "FP32" => f32::from_le_bytes(c.try_into().unwrap_or_default()),
+                "INT32" => i32::from_le_bytes(c.try_into().unwrap_or_default()) as f32,
+                "FP16" => half::f16::from_le_bytes(c.try_into().unwrap_or_default()).to_f32(),
+                _ => half::bf16::from_le_bytes(c.try_into().unwrap_or_default()).to_f32(),
+            })
+            .collect();
+        if let Some(bad) = data.iter().position(|x| !x.is_finite()) {
+            return Err(Error::invalid_input(format!(
+                "element {bad} is not a finite number"
+            )));
+        }
+        Tensor::from_f32(self.shape.clone(), data)
     }
 }
 
@@ -212,6 +375,48 @@ fn base64_decode(s: &str) -> Result<Vec<u8>> {
 }
 
 impl InferenceResponse {
+    /// A response from named output tensors, the outputs for which `binary` says so as
+    /// binary data: their elements (little-endian) are appended to the returned bytes in
+    /// output order, and their `parameters.binary_data_size` says how many.
+    pub fn from_tensors_binary(
+        model_name: &str,
+        id: Option<String>,
+        outputs: &[(String, Tensor)],
+        binary: impl Fn(&str) -> bool,
+    ) -> (Self, Vec<u8>) {
+        let mut response = Self::from_tensors(model_name, id, &[]);
+        let mut tail = Vec::new();
+        for (name, t) in outputs {
+            if !binary(name) {
+                let json =
+                    Self::from_tensors("", None, std::slice::from_ref(&(name.clone(), t.clone())));
+                response.outputs.extend(json.outputs);
+                continue;
+            }
+            let start = tail.len();
+            let datatype = match t.data() {
+                TensorData::F32(d) => {
+                    tail.extend(d.iter().flat_map(|x| x.to_le_bytes()));
+                    "FP32"
+                }
+                TensorData::U8(d) => {
+                    tail.extend_from_slice(d);
+                    "UINT8"
+                }
+            };
+            let mut parameters = Map::new();
+            parameters.insert("binary_data_size".into(), Value::from(tail.len() - start));
+            response.outputs.push(ResponseOutput {
+                name: name.clone(),
+                shape: t.shape().to_vec(),
+                datatype: datatype.into(),
+                data: Value::Null,
+                parameters,
+            });
+        }
+        (response, tail)
+    }
+
     /// A response from named output tensors.
     pub fn from_tensors(
         model_name: &str,
@@ -237,6 +442,7 @@ impl InferenceResponse {
                         shape: t.shape().to_vec(),
                         datatype: datatype.into(),
                         data,
+                        parameters: Map::new(),
                     }
                 })
                 .collect(),
@@ -297,12 +503,93 @@ mod tests {
             e.message().contains("input `x`") && e.message().contains("needs 3"),
             "{e}"
         );
-        let int = r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT32","data":[1]}]}"#;
-        let e = InferenceRequest::from_json(int)
+        let boolean = r#"{"inputs":[{"name":"x","shape":[1],"datatype":"BOOL","data":[true]}]}"#;
+        let e = InferenceRequest::from_json(boolean)
             .unwrap()
             .to_tensors()
             .unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::Unsupported);
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{e}");
+        let int = r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT32","data":[7]}]}"#;
+        let t = InferenceRequest::from_json(int)
+            .unwrap()
+            .to_tensors()
+            .unwrap();
+        assert_eq!(t[0].1.f32s("x").unwrap(), &[7.0]);
         assert!(InferenceRequest::from_json("{").is_err());
+    }
+
+    #[test]
+    fn binary_inputs_of_every_datatype_decode() {
+        let cases: [(&str, Vec<u8>); 6] = [
+            (
+                "FP32",
+                [1.5f32, -2.0]
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+            ),
+            (
+                "FP64",
+                [1.5f64, -2.0]
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+            ),
+            (
+                "INT32",
+                [3i32, -4].iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            (
+                "INT64",
+                [3i64, -4].iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            (
+                "FP16",
+                [1.5f32, -2.0]
+                    .iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                    .collect(),
+            ),
+            (
+                "BF16",
+                [1.5f32, -2.0]
+                    .iter()
+                    .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                    .collect(),
+            ),
+        ];
+        for (datatype, bytes) in cases {
+            let header = format!(
+                r#"{{"inputs":[{{"name":"x","shape":[2],"datatype":"{datatype}","parameters":{{"binary_data_size":{}}}}}]}}"#,
+                bytes.len()
+            );
+            let mut body = header.clone().into_bytes();
+            body.extend_from_slice(&bytes);
+            let r = InferenceRequest::from_body(&body, Some(header.len())).unwrap();
+            let t = r.to_tensors().unwrap();
+            let want: &[f32] = if datatype.starts_with("INT") {
+                &[3.0, -4.0]
+            } else {
+                &[1.5, -2.0]
+            };
+            assert_eq!(t[0].1.f32s("x").unwrap(), want, "{datatype}");
+        }
+        // BYTES: one element with a length prefix.
+        let header = r#"{"inputs":[{"name":"png","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":9}}],"parameters":{"binary_data_output":true}}"#;
+        let mut body = header.as_bytes().to_vec();
+        body.extend_from_slice(&5u32.to_le_bytes());
+        body.extend_from_slice(b"hello");
+        let r = InferenceRequest::from_body(&body, Some(header.len())).unwrap();
+        assert_eq!(r.to_tensors().unwrap()[0].1.u8s("png").unwrap(), b"hello");
+        assert!(r.wants_binary("anything"));
+        // A size that disagrees with the shape is named.
+        let header = r#"{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#;
+        let mut body = header.as_bytes().to_vec();
+        body.extend_from_slice(&[0; 8]);
+        let e = InferenceRequest::from_body(&body, Some(header.len()))
+            .unwrap()
+            .to_tensors()
+            .unwrap_err();
+        assert!(e.message().contains("needs 12 bytes"), "{e}");
     }
 }

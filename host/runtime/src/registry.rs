@@ -161,10 +161,23 @@ impl Model {
         &self,
         request: &crate::InferenceRequest,
     ) -> Result<crate::InferenceResponse> {
-        let mut response = self.function.infer_request(&self.weights, request)?;
+        Ok(self.infer_request_binary(request, |_| false)?.0)
+    }
+
+    /// Runs an Open Inference Protocol request with the outputs `binary` picks as binary
+    /// data (see [`Function::infer_request_binary`]); the response names this model and
+    /// version.
+    pub fn infer_request_binary(
+        &self,
+        request: &crate::InferenceRequest,
+        binary: impl Fn(&str) -> bool,
+    ) -> Result<(crate::InferenceResponse, Vec<u8>)> {
+        let (mut response, tail) =
+            self.function
+                .infer_request_binary(&self.weights, request, binary)?;
         response.model_name = self.name.clone();
         response.model_version = Some(self.version.to_string());
-        Ok(response)
+        Ok((response, tail))
     }
 }
 

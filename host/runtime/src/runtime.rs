@@ -577,17 +577,30 @@ impl Function {
         Ok(())
     }
 
-    /// Runs an Open Inference Protocol request and builds the response.
+    /// Runs an Open Inference Protocol request and builds the response (every output as
+    /// JSON; only the outputs the request names, if it names any).
     pub fn infer_request(
         &self,
         weights: &Arc<Weights>,
         request: &crate::InferenceRequest,
     ) -> Result<crate::InferenceResponse> {
+        Ok(self.infer_request_binary(weights, request, |_| false)?.0)
+    }
+
+    /// Runs an Open Inference Protocol request; the outputs for which `binary` says so come
+    /// as binary data in the returned bytes (the binary tensor data extension; see
+    /// [`crate::InferenceResponse::from_tensors_binary`]).
+    pub fn infer_request_binary(
+        &self,
+        weights: &Arc<Weights>,
+        request: &crate::InferenceRequest,
+        binary: impl Fn(&str) -> bool,
+    ) -> Result<(crate::InferenceResponse, Vec<u8>)> {
         for input in &request.inputs {
             let spec = self.input_spec(&input.name)?;
             let accepted: &[&str] = match crate::tensor::DType::from(spec.dtype) {
                 crate::DType::U8 => &["UINT8", "BYTES"],
-                _ => &["FP32", "FP64", "FP16"],
+                _ => &["FP32", "FP64", "FP16", "BF16", "INT32", "INT64"],
             };
             if !accepted.contains(&input.datatype.as_str()) {
                 return Err(Error::invalid_input(format!(
@@ -599,11 +612,31 @@ impl Function {
                 )));
             }
         }
-        let outputs = self.infer(weights, request.to_tensors()?)?;
-        Ok(crate::InferenceResponse::from_tensors(
+        let mut outputs = self.infer(weights, request.to_tensors()?)?;
+        if !request.outputs.is_empty() {
+            let mut selected = Vec::with_capacity(request.outputs.len());
+            for wanted in &request.outputs {
+                let i = outputs
+                    .iter()
+                    .position(|(n, _)| *n == wanted.name)
+                    .ok_or_else(|| {
+                        let known: Vec<_> = outputs.iter().map(|(n, _)| format!("`{n}`")).collect();
+                        Error::invalid_input(format!(
+                            "the request asks for output `{}`; function `{}` produced {}",
+                            wanted.name,
+                            self.inner.name,
+                            known.join(", ")
+                        ))
+                    })?;
+                selected.push(outputs.swap_remove(i));
+            }
+            outputs = selected;
+        }
+        Ok(crate::InferenceResponse::from_tensors_binary(
             &self.metadata().name,
             request.id.clone(),
             &outputs,
+            binary,
         ))
     }
 

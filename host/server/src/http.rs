@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State as Shared};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -212,39 +212,79 @@ async fn model_config(Shared(state): Shared<Arc<State>>, Path(model): Path<Strin
     ok_json(value)
 }
 
-async fn run_infer(state: Arc<State>, model: String, v: Option<u64>, body: Bytes) -> Reply {
-    let text = std::str::from_utf8(&body).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("the request body is not UTF-8 JSON ({e})"),
-        )
-    })?;
-    let request = InferenceRequest::from_json(text)?;
-    let response = blocking(move || {
+/// The binary tensor data extension's header: the length of the JSON part of a body.
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+async fn run_infer(
+    state: Arc<State>,
+    model: String,
+    v: Option<u64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let header_length = match headers.get(HEADER_LENGTH) {
+        None => None,
+        Some(h) => Some(
+            h.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!("the {HEADER_LENGTH} header is not a byte count: {h:?}"),
+                    )
+                })?,
+        ),
+    };
+    let request = InferenceRequest::from_body(&body, header_length)?;
+    let (response, tail) = blocking(move || {
         let m = state.registry().get(&model, v)?;
-        Ok(m.infer_request(&request)?)
+        Ok(m.infer_request_binary(&request, |name| request.wants_binary(name))?)
     })
     .await?;
-    let value = serde_json::to_value(&response).map_err(|e| {
+    let json = serde_json::to_vec(&response).map_err(|e| {
         ApiError(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding the response: {e}"),
         )
     })?;
-    ok_json(value)
+    let binary = response.outputs.iter().any(|o| !o.parameters.is_empty());
+    if !binary {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response());
+    }
+    let json_len = json.len();
+    let mut body = json;
+    body.extend_from_slice(&tail);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::HeaderName::from_static(HEADER_LENGTH),
+                json_len.to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
-async fn infer(Shared(state): Shared<Arc<State>>, Path(model): Path<String>, body: Bytes) -> Reply {
-    run_infer(state, model, None, body).await
+async fn infer(
+    Shared(state): Shared<Arc<State>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    run_infer(state, model, None, headers, body).await
 }
 
 async fn infer_v(
     Shared(state): Shared<Arc<State>>,
     Path((model, v)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
     let v = version(&v)?;
-    run_infer(state, model, Some(v), body).await
+    run_infer(state, model, Some(v), headers, body).await
 }
 
 async fn repository_index(Shared(state): Shared<Arc<State>>) -> Reply {

@@ -620,8 +620,9 @@ def parse_input(req, model):
                 except ValueError:
                     raise RefError("invalid-input", "png: invalid base64")
             raise RefError("invalid-input", "png: datatype must be UINT8 or BYTES, got %r" % dt)
-        if dt != "FP32":
-            raise RefError("invalid-input", "%s: datatype must be FP32, got %r" % (name, dt))
+        # The host converts every numeric wire datatype it accepts to f32.
+        if dt not in ("FP32", "FP64", "FP16", "BF16", "INT32", "INT64"):
+            raise RefError("invalid-input", "%s: datatype must be FP32 (or FP64, FP16, BF16, INT32, INT64), got %r" % (name, dt))
         vals = np.asarray(flat(data), dtype=np.float64)
         if vals.size != int(np.prod(shape)):
             raise RefError("invalid-input", "%s: %d values for shape %s" % (name, vals.size, shape))
@@ -817,7 +818,7 @@ def fixtures():
          req=request_json([("image", random_input("mnist-cnn", 232, size=28)[1][:, :, :24, :], "FP32")]),
          expect_error="shape-mismatch")
     bad_dt = json.loads(req_for("mlp", 233, batch=1))
-    bad_dt["inputs"][0]["datatype"] = "INT32"
+    bad_dt["inputs"][0]["datatype"] = "UINT16"
     bad_dt["inputs"][0]["data"] = [int(round(v * 10)) for v in bad_dt["inputs"][0]["data"]]
     case("bad_request_datatype", "mlp", wfile="mlp_basic.weights.safetensors",
          req=json.dumps(bad_dt, separators=(",", ":")) + "\n", expect_error="invalid-input")

@@ -182,6 +182,23 @@ fn bundled_models_answer_as_tensorlet_run_does() {
     }
     binary_tensor_data(&server, &served);
 
+    // Statistics count what the server answered: 2 mnist-cnn successes (JSON and
+    // binary) and the failures that reached the model (wrong element count, broken
+    // binary sizes are refused before it).
+    let (status, stats) = server.json("GET", "/v2/models/mnist-cnn/stats", b"");
+    assert_eq!(status, 200, "{stats}");
+    let s = &stats["model_stats"][0];
+    assert_eq!(
+        (s["name"].as_str(), s["version"].as_str()),
+        (Some("mnist-cnn"), Some("1"))
+    );
+    assert_eq!(s["inference_stats"]["success"]["count"], 2, "{stats}");
+    assert_eq!(s["inference_stats"]["fail"]["count"], 1, "{stats}");
+    assert!(s["inference_stats"]["success"]["ns"].as_u64().unwrap() > 0);
+    let (_, all) = server.json("GET", "/v2/models/stats", b"");
+    assert_eq!(all["model_stats"].as_array().unwrap().len(), 2, "{all}");
+    assert_eq!(server.request("GET", "/v2/models/nope/stats", b"").0, 404);
+
     let (status, _) = server.json(
         "POST",
         "/v2/repository/models/mlp/load",

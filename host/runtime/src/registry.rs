@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -181,12 +182,43 @@ impl Model {
     }
 }
 
-/// A published model version and the count of requests using it.
+/// A published model version, the count of requests using it, and its statistics.
 #[derive(Debug)]
 struct Entry {
     model: Model,
     in_flight: Mutex<usize>,
     idle: Condvar,
+    counters: Counters,
+}
+
+/// Request counts and times of one published version.
+#[derive(Debug, Default)]
+struct Counters {
+    success: AtomicU64,
+    success_ns: AtomicU64,
+    fail: AtomicU64,
+    fail_ns: AtomicU64,
+    /// Milliseconds since the Unix epoch of the last request's end (0: none yet).
+    last_ms: AtomicU64,
+}
+
+/// What a published model version has served, as Triton's statistics report it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelStats {
+    /// The model's name.
+    pub name: String,
+    /// The version.
+    pub version: u64,
+    /// Requests that succeeded.
+    pub success: u64,
+    /// Their total time, in nanoseconds.
+    pub success_ns: u64,
+    /// Requests that failed.
+    pub fail: u64,
+    /// Their total time, in nanoseconds.
+    pub fail_ns: u64,
+    /// When the last request ended, in milliseconds since the Unix epoch (0: none yet).
+    pub last_inference_ms: u64,
 }
 
 impl Entry {
@@ -200,6 +232,54 @@ impl Entry {
 #[derive(Debug)]
 pub struct ModelRef {
     entry: Arc<Entry>,
+}
+
+impl ModelRef {
+    /// Counts one request of `started`'s duration that ended with `ok`.
+    fn record<T>(&self, started: Instant, result: Result<T>) -> Result<T> {
+        let c = &self.entry.counters;
+        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let (count, total) = if result.is_ok() {
+            (&c.success, &c.success_ns)
+        } else {
+            (&c.fail, &c.fail_ns)
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        total.fetch_add(ns, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        c.last_ms.store(now, Ordering::Relaxed);
+        result
+    }
+
+    /// [`Model::infer`], counted in the version's statistics.
+    pub fn infer(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>> {
+        let started = Instant::now();
+        self.record(started, self.entry.model.infer(inputs))
+    }
+
+    /// [`Model::infer_request`], counted in the version's statistics.
+    pub fn infer_request(
+        &self,
+        request: &crate::InferenceRequest,
+    ) -> Result<crate::InferenceResponse> {
+        let started = Instant::now();
+        self.record(started, self.entry.model.infer_request(request))
+    }
+
+    /// [`Model::infer_request_binary`], counted in the version's statistics.
+    pub fn infer_request_binary(
+        &self,
+        request: &crate::InferenceRequest,
+        binary: impl Fn(&str) -> bool,
+    ) -> Result<(crate::InferenceResponse, Vec<u8>)> {
+        let started = Instant::now();
+        self.record(
+            started,
+            self.entry.model.infer_request_binary(request, binary),
+        )
+    }
 }
 
 impl std::ops::Deref for ModelRef {
@@ -258,6 +338,7 @@ impl Registry {
             model,
             in_flight: Mutex::new(0),
             idle: Condvar::new(),
+            counters: Counters::default(),
         });
         let name = entry.model.name.clone();
         let version = entry.model.version;
@@ -324,6 +405,29 @@ impl Registry {
         inputs: Vec<(String, Tensor)>,
     ) -> Result<Vec<(String, Tensor)>> {
         self.get(name, version)?.infer(inputs)
+    }
+
+    /// The statistics of every published version (of model `name` only, if given), by
+    /// name and version. A version's counts start when it is published.
+    pub fn stats(&self, name: Option<&str>) -> Vec<ModelStats> {
+        self.read()
+            .iter()
+            .filter(|(n, _)| name.is_none_or(|want| *n == want))
+            .flat_map(|(n, versions)| {
+                versions.iter().map(move |(v, e)| {
+                    let c = &e.counters;
+                    ModelStats {
+                        name: n.clone(),
+                        version: *v,
+                        success: c.success.load(Ordering::Relaxed),
+                        success_ns: c.success_ns.load(Ordering::Relaxed),
+                        fail: c.fail.load(Ordering::Relaxed),
+                        fail_ns: c.fail_ns.load(Ordering::Relaxed),
+                        last_inference_ms: c.last_ms.load(Ordering::Relaxed),
+                    }
+                })
+            })
+            .collect()
     }
 
     /// Every model's ready versions, by name.

@@ -20,6 +20,12 @@ pub fn router(state: Arc<State>, body_limit: usize) -> Router {
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(live))
+        .route("/v2/models/stats", get(all_stats))
+        .route("/v2/models/{model}/stats", get(model_stats))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(model_stats_v),
+        )
         .route("/v2/models/{model}", get(model_metadata))
         .route(
             "/v2/models/{model}/versions/{version}",
@@ -285,6 +291,55 @@ async fn infer_v(
 ) -> Reply {
     let v = version(&v)?;
     run_infer(state, model, Some(v), headers, body).await
+}
+
+/// Triton's statistics object for `stats`.
+fn stats_json(stats: Vec<tensorlet_host::ModelStats>) -> Value {
+    let models: Vec<Value> = stats
+        .into_iter()
+        .map(|s| {
+            let duration = |count: u64, ns: u64| json!({ "count": count, "ns": ns });
+            json!({
+                "name": s.name,
+                "version": s.version.to_string(),
+                "last_inference": s.last_inference_ms,
+                "inference_count": s.success,
+                "execution_count": s.success,
+                "inference_stats": {
+                    "success": duration(s.success, s.success_ns),
+                    "fail": duration(s.fail, s.fail_ns),
+                },
+            })
+        })
+        .collect();
+    json!({ "model_stats": models })
+}
+
+async fn all_stats(Shared(state): Shared<Arc<State>>) -> Reply {
+    ok_json(stats_json(state.registry().stats(None)))
+}
+
+fn one_model_stats(state: &State, model: &str, v: Option<u64>) -> Reply {
+    // Unknown models and versions are 404s, as for inference.
+    state.registry().get(model, v)?;
+    let stats = state
+        .registry()
+        .stats(Some(model))
+        .into_iter()
+        .filter(|s| v.is_none_or(|v| s.version == v))
+        .collect();
+    ok_json(stats_json(stats))
+}
+
+async fn model_stats(Shared(state): Shared<Arc<State>>, Path(model): Path<String>) -> Reply {
+    one_model_stats(&state, &model, None)
+}
+
+async fn model_stats_v(
+    Shared(state): Shared<Arc<State>>,
+    Path((model, v)): Path<(String, String)>,
+) -> Reply {
+    one_model_stats(&state, &model, Some(version(&v)?))
 }
 
 async fn repository_index(Shared(state): Shared<Arc<State>>) -> Reply {

@@ -15,12 +15,13 @@ use serde_json::Value;
 struct Server {
     child: Child,
     addr: String,
+    metrics: String,
 }
 
 impl Server {
     fn start(args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
-            .args(["serve", "--http", "127.0.0.1:0"])
+            .args(["serve", "--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
             .args(args)
             .env(
                 "TENSORLET_CACHE_DIR",
@@ -30,18 +31,29 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start tensorlet serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .rsplit("http://")
-            .next()
-            .filter(|a| a.starts_with("127.0.0.1:"))
-            .unwrap_or_else(|| panic!("no ready line: {line:?}"))
-            .to_string();
-        Server { child, addr }
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut ready = |what: &str| {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            assert!(
+                line.contains(what),
+                "expected a ready line for {what}: {line:?}"
+            );
+            line.trim()
+                .rsplit("http://")
+                .next()
+                .and_then(|a| a.split('/').next())
+                .filter(|a| a.starts_with("127.0.0.1:"))
+                .unwrap_or_else(|| panic!("no address in {line:?}"))
+                .to_string()
+        };
+        let addr = ready("Open Inference Protocol");
+        let metrics = ready("metrics");
+        Server {
+            child,
+            addr,
+            metrics,
+        }
     }
 
     /// One HTTP/1.1 request without a Content-Type (as tritonclient sends them), with
@@ -53,27 +65,7 @@ impl Server {
         headers: &[(&str, String)],
         body: &[u8],
     ) -> (u16, String, Vec<u8>) {
-        let mut s = TcpStream::connect(&self.addr).unwrap();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            self.addr,
-            body.len()
-        );
-        for (k, v) in headers {
-            head += &format!("{k}: {v}\r\n");
-        }
-        head += "\r\n";
-        s.write_all(head.as_bytes()).unwrap();
-        s.write_all(body).unwrap();
-        let mut response = Vec::new();
-        s.read_to_end(&mut response).unwrap();
-        let split = response
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("a response head");
-        let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
-        let status = head[9..12].parse().unwrap();
-        (status, head, response[split + 4..].to_vec())
+        exchange(&self.addr, method, path, headers, body)
     }
 
     fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
@@ -107,6 +99,38 @@ impl Server {
             .unwrap();
         (status.success(), err)
     }
+}
+
+/// One HTTP/1.1 request to `addr` without a Content-Type (as tritonclient sends them), with
+/// `headers`: the status, the response's headers (lowercase) and its body.
+fn exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        addr,
+        body.len()
+    );
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    head += "\r\n";
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
+    let status = head[9..12].parse().unwrap();
+    (status, head, response[split + 4..].to_vec())
 }
 
 impl Drop for Server {
@@ -195,6 +219,17 @@ fn bundled_models_answer_as_tensorlet_run_does() {
     assert_eq!(s["inference_stats"]["success"]["count"], 2, "{stats}");
     assert_eq!(s["inference_stats"]["fail"]["count"], 1, "{stats}");
     assert!(s["inference_stats"]["success"]["ns"].as_u64().unwrap() > 0);
+    let (status, _, text) = exchange(&server.metrics, "GET", "/metrics", &[], b"");
+    let text = String::from_utf8(text).unwrap();
+    assert_eq!(status, 200);
+    for line in [
+        "nv_inference_request_success{model=\"mnist-cnn\",version=\"1\"} 2",
+        "nv_inference_request_failure{model=\"mnist-cnn\",version=\"1\"} 1",
+        "nv_inference_request_success{model=\"mlp\",version=\"1\"} 0",
+        "# TYPE nv_inference_count counter",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
     let (_, all) = server.json("GET", "/v2/models/stats", b"");
     assert_eq!(all["model_stats"].as_array().unwrap().len(), 2, "{all}");
     assert_eq!(server.request("GET", "/v2/models/nope/stats", b"").0, 404);

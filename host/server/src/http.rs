@@ -51,6 +51,82 @@ pub fn router(state: Arc<State>, body_limit: usize) -> Router {
         .with_state(state)
 }
 
+/// The router of the metrics listener: `GET /metrics`, Prometheus text with Triton's
+/// metric names and `model`/`version` labels, so Triton dashboards work unchanged.
+pub fn metrics_router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn metrics(Shared(state): Shared<Arc<State>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render_metrics(&state.registry().stats(None)),
+    )
+        .into_response()
+}
+
+/// A metric family: name, type, help text, and its value for one version's statistics.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&tensorlet_host::ModelStats) -> u64,
+);
+
+/// `stats` as Prometheus text with Triton's names.
+pub fn render_metrics(stats: &[tensorlet_host::ModelStats]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let families: [Family; 5] = [
+        (
+            "nv_inference_request_success",
+            "counter",
+            "Number of successful inference requests",
+            |s| s.success,
+        ),
+        (
+            "nv_inference_request_failure",
+            "counter",
+            "Number of failed inference requests",
+            |s| s.fail,
+        ),
+        (
+            "nv_inference_count",
+            "counter",
+            "Number of inferences performed",
+            |s| s.success,
+        ),
+        (
+            "nv_inference_exec_count",
+            "counter",
+            "Number of model executions performed",
+            |s| s.success,
+        ),
+        (
+            "nv_inference_request_duration_us",
+            "counter",
+            "Cumulative inference request duration in microseconds",
+            |s| (s.success_ns + s.fail_ns) / 1000,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in stats {
+            let _ = writeln!(
+                out,
+                "{name}{{model=\"{}\",version=\"{}\"}} {}",
+                s.name,
+                s.version,
+                value(s)
+            );
+        }
+    }
+    out
+}
+
 /// A failed request: a status and the message of its `{"error": ...}` body.
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);

@@ -21,7 +21,7 @@ use tensorlet_host::{
     Error, ModelConfig, ModelSettings, Registry, Repository, Result, Runtime, bundled,
 };
 
-pub use http::router;
+pub use http::{metrics_router, render_metrics, router};
 
 /// Where the server's models come from.
 #[derive(Clone, Debug)]
@@ -37,6 +37,8 @@ pub enum Source {
 pub struct ServerConfig {
     /// Where the HTTP listener binds.
     pub http: SocketAddr,
+    /// Where the metrics listener binds (`GET /metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
     /// The largest request body accepted, in bytes.
     pub body_limit: usize,
 }
@@ -45,6 +47,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             http: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            metrics: Some(SocketAddr::from(([127, 0, 0, 1], 8002))),
             body_limit: 64 << 20,
         }
     }
@@ -140,17 +143,34 @@ impl State {
     }
 }
 
-/// Serves `state` over HTTP on `listener` until `shutdown` completes; requests in flight
-/// then finish before this returns.
+/// Serves `state` over HTTP on `listener` (and its metrics on `metrics`, if given) until
+/// `shutdown` completes; requests in flight then finish before this returns.
 pub async fn serve(
     state: Arc<State>,
     listener: tokio::net::TcpListener,
+    metrics: Option<tokio::net::TcpListener>,
     config: &ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state, config.body_limit))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let api = axum::serve(listener, router(state.clone(), config.body_limit))
+        .with_graceful_shutdown(until(stopped.clone()));
+    match metrics {
+        Some(m) => {
+            let metrics =
+                axum::serve(m, metrics_router(state)).with_graceful_shutdown(until(stopped));
+            let (a, b) = tokio::join!(api, metrics);
+            a.and(b)
+        }
+        None => api.await,
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

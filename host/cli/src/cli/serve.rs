@@ -24,6 +24,10 @@ pub struct ServeCommand {
     /// Where the HTTP listener binds (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8000", value_name = "ADDR:PORT")]
     http: SocketAddr,
+    /// Where the metrics listener binds (`GET /metrics`, Prometheus text with Triton's
+    /// names); `none` turns it off.
+    #[arg(long, default_value = "127.0.0.1:8002", value_name = "ADDR:PORT|none")]
+    metrics: String,
     /// Most requests running at once.
     #[arg(long, default_value_t = 2, value_name = "N")]
     max_concurrency: u32,
@@ -53,8 +57,17 @@ impl ServeCommand {
             eprintln!("tensorlet: model `{name}` is not served: {e}");
         }
         let state = state.with_repository_writes(self.http.ip().is_loopback());
+        let metrics = match self.metrics.as_str() {
+            "none" => None,
+            addr => Some(addr.parse::<SocketAddr>().map_err(|e| {
+                Error::invalid_input(format!(
+                    "--metrics must be ADDR:PORT or `none`, got `{addr}`: {e}"
+                ))
+            })?),
+        };
         let server = ServerConfig {
             http: self.http,
+            metrics,
             body_limit: self.body_limit.saturating_mul(1 << 20),
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -69,10 +82,24 @@ impl ServeCommand {
             let addr = listener
                 .local_addr()
                 .map_err(|e| io_error(&server.http, e))?;
+            let metrics = match server.metrics {
+                Some(m) => {
+                    let l = tokio::net::TcpListener::bind(m)
+                        .await
+                        .map_err(|e| io_error(&m, e))?;
+                    let bound = l.local_addr().map_err(|e| io_error(&m, e))?;
+                    Some((l, bound))
+                }
+                None => None,
+            };
             println!("tensorlet: HTTP (Open Inference Protocol v2) on http://{addr}");
+            if let Some((_, bound)) = &metrics {
+                println!("tensorlet: metrics (Prometheus) on http://{bound}/metrics");
+            }
             tensorlet_server::serve(
                 state,
                 listener,
+                metrics.map(|(l, _)| l),
                 &server,
                 tensorlet_server::shutdown_signal(),
             )

@@ -273,6 +273,24 @@ fn bundled_models_answer_as_tensorlet_run_does() {
     let (clean, stderr) = server.stop();
     assert!(clean, "SIGTERM must stop the server cleanly: {stderr}");
     assert!(stderr.contains("stopped"), "{stderr}");
+    // One structured line per inference request.
+    let logged: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["event"] == "infer")
+        .collect();
+    assert!(
+        logged
+            .iter()
+            .any(|l| l["model"] == "mnist-cnn" && l["status"] == 200 && l["duration_us"].is_u64()),
+        "{stderr}"
+    );
+    assert!(
+        logged
+            .iter()
+            .any(|l| l["model"] == "nope" && l["status"] == 404 && l["error"].is_string()),
+        "{stderr}"
+    );
 }
 
 /// The binary tensor data extension: the sample image as FP32 bytes after the JSON

@@ -356,7 +356,10 @@ async fn infer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    run_infer(state, model, None, headers, body).await
+    let started = std::time::Instant::now();
+    let reply = run_infer(state, model.clone(), None, headers, body).await;
+    log_infer(&model, None, started, &reply);
+    reply
 }
 
 async fn infer_v(
@@ -365,8 +368,40 @@ async fn infer_v(
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let v = version(&v)?;
-    run_infer(state, model, Some(v), headers, body).await
+    let started = std::time::Instant::now();
+    let version = version(&v);
+    let reply = match version {
+        Ok(v) => run_infer(state, model.clone(), Some(v), headers, body).await,
+        Err(e) => Err(e),
+    };
+    log_infer(&model, Some(&v), started, &reply);
+    reply
+}
+
+/// One structured line per inference request on stderr: when, which model and version,
+/// the status, how long it took, and the error if any.
+fn log_infer(model: &str, version: Option<&str>, started: std::time::Instant, reply: &Reply) {
+    let (status, error) = match reply {
+        Ok(r) => (r.status().as_u16(), None),
+        Err(ApiError(status, message)) => (status.as_u16(), Some(message.as_str())),
+    };
+    let time_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut line = json!({
+        "time_ms": time_ms as u64,
+        "event": "infer",
+        "model": model,
+        "status": status,
+        "duration_us": started.elapsed().as_micros() as u64,
+    });
+    if let Some(v) = version {
+        line["version"] = json!(v);
+    }
+    if let Some(e) = error {
+        line["error"] = json!(e);
+    }
+    eprintln!("{line}");
 }
 
 /// Triton's statistics object for `stats`.

@@ -240,6 +240,8 @@ fn bundled_models_answer_as_tensorlet_run_does() {
         br#"{"parameters": {"file:1/function.wasm": "AAAA"}}"#,
     );
     assert_eq!(status, 501);
+    let load = "/v2/repository/models/mlp/load";
+    assert_eq!(server.exchange("POST", load, &[], &[0xff, 0xfe]).0, 400);
 
     // Unload, then load again from the source.
     assert_eq!(

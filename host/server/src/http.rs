@@ -488,7 +488,14 @@ async fn repository_load(
     body: Bytes,
 ) -> Reply {
     check_writes(&state)?;
-    let text = std::str::from_utf8(&body).unwrap_or("").trim();
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the load request is not UTF-8 JSON ({e})"),
+            )
+        })?
+        .trim();
     if !text.is_empty() {
         let parsed: Value = serde_json::from_str(text).map_err(|e| {
             ApiError(

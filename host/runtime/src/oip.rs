@@ -384,68 +384,58 @@ impl InferenceResponse {
         outputs: &[(String, Tensor)],
         binary: impl Fn(&str) -> bool,
     ) -> (Self, Vec<u8>) {
-        let mut response = Self::from_tensors(model_name, id, &[]);
         let mut tail = Vec::new();
-        for (name, t) in outputs {
-            if !binary(name) {
-                let json =
-                    Self::from_tensors("", None, std::slice::from_ref(&(name.clone(), t.clone())));
-                response.outputs.extend(json.outputs);
-                continue;
-            }
-            let start = tail.len();
-            let datatype = match t.data() {
-                TensorData::F32(d) => {
-                    tail.extend(d.iter().flat_map(|x| x.to_le_bytes()));
-                    "FP32"
-                }
-                TensorData::U8(d) => {
-                    tail.extend_from_slice(d);
-                    "UINT8"
-                }
-            };
-            let mut parameters = Map::new();
-            parameters.insert("binary_data_size".into(), Value::from(tail.len() - start));
-            response.outputs.push(ResponseOutput {
-                name: name.clone(),
-                shape: t.shape().to_vec(),
-                datatype: datatype.into(),
-                data: Value::Null,
-                parameters,
-            });
-        }
+        let outputs = outputs
+            .iter()
+            .map(|(name, t)| ResponseOutput::new(name, t, binary(name).then_some(&mut tail)))
+            .collect();
+        let response = InferenceResponse {
+            model_name: model_name.to_string(),
+            model_version: None,
+            id,
+            outputs,
+        };
         (response, tail)
     }
 
-    /// A response from named output tensors.
+    /// A response from named output tensors, every output as JSON.
     pub fn from_tensors(
         model_name: &str,
         id: Option<String>,
         outputs: &[(String, Tensor)],
     ) -> Self {
-        InferenceResponse {
-            model_name: model_name.to_string(),
-            model_version: None,
-            id,
-            outputs: outputs
-                .iter()
-                .map(|(name, t)| {
-                    let (datatype, data) = match t.data() {
-                        TensorData::F32(d) => (
-                            "FP32",
-                            Value::Array(d.iter().map(|&x| f32_json(x)).collect()),
-                        ),
-                        TensorData::U8(d) => ("UINT8", Value::from(d.to_vec())),
-                    };
-                    ResponseOutput {
-                        name: name.clone(),
-                        shape: t.shape().to_vec(),
-                        datatype: datatype.into(),
-                        data,
-                        parameters: Map::new(),
-                    }
-                })
-                .collect(),
+        Self::from_tensors_binary(model_name, id, outputs, |_| false).0
+    }
+}
+
+impl ResponseOutput {
+    /// Output `name` holding `t`: its elements as JSON, or, given `binary`, appended there
+    /// (little-endian) with `parameters.binary_data_size` saying how many bytes.
+    fn new(name: &str, t: &Tensor, binary: Option<&mut Vec<u8>>) -> Self {
+        let datatype = match t.data() {
+            TensorData::F32(_) => "FP32",
+            TensorData::U8(_) => "UINT8",
+        };
+        let mut parameters = Map::new();
+        let data = match (binary, t.data()) {
+            (None, TensorData::F32(d)) => Value::Array(d.iter().map(|&x| f32_json(x)).collect()),
+            (None, TensorData::U8(d)) => Value::from(d.to_vec()),
+            (Some(tail), data) => {
+                let start = tail.len();
+                match data {
+                    TensorData::F32(d) => tail.extend(d.iter().flat_map(|x| x.to_le_bytes())),
+                    TensorData::U8(d) => tail.extend_from_slice(d),
+                }
+                parameters.insert("binary_data_size".into(), Value::from(tail.len() - start));
+                Value::Null
+            }
+        };
+        ResponseOutput {
+            name: name.to_string(),
+            shape: t.shape().to_vec(),
+            datatype: datatype.into(),
+            data,
+            parameters,
         }
     }
 }

@@ -1,0 +1,1 @@
+//! Data sets: loading, seeded shuffles and splits (being written).

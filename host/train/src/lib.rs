@@ -1,0 +1,15 @@
+//! `tensorlet-train`: the model lifecycle before deployment, natively in Rust on
+//! `tensorlet-kernels`.
+//!
+//! - [`data`]: data sets in the formats people have (MNIST IDX files, CSV with a target
+//!   column, a folder of PNG images per class), seeded shuffles and splits, content digests.
+//! - [`metrics`]: classification (accuracy, per-class precision/recall/F1/support, macro and
+//!   weighted averages, confusion matrix) and regression (MSE, MAE, R²) metrics, equal to
+//!   scikit-learn's.
+//!
+//! Parameter names and layouts follow PyTorch's `state_dict` (`conv1.weight`
+//! `[out, in, kh, kw]`, `fc1.weight` `[out, in]`), so trained weights run unchanged in the
+//! bundled inference functions.
+
+pub mod data;
+pub mod metrics;

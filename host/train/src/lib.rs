@@ -6,6 +6,7 @@
 //! - [`metrics`]: classification (accuracy, per-class precision/recall/F1/support, macro and
 //!   weighted averages, confusion matrix) and regression (MSE, MAE, R²) metrics, equal to
 //!   scikit-learn's.
+//! - [`plot`]: PNG learning curves and confusion-matrix heat maps, with an embedded font.
 //!
 //! Parameter names and layouts follow PyTorch's `state_dict` (`conv1.weight`
 //! `[out, in, kh, kw]`, `fc1.weight` `[out, in]`), so trained weights run unchanged in the
@@ -13,3 +14,4 @@
 
 pub mod data;
 pub mod metrics;
+pub mod plot;

@@ -1,0 +1,1 @@
+//! PNG charts for training and evaluation reports (being written).

@@ -21,7 +21,7 @@ use crate::dispatch::Level;
 use crate::elem::{Scratch, take_scratch};
 use crate::gemm::{AView, Bias, Gemm, KC, NC, nr, packed_b_len, tile_dims};
 use crate::shape::Conv2dParams;
-use crate::vmem::{load, store};
+use crate::vmem::{copy, zero};
 
 /// Conv2d weights `[oc, c/groups, kh, kw]` packed once for
 /// [`Kernels::conv2d_packed`](crate::Kernels::conv2d_packed), with the bias, the geometry and
@@ -94,33 +94,6 @@ pub(crate) fn pack_weights(
         }
     }
     out
-}
-
-/// Copies `src` into `dst` (same length) with vector loads and stores (masked tail).
-#[inline(always)]
-fn copy<S: Simd>(simd: S, dst: &mut [f32], src: &[f32]) {
-    let lanes = S::F32_LANES;
-    let len = dst.len();
-    let mut c = 0;
-    while c < len {
-        let w = lanes.min(len - c);
-        store(simd, &mut dst[c..c + w], load(simd, &src[c..c + w]));
-        c += lanes;
-    }
-}
-
-/// Zeroes `dst` with vector stores (masked tail); no call for short runs.
-#[inline(always)]
-fn zero<S: Simd>(simd: S, dst: &mut [f32]) {
-    let lanes = S::F32_LANES;
-    let len = dst.len();
-    let z = simd.splat_f32s(0.0);
-    let mut c = 0;
-    while c < len {
-        let w = lanes.min(len - c);
-        store(simd, &mut dst[c..c + w], z);
-        c += lanes;
-    }
 }
 
 /// A run of consecutive output pixels on one output row, inside one panel.
@@ -529,6 +502,7 @@ impl pulp::WithSimd for Conv2d<'_> {
                         bias,
                         act: self.act,
                         ldc: pixels,
+                        accumulate: false,
                     }
                     .run(simd, &mut out[j0..]);
                 }

@@ -136,6 +136,7 @@ impl DensePacked<'_> {
             bias: p.bias.as_deref().map_or(Bias::None, Bias::PerCol),
             act: self.act,
             ldc: p.n,
+            accumulate: false,
         }
         .run(simd, self.out);
     }
@@ -339,6 +340,7 @@ impl pulp::WithSimd for Dense<'_> {
                     .map_or(Bias::None, |b| Bias::PerCol(&b[c0..])),
                 act,
                 ldc: n,
+                accumulate: false,
             }
             .run(simd, &mut out[c0..]);
         }

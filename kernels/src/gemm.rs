@@ -26,13 +26,16 @@
 //!   more FMA chains), narrow last panels a one-vector tile, column tails are masked at the
 //!   store.
 //! - The first `KC` block adds the bias, the last applies the activation, both on the
-//!   registers before the store; blocks in between accumulate into `C`.
+//!   registers before the store; blocks in between accumulate into `C`. In accumulate mode
+//!   ([`Gemm::accumulate`], the training products) the first block adds into `C` too.
+//! - `B` given row-major as `[k, n]` (a layer's gradient `dY`, a `matmul` operand) is packed
+//!   by [`pack_b_rows`]: each panel row is a vector copy of part of a row of `B`.
 
 use pulp::Simd;
 
 use crate::activation::{Activation, apply};
 use crate::elem::{Elem, Scratch, take_scratch};
-use crate::vmem::{load, store};
+use crate::vmem::{copy, load, store, zero};
 
 /// Rows of `k` per packed block of `B`. One block up to 1024 deep saves a second pass over
 /// `C` (load and store) per 512 rows: with the column blocks of [`nc`], 1024³ best-of-25
@@ -126,7 +129,8 @@ fn b_block(kk: usize, k: usize, panels: usize, nr: usize) -> (usize, usize, usiz
 }
 
 /// Packs the columns `cols` of the row-major `n × k` matrix `w` (rows are `B`'s columns:
-/// PyTorch Linear weights) into the [`KC`]-blocked panel layout, converting with `conv`.
+/// PyTorch Linear weights) into the [`KC`]-blocked panel layout, converting with `conv`;
+/// the columns of the last panel past `cols.end` are zeroed.
 /// `dst` has `packed_b_len(k, cols.len(), nr)` elements.
 pub(crate) fn pack_b<T: Copy, E: Elem>(
     w: &[T],
@@ -148,6 +152,42 @@ pub(crate) fn pack_b<T: Copy, E: Elem>(
                 for (kk, &v) in row.iter().enumerate() {
                     panel[kk * nr + j] = conv(v);
                 }
+            }
+            if valid < nr {
+                for row in panel.chunks_exact_mut(nr) {
+                    row[valid..].fill(E::default());
+                }
+            }
+        }
+    }
+}
+
+/// Packs the columns `cols` of `B[k, n]` given row-major with row stride `ldb`
+/// (`B[kk, j] = b[kk·ldb + j]`) into the [`KC`]-blocked panel layout of [`pack_b`]: every
+/// panel row is a vector copy of `nr` consecutive elements of a row of `B`, the columns past
+/// `cols.end` zeroed. `dst` has `packed_b_len(k, cols.len(), nr)` elements.
+#[inline(always)]
+pub(crate) fn pack_b_rows<S: Simd>(
+    simd: S,
+    b: &[f32],
+    ldb: usize,
+    k: usize,
+    cols: core::ops::Range<usize>,
+    nr: usize,
+    dst: &mut [f32],
+) {
+    let ncols = cols.len();
+    let panels = ncols.div_ceil(nr);
+    for k0 in (0..k).step_by(KC) {
+        let (_, kc, off) = b_block(k0, k, panels, nr);
+        for p in 0..panels {
+            let panel = &mut dst[off + p * kc * nr..][..kc * nr];
+            let c0 = cols.start + p * nr;
+            let valid = nr.min(cols.end - c0);
+            for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
+                let src = &b[(k0 + kk) * ldb + c0..][..valid];
+                copy(simd, &mut row[..valid], src);
+                zero(simd, &mut row[valid..]);
             }
         }
     }
@@ -173,6 +213,8 @@ pub(crate) struct Gemm<'a, E> {
     pub(crate) act: Activation,
     /// Row stride of `out`; `out[r·ldc + c]` for `r < m`, `c < n`.
     pub(crate) ldc: usize,
+    /// Whether the product is added to what `out` holds (`C += A·B`) rather than stored.
+    pub(crate) accumulate: bool,
 }
 
 /// The `R × NV` register tile over `kc` steps: returns `acc[i][v] + Σ a[i, kk] · b[kk, v]`
@@ -333,7 +375,11 @@ unsafe fn tile_wasm<S: Simd, E: Elem, const R: usize, const NV: usize>(
 struct Store<'a> {
     /// Elements per `kk` step of the packed panel.
     nr: usize,
+    /// The first `KC` block: adds the bias.
     first: bool,
+    /// Whether the tile starts from `C` (every block after the first, and in accumulate mode
+    /// the first too) rather than from zero.
+    load: bool,
     last: bool,
     /// Valid columns of this panel (≤ NR).
     valid: usize,
@@ -368,7 +414,7 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize>(
     let row_slice = |i: usize, c: usize, w: usize| unsafe {
         core::slice::from_raw_parts_mut(out.add(i * ldc + c), w)
     };
-    if !st.first {
+    if st.load {
         for (i, row) in acc.iter_mut().enumerate() {
             for (v, c) in row.iter_mut().enumerate() {
                 let c0 = v * lanes;
@@ -474,6 +520,7 @@ impl<E: Elem> Gemm<'_, E> {
             bias,
             act,
             ldc,
+            accumulate,
         } = *self;
         if m == 0 || n == 0 {
             return;
@@ -595,6 +642,7 @@ impl<E: Elem> Gemm<'_, E> {
                             let st = Store {
                                 nr,
                                 first,
+                                load: !first || accumulate,
                                 last,
                                 valid: nr.min(n - c0),
                                 col_bias: match bias {

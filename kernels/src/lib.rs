@@ -1,5 +1,7 @@
 //! tensorlet's compute kernels: dense (GEMM/GEMV), NCHW conv2d, pooling, activations,
-//! softmax and broadcasting element-wise ops on `f32` slices.
+//! softmax and broadcasting element-wise ops on `f32` slices, and the products training
+//! needs: [`Kernels::matmul`] (either operand transposed, optionally accumulating into the
+//! output: the backward products of a dense layer).
 //!
 //! Every kernel is written once, generic over [`pulp::Simd`], as a small struct implementing
 //! [`pulp::WithSimd`]. A [`Kernels`] value holds the pulp arch token for one [`Level`]
@@ -29,6 +31,7 @@ mod elem;
 mod elementwise;
 mod error;
 mod gemm;
+mod matmul;
 mod ops;
 pub mod oracle;
 mod pool;

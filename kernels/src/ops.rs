@@ -8,6 +8,8 @@ use crate::dense::{Dense, DensePacked, PackedData, PackedDense, pack};
 use crate::dispatch::{Kernels, Level};
 use crate::elementwise::{Binary, BinaryKind, Softmax};
 use crate::error::{KernelError, check_len, check_matrix, product};
+use crate::gemm::AView;
+use crate::matmul::{Matmul, PackTransposedA, give_back_transposed_a};
 use crate::pool::{GlobalAvgPool, Pool2d, PoolKind};
 use crate::shape::{Conv2dParams, Pool2dParams, conv2d_out_shape};
 use crate::validate;
@@ -51,6 +53,8 @@ impl Kernels {
     /// whole chunks of rows: on this thread alone, or (see [`Kernels::with_pool`]) split into
     /// chunks of whole register tiles taken from a queue by this thread and the pool's idle
     /// workers; when fewer workers are idle, the threads that run take more chunks each.
+    /// Row `r` of `x` starts at `x[r·k]`; `x` may run past `m·k` (the zero rows that pad an
+    /// `MR`-interleaved `A` to whole blocks), the last chunk gets all of it.
     fn split_rows(
         &self,
         x: &[f32],
@@ -75,10 +79,18 @@ impl Kernels {
             return;
         }
         let rows = m.div_ceil(threads).div_ceil(mr) * mr;
-        let chunks: Vec<(&[f32], usize, &mut [f32])> = x
-            .chunks(rows * k)
-            .zip(out.chunks_mut(rows * n))
-            .map(|(x, out)| (x, x.len() / k, out))
+        let chunks: Vec<(&[f32], usize, &mut [f32])> = out
+            .chunks_mut(rows * n)
+            .enumerate()
+            .map(|(i, out)| {
+                let r0 = i * rows;
+                let end = if r0 + rows >= m {
+                    x.len()
+                } else {
+                    (r0 + rows) * k
+                };
+                (&x[r0 * k..end], out.len() / n, out)
+            })
             .collect();
         let queue = std::sync::Mutex::new(chunks);
         pool.run_scoped(threads, &|| {
@@ -120,6 +132,111 @@ impl Kernels {
                 out,
             })
         });
+        Ok(())
+    }
+
+    /// General matrix product: `out[m,n] = op(a)·op(b)`, or `out += op(a)·op(b)` when
+    /// `accumulate`, all row-major. `op(a)` is `a` (`[m, k]`) or, when `trans_a`, `aᵀ` of `a`
+    /// given as `[k, m]`; `op(b)` is `b` (`[k, n]`) or, when `trans_b`, `bᵀ` of `b` given as
+    /// `[n, k]`. The backward products of a dense layer `y = x·wᵀ` are `dx = dy·w`
+    /// (`matmul(dy, false, w, false, ..)`) and `dw = dyᵀ·x` (`matmul(dy, true, x, false, ..)`).
+    ///
+    /// Large products split their rows over the pool as [`Kernels::dense`] does. With `k = 0`
+    /// the product is zero (`out` is zeroed, or left as it is when accumulating).
+    ///
+    /// Errors if `a.len() != m·k`, `b.len() != k·n` or `out.len() != m·n` (or a product
+    /// overflows).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul(
+        &self,
+        a: &[f32],
+        trans_a: bool,
+        b: &[f32],
+        trans_b: bool,
+        m: usize,
+        k: usize,
+        n: usize,
+        accumulate: bool,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        validate::matmul(a.len(), trans_a, b.len(), trans_b, m, k, n, out.len())?;
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        if k == 0 {
+            if !accumulate {
+                out.fill(0.0);
+            }
+            return Ok(());
+        }
+        // A vector is its own transpose: take the layout each path reads best.
+        let trans_a = trans_a && m > 1 && k > 1;
+        let trans_b = if n == 1 {
+            true
+        } else if k == 1 {
+            false
+        } else {
+            trans_b
+        };
+        if !trans_a && trans_b && !accumulate {
+            // The dense layer's product, batch-1 and single-output paths included.
+            let none = Activation::None;
+            self.split_rows(a, m, k, n, out, |kern, x, m, out| {
+                kern.run(Dense {
+                    x,
+                    m,
+                    k,
+                    w: b,
+                    n,
+                    bias: None,
+                    act: none,
+                    out,
+                })
+            });
+            return Ok(());
+        }
+        let run = |kern: &Kernels, a: AView<'_>, m: usize, out: &mut [f32]| {
+            kern.run(Matmul {
+                a,
+                m,
+                k,
+                n,
+                b,
+                trans_b,
+                accumulate,
+                out,
+            })
+        };
+        if trans_a {
+            let (buf, mr) = self.run(PackTransposedA { a, m, k });
+            let packed = &buf.as_slice()[..m.div_ceil(mr) * mr * k];
+            self.split_rows(packed, m, k, n, out, |kern, a, m, out| {
+                run(
+                    kern,
+                    AView {
+                        data: a,
+                        rs: 1,
+                        cs: mr,
+                    },
+                    m,
+                    out,
+                )
+            });
+            give_back_transposed_a(buf);
+        } else {
+            self.split_rows(a, m, k, n, out, |kern, a, m, out| {
+                run(
+                    kern,
+                    AView {
+                        data: a,
+                        rs: k,
+                        cs: 1,
+                    },
+                    m,
+                    out,
+                )
+            });
+        }
         Ok(())
     }
 

@@ -3,11 +3,89 @@
 //! Each function takes the same arguments as the [`Kernels`](crate::Kernels) method of the
 //! same name, validates them the same way, and computes the result with plain loops
 //! straight from the definition, accumulating in `f64`. No blocking, no SIMD, no cleverness.
+//!
+//! The training ops' oracles (and the forward ops their gradients are checked against) are
+//! generic over [`Real`]: `f32`, the kernels' type, or `f64`, in which the tests check the
+//! oracles' gradients against finite differences of their forward ops.
 
 use crate::activation::Activation;
 use crate::error::KernelError;
 use crate::shape::{Conv2dParams, Pool2dParams};
 use crate::validate;
+
+mod sealed {
+    /// Keeps [`Real`](super::Real) to the two types below.
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// An element type of the generic oracles: `f32` or `f64`. Values are widened to `f64` for
+/// the arithmetic and rounded once on the way out.
+pub trait Real: Copy + Default + core::fmt::Debug + sealed::Sealed {
+    /// The value as `f64` (exact).
+    fn to_f64(self) -> f64;
+    /// `v` rounded to this type.
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Real for f32 {
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Real for f64 {
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+/// Reference [`Kernels::matmul`](crate::Kernels::matmul).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul<T: Real>(
+    a: &[T],
+    trans_a: bool,
+    b: &[T],
+    trans_b: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    validate::matmul(a.len(), trans_a, b.len(), trans_b, m, k, n, out.len())?;
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = if accumulate {
+                out[i * n + j].to_f64()
+            } else {
+                0.0
+            };
+            for kk in 0..k {
+                let av = if trans_a {
+                    a[kk * m + i]
+                } else {
+                    a[i * k + kk]
+                };
+                let bv = if trans_b {
+                    b[j * k + kk]
+                } else {
+                    b[kk * n + j]
+                };
+                s += av.to_f64() * bv.to_f64();
+            }
+            out[i * n + j] = T::from_f64(s);
+        }
+    }
+    Ok(())
+}
 
 /// `act(x)` in `f64`, from the textbook formulas.
 pub fn activation(act: Activation, x: f64) -> f64 {

@@ -22,6 +22,31 @@ pub(crate) fn dense(
     check_matrix("out", out, ("m", m), ("n", n))
 }
 
+/// Validates [`Kernels::matmul`](crate::Kernels::matmul) arguments.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    a: usize,
+    trans_a: bool,
+    b: usize,
+    trans_b: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    out: usize,
+) -> Result<(), KernelError> {
+    if trans_a {
+        check_matrix("a", a, ("k", k), ("m", m))?;
+    } else {
+        check_matrix("a", a, ("m", m), ("k", k))?;
+    }
+    if trans_b {
+        check_matrix("b", b, ("n", n), ("k", k))?;
+    } else {
+        check_matrix("b", b, ("k", k), ("n", n))?;
+    }
+    check_matrix("out", out, ("m", m), ("n", n))
+}
+
 /// Validates [`Kernels::conv2d`](crate::Kernels::conv2d) arguments; returns the output shape.
 pub(crate) fn conv2d(
     x: usize,

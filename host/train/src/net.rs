@@ -1,0 +1,438 @@
+//! The network a [`Spec`](crate::spec::Spec) declares: its parameters (PyTorch
+//! `state_dict` names and layouts) and the forward and backward passes over a batch, on
+//! `tensorlet-kernels`.
+//!
+//! A pass keeps every layer's output in a [`Tape`] (one per worker thread, reused across
+//! batches); [`Network::backward`] walks it in reverse and writes each parameter's gradient
+//! for that batch into a [`Grads`]. The trainer splits a batch over its threads, each with
+//! its own tape and gradients, and sums them: every kernel call here is single-threaded.
+
+use tensorlet_kernels::{Activation, Conv2dParams, Kernels, Pool2dParams};
+
+use crate::data::Rng;
+use crate::spec::{LayerSpec, Spec, SpecError, pool_params};
+
+/// One named parameter tensor, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    /// `state_dict` name, e.g. `conv1.weight`.
+    pub name: String,
+    /// Shape, e.g. `[32, 1, 3, 3]`.
+    pub shape: Vec<usize>,
+    /// Values.
+    pub data: Vec<f32>,
+}
+
+/// A layer with its geometry resolved and its parameters' indices in [`Network::params`].
+#[derive(Clone, Debug)]
+enum Layer {
+    Dense {
+        w: usize,
+        b: Option<usize>,
+        inputs: usize,
+        outputs: usize,
+    },
+    Conv {
+        w: usize,
+        b: Option<usize>,
+        w_shape: [usize; 4],
+        params: Conv2dParams,
+        in_shape: [usize; 3],
+    },
+    Pool {
+        max: bool,
+        params: Pool2dParams,
+        in_shape: [usize; 3],
+    },
+    /// Flatten and (in inference) dropout: the values pass through.
+    Identity,
+    Act(Activation),
+    Softmax(usize),
+    Dropout(f32),
+}
+
+/// The network: layers, parameters, per-example shapes.
+#[derive(Clone, Debug)]
+pub struct Network {
+    layers: Vec<Layer>,
+    /// Every parameter, in layer order (`weight` before `bias`).
+    pub params: Vec<Param>,
+    /// Values per example at the input, then after each layer.
+    sizes: Vec<usize>,
+}
+
+/// Every layer's output for one batch, kept for the backward pass.
+#[derive(Default)]
+pub struct Tape {
+    /// `acts[0]` is the input, `acts[i + 1]` layer `i`'s output.
+    acts: Vec<Vec<f32>>,
+    /// Dropout masks (already divided by `1 - p`), by layer index.
+    masks: Vec<Vec<f32>>,
+    /// Two gradient buffers, swapped layer by layer.
+    grad: [Vec<f32>; 2],
+    rows: usize,
+}
+
+/// One gradient per parameter, same shapes as [`Network::params`].
+pub type Grads = Vec<Vec<f32>>;
+
+impl Network {
+    /// Builds the network of `spec` with PyTorch's default initialisation (weights and
+    /// biases ~ U(-1/√fan_in, 1/√fan_in)), drawn from `rng` in layer order.
+    pub fn new(spec: &Spec, rng: &mut Rng) -> Result<Network, SpecError> {
+        let shapes = spec.check()?;
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        let mut params = Vec::new();
+        let mut sizes = vec![spec.input.iter().product()];
+        let mut input = spec.input.clone();
+        let mut add = |name: String, shape: Vec<usize>, fan_in: usize, rng: &mut Rng| {
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            let n = shape.iter().product();
+            let data = (0..n).map(|_| rng.uniform(-bound, bound)).collect();
+            params.push(Param { name, shape, data });
+            params.len() - 1
+        };
+        for (layer, out) in spec.layers.iter().zip(&shapes) {
+            let compiled = match *layer {
+                LayerSpec::Dense {
+                    ref name,
+                    out_features,
+                    bias,
+                } => {
+                    let inputs = input[0];
+                    let w = add(format!("{name}.weight"), vec![out_features, inputs], inputs, rng);
+                    let b = bias.then(|| add(format!("{name}.bias"), vec![out_features], inputs, rng));
+                    Layer::Dense {
+                        w,
+                        b,
+                        inputs,
+                        outputs: out_features,
+                    }
+                }
+                LayerSpec::Conv2d {
+                    ref name,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    groups,
+                    bias,
+                } => {
+                    let in_shape = [input[0], input[1], input[2]];
+                    let w_shape = [out_channels, input[0] / groups, kernel, kernel];
+                    let fan_in = w_shape[1] * kernel * kernel;
+                    let w = add(format!("{name}.weight"), w_shape.to_vec(), fan_in, rng);
+                    let b = bias.then(|| add(format!("{name}.bias"), vec![out_channels], fan_in, rng));
+                    Layer::Conv {
+                        w,
+                        b,
+                        w_shape,
+                        params: Conv2dParams {
+                            stride: (stride, stride),
+                            padding: (padding, padding),
+                            dilation: (1, 1),
+                            groups,
+                        },
+                        in_shape,
+                    }
+                }
+                LayerSpec::MaxPool2d {
+                    kernel,
+                    stride,
+                    padding,
+                }
+                | LayerSpec::AvgPool2d {
+                    kernel,
+                    stride,
+                    padding,
+                } => Layer::Pool {
+                    max: matches!(layer, LayerSpec::MaxPool2d { .. }),
+                    params: pool_params(kernel, stride, padding),
+                    in_shape: [input[0], input[1], input[2]],
+                },
+                LayerSpec::Flatten => Layer::Identity,
+                LayerSpec::Relu => Layer::Act(Activation::Relu),
+                LayerSpec::Sigmoid => Layer::Act(Activation::Sigmoid),
+                LayerSpec::Tanh => Layer::Act(Activation::Tanh),
+                LayerSpec::Softmax => Layer::Softmax(input[0]),
+                LayerSpec::Dropout { p } => Layer::Dropout(p),
+            };
+            layers.push(compiled);
+            sizes.push(out.iter().product());
+            input = out.clone();
+        }
+        Ok(Network {
+            layers,
+            params,
+            sizes,
+        })
+    }
+
+    /// Values per example at the input.
+    pub fn input_len(&self) -> usize {
+        self.sizes[0]
+    }
+
+    /// Values per example at the output.
+    pub fn output_len(&self) -> usize {
+        *self.sizes.last().unwrap_or(&0)
+    }
+
+    /// Whether the last layer is a softmax (skipped by [`Network::forward`] when it is asked
+    /// for logits).
+    pub fn ends_in_softmax(&self) -> bool {
+        matches!(self.layers.last(), Some(Layer::Softmax(_)))
+    }
+
+    /// Zeroed gradients, one per parameter.
+    pub fn zero_grads(&self) -> Grads {
+        self.params.iter().map(|p| vec![0.0; p.data.len()]).collect()
+    }
+
+    /// Runs `rows` examples `x` through the network, recording every output in `tape`, and
+    /// returns the output: logits when `logits` is set (a final softmax is skipped), else
+    /// what the deployed function computes. `dropout` is the RNG of a training pass (dropout
+    /// active), `None` in evaluation.
+    pub fn forward<'t>(
+        &self,
+        k: &Kernels,
+        x: &[f32],
+        rows: usize,
+        logits: bool,
+        mut dropout: Option<&mut Rng>,
+        tape: &'t mut Tape,
+    ) -> &'t [f32] {
+        debug_assert_eq!(x.len(), rows * self.input_len());
+        tape.rows = rows;
+        tape.acts.resize_with(self.layers.len() + 1, Vec::new);
+        tape.masks.resize_with(self.layers.len(), Vec::new);
+        tape.acts[0].clear();
+        tape.acts[0].extend_from_slice(x);
+        let mut last = 0;
+        let mut i = 0;
+        while i < self.layers.len() {
+            let layer = &self.layers[i];
+            if logits && matches!(layer, Layer::Softmax(_)) {
+                break;
+            }
+            // A dense or conv layer followed by an activation runs it fused: the result
+            // goes straight to the activation's slot (the activation's backward needs only
+            // its output, the layer's backward only its input), the layer's own slot stays
+            // empty.
+            let fused = match (layer, self.layers.get(i + 1)) {
+                (Layer::Dense { .. } | Layer::Conv { .. }, Some(&Layer::Act(a))) => Some(a),
+                _ => None,
+            };
+            let slot = i + 1 + usize::from(fused.is_some());
+            let (done, rest) = tape.acts.split_at_mut(i + 1);
+            let input = &done[i];
+            if fused.is_some() {
+                rest[0].clear();
+            }
+            let out = &mut rest[slot - i - 1];
+            // Every kernel below overwrites all of `out`: no zeroing pass.
+            out.resize(rows * self.sizes[slot], 0.0);
+            let act = fused.unwrap_or(Activation::None);
+            // Shapes were checked when the network was built, and `x.len()` by the caller,
+            // so a kernel error here is a bug, not bad input.
+            let ok = "shapes checked by Network::new";
+            match *layer {
+                Layer::Dense {
+                    w,
+                    b,
+                    inputs,
+                    outputs,
+                } => k
+                    .dense(
+                        input,
+                        rows,
+                        inputs,
+                        &self.params[w].data,
+                        outputs,
+                        b.map(|b| &self.params[b].data[..]),
+                        act,
+                        out,
+                    )
+                    .expect(ok),
+                Layer::Conv {
+                    w,
+                    b,
+                    w_shape,
+                    ref params,
+                    in_shape: [c, h, wd],
+                } => k
+                    .conv2d(
+                        input,
+                        [rows, c, h, wd],
+                        &self.params[w].data,
+                        w_shape,
+                        b.map(|b| &self.params[b].data[..]),
+                        params,
+                        act,
+                        out,
+                    )
+                    .expect(ok),
+                Layer::Pool {
+                    max,
+                    ref params,
+                    in_shape: [c, h, w],
+                } => {
+                    let shape = [rows, c, h, w];
+                    if max {
+                        k.max_pool2d(input, shape, params, out).expect(ok)
+                    } else {
+                        k.avg_pool2d(input, shape, params, out).expect(ok)
+                    }
+                }
+                Layer::Identity => out.copy_from_slice(input),
+                Layer::Act(act) => {
+                    out.copy_from_slice(input);
+                    k.activate(out, act);
+                }
+                Layer::Softmax(n) => {
+                    out.copy_from_slice(input);
+                    k.softmax(out, n).expect(ok);
+                }
+                Layer::Dropout(p) => match dropout.as_deref_mut() {
+                    Some(rng) if p > 0.0 => {
+                        let mask = &mut tape.masks[i];
+                        mask.clear();
+                        let keep = 1.0 / (1.0 - p);
+                        mask.extend((0..input.len()).map(|_| {
+                            if rng.next_f32() < p { 0.0 } else { keep }
+                        }));
+                        for ((o, &v), &m) in out.iter_mut().zip(input).zip(mask.iter()) {
+                            *o = v * m;
+                        }
+                    }
+                    _ => {
+                        tape.masks[i].clear();
+                        out.copy_from_slice(input);
+                    }
+                },
+            }
+            last = slot;
+            i = slot;
+        }
+        &tape.acts[last]
+    }
+
+    /// Back-propagates `d_out` (the loss's gradient with respect to the output
+    /// [`Network::forward`] returned with `logits` set, for the tape's rows) and writes
+    /// every parameter's gradient into `grads` (overwritten).
+    pub fn backward(&self, k: &Kernels, tape: &mut Tape, d_out: &[f32], grads: &mut Grads) {
+        let rows = tape.rows;
+        let ok = "shapes checked by Network::new";
+        let end = if self.ends_in_softmax() {
+            self.layers.len() - 1
+        } else {
+            self.layers.len()
+        };
+        let [mut dy, mut dx] = std::mem::take(&mut tape.grad);
+        dy.clear();
+        dy.extend_from_slice(d_out);
+        for i in (0..end).rev() {
+            let input = &tape.acts[i];
+            let output = &tape.acts[i + 1];
+            // The first layer's input gradient is never used.
+            let need_dx = i > 0;
+            // Every kernel below overwrites all of `dx`.
+            dx.resize(rows * self.sizes[i], 0.0);
+            match self.layers[i] {
+                Layer::Dense {
+                    w,
+                    b,
+                    inputs,
+                    outputs,
+                } => {
+                    let (gw, gb) = split_grads(grads, w, b);
+                    // dW [out, in] = dYᵀ · X.
+                    k.matmul(&dy, true, input, false, outputs, rows, inputs, false, gw)
+                        .expect(ok);
+                    if let Some(gb) = gb {
+                        k.sum_rows(&dy, rows, outputs, gb).expect(ok);
+                    }
+                    if need_dx {
+                        // dX [rows, in] = dY · W.
+                        k.matmul(
+                            &dy,
+                            false,
+                            &self.params[w].data,
+                            false,
+                            rows,
+                            outputs,
+                            inputs,
+                            false,
+                            &mut dx,
+                        )
+                        .expect(ok);
+                    }
+                }
+                Layer::Conv {
+                    w,
+                    b,
+                    w_shape,
+                    ref params,
+                    in_shape: [c, h, wd],
+                } => {
+                    let x_shape = [rows, c, h, wd];
+                    let (gw, gb) = split_grads(grads, w, b);
+                    k.conv2d_backward_weights(input, x_shape, &dy, w_shape, params, gw, gb)
+                        .expect(ok);
+                    if need_dx {
+                        k.conv2d_backward_input(
+                            &dy,
+                            &self.params[w].data,
+                            w_shape,
+                            x_shape,
+                            params,
+                            &mut dx,
+                        )
+                        .expect(ok);
+                    }
+                }
+                Layer::Pool {
+                    max,
+                    ref params,
+                    in_shape: [c, h, w],
+                } => {
+                    let shape = [rows, c, h, w];
+                    if max {
+                        k.max_pool2d_backward(input, shape, params, &dy, &mut dx)
+                            .expect(ok);
+                    } else {
+                        k.avg_pool2d_backward(shape, params, &dy, &mut dx).expect(ok);
+                    }
+                }
+                Layer::Identity => dx.copy_from_slice(&dy),
+                Layer::Act(act) => k.activation_backward(output, &dy, act, &mut dx).expect(ok),
+                Layer::Softmax(_) => unreachable!("a softmax is only ever the last layer"),
+                Layer::Dropout(_) => {
+                    let mask = &tape.masks[i];
+                    if mask.is_empty() {
+                        dx.copy_from_slice(&dy);
+                    } else {
+                        for ((d, &g), &m) in dx.iter_mut().zip(dy.iter()).zip(mask) {
+                            *d = g * m;
+                        }
+                    }
+                }
+            }
+            std::mem::swap(&mut dy, &mut dx);
+        }
+        tape.grad = [dy, dx];
+    }
+}
+
+/// The gradients of a weight and its optional bias, borrowed together.
+fn split_grads(grads: &mut Grads, w: usize, b: Option<usize>) -> (&mut [f32], Option<&mut [f32]>) {
+    match b {
+        // Biases come right after their weight (see `Network::new`).
+        Some(b) => {
+            debug_assert_eq!(b, w + 1);
+            let (left, right) = grads.split_at_mut(b);
+            (&mut left[w], Some(&mut right[0]))
+        }
+        None => (&mut grads[w], None),
+    }
+}

@@ -28,7 +28,7 @@ trap 'rm -rf "$OUT"' EXIT
 echo "keras: training $EPOCHS epoch(s)..." >&2
 target/venv-tf/bin/python benches/keras/seed_cnn.py "$DATA/mnist" "$EPOCHS" > "$OUT/keras.json"
 echo "tensorlet: training $EPOCHS epoch(s)..." >&2
-"$BIN" train models/mnist-cnn/train.toml --data "$DATA" --epochs "$EPOCHS" \
+"$BIN" train models/mnist-cnn/train.toml --data "$DATA" --epochs "$EPOCHS" --batch 128 \
     -o "$OUT/cnn.safetensors" --log "$OUT/train.jsonl" > "$OUT/train.json"
 echo "tensorlet: eval through the sandbox..." >&2
 "$BIN" eval mnist-cnn --weights "$OUT/cnn.safetensors" --data "$DATA/mnist" --batch 256 \

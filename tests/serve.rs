@@ -1,6 +1,8 @@
 //! `tensorlet serve` over a real socket: Triton's Open Inference Protocol routes, answers
 //! equal to `tensorlet run` and to the numpy reference, errors as `{"error": ...}` with
-//! Triton's status codes, repository load and unload, and a clean stop on SIGTERM.
+//! Triton's status codes, repository load and unload, deploying new versions through
+//! `load` (and `tensorlet deploy`) while requests run, admin and invoke tokens, gzip and
+//! deflate bodies, and a clean stop on SIGTERM.
 
 mod common;
 
@@ -20,8 +22,13 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Server {
+        Server::start_on("127.0.0.1:0", args)
+    }
+
+    /// A server whose HTTP listener binds `http` (reached through 127.0.0.1).
+    fn start_on(http: &str, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
-            .args(["serve", "--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+            .args(["serve", "--http", http, "--metrics", "127.0.0.1:0"])
             .args(args)
             .env(
                 "TENSORLET_CACHE_DIR",
@@ -43,9 +50,9 @@ impl Server {
                 .rsplit("http://")
                 .next()
                 .and_then(|a| a.split('/').next())
+                .map(|a| a.replace("0.0.0.0:", "127.0.0.1:"))
                 .filter(|a| a.starts_with("127.0.0.1:"))
                 .unwrap_or_else(|| panic!("no address in {line:?}"))
-                .to_string()
         };
         let addr = ready("Open Inference Protocol");
         let metrics = ready("metrics");
@@ -234,12 +241,19 @@ fn bundled_models_answer_as_tensorlet_run_does() {
     assert_eq!(all["model_stats"].as_array().unwrap().len(), 2, "{all}");
     assert_eq!(server.request("GET", "/v2/models/nope/stats", b"").0, 404);
 
-    let (status, _) = server.json(
+    // Deploying files needs a repository.
+    let (status, refused) = server.json(
         "POST",
         "/v2/repository/models/mlp/load",
         br#"{"parameters": {"file:1/function.wasm": "AAAA"}}"#,
     );
-    assert_eq!(status, 501);
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("--repository")),
+        "{refused}"
+    );
     let load = "/v2/repository/models/mlp/load";
     assert_eq!(server.exchange("POST", load, &[], &[0xff, 0xfe]).0, 400);
 
@@ -390,4 +404,643 @@ fn a_repository_model_matches_the_numpy_reference() {
     assert_eq!((status, config["name"].as_str()), (200, Some("digits")));
     drop(server);
     std::fs::remove_dir_all(&repo).unwrap();
+}
+
+/// A fresh empty folder under the temporary directory.
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tensorlet-serve-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `tensorlet pack FUNCTION [--weights W] -o OUT`, which must succeed.
+fn pack(function: &str, weights: Option<&Path>, out: &Path) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorlet"));
+    cmd.args(["pack", function, "-o"]).arg(out);
+    if let Some(w) = weights {
+        cmd.arg("--weights").arg(w);
+    }
+    let out = cmd
+        .env(
+            "TENSORLET_CACHE_DIR",
+            std::env::temp_dir().join("tensorlet-test-cache"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every entry of `dir` (hidden ones too), sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A load request body deploying `files` (`(parameter path, bytes)`) and `config`.
+fn deploy_body(files: &[(&str, &[u8])], config: Option<&str>) -> Vec<u8> {
+    let mut parameters = serde_json::Map::new();
+    for (path, bytes) in files {
+        parameters.insert(
+            format!("file:{path}"),
+            Value::String(tensorlet_host::oip::base64_encode(bytes)),
+        );
+    }
+    if let Some(c) = config {
+        parameters.insert("config".into(), Value::String(c.into()));
+    }
+    serde_json::json!({ "parameters": parameters })
+        .to_string()
+        .into_bytes()
+}
+
+/// The outputs of `tensorlet run mlp` (bundled weights) on `request`.
+fn run_mlp(request: &Path) -> Value {
+    let run = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+        .args(["run", "mlp", "--input"])
+        .arg(request)
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    serde_json::from_slice::<Value>(&run.stdout).unwrap()["outputs"].clone()
+}
+
+#[test]
+fn deploying_a_version_swaps_it_in_while_requests_run() {
+    let repo = temp_dir("deploy-repo");
+    let staging = temp_dir("deploy-staging");
+    pack("mlp", None, &repo.join("mlp/1"));
+    let basic = common::fixture("mlp_basic.weights.safetensors");
+    pack("mlp", Some(&basic), &staging.join("mlp/2"));
+    let server = Server::start(&["--repository", repo.to_str().unwrap()]);
+    let request_path = common::fixture("mlp_basic.request.json");
+    let request = std::fs::read(&request_path).unwrap();
+    let infer = |path: &str| server.json("POST", path, &request);
+
+    // Version 1 serves the bundled weights: the same answer as `tensorlet run mlp`.
+    let (status, v1) = infer("/v2/models/mlp/infer");
+    assert_eq!(
+        (status, v1["model_version"].as_str()),
+        (200, Some("1")),
+        "{v1}"
+    );
+    assert_eq!(v1["outputs"], run_mlp(&request_path));
+
+    // Deploy version 2 (other weights) while a client keeps inferring: every request
+    // succeeds, on version 1 or on version 2, never on anything in between.
+    let function = std::fs::read(staging.join("mlp/2/function.wasm")).unwrap();
+    let weights = std::fs::read(staging.join("mlp/2/weights.safetensors")).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (answers, (status, deployed)) = std::thread::scope(|s| {
+        let client = s.spawn(|| {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || answers.len() < 20 {
+                let (status, answer) = infer("/v2/models/mlp/infer");
+                assert_eq!(status, 200, "a request failed during the deploy: {answer}");
+                answers.push(answer);
+            }
+            answers
+        });
+        let body = deploy_body(
+            &[
+                ("2/function.wasm", &function),
+                ("2/weights.safetensors", &weights),
+            ],
+            None,
+        );
+        let deployed = server.json("POST", "/v2/repository/models/mlp/load", &body);
+        // Keep the client going a little on the new version.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (client.join().unwrap(), deployed)
+    });
+    assert_eq!(status, 200, "{deployed}");
+    assert_eq!(deployed["versions"], serde_json::json!(["2"]), "{deployed}");
+    let (status, v2) = infer("/v2/models/mlp/infer");
+    assert_eq!(
+        (status, v2["model_version"].as_str()),
+        (200, Some("2")),
+        "{v2}"
+    );
+    common::assert_outputs_close(
+        "deployed mlp v2",
+        &common::json("mlp_basic.expected.json"),
+        &v2,
+    );
+    let mut seen = [0usize; 2];
+    for a in &answers {
+        let (i, want) = match a["model_version"].as_str() {
+            Some("1") => (0, &v1),
+            Some("2") => (1, &v2),
+            other => panic!("answer from version {other:?}: {a}"),
+        };
+        assert_eq!(a["outputs"], want["outputs"], "a torn answer: {a}");
+        seen[i] += 1;
+    }
+    assert!(seen[1] > 0, "no request reached version 2: {seen:?}");
+    // The default policy serves the latest version only; the files are in the repository,
+    // with no temporary folder left.
+    assert_eq!(
+        server
+            .request("GET", "/v2/models/mlp/versions/1/ready", b"")
+            .0,
+        400
+    );
+    assert_eq!(entries(&repo.join("mlp")), ["1", "2"]);
+    assert_eq!(
+        std::fs::read(repo.join("mlp/2/weights.safetensors")).unwrap(),
+        weights
+    );
+
+    // Refused deploys: the right status, a reason, version 2 still serving and the
+    // repository unchanged.
+    let component = tensorlet_host::bundled::find("mlp").unwrap().component;
+    let runtime = tensorlet_host::Runtime::new(tensorlet_host::RuntimeConfig::default()).unwrap();
+    let cwasm = runtime.precompile(component).unwrap();
+    let truncated = std::fs::read(common::fixture("bad_truncated.weights.safetensors")).unwrap();
+    // Valid safetensors without any of mlp's weights.
+    let mut header =
+        r#"{"unrelated":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.to_string();
+    while !header.len().is_multiple_of(8) {
+        header.push(' ');
+    }
+    let mut unrelated = (header.len() as u64).to_le_bytes().to_vec();
+    unrelated.extend_from_slice(header.as_bytes());
+    unrelated.extend_from_slice(&1f32.to_le_bytes());
+    let load = "/v2/repository/models/mlp/load";
+    let v3 = |f: &[u8], w: &[u8]| {
+        deploy_body(
+            &[("3/function.wasm", f), ("3/weights.safetensors", w)],
+            None,
+        )
+    };
+    let refused: Vec<(&str, String, Vec<u8>, &str)> = vec![
+        (
+            "a component that is not one",
+            load.into(),
+            v3(b"\0asm not really", &weights),
+            "not a loadable WebAssembly component",
+        ),
+        (
+            "precompiled native code",
+            load.into(),
+            v3(&cwasm, &weights),
+            "precompiled",
+        ),
+        (
+            "a .cwasm file",
+            load.into(),
+            deploy_body(&[("3/function.cwasm", &cwasm)], None),
+            "precompiled",
+        ),
+        (
+            "truncated weights",
+            load.into(),
+            v3(&function, &truncated),
+            "weights.safetensors",
+        ),
+        (
+            "weights the function lacks",
+            load.into(),
+            v3(&function, &unrelated),
+            "which function",
+        ),
+        (
+            "an existing version",
+            load.into(),
+            deploy_body(
+                &[
+                    ("2/function.wasm", &function),
+                    ("2/weights.safetensors", &weights),
+                ],
+                None,
+            ),
+            "immutable",
+        ),
+        (
+            "a version without weights",
+            load.into(),
+            deploy_body(&[("3/function.wasm", &function)], None),
+            "needs both",
+        ),
+        (
+            "a parent folder",
+            load.into(),
+            deploy_body(&[("../x", &function)], None),
+            "refused",
+        ),
+        (
+            "a nested path",
+            load.into(),
+            deploy_body(&[("3/a/b", &function)], None),
+            "refused",
+        ),
+        (
+            "an absolute path",
+            load.into(),
+            deploy_body(&[("/etc/x", &function)], None),
+            "refused",
+        ),
+        (
+            "a model name with a parent folder",
+            "/v2/repository/models/..%2Fx/load".into(),
+            v3(&function, &weights),
+            "not allowed",
+        ),
+        (
+            "a model name with a separator",
+            "/v2/repository/models/a%2Fb/load".into(),
+            v3(&function, &weights),
+            "not allowed",
+        ),
+        (
+            "an absolute model name",
+            "/v2/repository/models/%2Fabs/load".into(),
+            v3(&function, &weights),
+            "not allowed",
+        ),
+        (
+            "a configuration with a typo",
+            load.into(),
+            deploy_body(&[], Some(r#"{"version_polcy": {"all": {}}}"#)),
+            "version_polcy",
+        ),
+        (
+            "a configuration that selects no version",
+            load.into(),
+            deploy_body(
+                &[],
+                Some(r#"{"version_policy": {"specific": {"versions": [9]}}}"#),
+            ),
+            "no version to serve",
+        ),
+    ];
+    for (what, path, body, says) in refused {
+        let (status, answer) = server.json("POST", &path, &body);
+        assert_eq!(status, 400, "{what}: {answer}");
+        let message = answer["error"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{what}: {says:?} not in {answer}");
+        let (status, now) = infer("/v2/models/mlp/infer");
+        assert_eq!(status, 200, "{what}: {now}");
+        assert_eq!(
+            (now["model_version"].as_str(), &now["outputs"]),
+            (Some("2"), &v2["outputs"]),
+            "{what}"
+        );
+        assert_eq!(entries(&repo.join("mlp")), ["1", "2"], "{what}");
+        assert_eq!(entries(&repo), ["mlp"], "{what}");
+    }
+
+    // A configuration alone: both versions served now, and written to config.json.
+    let all = r#"{"version_policy": {"all": {}}}"#;
+    let (status, answer) = server.json("POST", load, &deploy_body(&[], Some(all)));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["versions"], serde_json::json!(["1", "2"]));
+    assert_eq!(
+        std::fs::read_to_string(repo.join("mlp/config.json")).unwrap(),
+        all
+    );
+    let (_, again) = infer("/v2/models/mlp/versions/1/infer");
+    assert_eq!(again["outputs"], v1["outputs"]);
+    // A configuration that then fails to load is undone: the old one is back.
+    let (status, _) = server.json(
+        "POST",
+        load,
+        &deploy_body(
+            &[],
+            Some(r#"{"version_policy": {"specific": {"versions": [7]}}}"#),
+        ),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(
+        std::fs::read_to_string(repo.join("mlp/config.json")).unwrap(),
+        all
+    );
+    // A new model in one request.
+    let (status, answer) = server.json(
+        "POST",
+        "/v2/repository/models/fresh/load",
+        &deploy_body(
+            &[
+                ("5/function.wasm", &function),
+                ("5/weights.safetensors", &weights),
+            ],
+            None,
+        ),
+    );
+    assert_eq!(
+        (status, &answer["versions"]),
+        (200, &serde_json::json!(["5"]))
+    );
+    let (_, fresh) = infer("/v2/models/fresh/infer");
+    assert_eq!(
+        (fresh["model_name"].as_str(), &fresh["outputs"]),
+        (Some("fresh"), &v2["outputs"])
+    );
+    drop(server);
+    // A restart serves what was deployed.
+    let server = Server::start(&["--repository", repo.to_str().unwrap()]);
+    let (_, index) = server.json("POST", "/v2/repository/index", b"");
+    assert_eq!(
+        index,
+        serde_json::json!([
+            {"name": "fresh", "version": "5", "state": "READY"},
+            {"name": "mlp", "version": "1", "state": "READY"},
+            {"name": "mlp", "version": "2", "state": "READY"},
+        ])
+    );
+    drop(server);
+    std::fs::remove_dir_all(&repo).unwrap();
+    std::fs::remove_dir_all(&staging).unwrap();
+}
+
+#[test]
+fn a_deploy_killed_midway_leaves_the_old_version() {
+    // What a process killed while writing leaves behind: hidden temporary folders and
+    // files, half written. The server must ignore them and serve version 1.
+    let repo = temp_dir("killed");
+    pack("mlp", None, &repo.join("mlp/1"));
+    let stray = repo.join("mlp/.2.tmp-4242");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("function.wasm"), b"\0asm").unwrap();
+    std::fs::write(stray.join("weights.safetensors"), [1, 2, 3]).unwrap();
+    std::fs::write(repo.join("mlp/.config.json.tmp-4242"), "{\"version_pol").unwrap();
+    std::fs::create_dir_all(repo.join(".new.tmp-4242/.1.tmp-4242")).unwrap();
+    let server = Server::start(&["--repository", repo.to_str().unwrap()]);
+    let (status, index) = server.json("POST", "/v2/repository/index", b"");
+    assert_eq!(status, 200);
+    assert_eq!(
+        index,
+        serde_json::json!([{"name": "mlp", "version": "1", "state": "READY"}])
+    );
+    let request = common::fixture("mlp_basic.request.json");
+    let (status, answer) = server.json(
+        "POST",
+        "/v2/models/mlp/infer",
+        &std::fs::read(&request).unwrap(),
+    );
+    assert_eq!((status, answer["model_version"].as_str()), (200, Some("1")));
+    assert_eq!(answer["outputs"], run_mlp(&request));
+    let (_, stderr) = server.stop();
+    assert!(!stderr.contains("is not served"), "{stderr}");
+    std::fs::remove_dir_all(&repo).unwrap();
+}
+
+/// `Authorization: Bearer <token>`.
+fn bearer(token: &str) -> [(&'static str, String); 1] {
+    [("Authorization", format!("Bearer {token}"))]
+}
+
+#[test]
+fn tokens_guard_the_repository_and_inference() {
+    let dir = temp_dir("tokens");
+    let (admin, invoke) = (dir.join("admin"), dir.join("invoke"));
+    std::fs::write(&admin, "adm1n-s3cret\n").unwrap();
+    std::fs::write(&invoke, "1nvoke-t0ken").unwrap();
+    let server = Server::start(&[
+        "--admin-token-file",
+        admin.to_str().unwrap(),
+        "--invoke-token-file",
+        invoke.to_str().unwrap(),
+    ]);
+    let request = std::fs::read(common::repo("models/mnist-cnn/sample.json")).unwrap();
+    let infer = "/v2/models/mnist-cnn/infer";
+    let index = "/v2/repository/index";
+    let (admin_t, invoke_t) = (Some("adm1n-s3cret"), Some("1nvoke-t0ken"));
+    let cases: [(&str, Option<&str>, u16); 9] = [
+        (infer, None, 401),
+        (infer, Some("adm1n"), 403),
+        (infer, invoke_t, 200),
+        (infer, admin_t, 200),
+        (index, None, 401),
+        (index, invoke_t, 403),
+        (index, admin_t, 200),
+        ("/v2/repository/models/mlp/unload", invoke_t, 403),
+        ("/v2/repository/models/mlp/load", None, 401),
+    ];
+    for (path, token, want) in cases {
+        let body: &[u8] = if path == infer { &request } else { b"" };
+        let headers = token.map(bearer);
+        let headers = headers.as_ref().map_or(&[][..], |h| &h[..]);
+        let (status, head, answer) = server.exchange("POST", path, headers, body);
+        assert_eq!(
+            status,
+            want,
+            "{path} with {token:?}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        if want != 200 {
+            let v: Value = serde_json::from_slice(&answer).unwrap();
+            assert!(v["error"].as_str().is_some_and(|m| m.len() > 10), "{v}");
+        }
+        assert_eq!(
+            head.contains("www-authenticate: bearer"),
+            want == 401,
+            "{path} with {token:?}: {head}"
+        );
+    }
+    // Health and metadata stay open.
+    for path in [
+        "/v2",
+        "/v2/health/ready",
+        "/v2/models/mnist-cnn",
+        "/v2/models/mnist-cnn/ready",
+        "/v2/models/mnist-cnn/config",
+    ] {
+        assert_eq!(server.request("GET", path, b"").0, 200, "{path}");
+    }
+    // The admin token unloads and loads.
+    for op in ["unload", "load"] {
+        let path = format!("/v2/repository/models/mlp/{op}");
+        let ok = server.exchange("POST", &path, &bearer("adm1n-s3cret"), b"");
+        assert_eq!(ok.0, 200, "{op}: {}", String::from_utf8_lossy(&ok.2));
+    }
+    drop(server);
+
+    // Beyond loopback without an admin token, repository routes are refused; inference
+    // is not.
+    let open = Server::start_on("0.0.0.0:0", &[]);
+    let (status, refused) = open.json("POST", index, b"");
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("--admin-token-file")
+    );
+    assert_eq!(open.request("POST", infer, &request).0, 200);
+    drop(open);
+    // A token file that is empty stops the server at start.
+    std::fs::write(&admin, "\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+        .args(["serve", "--http", "127.0.0.1:0", "--metrics", "none"])
+        .arg("--admin-token-file")
+        .arg(&admin)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `bytes` compressed as `coding` (`gzip` or `deflate`, the zlib format).
+fn compress(coding: &str, bytes: &[u8]) -> Vec<u8> {
+    let level = flate2::Compression::default();
+    match coding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
+            e.write_all(bytes).unwrap();
+            e.finish().unwrap()
+        }
+        _ => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), level);
+            e.write_all(bytes).unwrap();
+            e.finish().unwrap()
+        }
+    }
+}
+
+fn decompress(coding: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match coding {
+        "gzip" => flate2::read::GzDecoder::new(bytes).read_to_end(&mut out),
+        _ => flate2::read::ZlibDecoder::new(bytes).read_to_end(&mut out),
+    }
+    .unwrap();
+    out
+}
+
+#[test]
+fn compressed_bodies_both_ways() {
+    let server = Server::start(&["--body-limit", "1"]);
+    let request = std::fs::read(common::repo("models/mnist-cnn/sample.json")).unwrap();
+    let path = "/v2/models/mnist-cnn/infer";
+    let (status, plain) = server.json("POST", path, &request);
+    assert_eq!(status, 200, "{plain}");
+    for coding in ["gzip", "deflate"] {
+        let headers = [
+            ("Content-Encoding", coding.to_string()),
+            ("Accept-Encoding", coding.to_string()),
+        ];
+        let packed = compress(coding, &request);
+        assert!(packed.len() < request.len());
+        let (status, head, body) = server.exchange("POST", path, &headers, &packed);
+        assert_eq!(status, 200, "{coding}: {}", String::from_utf8_lossy(&body));
+        assert!(
+            head.contains(&format!("content-encoding: {coding}")),
+            "{coding}: {head}"
+        );
+        let answer: Value = serde_json::from_slice(&decompress(coding, &body)).unwrap();
+        assert_eq!(answer, plain, "{coding}");
+        // A compressed request, a plain answer.
+        let (status, head, body) = server.exchange("POST", path, &headers[..1], &packed);
+        assert_eq!(status, 200);
+        assert!(!head.contains("content-encoding"), "{head}");
+        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), plain);
+    }
+    // Errors are compressed too, and still `{"error": ...}`.
+    let gzip = [("Accept-Encoding", "gzip".to_string())];
+    let (status, _, body) = server.exchange("GET", "/v2/models/nope", &gzip, b"");
+    assert_eq!(status, 404);
+    let e: Value = serde_json::from_slice(&decompress("gzip", &body)).unwrap();
+    assert!(e["error"].as_str().unwrap().contains("nope"), "{e}");
+    // Broken or unknown codings are 400; a body past the limit (1 MiB), as sent or once
+    // decoded, is 413.
+    let gzipped = [("Content-Encoding", "gzip".to_string())];
+    let mut broken = compress("gzip", &request);
+    broken.truncate(broken.len() / 2);
+    let bomb = compress("gzip", &vec![b' '; 16 << 20]);
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let big = vec![b' '; (1 << 20) + 1];
+    // (request headers, body, status, what the error says)
+    type Case<'a> = (&'a [(&'a str, String)], &'a [u8], u16, &'a str);
+    let cases: [Case; 4] = [
+        (&gzipped, &broken, 400, "not valid gzip"),
+        (
+            &[("Content-Encoding", "br".to_string())],
+            &request,
+            400,
+            "Content-Encoding",
+        ),
+        (&gzipped, &bomb, 413, "decodes to more than"),
+        (&[], &big, 413, "larger than"),
+    ];
+    for (headers, body, want, says) in cases {
+        let (status, _, answer) = server.exchange("POST", path, headers, body);
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(status, want, "{answer}");
+        assert!(answer["error"].as_str().unwrap().contains(says), "{answer}");
+    }
+    assert_eq!(server.request("GET", "/v2/health/live", b"").0, 200);
+}
+
+#[test]
+fn tensorlet_deploy_uploads_a_packed_folder() {
+    let repo = temp_dir("cli-repo");
+    let staging = temp_dir("cli-staging");
+    pack("mlp", None, &repo.join("mlp/1"));
+    let basic = common::fixture("mlp_basic.weights.safetensors");
+    pack("mlp", Some(&basic), &staging.join("mlp/2"));
+    std::fs::write(
+        staging.join("mlp/config.json"),
+        r#"{"version_policy": {"all": {}}}"#,
+    )
+    .unwrap();
+    let token = staging.join("token");
+    std::fs::write(&token, "d3ploy\n").unwrap();
+    let server = Server::start(&[
+        "--repository",
+        repo.to_str().unwrap(),
+        "--admin-token-file",
+        token.to_str().unwrap(),
+    ]);
+    let url = format!("http://{}", server.addr);
+    let deploy = |token: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorlet"));
+        cmd.args(["deploy", "--server", &url]);
+        if let Some(t) = token {
+            cmd.arg("--token-file").arg(t);
+        }
+        cmd.arg("mlp").arg(staging.join("mlp/2")).output().unwrap()
+    };
+    let out = deploy(Some(&token));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        answer["versions"],
+        serde_json::json!(["1", "2"]),
+        "{answer}"
+    );
+    let request = std::fs::read(common::fixture("mlp_basic.request.json")).unwrap();
+    let (status, v2) = server.json("POST", "/v2/models/mlp/versions/2/infer", &request);
+    assert_eq!(status, 200, "{v2}");
+    common::assert_outputs_close(
+        "tensorlet deploy",
+        &common::json("mlp_basic.expected.json"),
+        &v2,
+    );
+    // Again: the version exists. Without the token: 401. Both say why and exit 1.
+    let failed = |out: std::process::Output| {
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = failed(deploy(Some(&token)));
+    assert!(e.contains("HTTP 400") && e.contains("immutable"), "{e}");
+    let e = failed(deploy(None));
+    assert!(e.contains("HTTP 401") && e.contains("Bearer"), "{e}");
+    drop(server);
+    std::fs::remove_dir_all(&repo).unwrap();
+    std::fs::remove_dir_all(&staging).unwrap();
 }

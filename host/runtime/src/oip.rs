@@ -246,7 +246,7 @@ impl RequestInput {
                         "BYTES data must be one base64 string (e.g. an encoded image)",
                     ));
                 };
-                let bytes = base64_decode(s)?;
+                let bytes = base64_decode("BYTES data", s)?;
                 Tensor::from_u8(vec![bytes.len()], bytes)
             }
             other => Err(Error::unsupported(format!(
@@ -345,8 +345,33 @@ fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) -> Result<()> {
     }
 }
 
-/// Decodes standard base64 (with or without padding).
-fn base64_decode(s: &str) -> Result<Vec<u8>> {
+/// The standard base64 alphabet (RFC 4648 §4).
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Encodes `bytes` as standard base64 with padding (what [`base64_decode`] reads).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(BASE64[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes standard base64 (with or without padding; whitespace is skipped); `what` names
+/// the text in errors.
+pub fn base64_decode(what: &str, s: &str) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
     for (i, c) in s.bytes().enumerate() {
@@ -360,7 +385,7 @@ fn base64_decode(s: &str) -> Result<Vec<u8>> {
             b' ' | b'\n' | b'\r' | b'\t' => continue,
             _ => {
                 return Err(Error::invalid_input(format!(
-                    "BYTES data is not base64: byte {c:#04x} at offset {i}"
+                    "{what} is not base64: byte {c:#04x} at offset {i}"
                 )));
             }
         };
@@ -469,6 +494,28 @@ mod tests {
             .unwrap();
         assert_eq!(a, b);
         assert_eq!(a[0].1.f32s("x").unwrap(), &[1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        // RFC 4648 §10's test vectors.
+        let vectors = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in vectors {
+            assert_eq!(base64_encode(plain.as_bytes()), encoded);
+            assert_eq!(base64_decode("t", encoded).unwrap(), plain.as_bytes());
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(base64_decode("t", &base64_encode(&all)).unwrap(), all);
+        let e = base64_decode("the weights", "Zm9v!").unwrap_err();
+        assert!(e.message().contains("the weights") && e.message().contains("offset 4"));
     }
 
     #[test]

@@ -13,7 +13,10 @@
 //! default the latest one) and `dynamic_batching` (`preferred_batch_size`,
 //! `max_queue_delay_microseconds`); an unknown field is an error, so a typo is not silently
 //! ignored. [`Registry::load_from_repository`] builds every selected version completely
-//! before publishing any; [`pack`] writes a version folder atomically.
+//! before publishing any; [`pack`] and [`Repository::write_version`] write a version folder
+//! atomically (a hidden temporary folder, renamed into place), and
+//! [`Repository::write_config`] replaces `config.json` the same way, so a process killed
+//! while writing leaves the old state or the new one, never a half-written version.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -169,10 +172,15 @@ impl Repository {
         Ok(names)
     }
 
+    /// The folder of model `name`, a valid name, whether it exists or not.
+    pub fn model_path(&self, name: &str) -> Result<PathBuf> {
+        validate_name("model name", name)?;
+        Ok(self.root.join(name))
+    }
+
     /// The folder of model `name`, which must be a valid name and exist.
     fn model_dir(&self, name: &str) -> Result<PathBuf> {
-        validate_name("model name", name)?;
-        let dir = self.root.join(name);
+        let dir = self.model_path(name)?;
         if !dir.is_dir() {
             return Err(Error::not_found(format!(
                 "model repository `{}` has no model `{name}`",
@@ -227,6 +235,142 @@ impl Repository {
     pub fn version_dir(&self, name: &str, version: u64) -> Result<PathBuf> {
         Ok(self.model_dir(name)?.join(version.to_string()))
     }
+
+    /// Writes version `version` of model `name` from a component's bytes and safetensors
+    /// bytes, atomically as [`pack`] does (a temporary folder renamed into place; the model
+    /// folder is created if need be). An existing version is refused: versions are
+    /// immutable. Nothing here checks that the files load: callers build the [`Model`]
+    /// first. Returns the version folder.
+    pub fn write_version(
+        &self,
+        name: &str,
+        version: u64,
+        function: &[u8],
+        weights: &[u8],
+    ) -> Result<PathBuf> {
+        if version == 0 {
+            return Err(Error::invalid_input(format!(
+                "model `{name}`: versions are positive integers, got 0"
+            )));
+        }
+        let out = self.model_path(name)?.join(version.to_string());
+        write_version_dir(&out, version, |tmp| {
+            write_file(&tmp.join(FUNCTION_FILE), function)?;
+            write_file(&tmp.join(WEIGHTS_FILE), weights)
+        })?;
+        Ok(out)
+    }
+
+    /// Replaces model `name`'s `config.json` with `text` (or removes it, for `None`)
+    /// atomically: the new file is written under a hidden temporary name and renamed over
+    /// the old one. `text` must parse as a [`ModelConfig`] naming no other model. The model
+    /// folder is created if need be.
+    pub fn write_config(&self, name: &str, text: Option<&str>) -> Result<()> {
+        let dir = self.model_path(name)?;
+        let path = dir.join(CONFIG_FILE);
+        let Some(text) = text else {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path, e)),
+                _ => Ok(()),
+            };
+        };
+        let config = ModelConfig::from_json(&format!("the configuration of `{name}`"), text)?;
+        if let Some(n) = config.name.as_deref().filter(|n| *n != name) {
+            return Err(Error::invalid_input(format!(
+                "the configuration names the model `{n}`, but it is for `{name}`"
+            )));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let tmp = dir.join(format!(".{CONFIG_FILE}.tmp-{}", std::process::id()));
+        let written = write_file(&tmp, text.as_bytes())
+            .and_then(|()| sync(&tmp))
+            .and_then(|()| rename(&tmp, &path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Removes version `version` of model `name` from the disk (see
+    /// [`Repository::remove_model`] for how).
+    pub fn remove_version(&self, name: &str, version: u64) -> Result<()> {
+        remove_folder(&self.version_dir(name, version)?)
+    }
+
+    /// Removes model `name`'s folder so that it is never seen half deleted: it is renamed
+    /// to a hidden name first, which the repository ignores, then deleted.
+    pub fn remove_model(&self, name: &str) -> Result<()> {
+        remove_folder(&self.model_dir(name)?)
+    }
+}
+
+/// Renames the folder `path` to a hidden name beside it, then deletes it.
+fn remove_folder(path: &Path) -> Result<()> {
+    let (Some(parent), Some(leaf)) = (path.parent(), path.file_name()) else {
+        return Err(Error::invalid_input(format!(
+            "`{}` cannot be removed: it has no parent folder",
+            path.display()
+        )));
+    };
+    let hidden = parent.join(format!(
+        ".{}.removed-{}",
+        leaf.to_string_lossy(),
+        std::process::id()
+    ));
+    rename(path, &hidden)?;
+    std::fs::remove_dir_all(&hidden).map_err(|e| io(&hidden, e))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| io(path, e))
+}
+
+/// Flushes the file at `path` to the disk.
+fn sync(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io(path, e))
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|e| io(to, e))
+}
+
+/// Writes the version folder `out` (`DIR/<model>/<version>`) atomically: `write` fills a
+/// hidden temporary folder beside it (which [`Repository::versions`] never lists), whose
+/// files are then flushed to the disk, and the folder is renamed into place. A process
+/// killed meanwhile leaves at most the hidden folder; on an error it is removed. An
+/// existing `out` is refused.
+fn write_version_dir(
+    out: &Path,
+    version: u64,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    if out.exists() {
+        return Err(Error::invalid_input(format!(
+            "`{}` already exists; versions are immutable, use a new version number",
+            out.display()
+        )));
+    }
+    let model_dir = out
+        .parent()
+        .ok_or_else(|| Error::invalid_input(format!("`{}` has no model folder", out.display())))?;
+    std::fs::create_dir_all(model_dir).map_err(|e| io(model_dir, e))?;
+    let tmp = model_dir.join(format!(".{version}.tmp-{}", std::process::id()));
+    // Left by a killed process that had this process's id: nobody writes it any more.
+    let _ = std::fs::remove_dir_all(&tmp);
+    let written = (|| {
+        std::fs::create_dir(&tmp).map_err(|e| io(&tmp, e))?;
+        write(&tmp)?;
+        for entry in std::fs::read_dir(&tmp).map_err(|e| io(&tmp, e))? {
+            sync(&entry.map_err(|e| io(&tmp, e))?.path())?;
+        }
+        rename(&tmp, out)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    written
 }
 
 impl Registry {
@@ -305,34 +449,20 @@ pub fn pack(runtime: &Runtime, function: &[u8], weights: &Path, out: &Path) -> R
         .and_then(|v| v.parse().ok())
         .filter(|&v| v > 0)
         .ok_or_else(bad_out)?;
-    let model_dir = out.parent().ok_or_else(bad_out)?;
-    let name = model_dir
-        .file_name()
+    let name = out
+        .parent()
+        .and_then(Path::file_name)
         .and_then(|n| n.to_str())
         .ok_or_else(bad_out)?;
-    if out.exists() {
-        return Err(Error::invalid_input(format!(
-            "`{}` already exists; versions are immutable, pack a new version number",
-            out.display()
-        )));
-    }
     let f = runtime.load_function(name, function)?;
     let w = runtime.load_weights_file(weights)?;
     Model::new(name, version, f, w, ModelSettings::default())?;
-    std::fs::create_dir_all(model_dir).map_err(|e| io(model_dir, e))?;
-    let tmp = model_dir.join(format!(".{version}.tmp-{}", std::process::id()));
-    let written = (|| {
-        std::fs::create_dir(&tmp).map_err(|e| io(&tmp, e))?;
-        let f = tmp.join(FUNCTION_FILE);
-        std::fs::write(&f, function).map_err(|e| io(&f, e))?;
+    write_version_dir(out, version, |tmp| {
+        write_file(&tmp.join(FUNCTION_FILE), function)?;
         let w = tmp.join(WEIGHTS_FILE);
         std::fs::copy(weights, &w).map_err(|e| io(&w, e))?;
-        std::fs::rename(&tmp, out).map_err(|e| io(out, e))
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    written
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! The HTTP routes: Triton's Open Inference Protocol endpoints and its model repository
-//! extension, every error as `{"error": "..."}` with Triton's status codes.
+//! extension, every error as `{"error": "..."}` with Triton's status codes. Inference routes
+//! check the invoke token and repository routes the admin token first (`auth.rs`); every
+//! body passes through `codec.rs` (size limit, compression).
 
 use std::sync::Arc;
 
@@ -13,6 +15,8 @@ use serde_json::{Value, json};
 use tensorlet_host::{DType, Error, ErrorKind, InferenceRequest, IoSpec};
 
 use crate::State;
+use crate::auth::Need;
+use crate::deploy::Deployment;
 
 /// The router of a server over `state`, accepting bodies up to `body_limit` bytes.
 pub fn router(state: Arc<State>, body_limit: usize) -> Router {
@@ -48,6 +52,10 @@ pub fn router(state: Arc<State>, body_limit: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            body_limit,
+            crate::codec::bodies,
+        ))
         .with_state(state)
 }
 
@@ -131,6 +139,28 @@ pub fn render_metrics(stats: &[tensorlet_host::ModelStats]) -> String {
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
 
+impl ApiError {
+    /// A failure with `status` and `message`.
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError(status, message.into())
+    }
+
+    /// The status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.0
+    }
+
+    /// A failure to build a model from deployed files: a bad component, bad weights or a
+    /// bad configuration is the caller's to fix (400), whatever kind of error the build
+    /// reported; only server-side failures keep their status.
+    fn deploy(e: Error) -> Self {
+        match e.kind() {
+            ErrorKind::Io | ErrorKind::Internal | ErrorKind::Unavailable => e.into(),
+            _ => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
+        }
+    }
+}
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = match e.kind() {
@@ -150,7 +180,14 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, json_body(&json!({ "error": self.1 }))).into_response()
+        let mut response = (self.0, json_body(&json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
@@ -300,10 +337,12 @@ const HEADER_LENGTH: &str = "inference-header-content-length";
 async fn run_infer(
     state: Arc<State>,
     model: String,
-    v: Option<u64>,
+    v: Option<&str>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
+    state.access().authorize(&headers, Need::Invoke)?;
+    let v = v.map(version).transpose()?;
     let header_length = match headers.get(HEADER_LENGTH) {
         None => None,
         Some(h) => Some(
@@ -369,11 +408,7 @@ async fn infer_v(
     body: Bytes,
 ) -> Reply {
     let started = std::time::Instant::now();
-    let version = version(&v);
-    let reply = match version {
-        Ok(v) => run_infer(state, model.clone(), Some(v), headers, body).await,
-        Err(e) => Err(e),
-    };
+    let reply = run_infer(state, model.clone(), Some(&v), headers, body).await;
     log_infer(&model, Some(&v), started, &reply);
     reply
 }
@@ -383,7 +418,7 @@ async fn infer_v(
 fn log_infer(model: &str, version: Option<&str>, started: std::time::Instant, reply: &Reply) {
     let (status, error) = match reply {
         Ok(r) => (r.status().as_u16(), None),
-        Err(ApiError(status, message)) => (status.as_u16(), Some(message.as_str())),
+        Err(e) => (e.status().as_u16(), Some(e.1.as_str())),
     };
     let time_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -453,7 +488,8 @@ async fn model_stats_v(
     one_model_stats(&state, &model, Some(version(&v)?))
 }
 
-async fn repository_index(Shared(state): Shared<Arc<State>>) -> Reply {
+async fn repository_index(Shared(state): Shared<Arc<State>>, headers: HeaderMap) -> Reply {
+    state.access().authorize(&headers, Need::Admin)?;
     let served = state.registry().models();
     let mut index = Vec::new();
     for name in state.model_names() {
@@ -469,25 +505,16 @@ async fn repository_index(Shared(state): Shared<Arc<State>>) -> Reply {
     ok_json(Value::Array(index))
 }
 
-fn check_writes(state: &State) -> Result<(), ApiError> {
-    if state.repository_writes {
-        Ok(())
-    } else {
-        Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "repository changes are refused: this server listens beyond loopback and has no \
-             admin token"
-                .into(),
-        ))
-    }
-}
-
+/// Triton's load: an empty body (or no `parameters`) (re)loads the model from the
+/// repository; `parameters` with `config` and/or `file:<version>/<file>` deploy new files
+/// first (`deploy.rs`). Answers the versions now served.
 async fn repository_load(
     Shared(state): Shared<Arc<State>>,
     Path(model): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    check_writes(&state)?;
+    state.access().authorize(&headers, Need::Admin)?;
     let text = std::str::from_utf8(&body)
         .map_err(|e| {
             ApiError(
@@ -496,35 +523,49 @@ async fn repository_load(
             )
         })?
         .trim();
-    if !text.is_empty() {
+    let deployment = if text.is_empty() {
+        Deployment::default()
+    } else {
         let parsed: Value = serde_json::from_str(text).map_err(|e| {
             ApiError(
                 StatusCode::BAD_REQUEST,
                 format!("the load request is not JSON ({e})"),
             )
         })?;
-        if parsed
-            .get("parameters")
-            .is_some_and(|p| p.as_object().is_some_and(|o| !o.is_empty()))
-        {
-            return Err(ApiError(
-                StatusCode::NOT_IMPLEMENTED,
-                "deploying files through the load request is not supported yet; pack the \
-                 version into the repository and load it with an empty body"
-                    .into(),
-            ));
+        match parsed.get("parameters") {
+            None | Some(Value::Null) => Deployment::default(),
+            Some(Value::Object(p)) if p.is_empty() => Deployment::default(),
+            Some(Value::Object(p)) => {
+                state.deploy_target()?;
+                Deployment::from_parameters(&model, p)?
+            }
+            Some(other) => {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("the load request's `parameters` must be an object, got {other}"),
+                ));
+            }
         }
-    }
-    blocking(move || Ok(state.load_model(&model)?)).await?;
-    ok_json(json!({}))
-}
-
-async fn repository_unload(Shared(state): Shared<Arc<State>>, Path(model): Path<String>) -> Reply {
-    check_writes(&state)?;
-    blocking(move || {
-        let wait = state.registry().runtime().config().deadline;
-        Ok(state.registry().unload(&model, None, wait)?)
+    };
+    let name = model.clone();
+    let versions = blocking(move || {
+        if deployment.is_empty() {
+            Ok(state.load_model(&name)?)
+        } else {
+            state.deploy(&name, &deployment).map_err(ApiError::deploy)
+        }
     })
     .await?;
+    let versions: Vec<String> = versions.iter().map(u64::to_string).collect();
+    ok_json(json!({ "name": model, "versions": versions }))
+}
+
+async fn repository_unload(
+    Shared(state): Shared<Arc<State>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+) -> Reply {
+    state.access().authorize(&headers, Need::Admin)?;
+    blocking(move || Ok(state.unload_model(&model)?)).await?;
     ok_json(json!({}))
 }

@@ -3,24 +3,32 @@
 //!
 //! The routes (`http.rs`) are Triton's: server metadata and health, model metadata,
 //! readiness, configuration and `infer`, and the model repository extension (index, load,
-//! unload). Every error is `{"error": "..."}` with Triton's status codes (400 invalid
-//! argument, 404 unknown model or version, 405 wrong method, 501 unsupported, 503
-//! unavailable, 500 internal). Inference is blocking CPU work: it runs on tokio's blocking
-//! threads, bounded by the runtime's admission queue (a full queue answers 503 at once).
-//! Requests need no `Content-Type` (`tritonclient` sends none).
+//! unload), where a load request may also deploy new files (`deploy.rs`). Every error is
+//! `{"error": "..."}` with Triton's status codes (400 invalid argument, 401 no token, 403
+//! wrong token, 404 unknown model or version, 405 wrong method, 413 body too large, 501
+//! unsupported, 503 unavailable, 500 internal). Inference is blocking CPU work: it runs on
+//! tokio's blocking threads, bounded by the runtime's admission queue (a full queue answers
+//! 503 at once). Requests need no `Content-Type` (`tritonclient` sends none); bodies may be
+//! gzip- or deflate-compressed both ways (`codec.rs`). Who may call what is [`Access`]
+//! (`auth.rs`): an admin token for the repository routes, an invoke token for inference.
 //!
 //! What the server serves comes from a [`Source`]: a model repository folder in Triton's
 //! layout ([`Repository`]), or the functions bundled with tensorlet.
 
+mod auth;
+mod codec;
+mod deploy;
 mod http;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tensorlet_host::{
     Error, ModelConfig, ModelSettings, Registry, Repository, Result, Runtime, bundled,
 };
 
+pub use auth::{Access, read_token_file};
+pub use deploy::Deployment;
 pub use http::{metrics_router, render_metrics, router};
 
 /// Where the server's models come from.
@@ -39,7 +47,7 @@ pub struct ServerConfig {
     pub http: SocketAddr,
     /// Where the metrics listener binds (`GET /metrics`), if anywhere.
     pub metrics: Option<SocketAddr>,
-    /// The largest request body accepted, in bytes.
+    /// The largest request body accepted, in bytes, both as sent and once decoded.
     pub body_limit: usize,
 }
 
@@ -53,24 +61,31 @@ impl Default for ServerConfig {
     }
 }
 
-/// What every request handler shares: the registry and where models come from.
+/// What every request handler shares: the registry, where models come from, and who may
+/// do what.
 #[derive(Debug)]
 pub struct State {
     registry: Registry,
     source: Source,
-    /// Whether the repository routes may change what is served (only on loopback until
-    /// an admin token exists).
-    repository_writes: bool,
+    access: Access,
+    /// Held while the served models change (load, deploy, unload), one change at a time.
+    changes: Mutex<()>,
 }
 
 impl State {
-    /// Serves the models of `source` in `runtime`, loading all of them now. A model that
-    /// fails to load is reported in the returned list and not served; the others are.
-    pub fn load(runtime: Runtime, source: Source) -> (Arc<State>, Vec<(String, Error)>) {
+    /// Serves the models of `source` in `runtime`, loading all of them now, with `access`
+    /// guarding the routes. A model that fails to load is reported in the returned list and
+    /// not served; the others are.
+    pub fn load(
+        runtime: Runtime,
+        source: Source,
+        access: Access,
+    ) -> (Arc<State>, Vec<(String, Error)>) {
         let state = State {
             registry: Registry::new(runtime),
             source,
-            repository_writes: true,
+            access,
+            changes: Mutex::new(()),
         };
         let mut failed = Vec::new();
         for name in state.model_names() {
@@ -81,20 +96,14 @@ impl State {
         (Arc::new(state), failed)
     }
 
-    /// The same state, refusing repository writes unless `allowed`.
-    pub fn with_repository_writes(self: Arc<Self>, allowed: bool) -> Arc<Self> {
-        match Arc::try_unwrap(self) {
-            Ok(mut s) => {
-                s.repository_writes = allowed;
-                Arc::new(s)
-            }
-            Err(shared) => shared,
-        }
-    }
-
     /// The registry of served models.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Who may call which routes.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     /// Every model the source has (served or not).
@@ -119,9 +128,15 @@ impl State {
         }
     }
 
+    /// The lock that makes changes to the served models one at a time.
+    fn changing(&self) -> MutexGuard<'_, ()> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// (Re)loads model `name` from the source; what served before keeps serving if this
-    /// fails.
+    /// fails. Returns the versions now served.
     pub fn load_model(&self, name: &str) -> Result<Vec<u64>> {
+        let _changing = self.changing();
         match &self.source {
             Source::Repository(r) => self.registry.load_from_repository(r, name),
             Source::Bundled => {
@@ -140,6 +155,14 @@ impl State {
                 Ok(vec![1])
             }
         }
+    }
+
+    /// Stops serving model `name` (every version), waiting for its requests in flight (at
+    /// most the runtime's deadline). Returns how many versions were unloaded.
+    pub fn unload_model(&self, name: &str) -> Result<usize> {
+        let _changing = self.changing();
+        let wait = self.registry.runtime().config().deadline;
+        self.registry.unload(name, None, wait)
     }
 }
 

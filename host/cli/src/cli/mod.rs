@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use tensorlet_host::{Error, Function, KernelBackend, Result, Runtime, RuntimeConfig};
 
 mod compile;
+mod deploy;
 mod inspect;
 mod pack;
 mod run;
@@ -34,6 +35,8 @@ enum Command {
     Pack(pack::PackCommand),
     /// Serve models over HTTP (Open Inference Protocol v2, as Triton).
     Serve(serve::ServeCommand),
+    /// Upload a model version folder to a running server (repository load with files).
+    Deploy(deploy::DeployCommand),
     /// List the bundled functions.
     List,
 }
@@ -47,6 +50,7 @@ impl Cli {
             Command::Compile(c) => c.execute(),
             Command::Pack(c) => c.execute(),
             Command::Serve(c) => c.execute(),
+            Command::Deploy(c) => c.execute(),
             Command::List => {
                 for b in tensorlet_host::bundled::BUNDLED {
                     println!("{:<12} {}", b.name, b.summary);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tensorlet_host::{Error, Repository, Result};
-use tensorlet_server::{ServerConfig, Source, State};
+use tensorlet_server::{Access, ServerConfig, Source, State, read_token_file};
 
 use super::RuntimeArgs;
 
@@ -14,8 +14,14 @@ use super::RuntimeArgs;
 /// Without --repository it serves the bundled functions (`mlp`, `mnist-cnn`) with their
 /// bundled weights, as version 1. With a repository (`DIR/<model>/<version>/function.wasm`
 /// and `weights.safetensors`, optional `DIR/<model>/config.json`) it serves the versions each
-/// model's policy selects. It prints one line per listener when ready and stops on
-/// SIGINT/SIGTERM after the requests in flight finish.
+/// model's policy selects; `POST /v2/repository/models/NAME/load` with files deploys new
+/// versions into it (`tensorlet deploy`). It prints one line per listener when ready and
+/// stops on SIGINT/SIGTERM after the requests in flight finish.
+///
+/// The repository routes need `Authorization: Bearer <admin token>` when
+/// --admin-token-file is given; without it they are open only if the server listens on
+/// loopback. With --invoke-token-file, inference needs that token (or the admin token).
+/// Bodies may be gzip or deflate compressed, both ways.
 #[derive(Args, Debug)]
 pub struct ServeCommand {
     /// A model repository folder (Triton's layout).
@@ -34,9 +40,17 @@ pub struct ServeCommand {
     /// Most requests waiting for a slot; beyond it a request is refused with 503 at once.
     #[arg(long, default_value_t = 256, value_name = "N")]
     max_queue: u32,
-    /// The largest request body, in MiB.
+    /// The largest request body, in MiB (as sent, and once decompressed).
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     body_limit: usize,
+    /// A file holding the admin token, which the repository routes (index, load, deploy,
+    /// unload) then require as `Authorization: Bearer <token>`.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// A file holding the invoke token, which inference then requires (the admin token is
+    /// accepted too); health and metadata stay open.
+    #[arg(long, value_name = "FILE")]
+    invoke_token_file: Option<PathBuf>,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -52,11 +66,16 @@ impl ServeCommand {
             Some(dir) => Source::Repository(Repository::open(dir)?),
             None => Source::Bundled,
         };
-        let (state, failed) = State::load(runtime, source);
+        let token = |file: &Option<PathBuf>| file.as_deref().map(read_token_file).transpose();
+        let access = Access::new(
+            token(&self.admin_token_file)?,
+            token(&self.invoke_token_file)?,
+            self.http.ip().is_loopback(),
+        )?;
+        let (state, failed) = State::load(runtime, source, access);
         for (name, e) in &failed {
             eprintln!("tensorlet: model `{name}` is not served: {e}");
         }
-        let state = state.with_repository_writes(self.http.ip().is_loopback());
         let metrics = match self.metrics.as_str() {
             "none" => None,
             addr => Some(addr.parse::<SocketAddr>().map_err(|e| {

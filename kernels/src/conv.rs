@@ -21,7 +21,7 @@ use crate::dispatch::Level;
 use crate::elem::{Scratch, take_scratch};
 use crate::gemm::{AView, Bias, Gemm, KC, NC, nr, packed_b_len, tile_dims};
 use crate::shape::Conv2dParams;
-use crate::vmem::{copy, zero};
+use crate::vmem::{copy, load_lanes, masked_loads, store, zero};
 
 /// Conv2d weights `[oc, c/groups, kh, kw]` packed once for
 /// [`Kernels::conv2d_packed`](crate::Kernels::conv2d_packed), with the bias, the geometry and
@@ -98,25 +98,50 @@ pub(crate) fn pack_weights(
 
 /// A run of consecutive output pixels on one output row, inside one panel.
 #[derive(Clone, Copy)]
-struct Run {
+pub(crate) struct Run {
     /// Column in the panel.
-    jj: usize,
-    oy: usize,
-    ox: usize,
-    len: usize,
+    pub(crate) jj: usize,
+    pub(crate) oy: usize,
+    pub(crate) ox: usize,
+    pub(crate) len: usize,
+}
+
+/// Replaces `runs` with the runs of the `valid` output pixels from pixel `j0` on (rows `ow`
+/// pixels long): one per output row they touch.
+pub(crate) fn pixel_runs(j0: usize, valid: usize, ow: usize, runs: &mut Vec<Run>) {
+    runs.clear();
+    let (mut oy, mut ox) = (j0 / ow, j0 % ow);
+    let mut jj = 0;
+    while jj < valid {
+        let len = (ow - ox).min(valid - jj);
+        runs.push(Run { jj, oy, ox, len });
+        jj += len;
+        oy += 1;
+        ox = 0;
+    }
+}
+
+/// The masked loads of [`Im2col::panel_masked`] for one panel: per tap position `(ky, kx)`
+/// and vector `v` of a panel row (`q = ky·kw + kx`), the entries
+/// `list[starts[q·nv + v]..starts[q·nv + v + 1]]`, each `(offset of lane 0 in the input
+/// plane, first lane, end lane)`.
+#[derive(Default)]
+pub(crate) struct Segments {
+    list: Vec<(isize, usize, usize)>,
+    starts: Vec<usize>,
 }
 
 /// Geometry of one group's im2col, all in elements.
-struct Im2col {
-    h: usize,
-    w: usize,
-    cg: usize,
-    kh: usize,
-    kw: usize,
-    ow: usize,
-    stride: (usize, usize),
-    padding: (usize, usize),
-    dilation: (usize, usize),
+pub(crate) struct Im2col {
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) cg: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) ow: usize,
+    pub(crate) stride: (usize, usize),
+    pub(crate) padding: (usize, usize),
+    pub(crate) dilation: (usize, usize),
 }
 
 /// Output positions `o` in `0..out_len` with `0 <= o·stride + tap - pad < len`, as a range.
@@ -148,10 +173,12 @@ impl Im2col {
     /// runs (one per output row it touches) are worked out once and reused by every tap. On
     /// AVX-512, a panel whose every 16-column vector reads from a window of at most 32
     /// consecutive input elements per tap (stride 1 with short row wraps, the common case)
-    /// is filled by [`Im2col::panel_v4`]; other panels and levels go through
-    /// [`Im2col::panel_runs`].
+    /// is filled by [`Im2col::panel_v4`]; other stride-1 panels, at levels with masked loads
+    /// (AVX-512, AVX2), by [`Im2col::panel_masked`]; the rest go through
+    /// [`Im2col::panel_runs`]. With `nr = pixels.len()` (one panel) `dst` is the row-major
+    /// `[taps, pixels]` patch matrix.
     #[inline(always)]
-    fn pack<S: Simd>(
+    pub(crate) fn pack<S: Simd>(
         &self,
         simd: S,
         x: &[f32],
@@ -162,28 +189,107 @@ impl Im2col {
         let ncols = pixels.len();
         let panels = ncols.div_ceil(nr);
         let mut runs = Vec::with_capacity(nr);
+        let mut segs = Segments::default();
         #[cfg(target_arch = "x86_64")]
         let mut masks = vec![0u32; self.kh + self.kw];
         for p in 0..panels {
             let j0 = pixels.start + p * nr;
             let valid = nr.min(pixels.end - j0);
-            runs.clear();
-            let (mut oy, mut ox) = (j0 / self.ow, j0 % self.ow);
-            let mut jj = 0;
-            while jj < valid {
-                let len = (self.ow - ox).min(valid - jj);
-                runs.push(Run { jj, oy, ox, len });
-                jj += len;
-                oy += 1;
-                ox = 0;
-            }
+            pixel_runs(j0, valid, self.ow, &mut runs);
             #[cfg(target_arch = "x86_64")]
             if let Some(v4) = crate::elem::downcast::<S, pulp::x86::V4>(simd)
                 && self.panel_v4(v4, x, &runs, valid, p, panels, nr, &mut masks, dst)
             {
                 continue;
             }
+            if self.stride.1 == 1 && masked_loads::<S>() {
+                self.panel_masked(simd, x, &runs, p, panels, nr, &mut segs, dst);
+                continue;
+            }
             self.panel_runs(simd, x, &runs, p, panels, nr, dst);
+        }
+    }
+
+    /// Fills panel `p` of `panels` (all taps) of a stride-1 convolution vector by vector: each
+    /// vector of a panel row is the sum of one masked load ([`load_lanes`]) per run it covers
+    /// (its lanes of that run that fall inside the image; the others load as zeros), then one
+    /// store. Which lanes and offsets depend on the tap's `(ky, kx)` and the panel only, so
+    /// they are worked out once per panel ([`Segments`]) and every input channel reuses them.
+    /// A row whose last vector is partial is stored whole when the rows are written in order
+    /// (one panel) and it fits in `dst`: the next row overwrites the excess.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn panel_masked<S: Simd>(
+        &self,
+        simd: S,
+        xg: &[f32],
+        runs: &[Run],
+        p: usize,
+        panels: usize,
+        nr: usize,
+        segs: &mut Segments,
+        dst: &mut [f32],
+    ) {
+        let lanes = S::F32_LANES;
+        let nv = nr.div_ceil(lanes);
+        let (sh, ph) = (self.stride.0, self.padding.0);
+        let (dh, dw) = self.dilation;
+        let pw = self.padding.1;
+        segs.list.clear();
+        segs.starts.clear();
+        for ky in 0..self.kh {
+            for kx in 0..self.kw {
+                let xs = valid_range(self.w, self.ow, 1, kx * dw, pw);
+                for v in 0..nv {
+                    segs.starts.push(segs.list.len());
+                    let (c0, c1) = (v * lanes, (v * lanes + lanes).min(nr));
+                    for r in runs {
+                        let y = (r.oy * sh + ky * dh).wrapping_sub(ph);
+                        let a = xs.start.clamp(r.ox, r.ox + r.len);
+                        let b = xs.end.clamp(a, r.ox + r.len);
+                        let (lo, hi) = ((r.jj + a - r.ox).max(c0), (r.jj + b - r.ox).min(c1));
+                        if y >= self.h || lo >= hi {
+                            continue;
+                        }
+                        // Lane `i` is column `c0 + i`, input column `ox + c0 + i - jj + kx·dw - pw`.
+                        let off =
+                            (y * self.w + r.ox + c0 + kx * dw) as isize - (r.jj + pw) as isize;
+                        segs.list.push((off, lo - c0, hi - c0));
+                    }
+                }
+            }
+        }
+        segs.starts.push(segs.list.len());
+        let taps = self.cg * self.kh * self.kw;
+        let plane = self.h * self.w;
+        let zero = simd.splat_f32s(0.0);
+        let mut kk = 0;
+        for ci in 0..self.cg {
+            let xc = xg[ci * plane..].as_ptr();
+            for q in 0..self.kh * self.kw {
+                let k0 = kk / KC * KC;
+                let kc = KC.min(taps - k0);
+                let row = k0 * panels * nr + p * kc * nr + (kk - k0) * nr;
+                for v in 0..nv {
+                    let mut acc = zero;
+                    for &(off, lo, hi) in
+                        &segs.list[segs.starts[q * nv + v]..segs.starts[q * nv + v + 1]]
+                    {
+                        // SAFETY: lanes `lo..hi` read input columns inside row `y` of channel
+                        // `ci` (the run's columns inside the image, worked out above).
+                        let part = unsafe { load_lanes(simd, xc.wrapping_offset(off), lo, hi) };
+                        acc = simd.add_f32s(acc, part);
+                    }
+                    let c0 = row + v * lanes;
+                    let end = c0 + lanes;
+                    if end <= row + nr || (panels == 1 && end <= dst.len()) {
+                        store(simd, &mut dst[c0..end], acc);
+                    } else {
+                        store(simd, &mut dst[c0..row + nr], acc);
+                    }
+                }
+                kk += 1;
+            }
         }
     }
 

@@ -89,15 +89,24 @@ pub(crate) struct PackDense<'a, T, E> {
     pub(crate) conv: fn(T) -> E,
 }
 
-impl<T: Copy, E: Elem> pulp::WithSimd for PackDense<'_, T, E> {
+impl<T: Copy + 'static, E: Elem> pulp::WithSimd for PackDense<'_, T, E> {
     /// Panel width, vector lanes, and the packed weights.
     type Output = (usize, usize, AlignedBuf<E>);
 
     #[inline(always)]
-    fn with_simd<S: Simd>(self, _simd: S) -> Self::Output {
+    fn with_simd<S: Simd>(self, simd: S) -> Self::Output {
         let nr = nr::<S>();
         let mut buf = AlignedBuf::zeroed(packed_b_len(self.k, self.n, nr));
-        pack_b(self.w, self.k, 0..self.n, nr, buf.as_mut_slice(), self.conv);
+        pack_b(
+            simd,
+            self.w,
+            self.k,
+            self.k,
+            0..self.n,
+            nr,
+            buf.as_mut_slice(),
+            self.conv,
+        );
         (nr, S::F32_LANES, buf)
     }
 }
@@ -324,7 +333,7 @@ impl pulp::WithSimd for Dense<'_> {
         for c0 in (0..n).step_by(block) {
             let cols = c0..(c0 + block).min(n);
             let len = packed_b_len(k, cols.len(), nr);
-            pack_b(w, k, cols.clone(), nr, &mut b[..len], |v| v);
+            pack_b(simd, w, k, k, cols.clone(), nr, &mut b[..len], |v| v);
             Gemm {
                 m,
                 n: cols.len(),
@@ -348,7 +357,7 @@ impl pulp::WithSimd for Dense<'_> {
 }
 
 /// Packs validated weights at the level of `kernels`.
-pub(crate) fn pack<T: Copy, E: Elem>(
+pub(crate) fn pack<T: Copy + 'static, E: Elem>(
     kernels: &crate::Kernels,
     w: &[T],
     n: usize,

@@ -21,6 +21,9 @@ pub enum WeightType {
 
 /// A packed storage element: loads `S::F32_LANES` consecutive elements as one `f32` vector.
 pub(crate) trait Elem: Copy + Default + Send + Sync + 'static {
+    /// Whether this is `f32` itself (no widening).
+    const IS_F32: bool = false;
+
     /// Loads `S::F32_LANES` elements starting at `p`, widened to `f32`.
     ///
     /// # Safety
@@ -29,6 +32,8 @@ pub(crate) trait Elem: Copy + Default + Send + Sync + 'static {
 }
 
 impl Elem for f32 {
+    const IS_F32: bool = true;
+
     #[inline(always)]
     unsafe fn load<S: Simd>(_simd: S, p: *const f32) -> S::f32s {
         // SAFETY: the caller guarantees `F32_LANES` readable elements.

@@ -35,7 +35,7 @@ use pulp::Simd;
 
 use crate::activation::{Activation, apply};
 use crate::elem::{Elem, Scratch, take_scratch};
-use crate::vmem::{copy, load, store, zero};
+use crate::vmem::{copy, load, store, transpose8, zero};
 
 /// Rows of `k` per packed block of `B`. One block up to 1024 deep saves a second pass over
 /// `C` (load and store) per 512 rows: with the column blocks of [`nc`], 1024³ best-of-25
@@ -128,18 +128,27 @@ fn b_block(kk: usize, k: usize, panels: usize, nr: usize) -> (usize, usize, usiz
     (k0, KC.min(k - k0), k0 * panels * nr)
 }
 
-/// Packs the columns `cols` of the row-major `n × k` matrix `w` (rows are `B`'s columns:
-/// PyTorch Linear weights) into the [`KC`]-blocked panel layout, converting with `conv`;
-/// the columns of the last panel past `cols.end` are zeroed.
-/// `dst` has `packed_b_len(k, cols.len(), nr)` elements.
-pub(crate) fn pack_b<T: Copy, E: Elem>(
+/// Packs the columns `cols` of `B[k, ·]` given as the rows of `w` (`B[kk, j] = w[j·ldw + kk]`,
+/// row stride `ldw ≥ k`: PyTorch Linear weights with `ldw = k`) into the [`KC`]-blocked panel
+/// layout, converting with `conv`; the columns of the last panel past `cols.end` are zeroed.
+/// `dst` has `packed_b_len(k, cols.len(), nr)` elements. `f32` into `f32` (where `conv` must
+/// be the identity) goes by 8 × 8 blocks transposed in registers where the level has them
+/// ([`transpose8`]).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn pack_b<S: Simd, T: Copy + 'static, E: Elem>(
+    simd: S,
     w: &[T],
+    ldw: usize,
     k: usize,
     cols: core::ops::Range<usize>,
     nr: usize,
     dst: &mut [E],
     conv: impl Fn(T) -> E,
 ) {
+    use core::any::TypeId;
+    let plain =
+        TypeId::of::<T>() == TypeId::of::<f32>() && TypeId::of::<E>() == TypeId::of::<f32>();
     let ncols = cols.len();
     let panels = ncols.div_ceil(nr);
     for k0 in (0..k).step_by(KC) {
@@ -147,8 +156,43 @@ pub(crate) fn pack_b<T: Copy, E: Elem>(
         for p in 0..panels {
             let panel = &mut dst[off + p * kc * nr..][..kc * nr];
             let valid = nr.min(ncols - p * nr);
-            for j in 0..valid {
-                let row = &w[(cols.start + p * nr + j) * k + k0..][..kc];
+            let row0 = cols.start + p * nr;
+            // Whole 8 × 8 blocks: 8 columns (rows of `w`) by 8 steps of `k`.
+            let mut j0 = 0;
+            if plain && kc >= 8 {
+                while j0 + 8 <= valid {
+                    let mut kk = 0;
+                    while kk + 8 <= kc {
+                        let src: [*const f32; 8] = core::array::from_fn(|r| {
+                            w[(row0 + j0 + r) * ldw + k0 + kk..][..8]
+                                .as_ptr()
+                                .cast::<f32>()
+                        });
+                        let at = panel[kk * nr + j0..][..7 * nr + 8]
+                            .as_mut_ptr()
+                            .cast::<f32>();
+                        // SAFETY: the 8 rows of 8 elements of `w` and the 8 panel rows of 8
+                        // columns from `j0` are inside the slices taken above; `T` and `E` are
+                        // `f32`.
+                        if !unsafe { transpose8(simd, src, at, nr) } {
+                            break;
+                        }
+                        kk += 8;
+                    }
+                    if kk == 0 {
+                        break;
+                    }
+                    for j in j0..j0 + 8 {
+                        let row = &w[(row0 + j) * ldw + k0..][..kc];
+                        for (kk, &v) in row.iter().enumerate().skip(kk) {
+                            panel[kk * nr + j] = conv(v);
+                        }
+                    }
+                    j0 += 8;
+                }
+            }
+            for j in j0..valid {
+                let row = &w[(row0 + j) * ldw + k0..][..kc];
                 for (kk, &v) in row.iter().enumerate() {
                     panel[kk * nr + j] = conv(v);
                 }
@@ -220,11 +264,15 @@ pub(crate) struct Gemm<'a, E> {
 /// The `R × NV` register tile over `kc` steps: returns `acc[i][v] + Σ a[i, kk] · b[kk, v]`
 /// (accumulators in and out by value, so that they stay in registers).
 ///
+/// With `CS > 0`, `A` is `MR`-interleaved with `MR = CS` (`rs = 1`, `cs = CS`, known at
+/// compile time: every row's value is at a constant offset from one pointer); with `CS = 0`
+/// the strides are the arguments.
+///
 /// # Safety
 /// Rows `0..R` of `a` (`a + i·rs + kk·cs`) and `kc·NV·lanes` elements of `b` are readable.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize>(
+unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usize>(
     simd: S,
     kc: usize,
     a: *const f32,
@@ -235,6 +283,7 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize>(
     acc: [[S::f32s; NV]; R],
 ) -> [[S::f32s; NV]; R] {
     let lanes = S::F32_LANES;
+    let (rs, cs) = if CS > 0 { (1, CS) } else { (rs, cs) };
     // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
     unsafe {
         if R == 1 {
@@ -396,7 +445,7 @@ struct Store<'a> {
 /// As [`tile`]; `out[i·ldc + c]` is writable for `i < R`, `c < st.valid`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize>(
+unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usize>(
     simd: S,
     kc: usize,
     a: *const f32,
@@ -427,7 +476,7 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize>(
         }
     }
     // SAFETY: forwarded caller guarantee.
-    let acc = unsafe { tile::<S, E, R, NV>(simd, kc, a, rs, cs, b, st.nr, acc) };
+    let acc = unsafe { tile::<S, E, R, NV, CS>(simd, kc, a, rs, cs, b, st.nr, acc) };
     for (i, row) in acc.iter().enumerate() {
         let rb = match (st.first, st.row_bias) {
             (true, Some(rb)) => simd.splat_f32s(rb[i]),
@@ -456,10 +505,12 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize>(
     }
 }
 
-/// Dispatches a tile of `rows ≤ MR` rows to its const-sized instance.
+/// Dispatches a tile of `rows ≤ MR` rows to its const-sized instance (`CS` as in [`tile`]).
+/// Instances with more rows than `MR` are never reached and never compiled: the arms are
+/// guarded by inline consts.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn block_rows<S: Simd, E: Elem, const NV: usize>(
+unsafe fn block_rows<S: Simd, E: Elem, const MR: usize, const NV: usize, const CS: usize>(
     simd: S,
     rows: usize,
     kc: usize,
@@ -471,38 +522,32 @@ unsafe fn block_rows<S: Simd, E: Elem, const NV: usize>(
     ldc: usize,
     st: &Store<'_>,
 ) {
-    if NV > 1 && st.valid <= S::F32_LANES {
+    if const { NV > 1 } && st.valid <= S::F32_LANES {
         // A narrow last panel: only its first vector holds columns.
         // SAFETY: forwarded; the one-vector tile reads a subset of the panel.
-        unsafe { block_rows::<S, E, 1>(simd, rows, kc, a, rs, cs, b, out, ldc, st) };
+        unsafe { block_rows::<S, E, MR, 1, CS>(simd, rows, kc, a, rs, cs, b, out, ldc, st) };
         return;
     }
-    // SAFETY: forwarded caller guarantee, for exactly `rows` rows.
-    unsafe {
-        match rows {
-            1 => block::<S, E, 1, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
-            2 => block::<S, E, 2, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
-            3 => block::<S, E, 3, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
-            4 => block::<S, E, 4, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
-            5 => block::<S, E, 5, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
-            6 => block::<S, E, 6, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
-            7 => block::<S, E, 7, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
-            8 => block::<S, E, 8, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
-            9 => block::<S, E, 9, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
-            10 => block::<S, E, 10, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
-            11 => block::<S, E, 11, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
-            _ => block::<S, E, 12, NV>(simd, kc, a, rs, cs, b, out, ldc, st),
-        }
+    macro_rules! by_rows {
+        ($($r:literal)*) => {
+            match rows {
+                $($r if const { $r < MR } => block::<S, E, $r, NV, CS>(simd, kc, a, rs, cs, b, out, ldc, st),)*
+                _ => block::<S, E, MR, NV, CS>(simd, kc, a, rs, cs, b, out, ldc, st),
+            }
+        };
     }
+    // SAFETY: forwarded caller guarantee, for exactly `rows` rows.
+    unsafe { by_rows!(1 2 3 4 5 6 7 8 9 10 11) }
 }
 
 impl<E: Elem> Gemm<'_, E> {
     /// Runs the product into `out` (see [`Gemm::ldc`]) at the level of `simd`.
     #[inline(always)]
     pub(crate) fn run<S: Simd>(&self, simd: S, out: &mut [f32]) {
-        if wide_tile::<S>() {
+        // Inline consts, so that only the level's own tile is compiled.
+        if const { S::REGISTER_COUNT >= 32 && !cfg!(target_arch = "wasm32") } {
             self.run_tile::<S, 12, 2>(simd, out);
-        } else if cfg!(target_arch = "wasm32") {
+        } else if const { cfg!(target_arch = "wasm32") } {
             self.run_tile::<S, 4, 4>(simd, out);
         } else {
             self.run_tile::<S, 6, 2>(simd, out);
@@ -658,18 +703,19 @@ impl<E: Elem> Gemm<'_, E> {
                             // SAFETY: the asserts above bound every row of A, every block
                             // and panel of B and every written element of `out`.
                             unsafe {
-                                block_rows::<S, E, NV>(
-                                    simd,
-                                    rows,
-                                    kc,
-                                    a_ptr,
-                                    rs,
-                                    cs,
-                                    b.as_ptr().add(boff + p * kc * nr),
-                                    out_ptr.add(r0 * ldc + c0),
-                                    ldc,
-                                    &st,
-                                );
+                                let b = b.as_ptr().add(boff + p * kc * nr);
+                                let out = out_ptr.add(r0 * ldc + c0);
+                                // `f32` weights interleaved by `MR` (packed conv weights, a
+                                // transposed `A`): strides known at compile time.
+                                if const { E::IS_F32 } && rs == 1 && cs == MR {
+                                    block_rows::<S, E, MR, NV, MR>(
+                                        simd, rows, kc, a_ptr, rs, cs, b, out, ldc, &st,
+                                    );
+                                } else {
+                                    block_rows::<S, E, MR, NV, 0>(
+                                        simd, rows, kc, a_ptr, rs, cs, b, out, ldc, &st,
+                                    );
+                                }
                             }
                         }
                         r0 += MR;

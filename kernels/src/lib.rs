@@ -1,7 +1,8 @@
 //! tensorlet's compute kernels: dense (GEMM/GEMV), NCHW conv2d, pooling, activations,
 //! softmax and broadcasting element-wise ops on `f32` slices, and the products training
 //! needs: [`Kernels::matmul`] (either operand transposed, optionally accumulating into the
-//! output: the backward products of a dense layer).
+//! output: the backward products of a dense layer), [`Kernels::conv2d_backward_input`] and
+//! [`Kernels::conv2d_backward_weights`] (conv2d's gradients, as GEMMs on im2col patches).
 //!
 //! Every kernel is written once, generic over [`pulp::Simd`], as a small struct implementing
 //! [`pulp::WithSimd`]. A [`Kernels`] value holds the pulp arch token for one [`Level`]
@@ -25,6 +26,7 @@
 
 mod activation;
 mod conv;
+mod conv_grad;
 mod dense;
 mod dispatch;
 mod elem;

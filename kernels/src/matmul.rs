@@ -33,17 +33,32 @@ impl pulp::WithSimd for PackTransposedA<'_> {
     fn with_simd<S: Simd>(self, simd: S) -> Self::Output {
         let Self { a, m, k } = self;
         let mr = tile_dims::<S>().0;
-        let blocks = m.div_ceil(mr);
-        let mut buf = take_scratch(&TRANSPOSED_A, blocks * mr * k);
-        let dst = &mut buf.as_mut_slice()[..blocks * mr * k];
-        for (kk, row) in a.chunks_exact(m).enumerate() {
-            for (blk, run) in row.chunks(mr).enumerate() {
-                let d = &mut dst[(blk * k + kk) * mr..][..mr];
-                crate::vmem::copy(simd, &mut d[..run.len()], run);
-                d[run.len()..].fill(0.0);
-            }
-        }
+        let len = m.div_ceil(mr) * mr * k;
+        let mut buf = take_scratch(&TRANSPOSED_A, len);
+        pack_transposed(simd, a, m, k, mr, &mut buf.as_mut_slice()[..len]);
         (buf, mr)
+    }
+}
+
+/// Copies `a` (`[k, m]` row-major, `m > 0`) transposed into blocks of `mr` interleaved rows
+/// of `k` (`dst[(r / mr)·mr·k + kk·mr + r % mr] = a[kk·m + r]`, `ceil(m / mr)·mr·k`
+/// elements), zeroing the rows past `m` of the last block: the GEMM's `A` with `rs = 1`,
+/// `cs = mr`.
+#[inline(always)]
+pub(crate) fn pack_transposed<S: Simd>(
+    simd: S,
+    a: &[f32],
+    m: usize,
+    k: usize,
+    mr: usize,
+    dst: &mut [f32],
+) {
+    for (kk, row) in a.chunks_exact(m).take(k).enumerate() {
+        for (blk, run) in row.chunks(mr).enumerate() {
+            let d = &mut dst[(blk * k + kk) * mr..][..mr];
+            crate::vmem::copy(simd, &mut d[..run.len()], run);
+            d[run.len()..].fill(0.0);
+        }
     }
 }
 
@@ -92,7 +107,7 @@ impl pulp::WithSimd for Matmul<'_> {
             let len = packed_b_len(k, cols.len(), nr);
             let packed = &mut buf.as_mut_slice()[..len];
             if trans_b {
-                pack_b(b, k, cols.clone(), nr, packed, |v| v);
+                pack_b(simd, b, k, k, cols.clone(), nr, packed, |v| v);
             } else {
                 pack_b_rows(simd, b, n, k, cols.clone(), nr, packed);
             }

@@ -4,6 +4,7 @@
 
 use crate::activation::{Activate, Activation};
 use crate::conv::{Conv2d, PackedConv2d, TileRows, pack_weights};
+use crate::conv_grad::{Conv2dBackwardInput, Conv2dBackwardWeights};
 use crate::dense::{Dense, DensePacked, PackedData, PackedDense, pack};
 use crate::dispatch::{Kernels, Level};
 use crate::elementwise::{Binary, BinaryKind, Softmax};
@@ -269,6 +270,82 @@ impl Kernels {
         )?;
         let packed = self.pack_conv2d(w, w_shape, bias, p)?;
         self.conv2d_packed(x, x_shape, &packed, act, out)
+    }
+
+    /// The input gradient of [`Kernels::conv2d`] (PyTorch semantics, stride, padding, dilation
+    /// and groups included): from `dy` (`[n, oc, oh, ow]`, the output's gradient) and the
+    /// weights `w` (`w_shape` = `[oc, c/groups, kh, kw]`), writes `dx` (`x_shape` =
+    /// `[n, c, h, w]`), overwriting it.
+    ///
+    /// Per image and group, `Wᵀ · dY` on the GEMM core, then a col2im scatter-add. Runs on the
+    /// calling thread (a trainer calls it per sub-batch on each of its threads).
+    ///
+    /// Errors on invalid geometry (see [`conv2d_out_shape`]) or any slice length that does not
+    /// match its shape.
+    pub fn conv2d_backward_input(
+        &self,
+        dy: &[f32],
+        w: &[f32],
+        w_shape: [usize; 4],
+        x_shape: [usize; 4],
+        p: &Conv2dParams,
+        dx: &mut [f32],
+    ) -> Result<(), KernelError> {
+        let out_shape =
+            validate::conv2d_backward_input(dy.len(), w.len(), w_shape, x_shape, p, dx.len())?;
+        self.run(Conv2dBackwardInput {
+            dy,
+            w,
+            w_shape,
+            x_shape,
+            out_shape,
+            p: *p,
+            dx,
+        });
+        Ok(())
+    }
+
+    /// The weight gradient of [`Kernels::conv2d`]: from the input `x` (`x_shape` =
+    /// `[n, c, h, w]`) and `dy` (`[n, oc, oh, ow]`), writes `dw` (`w_shape` =
+    /// `[oc, c/groups, kh, kw]`) summed over the batch, and, when given, the bias gradient
+    /// `db` (`[oc]`: `dy` summed over the batch and the pixels); both are overwritten.
+    ///
+    /// Per image and group, `im2col(x) · dYᵀ` on the GEMM core, accumulated over the batch.
+    /// Runs on the calling thread.
+    ///
+    /// Errors on invalid geometry (see [`conv2d_out_shape`]) or any slice length that does not
+    /// match its shape.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d_backward_weights(
+        &self,
+        x: &[f32],
+        x_shape: [usize; 4],
+        dy: &[f32],
+        w_shape: [usize; 4],
+        p: &Conv2dParams,
+        dw: &mut [f32],
+        db: Option<&mut [f32]>,
+    ) -> Result<(), KernelError> {
+        let out_shape = validate::conv2d_backward_weights(
+            x.len(),
+            x_shape,
+            dy.len(),
+            w_shape,
+            p,
+            dw.len(),
+            db.as_deref().map(<[f32]>::len),
+        )?;
+        self.run(Conv2dBackwardWeights {
+            x,
+            x_shape,
+            dy,
+            w_shape,
+            out_shape,
+            p: *p,
+            dw,
+            db,
+        });
+        Ok(())
     }
 
     /// Packs conv2d weights `w` (`[oc, c/groups, kh, kw]`), `bias` (`[oc]`) and the geometry

@@ -126,36 +126,25 @@ pub fn dense(
     Ok(())
 }
 
-/// Reference [`Kernels::conv2d`](crate::Kernels::conv2d).
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d(
-    x: &[f32],
+/// Calls `f(x index, w index, out index)` for every product term of a convolution: each
+/// output element, input channel of its group and kernel tap that falls inside the input.
+fn conv2d_terms(
     x_shape: [usize; 4],
-    w: &[f32],
     w_shape: [usize; 4],
-    bias: Option<&[f32]>,
+    out_shape: [usize; 4],
     p: &Conv2dParams,
-    act: Activation,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
+    mut f: impl FnMut(usize, usize, usize),
+) {
     let [n, c, h, wd] = x_shape;
     let [oc, cg, kh, kw] = w_shape;
-    let [_, _, oh, ow] = validate::conv2d(
-        x.len(),
-        x_shape,
-        w.len(),
-        w_shape,
-        bias.map(<[f32]>::len),
-        p,
-        out.len(),
-    )?;
+    let [_, _, oh, ow] = out_shape;
     let ocg = oc / p.groups;
     for b in 0..n {
         for o in 0..oc {
             let g = o / ocg;
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let mut s = bias.map_or(0.0, |bias| f64::from(bias[o]));
+                    let oi = ((b * oc + o) * oh + oy) * ow + ox;
                     for ci in 0..cg {
                         let ch = g * cg + ci;
                         for ky in 0..kh {
@@ -167,16 +156,114 @@ pub fn conv2d(
                                 if y < 0 || xx < 0 || y as usize >= h || xx as usize >= wd {
                                     continue;
                                 }
-                                let xv = x[((b * c + ch) * h + y as usize) * wd + xx as usize];
-                                let wv = w[((o * cg + ci) * kh + ky) * kw + kx];
-                                s += f64::from(xv) * f64::from(wv);
+                                let xi = ((b * c + ch) * h + y as usize) * wd + xx as usize;
+                                let wi = ((o * cg + ci) * kh + ky) * kw + kx;
+                                f(xi, wi, oi);
                             }
                         }
                     }
-                    out[((b * oc + o) * oh + oy) * ow + ox] = activation(act, s) as f32;
                 }
             }
         }
+    }
+}
+
+/// Rounds the `f64` sums `acc` into `out`.
+fn store<T: Real>(acc: &[f64], out: &mut [T]) {
+    for (o, &v) in out.iter_mut().zip(acc) {
+        *o = T::from_f64(v);
+    }
+}
+
+/// Reference [`Kernels::conv2d`](crate::Kernels::conv2d).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d<T: Real>(
+    x: &[T],
+    x_shape: [usize; 4],
+    w: &[T],
+    w_shape: [usize; 4],
+    bias: Option<&[T]>,
+    p: &Conv2dParams,
+    act: Activation,
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    let out_shape = validate::conv2d(
+        x.len(),
+        x_shape,
+        w.len(),
+        w_shape,
+        bias.map(<[T]>::len),
+        p,
+        out.len(),
+    )?;
+    let [_, oc, oh, ow] = out_shape;
+    let mut acc: Vec<f64> = (0..out.len())
+        .map(|i| bias.map_or(0.0, |b| b[i / (oh * ow) % oc].to_f64()))
+        .collect();
+    conv2d_terms(x_shape, w_shape, out_shape, p, |xi, wi, oi| {
+        acc[oi] += x[xi].to_f64() * w[wi].to_f64();
+    });
+    for a in &mut acc {
+        *a = activation(act, *a);
+    }
+    store(&acc, out);
+    Ok(())
+}
+
+/// Reference [`Kernels::conv2d_backward_input`](crate::Kernels::conv2d_backward_input):
+/// `dx[xi] = Σ dy[oi] · w[wi]` over the product terms that read `x[xi]`.
+pub fn conv2d_backward_input<T: Real>(
+    dy: &[T],
+    w: &[T],
+    w_shape: [usize; 4],
+    x_shape: [usize; 4],
+    p: &Conv2dParams,
+    dx: &mut [T],
+) -> Result<(), KernelError> {
+    let out_shape =
+        validate::conv2d_backward_input(dy.len(), w.len(), w_shape, x_shape, p, dx.len())?;
+    let mut acc = vec![0.0; dx.len()];
+    conv2d_terms(x_shape, w_shape, out_shape, p, |xi, wi, oi| {
+        acc[xi] += dy[oi].to_f64() * w[wi].to_f64();
+    });
+    store(&acc, dx);
+    Ok(())
+}
+
+/// Reference [`Kernels::conv2d_backward_weights`](crate::Kernels::conv2d_backward_weights):
+/// `dw[wi] = Σ dy[oi] · x[xi]` over the product terms that use `w[wi]`, `db[o]` the sum of
+/// `dy` over the batch and pixels of channel `o`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_weights<T: Real>(
+    x: &[T],
+    x_shape: [usize; 4],
+    dy: &[T],
+    w_shape: [usize; 4],
+    p: &Conv2dParams,
+    dw: &mut [T],
+    db: Option<&mut [T]>,
+) -> Result<(), KernelError> {
+    let out_shape = validate::conv2d_backward_weights(
+        x.len(),
+        x_shape,
+        dy.len(),
+        w_shape,
+        p,
+        dw.len(),
+        db.as_deref().map(<[T]>::len),
+    )?;
+    let mut acc = vec![0.0; dw.len()];
+    conv2d_terms(x_shape, w_shape, out_shape, p, |xi, wi, oi| {
+        acc[wi] += dy[oi].to_f64() * x[xi].to_f64();
+    });
+    store(&acc, dw);
+    if let Some(db) = db {
+        let [_, oc, oh, ow] = out_shape;
+        let mut sums = vec![0.0; oc];
+        for (i, v) in dy.iter().enumerate() {
+            sums[i / (oh * ow) % oc] += v.to_f64();
+        }
+        store(&sums, db);
     }
     Ok(())
 }

@@ -82,6 +82,55 @@ pub(crate) fn conv2d(
     Ok(out_shape)
 }
 
+/// Validates [`Kernels::conv2d_backward_input`](crate::Kernels::conv2d_backward_input)
+/// arguments; returns the convolution's output shape (`dy`'s).
+pub(crate) fn conv2d_backward_input(
+    dy: usize,
+    w: usize,
+    w_shape: [usize; 4],
+    x_shape: [usize; 4],
+    p: &Conv2dParams,
+    dx: usize,
+) -> Result<[usize; 4], KernelError> {
+    let out_shape = conv2d_out_shape(x_shape, w_shape, p)?;
+    check_shape("dy", dy, out_shape)?;
+    check_shape("w", w, w_shape)?;
+    check_shape("dx", dx, x_shape)?;
+    Ok(out_shape)
+}
+
+/// Validates [`Kernels::conv2d_backward_weights`](crate::Kernels::conv2d_backward_weights)
+/// arguments; returns the convolution's output shape (`dy`'s).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_backward_weights(
+    x: usize,
+    x_shape: [usize; 4],
+    dy: usize,
+    w_shape: [usize; 4],
+    p: &Conv2dParams,
+    dw: usize,
+    db: Option<usize>,
+) -> Result<[usize; 4], KernelError> {
+    let out_shape = conv2d_out_shape(x_shape, w_shape, p)?;
+    check_shape("x", x, x_shape)?;
+    check_shape("dy", dy, out_shape)?;
+    check_shape("dw", dw, w_shape)?;
+    if let Some(db) = db {
+        check_len("db", db, w_shape[0], "one per output channel")?;
+    }
+    Ok(out_shape)
+}
+
+/// Checks that slice `name` holds a tensor of `shape`.
+fn check_shape(name: &str, len: usize, shape: [usize; 4]) -> Result<(), KernelError> {
+    check_len(
+        name,
+        len,
+        product(name, &shape)?,
+        format_args!("shape {shape:?}"),
+    )
+}
+
 /// Validates max/avg pooling arguments; returns the output shape.
 pub(crate) fn pool2d(
     x: usize,

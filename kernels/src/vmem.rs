@@ -1,6 +1,7 @@
 //! Vector loads and stores of `f32` slices shorter than a vector: masked loads and stores on
 //! AVX-512 (one instruction each), pulp's partial loads and stores elsewhere. Every kernel's
-//! row and column tails go through these, as do the vector copy and zero fill of a run.
+//! row and column tails go through these, as do the vector copy and zero fill of a run and the
+//! masked loads of lane ranges; and the 8 × 8 transpose that packs a transposed operand.
 
 use pulp::Simd;
 
@@ -8,14 +9,80 @@ use pulp::Simd;
 #[inline(always)]
 pub(crate) fn partial_load<S: Simd>(simd: S, x: &[f32]) -> S::f32s {
     #[cfg(target_arch = "x86_64")]
-    if let Some(v4) = crate::elem::downcast::<S, pulp::x86::V4>(simd) {
-        let mask = ((1u32 << x.len().min(16)) - 1) as u16;
-        // SAFETY: only the `x.len()` lanes under the mask are read; S is V4 (same register).
-        return unsafe {
-            crate::elem::reinterpret(v4.avx512f._mm512_maskz_loadu_ps(mask, x.as_ptr()))
-        };
+    if masked_loads::<S>() {
+        // SAFETY: lanes `0..x.len()` (fewer than a vector's) are read, all inside `x`.
+        return unsafe { load_lanes(simd, x.as_ptr(), 0, x.len().min(S::F32_LANES)) };
     }
     simd.partial_load_f32s(x)
+}
+
+/// Whether [`load_lanes`] is one masked load at this level (AVX-512, AVX2) rather than a copy
+/// through a buffer.
+#[inline(always)]
+pub(crate) fn masked_loads<S: Simd>() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::any::TypeId;
+        TypeId::of::<S>() == TypeId::of::<pulp::x86::V4>()
+            || TypeId::of::<S>() == TypeId::of::<pulp::x86::V3>()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// AVX2 lane masks by sliding window: the 8 lanes from `8 - lo` are set from lane `lo` on.
+#[cfg(target_arch = "x86_64")]
+static FROM_LANE: [i32; 16] = [0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1];
+/// The 8 lanes from `8 - hi` are set below lane `hi`.
+#[cfg(target_arch = "x86_64")]
+static BELOW_LANE: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// A vector whose lanes `lo..hi` (`lo <= hi <= lanes`) are `p[lo..hi]` and whose other lanes
+/// are zero; only lanes `lo..hi` are read. One masked load on AVX-512 and AVX2 (see
+/// [`masked_loads`]), lane by lane through a buffer elsewhere.
+///
+/// # Safety
+/// `p + lo .. p + hi` is readable; `p` itself may lie outside the allocation (compute it with
+/// `wrapping_offset`).
+#[inline(always)]
+pub(crate) unsafe fn load_lanes<S: Simd>(simd: S, p: *const f32, lo: usize, hi: usize) -> S::f32s {
+    debug_assert!(lo <= hi && hi <= S::F32_LANES);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::elem::{downcast, reinterpret};
+        use core::arch::x86_64::__m256i;
+        if let Some(v4) = downcast::<S, pulp::x86::V4>(simd) {
+            let mask = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16;
+            // SAFETY: only the lanes under `mask` are read (caller); S is V4.
+            return unsafe { reinterpret(v4.avx512f._mm512_maskz_loadu_ps(mask, p)) };
+        }
+        if let Some(v3) = downcast::<S, pulp::x86::V3>(simd) {
+            // SAFETY: `8 - lo` and `8 - hi` are in `0..=8`, so 8 lanes from there are inside
+            // the 16-lane tables; only the lanes under the mask are read (caller); S is V3.
+            return unsafe {
+                let from = FROM_LANE
+                    .as_ptr()
+                    .add(8 - lo)
+                    .cast::<__m256i>()
+                    .read_unaligned();
+                let below = BELOW_LANE
+                    .as_ptr()
+                    .add(8 - hi)
+                    .cast::<__m256i>()
+                    .read_unaligned();
+                let mask = v3.avx2._mm256_and_si256(from, below);
+                reinterpret(v3.avx._mm256_maskload_ps(p, mask))
+            };
+        }
+    }
+    let _ = simd;
+    let mut buf = [0.0f32; 16];
+    for (i, b) in buf.iter_mut().enumerate().take(hi).skip(lo) {
+        // SAFETY: lane `i` in `lo..hi` is readable (caller).
+        *b = unsafe { p.wrapping_add(i).read() };
+    }
+    // SAFETY: `buf` holds 16 ≥ lanes floats.
+    unsafe { buf.as_ptr().cast::<S::f32s>().read_unaligned() }
 }
 
 /// Stores the low `x.len()` (`< lanes`) lanes of `v` into `x`.
@@ -81,4 +148,64 @@ pub(crate) fn zero<S: Simd>(simd: S, dst: &mut [f32]) {
         store(simd, &mut dst[c..c + w], z);
         c += lanes;
     }
+}
+
+/// Transposes the 8 × 8 block whose row `r` is `src[r]` (8 readable `f32`) into rows
+/// `dst + r·ld` (8 writable `f32` each) with AVX shuffles, on AVX2 and AVX-512; returns
+/// `false` (nothing written) at other levels.
+///
+/// # Safety
+/// As above: `src[r] .. src[r] + 8` readable, `dst + r·ld .. dst + r·ld + 8` writable.
+#[inline(always)]
+pub(crate) unsafe fn transpose8<S: Simd>(
+    simd: S,
+    src: [*const f32; 8],
+    dst: *mut f32,
+    ld: usize,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let v3 = match crate::elem::downcast::<S, pulp::x86::V4>(simd) {
+            Some(v4) => Some(*v4),
+            None => crate::elem::downcast::<S, pulp::x86::V3>(simd),
+        };
+        if let Some(v3) = v3 {
+            let avx = v3.avx;
+            // SAFETY: the caller's bounds; AVX is enabled (S is V3 or V4).
+            unsafe {
+                let r = src.map(|p| avx._mm256_loadu_ps(p));
+                // Pairs of rows interleaved, then quads, then the 128-bit halves swapped into
+                // place: output row i holds column i.
+                let t = [
+                    avx._mm256_unpacklo_ps(r[0], r[1]),
+                    avx._mm256_unpackhi_ps(r[0], r[1]),
+                    avx._mm256_unpacklo_ps(r[2], r[3]),
+                    avx._mm256_unpackhi_ps(r[2], r[3]),
+                    avx._mm256_unpacklo_ps(r[4], r[5]),
+                    avx._mm256_unpackhi_ps(r[4], r[5]),
+                    avx._mm256_unpacklo_ps(r[6], r[7]),
+                    avx._mm256_unpackhi_ps(r[6], r[7]),
+                ];
+                let q = [
+                    avx._mm256_shuffle_ps::<0x44>(t[0], t[2]),
+                    avx._mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+                    avx._mm256_shuffle_ps::<0x44>(t[1], t[3]),
+                    avx._mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+                    avx._mm256_shuffle_ps::<0x44>(t[4], t[6]),
+                    avx._mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+                    avx._mm256_shuffle_ps::<0x44>(t[5], t[7]),
+                    avx._mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+                ];
+                for i in 0..4 {
+                    let lo = avx._mm256_permute2f128_ps::<0x20>(q[i], q[i + 4]);
+                    let hi = avx._mm256_permute2f128_ps::<0x31>(q[i], q[i + 4]);
+                    avx._mm256_storeu_ps(dst.add(i * ld), lo);
+                    avx._mm256_storeu_ps(dst.add((i + 4) * ld), hi);
+                }
+            }
+            return true;
+        }
+    }
+    let _ = (simd, src, dst, ld);
+    false
 }

@@ -7,7 +7,9 @@ mod common;
 use common::{all_kernels, check_close, random};
 use proptest::prelude::*;
 use std::sync::Arc;
-use tensorlet_kernels::{Kernels, ThreadPool, oracle};
+use tensorlet_kernels::{
+    Activation, Conv2dParams, KernelError, Kernels, ThreadPool, conv2d_out_shape, oracle,
+};
 
 /// Products: `|got - ref| <= 1e-4 · (1 + |ref|)` (f32 sums of up to a few hundred terms
 /// against the oracle's f64 sums).
@@ -271,7 +273,7 @@ fn matmul_errors() {
 }
 
 /// The error [`Kernels::matmul`] gives for an `a` of `len` elements where 6 are expected.
-fn err_of(kern: &Kernels, len: usize) -> tensorlet_kernels::KernelError {
+fn err_of(kern: &Kernels, len: usize) -> KernelError {
     let mut out = [0.0; 6];
     kern.matmul(
         &vec![0.0; len],
@@ -308,4 +310,300 @@ fn dense_backward_oracle_matches_finite_differences() {
     let num_dw = numeric_grad(&w, h, |w| dot(&r, &forward(&x, w)));
     check_close64("dense dx", &dx, &num_dx, 1e-8);
     check_close64("dense dw", &dw, &num_dw, 1e-8);
+}
+
+// ---------------------------------------------------------------------------------------
+// conv2d backward
+
+/// Checks both conv2d gradients at every level against the oracle.
+fn check_conv_backward(
+    x_shape: [usize; 4],
+    w_shape: [usize; 4],
+    p: &Conv2dParams,
+    seed: u64,
+) -> Result<(), String> {
+    let out_shape = conv2d_out_shape(x_shape, w_shape, p).map_err(|e| e.to_string())?;
+    let x = random(seed, x_shape.iter().product(), -1.0, 1.0);
+    let w = random(seed ^ 1, w_shape.iter().product(), -1.0, 1.0);
+    let dy = random(seed ^ 2, out_shape.iter().product(), -1.0, 1.0);
+    let mut want_dx = vec![0.0; x.len()];
+    let mut want_dw = vec![0.0; w.len()];
+    let mut want_db = vec![0.0; w_shape[0]];
+    oracle::conv2d_backward_input(&dy, &w, w_shape, x_shape, p, &mut want_dx)
+        .map_err(|e| e.to_string())?;
+    oracle::conv2d_backward_weights(
+        &x,
+        x_shape,
+        &dy,
+        w_shape,
+        p,
+        &mut want_dw,
+        Some(&mut want_db),
+    )
+    .map_err(|e| e.to_string())?;
+    for kern in all_kernels() {
+        let what = format!("x{x_shape:?} w{w_shape:?} {p:?} at {:?}", kern.level());
+        let mut dx = vec![f32::NAN; x.len()];
+        kern.conv2d_backward_input(&dy, &w, w_shape, x_shape, p, &mut dx)
+            .map_err(|e| e.to_string())?;
+        check_close(&format!("dx {what}"), &dx, &want_dx, TOL, TOL)?;
+        let mut dw = vec![f32::NAN; w.len()];
+        let mut db = vec![f32::NAN; w_shape[0]];
+        kern.conv2d_backward_weights(&x, x_shape, &dy, w_shape, p, &mut dw, Some(&mut db))
+            .map_err(|e| e.to_string())?;
+        // dw and db sum over the batch and every pixel: a looser bound for the long sums.
+        check_close(&format!("dw {what}"), &dw, &want_dw, 4.0 * TOL, TOL)?;
+        check_close(&format!("db {what}"), &db, &want_db, 4.0 * TOL, TOL)?;
+        let mut dw2 = vec![f32::NAN; w.len()];
+        kern.conv2d_backward_weights(&x, x_shape, &dy, w_shape, p, &mut dw2, None)
+            .map_err(|e| e.to_string())?;
+        if dw2 != dw {
+            return Err(format!("dw without db differs from dw with db: {what}"));
+        }
+    }
+    Ok(())
+}
+
+/// Group structure for the conv proptest.
+#[derive(Clone, Copy, Debug)]
+enum Grouping {
+    /// `groups = 1`.
+    Dense,
+    /// `groups = 2`.
+    Two,
+    /// `groups = c` (depthwise, with a channel multiplier).
+    Depthwise,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(384))]
+
+    #[test]
+    fn conv2d_backward_matches_oracle(
+        batch in 1usize..=3,
+        grouping in prop::sample::select(&[Grouping::Dense, Grouping::Two, Grouping::Depthwise][..]),
+        cg in 1usize..=4,
+        ocg in 1usize..=5,
+        h in 1usize..=11,
+        w in 1usize..=11,
+        kh in 1usize..=4,
+        kw in 1usize..=4,
+        stride in (1usize..=3, 1usize..=3),
+        padding in (0usize..=2, 0usize..=2),
+        dilation in (1usize..=2, 1usize..=2),
+        seed: u64,
+    ) {
+        let (groups, cg) = match grouping {
+            Grouping::Dense => (1, cg),
+            Grouping::Two => (2, cg),
+            Grouping::Depthwise => (cg, 1),
+        };
+        // Shrink the kernel until its dilated extent fits the padded input.
+        let kh = kh.min((h + 2 * padding.0 - 1) / dilation.0 + 1);
+        let kw = kw.min((w + 2 * padding.1 - 1) / dilation.1 + 1);
+        let p = Conv2dParams { stride, padding, dilation, groups };
+        let x_shape = [batch, groups * cg, h, w];
+        let w_shape = [groups * ocg, cg, kh, kw];
+        check_conv_backward(x_shape, w_shape, &p, seed).map_err(TestCaseError::fail)?;
+    }
+}
+
+#[test]
+fn conv2d_backward_fixed_shapes() {
+    let pad1 = Conv2dParams {
+        padding: (1, 1),
+        ..Default::default()
+    };
+    let cases = [
+        // The seed CNN's second conv (batch 2) and first (padding 1).
+        ([2, 32, 13, 13], [64, 32, 3, 3], Conv2dParams::default()),
+        ([2, 1, 28, 28], [32, 1, 3, 3], pad1),
+        // More taps than one k block of the GEMM (120·9 = 1080 > 1024).
+        ([1, 120, 6, 5], [13, 120, 3, 3], pad1),
+        // Several pixel blocks (18 taps: blocks of about 7000 pixels).
+        ([1, 2, 130, 129], [3, 2, 3, 3], Conv2dParams::default()),
+        // Strided, dilated, grouped, 1×1.
+        (
+            [2, 6, 17, 15],
+            [9, 2, 3, 2],
+            Conv2dParams {
+                stride: (2, 3),
+                padding: (1, 0),
+                dilation: (2, 1),
+                groups: 3,
+            },
+        ),
+        (
+            [1, 16, 9, 7],
+            [33, 16, 1, 1],
+            Conv2dParams {
+                stride: (2, 2),
+                ..Default::default()
+            },
+        ),
+        // Depthwise with a channel multiplier.
+        (
+            [2, 4, 10, 10],
+            [8, 1, 3, 3],
+            Conv2dParams {
+                padding: (1, 1),
+                groups: 4,
+                ..Default::default()
+            },
+        ),
+        // Output rows of one pixel, batch of 0.
+        ([1, 3, 40, 3], [5, 3, 3, 3], Conv2dParams::default()),
+        ([0, 3, 5, 5], [2, 3, 3, 3], Conv2dParams::default()),
+    ];
+    for (i, (x_shape, w_shape, p)) in cases.iter().enumerate() {
+        check_conv_backward(*x_shape, *w_shape, p, 200 + i as u64).unwrap();
+    }
+}
+
+#[test]
+fn conv2d_backward_hand_computed() {
+    // x 3×3 = 1..9, w 2×2 = [[1, 2], [3, 4]], valid conv: y 2×2. With dy = [[1, 0], [0, 0]]
+    // only y[0][0] = 1·1 + 2·2 + 3·4 + 4·5 matters: dw = x's top-left 2×2 window
+    // [[1, 2], [4, 5]], dx = w placed at the top-left: [[1, 2, 0], [3, 4, 0], [0, 0, 0]],
+    // db = 1. With dy all ones, db = 4 and dw[i][j] is the sum of the 2×2 windows' (i, j)
+    // elements: [[1+2+4+5, 2+3+5+6], [4+5+7+8, 5+6+8+9]] = [[12, 16], [24, 28]].
+    let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+    let w = [1.0, 2.0, 3.0, 4.0];
+    let (xs, ws) = ([1, 1, 3, 3], [1, 1, 2, 2]);
+    let p = Conv2dParams::default();
+    let cases = [
+        (
+            [1.0, 0.0, 0.0, 0.0],
+            [1.0, 2.0, 0.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0],
+            [1.0, 2.0, 4.0, 5.0],
+            1.0,
+        ),
+        (
+            [1.0; 4],
+            [1.0, 3.0, 2.0, 4.0, 10.0, 6.0, 3.0, 7.0, 4.0],
+            [12.0, 16.0, 24.0, 28.0],
+            4.0,
+        ),
+    ];
+    for (dy, want_dx, want_dw, want_db) in cases {
+        let (mut dx, mut dw, mut db) = ([0.0f32; 9], [0.0f32; 4], [0.0f32; 1]);
+        oracle::conv2d_backward_input(&dy, &w, ws, xs, &p, &mut dx).unwrap();
+        oracle::conv2d_backward_weights(&x, xs, &dy, ws, &p, &mut dw, Some(&mut db)).unwrap();
+        assert_eq!((dx, dw, db), (want_dx, want_dw, [want_db]), "oracle");
+        for kern in all_kernels() {
+            let (mut dx, mut dw, mut db) = ([9.0f32; 9], [9.0f32; 4], [9.0f32; 1]);
+            kern.conv2d_backward_input(&dy, &w, ws, xs, &p, &mut dx)
+                .unwrap();
+            kern.conv2d_backward_weights(&x, xs, &dy, ws, &p, &mut dw, Some(&mut db))
+                .unwrap();
+            assert_eq!(
+                (dx, dw, db),
+                (want_dx, want_dw, [want_db]),
+                "{:?}",
+                kern.level()
+            );
+        }
+    }
+}
+
+#[test]
+fn conv2d_backward_oracle_matches_finite_differences() {
+    // loss = Σ r ⊙ conv2d(x, w, b): its gradients are the backward oracles applied to r.
+    let cases = [
+        ([2, 2, 5, 6], [3, 2, 3, 2], Conv2dParams::default()),
+        (
+            [1, 4, 7, 6],
+            [4, 2, 3, 3],
+            Conv2dParams {
+                stride: (2, 1),
+                padding: (1, 2),
+                dilation: (1, 2),
+                groups: 2,
+            },
+        ),
+    ];
+    for (i, (xs, ws, p)) in cases.iter().enumerate() {
+        let (xs, ws) = (*xs, *ws);
+        let os = conv2d_out_shape(xs, ws, p).unwrap();
+        let seed = 300 + i as u64;
+        let x = random64(seed, xs.iter().product());
+        let w = random64(seed ^ 1, ws.iter().product());
+        let b = random64(seed ^ 2, ws[0]);
+        let r = random64(seed ^ 3, os.iter().product());
+        let loss = |x: &[f64], w: &[f64], b: &[f64]| {
+            let mut y = vec![0.0; r.len()];
+            oracle::conv2d(x, xs, w, ws, Some(b), p, Activation::None, &mut y).unwrap();
+            dot(&r, &y)
+        };
+        let mut dx = vec![0.0; x.len()];
+        let mut dw = vec![0.0; w.len()];
+        let mut db = vec![0.0; b.len()];
+        oracle::conv2d_backward_input(&r, &w, ws, xs, p, &mut dx).unwrap();
+        oracle::conv2d_backward_weights(&x, xs, &r, ws, p, &mut dw, Some(&mut db)).unwrap();
+        let h = 1e-6;
+        check_close64(
+            "conv dx",
+            &dx,
+            &numeric_grad(&x, h, |x| loss(x, &w, &b)),
+            1e-7,
+        );
+        check_close64(
+            "conv dw",
+            &dw,
+            &numeric_grad(&w, h, |w| loss(&x, w, &b)),
+            1e-7,
+        );
+        check_close64(
+            "conv db",
+            &db,
+            &numeric_grad(&b, h, |b| loss(&x, &w, b)),
+            1e-7,
+        );
+    }
+}
+
+#[test]
+fn conv2d_backward_errors() {
+    let kern = Kernels::detect();
+    let p = Conv2dParams::default();
+    let (xs, ws) = ([1, 2, 4, 4], [3, 2, 3, 3]);
+    // out [1, 3, 2, 2]: 12 elements; x 32, w 54.
+    let (x, w, dy) = (vec![0.0; 32], vec![0.0; 54], vec![0.0; 12]);
+    let (mut dx, mut dw, mut db) = (vec![0.0; 32], vec![0.0; 54], vec![0.0; 3]);
+    let msg = |r: Result<(), KernelError>| r.unwrap_err().message;
+    let m = msg(kern.conv2d_backward_input(&dy[..11], &w, ws, xs, &p, &mut dx));
+    assert!(
+        m.contains("`dy` has length 11, expected 12 (shape [1, 3, 2, 2])"),
+        "{m}"
+    );
+    let m = msg(kern.conv2d_backward_input(&dy, &w[..53], ws, xs, &p, &mut dx));
+    assert!(m.contains("`w` has length 53, expected 54"), "{m}");
+    let m = msg(kern.conv2d_backward_input(&dy, &w, ws, xs, &p, &mut dx[..31]));
+    assert!(m.contains("`dx` has length 31, expected 32"), "{m}");
+    let m = msg(kern.conv2d_backward_input(&dy, &w, [3, 1, 3, 3], xs, &p, &mut dx));
+    assert!(m.contains("input channels per group"), "{m}");
+    let m = msg(kern.conv2d_backward_weights(&x[..30], xs, &dy, ws, &p, &mut dw, None));
+    assert!(m.contains("`x` has length 30, expected 32"), "{m}");
+    let m = msg(kern.conv2d_backward_weights(&x, xs, &dy[..1], ws, &p, &mut dw, None));
+    assert!(m.contains("`dy` has length 1, expected 12"), "{m}");
+    let m = msg(kern.conv2d_backward_weights(&x, xs, &dy, ws, &p, &mut dw[..1], None));
+    assert!(m.contains("`dw` has length 1, expected 54"), "{m}");
+    let m = msg(kern.conv2d_backward_weights(&x, xs, &dy, ws, &p, &mut dw, Some(&mut db[..2])));
+    assert!(m.contains("`db` has length 2, expected 3"), "{m}");
+    let big = Conv2dParams {
+        stride: (0, 1),
+        ..p
+    };
+    let m = msg(kern.conv2d_backward_weights(&x, xs, &dy, ws, &big, &mut dw, None));
+    assert!(m.contains("`stride` height is 0"), "{m}");
+    // The oracle validates the same way.
+    let m = msg(oracle::conv2d_backward_input(
+        &dy[..11],
+        &w,
+        ws,
+        xs,
+        &p,
+        &mut dx,
+    ));
+    assert!(m.contains("`dy` has length 11"), "{m}");
 }

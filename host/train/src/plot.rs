@@ -54,6 +54,9 @@ const HEAT_TOP: u32 = 64;
 const HEAT_LEFT: u32 = 190;
 const HEAT_BOTTOM: u32 = 120;
 const HEAT_RIGHT: u32 = 120;
+/// The most classes [`heatmap`] draws: 256 classes of 18-pixel cells are a 4918 × 4848
+/// picture (72 MB of RGB while drawing); beyond that the labels and counts are unreadable.
+pub const MAX_HEATMAP_CLASSES: usize = 256;
 /// The heat map's colour map: count 0 is the first stop, the largest count the last; every
 /// channel falls from stop to stop, so a larger count is never lighter in any channel.
 const HEAT_STOPS: [(u8, u8, u8); 3] = [(255, 255, 255), (107, 174, 214), (8, 48, 107)];
@@ -111,6 +114,13 @@ pub enum PlotError {
         /// Number of matrix rows given.
         rows: usize,
     },
+    /// More classes than [`MAX_HEATMAP_CLASSES`].
+    TooManyClasses {
+        /// The chart's file.
+        path: PathBuf,
+        /// Number of class labels given.
+        classes: usize,
+    },
     /// A confusion-matrix row whose length is not the number of class labels.
     Ragged {
         /// The chart's file.
@@ -165,6 +175,11 @@ impl fmt::Display for PlotError {
                 f,
                 "{}: {labels} class labels but the confusion matrix has {rows} rows, expected one \
                  row per label",
+                path.display()
+            ),
+            Self::TooManyClasses { path, classes } => write!(
+                f,
+                "{}: {classes} classes, a heat map draws at most {MAX_HEATMAP_CLASSES}",
                 path.display()
             ),
             Self::Ragged {
@@ -358,17 +373,19 @@ pub fn line_chart(
     })
 }
 
-/// Pixel size (width, height) of the PNG [`heatmap`] writes for `classes` classes: square
-/// cells of `clamp(600 / classes, 18, 96)` pixels plus fixed margins for the title, the
-/// labels and the colour bar.
+/// Pixel size (width, height) of the PNG [`heatmap`] writes for `classes` classes (at most
+/// [`MAX_HEATMAP_CLASSES`]; more are counted as that many): square cells of
+/// `clamp(600 / classes, 18, 96)` pixels plus fixed margins for the title, the labels and
+/// the colour bar.
 pub fn heatmap_size(classes: usize) -> (u32, u32) {
+    let classes = classes.min(MAX_HEATMAP_CLASSES);
     let side = heat_cell(classes) * classes as u32;
     (HEAT_LEFT + side + HEAT_RIGHT, HEAT_TOP + side + HEAT_BOTTOM)
 }
 
 /// Side of one heat-map cell in pixels for `classes` classes.
 fn heat_cell(classes: usize) -> u32 {
-    (600 / classes.max(1) as u32).clamp(18, 96)
+    (600 / classes.clamp(1, MAX_HEATMAP_CLASSES) as u32).clamp(18, 96)
 }
 
 /// The heat-map colour of a count that is `t` (in [0, 1]) of the largest count: white at 0,
@@ -399,7 +416,8 @@ fn heat_rgb(t: f64) -> RGBColor {
 /// and `title` above.
 ///
 /// # Errors
-/// [`PlotError::Empty`] without labels, [`PlotError::LabelCount`] when the matrix does not
+/// [`PlotError::Empty`] without labels, [`PlotError::TooManyClasses`] beyond
+/// [`MAX_HEATMAP_CLASSES`], [`PlotError::LabelCount`] when the matrix does not
 /// have one row per label, [`PlotError::Ragged`] for a row without one count per label,
 /// [`PlotError::Io`] when the file cannot be written.
 pub fn heatmap(
@@ -413,6 +431,12 @@ pub fn heatmap(
         return Err(PlotError::Empty {
             path: path.to_path_buf(),
             what: "no class labels".into(),
+        });
+    }
+    if n > MAX_HEATMAP_CLASSES {
+        return Err(PlotError::TooManyClasses {
+            path: path.to_path_buf(),
+            classes: n,
         });
     }
     if matrix.len() != n {

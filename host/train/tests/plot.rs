@@ -7,8 +7,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use tensorlet_train::plot::{
-    Curve, EpochPoint, LINE_CHART_SIZE, PlotError, heat_colour, heatmap, heatmap_size,
-    learning_curves, line_chart,
+    Curve, EpochPoint, LINE_CHART_SIZE, MAX_HEATMAP_CLASSES, PlotError, heat_colour, heatmap,
+    heatmap_size, learning_curves, line_chart,
 };
 
 /// A fresh, empty folder for one test under the target directory.
@@ -331,6 +331,15 @@ fn bad_input_is_refused_naming_the_file_and_the_problem() {
         message(e),
         format!(
             "{}: confusion matrix row 1 has 1 counts, expected 2 (one per class label)",
+            path.display()
+        )
+    );
+    let many: Vec<String> = (0..=MAX_HEATMAP_CLASSES).map(|i| i.to_string()).collect();
+    let e = heatmap(&path, "t", &many, &[]).unwrap_err();
+    assert_eq!(
+        message(e),
+        format!(
+            "{}: 257 classes, a heat map draws at most 256",
             path.display()
         )
     );

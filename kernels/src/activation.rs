@@ -153,3 +153,65 @@ impl pulp::WithSimd for Activate<'_> {
         apply_slice(simd, self.act, self.x);
     }
 }
+
+/// Vectorised `ln(1 + e)` for `e` in `[0, 1]`: `2·atanh(s)` with `s = e / (2 + e)` in
+/// `[0, 1/3]`, summed to the `s¹⁵` term (the first term left out is below `1e-9`).
+#[inline(always)]
+pub(crate) fn ln_1p_unit<S: Simd>(simd: S, e: S::f32s) -> S::f32s {
+    let s = simd.div_f32s(e, simd.add_f32s(simd.splat_f32s(2.0), e));
+    let s2 = simd.mul_f32s(s, s);
+    // 2·(1 + s²/3 + s⁴/5 + … + s¹⁴/15), by Horner in s².
+    let mut p = simd.splat_f32s(2.0 / 15.0);
+    for c in [
+        2.0 / 13.0,
+        2.0 / 11.0,
+        2.0 / 9.0,
+        2.0 / 7.0,
+        2.0 / 5.0,
+        2.0 / 3.0,
+        2.0,
+    ] {
+        p = simd.mul_add_e_f32s(p, s2, simd.splat_f32s(c));
+    }
+    simd.mul_f32s(p, s)
+}
+
+/// The [`pulp::WithSimd`] op behind
+/// [`Kernels::activation_backward`](crate::Kernels::activation_backward): `dx = dy ·
+/// act'(x)` from the activation's output `y`. Lengths are validated by the caller and `act`
+/// is not [`Activation::Gelu`].
+pub(crate) struct ActivationBackward<'a> {
+    pub(crate) y: &'a [f32],
+    pub(crate) dy: &'a [f32],
+    pub(crate) act: Activation,
+    pub(crate) dx: &'a mut [f32],
+}
+
+impl pulp::WithSimd for ActivationBackward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self { y, dy, act, dx } = self;
+        let one = simd.splat_f32s(1.0);
+        let zero = simd.splat_f32s(0.0);
+        let grad = |y: S::f32s, g: S::f32s| match act {
+            Activation::Relu => simd.select_f32s(simd.greater_than_f32s(y, zero), g, zero),
+            Activation::Sigmoid => simd.mul_f32s(g, simd.mul_f32s(y, simd.sub_f32s(one, y))),
+            Activation::Tanh => simd.mul_f32s(g, simd.mul_add_e_f32s(simd.neg_f32s(y), y, one)),
+            Activation::None | Activation::Gelu => g,
+        };
+        let lanes = S::F32_LANES;
+        let mut c = 0;
+        while c < dx.len() {
+            let n = lanes.min(dx.len() - c);
+            let r = c..c + n;
+            let v = grad(
+                crate::vmem::load(simd, &y[r.clone()]),
+                crate::vmem::load(simd, &dy[r.clone()]),
+            );
+            crate::vmem::store(simd, &mut dx[r], v);
+            c += lanes;
+        }
+    }
+}

@@ -21,7 +21,7 @@ use crate::dispatch::Level;
 use crate::elem::{Scratch, take_scratch};
 use crate::gemm::{AView, Bias, Gemm, KC, NC, nr, packed_b_len, tile_dims};
 use crate::shape::Conv2dParams;
-use crate::vmem::{copy, load_lanes, masked_loads, store, zero};
+use crate::vmem::{copy, lane_bits, load_masked, masked_loads, store, zero};
 
 /// Conv2d weights `[oc, c/groups, kh, kw]` packed once for
 /// [`Kernels::conv2d_packed`](crate::Kernels::conv2d_packed), with the bias, the geometry and
@@ -124,10 +124,10 @@ pub(crate) fn pixel_runs(j0: usize, valid: usize, ow: usize, runs: &mut Vec<Run>
 /// The masked loads of [`Im2col::panel_masked`] for one panel: per tap position `(ky, kx)`
 /// and vector `v` of a panel row (`q = ky·kw + kx`), the entries
 /// `list[starts[q·nv + v]..starts[q·nv + v + 1]]`, each `(offset of lane 0 in the input
-/// plane, first lane, end lane)`.
+/// plane, the lanes it loads as bits)`.
 #[derive(Default)]
 pub(crate) struct Segments {
-    list: Vec<(isize, usize, usize)>,
+    list: Vec<(isize, u32)>,
     starts: Vec<usize>,
 }
 
@@ -211,7 +211,7 @@ impl Im2col {
     }
 
     /// Fills panel `p` of `panels` (all taps) of a stride-1 convolution vector by vector: each
-    /// vector of a panel row is the sum of one masked load ([`load_lanes`]) per run it covers
+    /// vector of a panel row is the sum of one masked load ([`load_masked`]) per run it covers
     /// (its lanes of that run that fall inside the image; the others load as zeros), then one
     /// store. Which lanes and offsets depend on the tap's `(ky, kx)` and the panel only, so
     /// they are worked out once per panel ([`Segments`]) and every input channel reuses them.
@@ -254,7 +254,7 @@ impl Im2col {
                         // Lane `i` is column `c0 + i`, input column `ox + c0 + i - jj + kx·dw - pw`.
                         let off =
                             (y * self.w + r.ox + c0 + kx * dw) as isize - (r.jj + pw) as isize;
-                        segs.list.push((off, lo - c0, hi - c0));
+                        segs.list.push((off, lane_bits(lo - c0, hi - c0)));
                     }
                 }
             }
@@ -272,12 +272,12 @@ impl Im2col {
                 let row = k0 * panels * nr + p * kc * nr + (kk - k0) * nr;
                 for v in 0..nv {
                     let mut acc = zero;
-                    for &(off, lo, hi) in
+                    for &(off, bits) in
                         &segs.list[segs.starts[q * nv + v]..segs.starts[q * nv + v + 1]]
                     {
-                        // SAFETY: lanes `lo..hi` read input columns inside row `y` of channel
-                        // `ci` (the run's columns inside the image, worked out above).
-                        let part = unsafe { load_lanes(simd, xc.wrapping_offset(off), lo, hi) };
+                        // SAFETY: the lanes under `bits` read input columns inside row `y` of
+                        // channel `ci` (the run's columns inside the image, worked out above).
+                        let part = unsafe { load_masked(simd, xc.wrapping_offset(off), bits) };
                         acc = simd.add_f32s(acc, part);
                     }
                     let c0 = row + v * lanes;

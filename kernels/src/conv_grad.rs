@@ -24,7 +24,7 @@ use crate::elem::{Scratch, take_scratch};
 use crate::gemm::{AView, Bias, Gemm, nr, pack_b, pack_b_rows, packed_b_len, tile_dims};
 use crate::matmul::pack_transposed;
 use crate::shape::Conv2dParams;
-use crate::vmem::{load, load_lanes, store, zero};
+use crate::vmem::{lane_bits, load, load_masked, store, zero};
 
 /// Bytes of patches (or patch gradients) per pixel block: half of a 1 MiB L2.
 const BLOCK_BYTES: usize = 512 << 10;
@@ -58,7 +58,7 @@ impl Im2col {
     /// one image, `[cg, h, w]`); taps that fall on the padding are dropped.
     ///
     /// At stride 1, row by row of `dxg`: each vector of a row is loaded once, gets one masked
-    /// load ([`load_lanes`]) of gradient per tap `(ky, kx)` whose output row is in the block
+    /// load ([`load_masked`]) of gradient per tap `(ky, kx)` whose output row is in the block
     /// (lanes outside that row's pixels load as zeros), and is stored once, so no load waits
     /// on the store of an overlapping window. Other strides add element by element, run by
     /// run.
@@ -105,7 +105,7 @@ impl Im2col {
             let shift = (kx * dw) as isize - pw - c0 as isize;
             let lo = (ox_lo as isize + shift).clamp(0, width);
             let hi = (ox_hi as isize + shift).clamp(lo, width);
-            (shift, lo as usize, hi as usize)
+            (shift, lane_bits(lo as usize, hi as usize))
         };
         // The same for output rows whose pixels are all in the block, worked out once.
         let whole: Vec<_> = (0..w)
@@ -136,19 +136,16 @@ impl Im2col {
                         // One partial sum per kernel row: short dependency chains.
                         let mut part = zero;
                         for kx in 0..self.kw {
-                            let (shift, lo, hi) = if ox_hi - ox_lo == ow {
+                            let (shift, bits) = if ox_hi - ox_lo == ow {
                                 whole[chunk * self.kw + kx]
                             } else {
                                 lanes_of(c0, kx, ox_lo, ox_hi)
                             };
-                            if lo == hi {
-                                continue;
-                            }
                             let base = row0 + (kx * len) as isize - shift;
-                            // SAFETY: lane `l` in `lo..hi` reads `grad[base + l]`, the gradient
+                            // SAFETY: lane `l` under `bits` reads `grad[base + l]`, the gradient
                             // of tap `(ci, ky, kx)` at pixel `first + ox` with `ox` in
                             // `ox_lo..ox_hi`: inside that tap's row of `grad`.
-                            let v = unsafe { load_lanes(simd, g.wrapping_offset(base), lo, hi) };
+                            let v = unsafe { load_masked(simd, g.wrapping_offset(base), bits) };
                             part = simd.add_f32s(part, v);
                         }
                         acc = simd.add_f32s(acc, part);

@@ -1,8 +1,10 @@
-//! Row-wise softmax, broadcasting add/mul, and the vector reductions they share.
+//! Row-wise softmax, broadcasting add/mul, column sums over rows (a dense layer's bias
+//! gradient), and the vector reductions they share.
 
 use pulp::Simd;
 
 use crate::activation::exp;
+use crate::vmem::{load, store};
 
 /// Sum of `x`, four vector accumulators.
 #[inline(always)]
@@ -153,6 +155,52 @@ impl pulp::WithSimd for Binary<'_> {
         }
         for (ac, oc) in a.chunks_exact(b.len()).zip(out.chunks_exact_mut(b.len())) {
             binary_same(simd, kind, ac, b, oc);
+        }
+    }
+}
+
+/// The [`pulp::WithSimd`] op behind [`Kernels::sum_rows`](crate::Kernels::sum_rows):
+/// `out[j] = Σ_i x[i·cols + j]`; lengths are validated by the caller. Columns go four vectors
+/// at a time, their sums kept in registers over every row.
+pub(crate) struct SumRows<'a> {
+    pub(crate) x: &'a [f32],
+    pub(crate) cols: usize,
+    pub(crate) out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for SumRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self { x, cols, out } = self;
+        if cols == 0 {
+            return;
+        }
+        let lanes = S::F32_LANES;
+        let zero = simd.splat_f32s(0.0);
+        let mut c0 = 0;
+        while c0 < cols {
+            let mut acc = [zero; 4];
+            let width = (4 * lanes).min(cols - c0);
+            for row in x.chunks_exact(cols) {
+                let row = &row[c0..c0 + width];
+                for (v, a) in acc.iter_mut().enumerate() {
+                    let c = v * lanes;
+                    if c >= width {
+                        break;
+                    }
+                    *a = simd.add_f32s(*a, load(simd, &row[c..width.min(c + lanes)]));
+                }
+            }
+            for (v, &a) in acc.iter().enumerate() {
+                let c = v * lanes;
+                if c >= width {
+                    break;
+                }
+                store(simd, &mut out[c0 + c..c0 + width.min(c + lanes)], a);
+            }
+            c0 += width;
         }
     }
 }

@@ -12,9 +12,10 @@
 //!   `MR`-interleaved blocks (`rs = 1, cs = MR`, packed conv weights).
 //! - Loop nest: slabs of rows, then `KC` blocks of `k`, then column blocks of [`nc`]
 //!   columns (the `kc × nc` block of `B`, at most 512 KiB, stays in L2), then `MR` row blocks, then
-//!   the panels of the column block. When `A` serves four or more panels, each `KC` block's
-//!   slice of a slab of rows (at most [`A_SLAB`] bytes) is first copied once (row by row,
-//!   vector copies) into a buffer whose rows are one cache line more than `KC` apart, so rows
+//!   the panels of the column block. When `A` serves four or more panels and its rows are at
+//!   least 256 long, each `KC` block's slice of a slab of rows (at most [`A_SLAB`] bytes) is
+//!   first copied once (row by row, vector copies) into a buffer whose rows are one cache
+//!   line more than `KC` apart, so rows
 //!   whose stride is a multiple of 4 KiB stop evicting each other in L1, and every column
 //!   block reads that copy. The next tile's rows of `C` are prefetched while a tile runs
 //!   (they are far apart: no hardware prefetcher follows them).
@@ -24,7 +25,10 @@
 //!   [`tile_wasm`]; the copied `A` is interleaved by 4 rows there), 6 × 2 otherwise; row
 //!   tails run a tile with fewer rows (one row — batch-1 GEMV — splits `k` four ways for
 //!   more FMA chains), narrow last panels a one-vector tile, column tails are masked at the
-//!   store.
+//!   store. An `f32` `A` interleaved by `MR` gets a tile instance whose strides are
+//!   constants (every row's value at a fixed offset from one pointer: no address arithmetic
+//!   per step, which AVX2's 6 × 2 tile cannot spare); only the level's own tile sizes are
+//!   compiled (inline-const guards).
 //! - The first `KC` block adds the bias, the last applies the activation, both on the
 //!   registers before the store; blocks in between accumulate into `C`. In accumulate mode
 //!   ([`Gemm::accumulate`], the training products) the first block adds into `C` too.
@@ -594,7 +598,9 @@ impl<E: Elem> Gemm<'_, E> {
         // rows (at most `A_SLAB` bytes) is copied once per `KC` block, with vector row
         // copies, into this thread's buffer (kept between calls) at a row stride of
         // `A_STRIDE`, at which no two rows share sets; every column block then reads it.
-        let copy_a = panels >= 4 && a.cs == 1 && k > 0;
+        // Rows under 256 long are close enough together (an `MR`-row block is at most 12 KiB)
+        // to be read in place, and such an `A` is usually one the caller just wrote.
+        let copy_a = panels >= 4 && a.cs == 1 && k >= 256;
         let slab = if copy_a {
             (A_SLAB / (4 * A_STRIDE * MR)).max(1) * MR
         } else {

@@ -1,8 +1,15 @@
 //! tensorlet's compute kernels: dense (GEMM/GEMV), NCHW conv2d, pooling, activations,
-//! softmax and broadcasting element-wise ops on `f32` slices, and the products training
-//! needs: [`Kernels::matmul`] (either operand transposed, optionally accumulating into the
-//! output: the backward products of a dense layer), [`Kernels::conv2d_backward_input`] and
-//! [`Kernels::conv2d_backward_weights`] (conv2d's gradients, as GEMMs on im2col patches).
+//! softmax and broadcasting element-wise ops on `f32` slices, and the ops training needs:
+//!
+//! - [`Kernels::matmul`]: `op(a)·op(b)` with either operand transposed, optionally added to
+//!   the output (a dense layer's backward products), and [`Kernels::sum_rows`] (its bias
+//!   gradient);
+//! - [`Kernels::conv2d_backward_input`] and [`Kernels::conv2d_backward_weights`]: conv2d's
+//!   gradients (stride, padding, dilation, groups), as GEMMs on im2col patches;
+//! - [`Kernels::max_pool2d_backward`], [`Kernels::avg_pool2d_backward`] and
+//!   [`Kernels::activation_backward`] (from the activation's output);
+//! - the losses with their gradients, as PyTorch's `reduction='mean'`:
+//!   [`Kernels::softmax_cross_entropy`], [`Kernels::mse`], [`Kernels::bce_with_logits`].
 //!
 //! Every kernel is written once, generic over [`pulp::Simd`], as a small struct implementing
 //! [`pulp::WithSimd`]. A [`Kernels`] value holds the pulp arch token for one [`Level`]
@@ -33,6 +40,7 @@ mod elem;
 mod elementwise;
 mod error;
 mod gemm;
+mod loss;
 mod matmul;
 mod ops;
 pub mod oracle;

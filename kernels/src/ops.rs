@@ -2,16 +2,17 @@
 //! op at the level chosen when the `Kernels` was built; large dense products split their rows
 //! over the `Kernels`' [`ThreadPool`](crate::ThreadPool), if it has one.
 
-use crate::activation::{Activate, Activation};
+use crate::activation::{Activate, Activation, ActivationBackward};
 use crate::conv::{Conv2d, PackedConv2d, TileRows, pack_weights};
 use crate::conv_grad::{Conv2dBackwardInput, Conv2dBackwardWeights};
 use crate::dense::{Dense, DensePacked, PackedData, PackedDense, pack};
 use crate::dispatch::{Kernels, Level};
-use crate::elementwise::{Binary, BinaryKind, Softmax};
+use crate::elementwise::{Binary, BinaryKind, Softmax, SumRows};
 use crate::error::{KernelError, check_len, check_matrix, product};
 use crate::gemm::AView;
+use crate::loss::{BceWithLogits, Mse, SoftmaxCrossEntropy};
 use crate::matmul::{Matmul, PackTransposedA, give_back_transposed_a};
-use crate::pool::{GlobalAvgPool, Pool2d, PoolKind};
+use crate::pool::{GlobalAvgPool, Pool2d, Pool2dBackward, PoolKind};
 use crate::shape::{Conv2dParams, Pool2dParams, conv2d_out_shape};
 use crate::validate;
 
@@ -551,6 +552,143 @@ impl Kernels {
             kind,
             out,
         });
+        Ok(())
+    }
+
+    /// The input gradient of [`Kernels::max_pool2d`]: `dx` (`x_shape`, overwritten) gets each
+    /// element of `dy` (`[n, c, oh, ow]`) at its window's arg-max in `x`: the first maximum in
+    /// row-major window order, as PyTorch's CPU kernel (a NaN counts as a maximum, a later NaN
+    /// over an earlier one), padded positions never win. Overlapping windows add.
+    ///
+    /// Errors on invalid geometry (see [`pool2d_out_shape`](crate::pool2d_out_shape)) or a
+    /// length that does not match its shape.
+    pub fn max_pool2d_backward(
+        &self,
+        x: &[f32],
+        x_shape: [usize; 4],
+        p: &Pool2dParams,
+        dy: &[f32],
+        dx: &mut [f32],
+    ) -> Result<(), KernelError> {
+        let out_shape = validate::pool2d_backward(Some(x.len()), x_shape, p, dy.len(), dx.len())?;
+        self.run(Pool2dBackward {
+            x: Some(x),
+            x_shape,
+            out_shape,
+            p: *p,
+            dy,
+            dx,
+        });
+        Ok(())
+    }
+
+    /// The input gradient of [`Kernels::avg_pool2d`] (`count_include_pad=True`): `dx`
+    /// (`x_shape`, overwritten) gets `dy / (kh·kw)` of each window's output gradient at every
+    /// window position inside the input. Overlapping windows add.
+    ///
+    /// Errors on invalid geometry or a length that does not match its shape.
+    pub fn avg_pool2d_backward(
+        &self,
+        x_shape: [usize; 4],
+        p: &Pool2dParams,
+        dy: &[f32],
+        dx: &mut [f32],
+    ) -> Result<(), KernelError> {
+        let out_shape = validate::pool2d_backward(None, x_shape, p, dy.len(), dx.len())?;
+        self.run(Pool2dBackward {
+            x: None,
+            x_shape,
+            out_shape,
+            p: *p,
+            dy,
+            dx,
+        });
+        Ok(())
+    }
+
+    /// The input gradient of an activation, from its output `y`: `dx = dy · act'`, with
+    /// `act'` = `y > 0 ? 1 : 0` (relu), `y·(1 - y)` (sigmoid), `1 - y²` (tanh), `1` (none).
+    ///
+    /// Errors for [`Activation::Gelu`] (its derivative needs the input, which `y` does not
+    /// give back) and if `dy` or `dx` is not as long as `y`.
+    pub fn activation_backward(
+        &self,
+        y: &[f32],
+        dy: &[f32],
+        act: Activation,
+        dx: &mut [f32],
+    ) -> Result<(), KernelError> {
+        validate::activation_backward(y.len(), dy.len(), act, dx.len())?;
+        self.run(ActivationBackward { y, dy, act, dx });
+        Ok(())
+    }
+
+    /// Softmax cross-entropy over rows of `classes` logits (PyTorch `CrossEntropyLoss`,
+    /// `reduction='mean'`): returns the mean over rows of `-ln softmax(logits)[label]` and
+    /// writes its gradient `(softmax(logits) - onehot(label)) / rows` into `grad`. `rows` is
+    /// `labels.len()`; `logits` and `grad` are `[rows, classes]`.
+    ///
+    /// Errors if `classes` is 0, `labels` is empty, a label is not below `classes`, or a
+    /// length does not match.
+    pub fn softmax_cross_entropy(
+        &self,
+        logits: &[f32],
+        labels: &[u32],
+        classes: usize,
+        grad: &mut [f32],
+    ) -> Result<f32, KernelError> {
+        validate::softmax_cross_entropy(logits.len(), labels, classes, grad.len())?;
+        Ok(self.run(SoftmaxCrossEntropy {
+            logits,
+            labels,
+            classes,
+            grad,
+        }))
+    }
+
+    /// Mean squared error (PyTorch `MSELoss`, mean over every element): returns
+    /// `Σ (pred - target)² / len` and writes its gradient `2·(pred - target) / len` into
+    /// `grad`.
+    ///
+    /// Errors if `pred` is empty or `target` or `grad` is not as long as `pred`.
+    pub fn mse(&self, pred: &[f32], target: &[f32], grad: &mut [f32]) -> Result<f32, KernelError> {
+        validate::elementwise_loss("pred", pred.len(), target.len(), grad.len())?;
+        Ok(self.run(Mse { pred, target, grad }))
+    }
+
+    /// Binary cross-entropy on logits (PyTorch `BCEWithLogitsLoss`, mean over every element):
+    /// returns the mean of `-(t·ln σ(z) + (1 - t)·ln(1 - σ(z)))`, computed without overflow as
+    /// `max(z, 0) - z·t + ln(1 + e^{-|z|})`, and writes its gradient `(σ(z) - t) / len` into
+    /// `grad`.
+    ///
+    /// Errors if `logits` is empty or `target` or `grad` is not as long as `logits`.
+    pub fn bce_with_logits(
+        &self,
+        logits: &[f32],
+        target: &[f32],
+        grad: &mut [f32],
+    ) -> Result<f32, KernelError> {
+        validate::elementwise_loss("logits", logits.len(), target.len(), grad.len())?;
+        Ok(self.run(BceWithLogits {
+            logits,
+            target,
+            grad,
+        }))
+    }
+
+    /// Column sums: `out[j] = Σ_i x[i, j]` for `x` `[rows, cols]` row-major (the bias gradient
+    /// of a dense layer); `out` (`[cols]`) is overwritten.
+    ///
+    /// Errors if `x.len() != rows·cols` or `out.len() != cols`.
+    pub fn sum_rows(
+        &self,
+        x: &[f32],
+        rows: usize,
+        cols: usize,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        validate::sum_rows(x.len(), rows, cols, out.len())?;
+        self.run(SumRows { x, cols, out });
         Ok(())
     }
 

@@ -268,59 +268,126 @@ pub fn conv2d_backward_weights<T: Real>(
     Ok(())
 }
 
-/// Shared pooling loop: `reduce` folds the in-bounds window values, `finish` turns the
-/// folded value into the output.
-fn pool2d(
-    x: &[f32],
+/// Calls `f(plane, output index, window)` for every output of a pooling, with the input
+/// indices (within the plane) of the window's elements inside the input, in row-major order.
+fn pool2d_windows(
     x_shape: [usize; 4],
+    out_shape: [usize; 4],
     p: &Pool2dParams,
-    out: &mut [f32],
-    init: f64,
-    reduce: impl Fn(f64, f64) -> f64,
-    finish: impl Fn(f64) -> f64,
-) -> Result<(), KernelError> {
+    mut f: impl FnMut(usize, usize, &[usize]),
+) {
     let [n, c, h, w] = x_shape;
-    let [_, _, oh, ow] = validate::pool2d(x.len(), x_shape, p, out.len())?;
+    let [_, _, oh, ow] = out_shape;
+    let mut window = Vec::with_capacity(p.kernel.0 * p.kernel.1);
     for plane in 0..n * c {
         for oy in 0..oh {
             for ox in 0..ow {
-                let mut acc = init;
+                window.clear();
                 for ky in 0..p.kernel.0 {
                     for kx in 0..p.kernel.1 {
                         let y = (oy * p.stride.0 + ky) as isize - p.padding.0 as isize;
                         let xx = (ox * p.stride.1 + kx) as isize - p.padding.1 as isize;
                         if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w {
-                            let v = x[(plane * h + y as usize) * w + xx as usize];
-                            acc = reduce(acc, f64::from(v));
+                            window.push(y as usize * w + xx as usize);
                         }
                     }
                 }
-                out[(plane * oh + oy) * ow + ox] = finish(acc) as f32;
+                f(plane, (plane * oh + oy) * ow + ox, &window);
             }
         }
     }
-    Ok(())
+}
+
+/// The window element a max pooling picks: the first maximum in row-major order, a NaN
+/// counting as a maximum (a later NaN over an earlier one), as PyTorch's CPU kernel.
+fn arg_max<T: Real>(xp: &[T], window: &[usize]) -> usize {
+    let mut best = window[0];
+    let mut max = f64::NEG_INFINITY;
+    for &i in window {
+        let v = xp[i].to_f64();
+        if v > max || v.is_nan() {
+            max = v;
+            best = i;
+        }
+    }
+    best
 }
 
 /// Reference [`Kernels::max_pool2d`](crate::Kernels::max_pool2d).
-pub fn max_pool2d(
-    x: &[f32],
+pub fn max_pool2d<T: Real>(
+    x: &[T],
     x_shape: [usize; 4],
     p: &Pool2dParams,
-    out: &mut [f32],
+    out: &mut [T],
 ) -> Result<(), KernelError> {
-    pool2d(x, x_shape, p, out, f64::NEG_INFINITY, f64::max, |v| v)
+    let out_shape = validate::pool2d(x.len(), x_shape, p, out.len())?;
+    let plane = x_shape[2] * x_shape[3];
+    pool2d_windows(x_shape, out_shape, p, |pl, o, window| {
+        let xp = &x[pl * plane..(pl + 1) * plane];
+        let max = window
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &i| m.max(xp[i].to_f64()));
+        out[o] = T::from_f64(max);
+    });
+    Ok(())
 }
 
 /// Reference [`Kernels::avg_pool2d`](crate::Kernels::avg_pool2d) (`count_include_pad=True`).
-pub fn avg_pool2d(
-    x: &[f32],
+pub fn avg_pool2d<T: Real>(
+    x: &[T],
     x_shape: [usize; 4],
     p: &Pool2dParams,
-    out: &mut [f32],
+    out: &mut [T],
 ) -> Result<(), KernelError> {
+    let out_shape = validate::pool2d(x.len(), x_shape, p, out.len())?;
+    let plane = x_shape[2] * x_shape[3];
     let count = (p.kernel.0 * p.kernel.1) as f64;
-    pool2d(x, x_shape, p, out, 0.0, |a, b| a + b, |s| s / count)
+    pool2d_windows(x_shape, out_shape, p, |pl, o, window| {
+        let s: f64 = window.iter().map(|&i| x[pl * plane + i].to_f64()).sum();
+        out[o] = T::from_f64(s / count);
+    });
+    Ok(())
+}
+
+/// Reference [`Kernels::max_pool2d_backward`](crate::Kernels::max_pool2d_backward).
+pub fn max_pool2d_backward<T: Real>(
+    x: &[T],
+    x_shape: [usize; 4],
+    p: &Pool2dParams,
+    dy: &[T],
+    dx: &mut [T],
+) -> Result<(), KernelError> {
+    let out_shape = validate::pool2d_backward(Some(x.len()), x_shape, p, dy.len(), dx.len())?;
+    let plane = x_shape[2] * x_shape[3];
+    let mut acc = vec![0.0; dx.len()];
+    pool2d_windows(x_shape, out_shape, p, |pl, o, window| {
+        if !window.is_empty() {
+            let best = arg_max(&x[pl * plane..(pl + 1) * plane], window);
+            acc[pl * plane + best] += dy[o].to_f64();
+        }
+    });
+    store(&acc, dx);
+    Ok(())
+}
+
+/// Reference [`Kernels::avg_pool2d_backward`](crate::Kernels::avg_pool2d_backward).
+pub fn avg_pool2d_backward<T: Real>(
+    x_shape: [usize; 4],
+    p: &Pool2dParams,
+    dy: &[T],
+    dx: &mut [T],
+) -> Result<(), KernelError> {
+    let out_shape = validate::pool2d_backward(None, x_shape, p, dy.len(), dx.len())?;
+    let plane = x_shape[2] * x_shape[3];
+    let count = (p.kernel.0 * p.kernel.1) as f64;
+    let mut acc = vec![0.0; dx.len()];
+    pool2d_windows(x_shape, out_shape, p, |pl, o, window| {
+        for &i in window {
+            acc[pl * plane + i] += dy[o].to_f64() / count;
+        }
+    });
+    store(&acc, dx);
+    Ok(())
 }
 
 /// Reference [`Kernels::global_avg_pool`](crate::Kernels::global_avg_pool).
@@ -341,6 +408,109 @@ pub fn activate(x: &mut [f32], act: Activation) {
     for v in x {
         *v = activation(act, f64::from(*v)) as f32;
     }
+}
+
+/// Reference [`Kernels::activation_backward`](crate::Kernels::activation_backward): `dx = dy ·
+/// act'` with the derivative written in terms of the output `y`.
+pub fn activation_backward<T: Real>(
+    y: &[T],
+    dy: &[T],
+    act: Activation,
+    dx: &mut [T],
+) -> Result<(), KernelError> {
+    validate::activation_backward(y.len(), dy.len(), act, dx.len())?;
+    for ((d, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
+        let (y, g) = (y.to_f64(), g.to_f64());
+        let slope = match act {
+            Activation::Relu => {
+                if y > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::Sigmoid => y * (1.0 - y),
+            Activation::Tanh => 1.0 - y * y,
+            Activation::None | Activation::Gelu => 1.0,
+        };
+        *d = T::from_f64(g * slope);
+    }
+    Ok(())
+}
+
+/// Reference [`Kernels::softmax_cross_entropy`](crate::Kernels::softmax_cross_entropy):
+/// per row `loss = ln Σ e^z - z[label]` (the maximum subtracted first), the mean over rows,
+/// and its gradient `(softmax - onehot) / rows`.
+pub fn softmax_cross_entropy<T: Real>(
+    logits: &[T],
+    labels: &[u32],
+    classes: usize,
+    grad: &mut [T],
+) -> Result<T, KernelError> {
+    validate::softmax_cross_entropy(logits.len(), labels, classes, grad.len())?;
+    let rows = labels.len() as f64;
+    let mut loss = 0.0;
+    for ((z, g), &label) in logits
+        .chunks_exact(classes)
+        .zip(grad.chunks_exact_mut(classes))
+        .zip(labels)
+    {
+        let max = z.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.to_f64()));
+        let total: f64 = z.iter().map(|v| (v.to_f64() - max).exp()).sum();
+        loss += total.ln() + max - z[label as usize].to_f64();
+        for (j, (g, v)) in g.iter_mut().zip(z).enumerate() {
+            let onehot = if j == label as usize { 1.0 } else { 0.0 };
+            *g = T::from_f64(((v.to_f64() - max).exp() / total - onehot) / rows);
+        }
+    }
+    Ok(T::from_f64(loss / rows))
+}
+
+/// Reference [`Kernels::mse`](crate::Kernels::mse).
+pub fn mse<T: Real>(pred: &[T], target: &[T], grad: &mut [T]) -> Result<T, KernelError> {
+    validate::elementwise_loss("pred", pred.len(), target.len(), grad.len())?;
+    let len = pred.len() as f64;
+    let mut loss = 0.0;
+    for ((g, p), t) in grad.iter_mut().zip(pred).zip(target) {
+        let d = p.to_f64() - t.to_f64();
+        loss += d * d;
+        *g = T::from_f64(2.0 * d / len);
+    }
+    Ok(T::from_f64(loss / len))
+}
+
+/// Reference [`Kernels::bce_with_logits`](crate::Kernels::bce_with_logits): per element
+/// `-(t·ln σ(z) + (1 - t)·ln(1 - σ(z)))` from the textbook formula (`ln σ(z) = -ln(1 +
+/// e^{-z})`, `ln(1 - σ(z)) = -ln(1 + e^{z})`, both with `ln_1p`), the mean, and its gradient
+/// `(σ(z) - t) / len`.
+pub fn bce_with_logits<T: Real>(
+    logits: &[T],
+    target: &[T],
+    grad: &mut [T],
+) -> Result<T, KernelError> {
+    validate::elementwise_loss("logits", logits.len(), target.len(), grad.len())?;
+    let len = logits.len() as f64;
+    let mut loss = 0.0;
+    for ((g, z), t) in grad.iter_mut().zip(logits).zip(target) {
+        let (z, t) = (z.to_f64(), t.to_f64());
+        loss += t * (-z).exp().ln_1p() + (1.0 - t) * z.exp().ln_1p();
+        *g = T::from_f64((1.0 / (1.0 + (-z).exp()) - t) / len);
+    }
+    Ok(T::from_f64(loss / len))
+}
+
+/// Reference [`Kernels::sum_rows`](crate::Kernels::sum_rows).
+pub fn sum_rows<T: Real>(
+    x: &[T],
+    rows: usize,
+    cols: usize,
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    validate::sum_rows(x.len(), rows, cols, out.len())?;
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = T::from_f64((0..rows).map(|i| x[i * cols + j].to_f64()).sum());
+    }
+    Ok(())
 }
 
 /// Reference [`Kernels::softmax`](crate::Kernels::softmax).

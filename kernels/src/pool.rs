@@ -726,3 +726,90 @@ impl pulp::WithSimd for GlobalAvgPool<'_> {
         }
     }
 }
+
+/// The [`pulp::WithSimd`] op behind max/avg pooling backward
+/// ([`Kernels::max_pool2d_backward`](crate::Kernels::max_pool2d_backward),
+/// [`Kernels::avg_pool2d_backward`](crate::Kernels::avg_pool2d_backward)); shapes are
+/// validated by the caller, `x` is given for max pooling.
+///
+/// `dx` is zeroed, then each output's gradient goes to its window: for max pooling all of it
+/// to the window's first maximum in row-major order (as PyTorch's CPU kernel: a NaN wins over
+/// any number and a later NaN over an earlier one; padding never wins), for average pooling
+/// `1/(kh·kw)` of it to every element inside the input. Overlapping windows add.
+pub(crate) struct Pool2dBackward<'a> {
+    pub(crate) x: Option<&'a [f32]>,
+    pub(crate) x_shape: [usize; 4],
+    pub(crate) out_shape: [usize; 4],
+    pub(crate) p: Pool2dParams,
+    pub(crate) dy: &'a [f32],
+    pub(crate) dx: &'a mut [f32],
+}
+
+impl pulp::WithSimd for Pool2dBackward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self {
+            x,
+            x_shape,
+            out_shape,
+            p,
+            dy,
+            dx,
+        } = self;
+        crate::vmem::zero(simd, dx);
+        let [_, _, h, w] = x_shape;
+        let [_, _, oh, ow] = out_shape;
+        if oh * ow == 0 || h * w == 0 {
+            return;
+        }
+        let (kh, kw) = p.kernel;
+        let (sh, sw) = p.stride;
+        let (ph, pw) = p.padding;
+        let scale = 1.0 / (kh * kw) as f32;
+        // Window rows `y0..y1` and columns `x0..x1` inside the input, per output row / column.
+        let span = |o: usize, s: usize, k: usize, pad: usize, len: usize| {
+            let start = o * s;
+            (
+                start.max(pad) - pad,
+                (start + k).min(len + pad).saturating_sub(pad),
+            )
+        };
+        let cols: Vec<(usize, usize)> = (0..ow).map(|ox| span(ox, sw, kw, pw, w)).collect();
+        for (plane, (dyp, dxp)) in dy
+            .chunks_exact(oh * ow)
+            .zip(dx.chunks_exact_mut(h * w))
+            .enumerate()
+        {
+            let xp = x.map(|x| &x[plane * h * w..(plane + 1) * h * w]);
+            for (oy, dyr) in dyp.chunks_exact(ow).enumerate() {
+                let (y0, y1) = span(oy, sh, kh, ph, h);
+                for (&(x0, x1), &g) in cols.iter().zip(dyr) {
+                    if let Some(xp) = xp {
+                        let mut best = y0 * w + x0;
+                        let mut max = f32::NEG_INFINITY;
+                        for y in y0..y1 {
+                            for (i, &v) in xp[y * w + x0..y * w + x1].iter().enumerate() {
+                                if v > max || v.is_nan() {
+                                    max = v;
+                                    best = y * w + x0 + i;
+                                }
+                            }
+                        }
+                        if y1 > y0 && x1 > x0 {
+                            dxp[best] += g;
+                        }
+                    } else {
+                        let g = g * scale;
+                        for y in y0..y1 {
+                            for d in &mut dxp[y * w + x0..y * w + x1] {
+                                *d += g;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Argument validation shared by [`Kernels`](crate::Kernels) and [`oracle`](crate::oracle):
 //! every slice length is checked against its shape (overflow-checked) before any kernel runs.
 
+use crate::activation::Activation;
 use crate::error::{KernelError, check_len, check_matrix, product};
 use crate::shape::{Conv2dParams, Pool2dParams, conv2d_out_shape, pool2d_out_shape};
 
@@ -152,6 +153,101 @@ pub(crate) fn pool2d(
         format_args!("shape {out_shape:?}"),
     )?;
     Ok(out_shape)
+}
+
+/// Validates max/avg pooling backward arguments (`x` for max pooling only); returns the
+/// output shape (`dy`'s).
+pub(crate) fn pool2d_backward(
+    x: Option<usize>,
+    x_shape: [usize; 4],
+    p: &Pool2dParams,
+    dy: usize,
+    dx: usize,
+) -> Result<[usize; 4], KernelError> {
+    let out_shape = pool2d_out_shape(x_shape, p)?;
+    if let Some(x) = x {
+        check_shape("x", x, x_shape)?;
+    }
+    check_shape("dy", dy, out_shape)?;
+    check_shape("dx", dx, x_shape)?;
+    Ok(out_shape)
+}
+
+/// Validates [`Kernels::activation_backward`](crate::Kernels::activation_backward) arguments.
+pub(crate) fn activation_backward(
+    y: usize,
+    dy: usize,
+    act: Activation,
+    dx: usize,
+) -> Result<(), KernelError> {
+    if act == Activation::Gelu {
+        return Err(KernelError::new(
+            "activation_backward: unsupported for Gelu, whose derivative needs the activation's \
+             input (the other activations' derivatives are functions of their output `y`)",
+        ));
+    }
+    check_len("dy", dy, y, "the length of `y`")?;
+    check_len("dx", dx, y, "the length of `y`")
+}
+
+/// Validates [`Kernels::softmax_cross_entropy`](crate::Kernels::softmax_cross_entropy)
+/// arguments.
+pub(crate) fn softmax_cross_entropy(
+    logits: usize,
+    labels: &[u32],
+    classes: usize,
+    grad: usize,
+) -> Result<(), KernelError> {
+    if classes == 0 {
+        return Err(KernelError::new("`classes` is 0, expected > 0"));
+    }
+    let rows = labels.len();
+    if rows == 0 {
+        return Err(KernelError::new(
+            "`labels` is empty, expected one label per row (the mean over no rows is undefined)",
+        ));
+    }
+    check_matrix("logits", logits, ("rows", rows), ("classes", classes))?;
+    check_len("grad", grad, logits, "the length of `logits`")?;
+    if let Some((i, &label)) = labels
+        .iter()
+        .enumerate()
+        .find(|&(_, &l)| l as usize >= classes)
+    {
+        return Err(KernelError::new(format!(
+            "`labels[{i}]` is {label}, expected a class index < classes {classes}"
+        )));
+    }
+    Ok(())
+}
+
+/// Validates the arguments of an element-wise loss ([`Kernels::mse`](crate::Kernels::mse),
+/// [`Kernels::bce_with_logits`](crate::Kernels::bce_with_logits)): `input` (named `name`),
+/// `target` and `grad` of one non-zero length.
+pub(crate) fn elementwise_loss(
+    name: &str,
+    input: usize,
+    target: usize,
+    grad: usize,
+) -> Result<(), KernelError> {
+    if input == 0 {
+        return Err(KernelError::new(format!(
+            "`{name}` is empty, expected at least one element (the mean over none is undefined)"
+        )));
+    }
+    check_len(
+        "target",
+        target,
+        input,
+        format_args!("the length of `{name}`"),
+    )?;
+    check_len("grad", grad, input, format_args!("the length of `{name}`"))
+}
+
+/// Validates [`Kernels::sum_rows`](crate::Kernels::sum_rows) arguments.
+pub(crate) fn sum_rows(x: usize, rows: usize, cols: usize, out: usize) -> Result<(), KernelError> {
+    check_matrix("x", x, ("rows", rows), ("cols", cols))?;
+    check_len("out", out, cols, format_args!("cols={cols}"))
 }
 
 /// Validates global average pooling arguments; returns `h·w`.

@@ -16,73 +16,15 @@ pub(crate) fn partial_load<S: Simd>(simd: S, x: &[f32]) -> S::f32s {
     simd.partial_load_f32s(x)
 }
 
-/// Whether [`load_lanes`] is one masked load at this level (AVX-512, AVX2) rather than a copy
-/// through a buffer.
+/// `v` with the lanes from `n` on zeroed (`v` itself when `n` covers every lane).
 #[inline(always)]
-pub(crate) fn masked_loads<S: Simd>() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use core::any::TypeId;
-        TypeId::of::<S>() == TypeId::of::<pulp::x86::V4>()
-            || TypeId::of::<S>() == TypeId::of::<pulp::x86::V3>()
+pub(crate) fn first_lanes<S: Simd>(simd: S, v: S::f32s, n: usize) -> S::f32s {
+    if n >= S::F32_LANES {
+        return v;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-/// AVX2 lane masks by sliding window: the 8 lanes from `8 - lo` are set from lane `lo` on.
-#[cfg(target_arch = "x86_64")]
-static FROM_LANE: [i32; 16] = [0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1];
-/// The 8 lanes from `8 - hi` are set below lane `hi`.
-#[cfg(target_arch = "x86_64")]
-static BELOW_LANE: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
-
-/// A vector whose lanes `lo..hi` (`lo <= hi <= lanes`) are `p[lo..hi]` and whose other lanes
-/// are zero; only lanes `lo..hi` are read. One masked load on AVX-512 and AVX2 (see
-/// [`masked_loads`]), lane by lane through a buffer elsewhere.
-///
-/// # Safety
-/// `p + lo .. p + hi` is readable; `p` itself may lie outside the allocation (compute it with
-/// `wrapping_offset`).
-#[inline(always)]
-pub(crate) unsafe fn load_lanes<S: Simd>(simd: S, p: *const f32, lo: usize, hi: usize) -> S::f32s {
-    debug_assert!(lo <= hi && hi <= S::F32_LANES);
-    #[cfg(target_arch = "x86_64")]
-    {
-        use crate::elem::{downcast, reinterpret};
-        use core::arch::x86_64::__m256i;
-        if let Some(v4) = downcast::<S, pulp::x86::V4>(simd) {
-            let mask = (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16;
-            // SAFETY: only the lanes under `mask` are read (caller); S is V4.
-            return unsafe { reinterpret(v4.avx512f._mm512_maskz_loadu_ps(mask, p)) };
-        }
-        if let Some(v3) = downcast::<S, pulp::x86::V3>(simd) {
-            // SAFETY: `8 - lo` and `8 - hi` are in `0..=8`, so 8 lanes from there are inside
-            // the 16-lane tables; only the lanes under the mask are read (caller); S is V3.
-            return unsafe {
-                let from = FROM_LANE
-                    .as_ptr()
-                    .add(8 - lo)
-                    .cast::<__m256i>()
-                    .read_unaligned();
-                let below = BELOW_LANE
-                    .as_ptr()
-                    .add(8 - hi)
-                    .cast::<__m256i>()
-                    .read_unaligned();
-                let mask = v3.avx2._mm256_and_si256(from, below);
-                reinterpret(v3.avx._mm256_maskload_ps(p, mask))
-            };
-        }
-    }
-    let _ = simd;
     let mut buf = [0.0f32; 16];
-    for (i, b) in buf.iter_mut().enumerate().take(hi).skip(lo) {
-        // SAFETY: lane `i` in `lo..hi` is readable (caller).
-        *b = unsafe { p.wrapping_add(i).read() };
-    }
-    // SAFETY: `buf` holds 16 ≥ lanes floats.
-    unsafe { buf.as_ptr().cast::<S::f32s>().read_unaligned() }
+    store(simd, &mut buf[..S::F32_LANES], v);
+    partial_load(simd, &buf[..n])
 }
 
 /// Stores the low `x.len()` (`< lanes`) lanes of `v` into `x`.
@@ -148,6 +90,99 @@ pub(crate) fn zero<S: Simd>(simd: S, dst: &mut [f32]) {
         store(simd, &mut dst[c..c + w], z);
         c += lanes;
     }
+}
+
+/// Whether [`load_lanes`] is one masked load at this level (AVX-512, AVX2) rather than a copy
+/// through a buffer.
+#[inline(always)]
+pub(crate) fn masked_loads<S: Simd>() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::any::TypeId;
+        TypeId::of::<S>() == TypeId::of::<pulp::x86::V4>()
+            || TypeId::of::<S>() == TypeId::of::<pulp::x86::V3>()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// AVX2 lane masks by bit pattern: entry `b` sets lane `i` where bit `i` of `b` is set.
+#[cfg(target_arch = "x86_64")]
+static V3_MASKS: [[i32; 8]; 256] = {
+    let mut t = [[0; 8]; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut i = 0;
+        while i < 8 {
+            if (b >> i) & 1 == 1 {
+                t[b][i] = -1;
+            }
+            i += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// The lane mask of lanes `lo..hi` (`lo <= hi <= 16`) as bits (bit `i` is lane `i`).
+#[inline(always)]
+pub(crate) fn lane_bits(lo: usize, hi: usize) -> u32 {
+    ((1u32 << hi) - 1) & !((1u32 << lo) - 1)
+}
+
+/// A vector whose lanes `lo..hi` (`lo <= hi <= lanes`) are `p[lo..hi]` and whose other lanes
+/// are zero; only lanes `lo..hi` are read ([`load_masked`]).
+///
+/// # Safety
+/// As [`load_masked`] for those lanes.
+#[inline(always)]
+pub(crate) unsafe fn load_lanes<S: Simd>(simd: S, p: *const f32, lo: usize, hi: usize) -> S::f32s {
+    debug_assert!(lo <= hi && hi <= S::F32_LANES);
+    // SAFETY: forwarded.
+    unsafe { load_masked(simd, p, lane_bits(lo, hi)) }
+}
+
+/// A vector whose lanes under `bits` (bit `i` is lane `i`, no bit at or above `lanes`) are
+/// `p[i]` and whose other lanes are zero; only those lanes are read. One masked load on
+/// AVX-512 and AVX2 (see [`masked_loads`]; the AVX2 mask comes from a table), lane by lane
+/// through a buffer elsewhere.
+///
+/// # Safety
+/// `p + i` is readable for every lane `i` under `bits`; `p` itself may lie outside the
+/// allocation (compute it with `wrapping_offset`).
+#[inline(always)]
+pub(crate) unsafe fn load_masked<S: Simd>(simd: S, p: *const f32, bits: u32) -> S::f32s {
+    debug_assert!(S::F32_LANES >= 32 || bits >> S::F32_LANES == 0);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::elem::{downcast, reinterpret};
+        use core::arch::x86_64::__m256i;
+        if let Some(v4) = downcast::<S, pulp::x86::V4>(simd) {
+            // SAFETY: only the lanes under `bits` are read (caller); S is V4.
+            return unsafe { reinterpret(v4.avx512f._mm512_maskz_loadu_ps(bits as u16, p)) };
+        }
+        if let Some(v3) = downcast::<S, pulp::x86::V3>(simd) {
+            // SAFETY: `bits < 256` (8 lanes), an index of the table; only the lanes under the
+            // mask are read (caller); S is V3.
+            return unsafe {
+                let mask = V3_MASKS[bits as usize & 255]
+                    .as_ptr()
+                    .cast::<__m256i>()
+                    .read_unaligned();
+                reinterpret(v3.avx._mm256_maskload_ps(p, mask))
+            };
+        }
+    }
+    let _ = simd;
+    let mut buf = [0.0f32; 16];
+    for (i, b) in buf.iter_mut().enumerate().take(S::F32_LANES) {
+        if (bits >> i) & 1 == 1 {
+            // SAFETY: lane `i` is under `bits`: readable (caller).
+            *b = unsafe { p.wrapping_add(i).read() };
+        }
+    }
+    // SAFETY: `buf` holds 16 ≥ lanes floats.
+    unsafe { buf.as_ptr().cast::<S::f32s>().read_unaligned() }
 }
 
 /// Transposes the 8 × 8 block whose row `r` is `src[r]` (8 readable `f32`) into rows

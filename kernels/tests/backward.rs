@@ -8,7 +8,8 @@ use common::{all_kernels, check_close, random};
 use proptest::prelude::*;
 use std::sync::Arc;
 use tensorlet_kernels::{
-    Activation, Conv2dParams, KernelError, Kernels, ThreadPool, conv2d_out_shape, oracle,
+    Activation, Conv2dParams, KernelError, Kernels, Pool2dParams, ThreadPool, conv2d_out_shape,
+    oracle, pool2d_out_shape,
 };
 
 /// Products: `|got - ref| <= 1e-4 · (1 + |ref|)` (f32 sums of up to a few hundred terms
@@ -305,11 +306,21 @@ fn dense_backward_oracle_matches_finite_differences() {
     oracle::matmul(&r, false, &w, false, m, n, k, false, &mut dx).unwrap();
     let mut dw = vec![0.0; n * k];
     oracle::matmul(&r, true, &x, false, n, m, k, false, &mut dw).unwrap();
+    let mut db = vec![0.0; n];
+    oracle::sum_rows(&r, m, n, &mut db).unwrap();
     let h = 1e-6;
     let num_dx = numeric_grad(&x, h, |x| dot(&r, &forward(x, &w)));
     let num_dw = numeric_grad(&w, h, |w| dot(&r, &forward(&x, w)));
+    // With a bias: y[i, j] += b[j].
+    let b = random64(4, n);
+    let num_db = numeric_grad(&b, h, |b| {
+        let y = forward(&x, &w);
+        let y: Vec<f64> = y.iter().enumerate().map(|(i, v)| v + b[i % n]).collect();
+        dot(&r, &y)
+    });
     check_close64("dense dx", &dx, &num_dx, 1e-8);
     check_close64("dense dw", &dw, &num_dw, 1e-8);
+    check_close64("dense db", &db, &num_db, 1e-8);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -606,4 +617,538 @@ fn conv2d_backward_errors() {
         &mut dx,
     ));
     assert!(m.contains("`dy` has length 11"), "{m}");
+}
+
+// ---------------------------------------------------------------------------------------
+// pooling backward
+
+/// Checks max and average pooling backward at every level against the oracle.
+fn check_pool_backward(x_shape: [usize; 4], p: &Pool2dParams, seed: u64) -> Result<(), String> {
+    let out_shape = pool2d_out_shape(x_shape, p).map_err(|e| e.to_string())?;
+    let x = random(seed, x_shape.iter().product(), -1.0, 1.0);
+    let dy = random(seed ^ 1, out_shape.iter().product(), -1.0, 1.0);
+    let mut want_max = vec![0.0; x.len()];
+    let mut want_avg = vec![0.0; x.len()];
+    oracle::max_pool2d_backward(&x, x_shape, p, &dy, &mut want_max).map_err(|e| e.to_string())?;
+    oracle::avg_pool2d_backward(x_shape, p, &dy, &mut want_avg).map_err(|e| e.to_string())?;
+    for kern in all_kernels() {
+        let what = format!("x{x_shape:?} {p:?} at {:?}", kern.level());
+        let mut got = vec![f32::NAN; x.len()];
+        kern.max_pool2d_backward(&x, x_shape, p, &dy, &mut got)
+            .map_err(|e| e.to_string())?;
+        // Overlapping windows add a few f32 values.
+        check_close(
+            &format!("max_pool backward {what}"),
+            &got,
+            &want_max,
+            1e-6,
+            1e-6,
+        )?;
+        let mut got = vec![f32::NAN; x.len()];
+        kern.avg_pool2d_backward(x_shape, p, &dy, &mut got)
+            .map_err(|e| e.to_string())?;
+        check_close(
+            &format!("avg_pool backward {what}"),
+            &got,
+            &want_avg,
+            1e-6,
+            1e-6,
+        )?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn pool2d_backward_matches_oracle(
+        n in 1usize..=2,
+        c in 1usize..=3,
+        h in 1usize..=13,
+        w in 1usize..=13,
+        kernel in (1usize..=4, 1usize..=4),
+        stride in (1usize..=3, 1usize..=3),
+        pad in (0usize..=2, 0usize..=2),
+        seed: u64,
+    ) {
+        // Keep the geometry valid: padding <= kernel/2 and the window within the padded input.
+        let padding = (pad.0.min(kernel.0 / 2), pad.1.min(kernel.1 / 2));
+        let kernel = (kernel.0.min(h + 2 * padding.0), kernel.1.min(w + 2 * padding.1));
+        let padding = (padding.0.min(kernel.0 / 2), padding.1.min(kernel.1 / 2));
+        let p = Pool2dParams { kernel, stride, padding };
+        check_pool_backward([n, c, h, w], &p, seed).map_err(TestCaseError::fail)?;
+    }
+}
+
+#[test]
+fn pool2d_backward_fixed_shapes() {
+    let p2 = Pool2dParams {
+        kernel: (2, 2),
+        stride: (2, 2),
+        padding: (0, 0),
+    };
+    let p3 = Pool2dParams {
+        kernel: (3, 3),
+        stride: (1, 1),
+        padding: (1, 1),
+    };
+    // The seed CNN's pools (odd sizes drop the last row and column), overlapping windows.
+    check_pool_backward([2, 32, 26, 26], &p2, 1).unwrap();
+    check_pool_backward([2, 64, 11, 11], &p2, 2).unwrap();
+    check_pool_backward([1, 3, 17, 40], &p3, 3).unwrap();
+}
+
+#[test]
+fn max_pool2d_backward_ties_and_nan() {
+    // All-equal windows: the first element in row-major order takes the gradient. 2×2 windows
+    // with stride 1 on a 3×3 plane of zeros: window (oy, ox) picks (oy, ox).
+    let p = Pool2dParams {
+        kernel: (2, 2),
+        stride: (1, 1),
+        padding: (0, 0),
+    };
+    let x = [0.0f32; 9];
+    let dy = [1.0, 2.0, 3.0, 4.0];
+    let want = [1.0, 2.0, 0.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0];
+    // Padding never wins, even over -inf: with padding 1 and 2×2 windows, the corner windows
+    // hold one real element each.
+    let pad = Pool2dParams {
+        kernel: (2, 2),
+        stride: (2, 2),
+        padding: (1, 1),
+    };
+    let x2 = [f32::NEG_INFINITY; 4];
+    let dy2 = [1.0, 2.0, 3.0, 4.0];
+    let want2 = [1.0, 2.0, 3.0, 4.0];
+    // A NaN wins its window (PyTorch's CPU rule), a later NaN over an earlier one.
+    let x3 = [1.0, f32::NAN, 5.0, f32::NAN];
+    let p3 = Pool2dParams {
+        kernel: (2, 2),
+        stride: (2, 2),
+        padding: (0, 0),
+    };
+    let want3 = [0.0, 0.0, 0.0, 7.0];
+    let mut got = [9.0f32; 9];
+    oracle::max_pool2d_backward(&x, [1, 1, 3, 3], &p, &dy, &mut got).unwrap();
+    assert_eq!(got, want, "oracle ties");
+    let mut got2 = [9.0f32; 4];
+    oracle::max_pool2d_backward(&x2, [1, 1, 2, 2], &pad, &dy2, &mut got2).unwrap();
+    assert_eq!(got2, want2, "oracle padding");
+    oracle::max_pool2d_backward(&x3, [1, 1, 2, 2], &p3, &[7.0], &mut got2).unwrap();
+    assert_eq!(got2, want3, "oracle NaN");
+    for kern in all_kernels() {
+        let mut got = [9.0f32; 9];
+        kern.max_pool2d_backward(&x, [1, 1, 3, 3], &p, &dy, &mut got)
+            .unwrap();
+        assert_eq!(got, want, "ties at {:?}", kern.level());
+        let mut got2 = [9.0f32; 4];
+        kern.max_pool2d_backward(&x2, [1, 1, 2, 2], &pad, &dy2, &mut got2)
+            .unwrap();
+        assert_eq!(got2, want2, "padding at {:?}", kern.level());
+        kern.max_pool2d_backward(&x3, [1, 1, 2, 2], &p3, &[7.0], &mut got2)
+            .unwrap();
+        assert_eq!(got2, want3, "NaN at {:?}", kern.level());
+    }
+    // Average: every window element gets dy / (kh·kw), padding included in the count.
+    let mut got = [9.0f32; 4];
+    kern_all_avg(&pad, &dy2, &mut got);
+    assert_eq!(got, [0.25, 0.5, 0.75, 1.0]);
+}
+
+/// Runs avg_pool2d_backward on a [1, 1, 2, 2] input at every level and the oracle, checking
+/// that they agree exactly, and leaves the result in `out`.
+fn kern_all_avg(p: &Pool2dParams, dy: &[f32], out: &mut [f32]) {
+    oracle::avg_pool2d_backward([1, 1, 2, 2], p, dy, out).unwrap();
+    for kern in all_kernels() {
+        let mut got = vec![9.0f32; out.len()];
+        kern.avg_pool2d_backward([1, 1, 2, 2], p, dy, &mut got)
+            .unwrap();
+        assert_eq!(got, out, "{:?}", kern.level());
+    }
+}
+
+#[test]
+fn pool2d_backward_oracle_matches_finite_differences() {
+    let cases = [
+        (
+            [1, 2, 6, 7],
+            Pool2dParams {
+                kernel: (2, 2),
+                stride: (2, 2),
+                padding: (0, 0),
+            },
+        ),
+        (
+            [2, 1, 5, 5],
+            Pool2dParams {
+                kernel: (3, 2),
+                stride: (1, 2),
+                padding: (1, 1),
+            },
+        ),
+    ];
+    for (i, (xs, p)) in cases.iter().enumerate() {
+        let os = pool2d_out_shape(*xs, p).unwrap();
+        // Random inputs have no ties: the max is differentiable there.
+        let x = random64(400 + i as u64, xs.iter().product());
+        let r = random64(500 + i as u64, os.iter().product());
+        let mut dmax = vec![0.0; x.len()];
+        let mut davg = vec![0.0; x.len()];
+        oracle::max_pool2d_backward(&x, *xs, p, &r, &mut dmax).unwrap();
+        oracle::avg_pool2d_backward(*xs, p, &r, &mut davg).unwrap();
+        let pooled = |x: &[f64], max: bool| {
+            let mut y = vec![0.0; r.len()];
+            if max {
+                oracle::max_pool2d(x, *xs, p, &mut y).unwrap();
+            } else {
+                oracle::avg_pool2d(x, *xs, p, &mut y).unwrap();
+            }
+            dot(&r, &y)
+        };
+        let h = 1e-7;
+        check_close64(
+            "max_pool dx",
+            &dmax,
+            &numeric_grad(&x, h, |x| pooled(x, true)),
+            1e-7,
+        );
+        check_close64(
+            "avg_pool dx",
+            &davg,
+            &numeric_grad(&x, h, |x| pooled(x, false)),
+            1e-7,
+        );
+    }
+}
+
+#[test]
+fn pool2d_backward_errors() {
+    let kern = Kernels::detect();
+    let p = Pool2dParams {
+        kernel: (2, 2),
+        stride: (2, 2),
+        padding: (0, 0),
+    };
+    let xs = [1, 1, 4, 4];
+    let (x, dy) = (vec![0.0; 16], vec![0.0; 4]);
+    let mut dx = vec![0.0; 16];
+    let msg = |r: Result<(), KernelError>| r.unwrap_err().message;
+    let m = msg(kern.max_pool2d_backward(&x[..15], xs, &p, &dy, &mut dx));
+    assert!(m.contains("`x` has length 15, expected 16"), "{m}");
+    let m = msg(kern.max_pool2d_backward(&x, xs, &p, &dy[..3], &mut dx));
+    assert!(
+        m.contains("`dy` has length 3, expected 4 (shape [1, 1, 2, 2])"),
+        "{m}"
+    );
+    let m = msg(kern.avg_pool2d_backward(xs, &p, &dy, &mut dx[..1]));
+    assert!(m.contains("`dx` has length 1, expected 16"), "{m}");
+    let bad = Pool2dParams {
+        padding: (2, 0),
+        ..p
+    };
+    let m = msg(kern.avg_pool2d_backward(xs, &bad, &dy, &mut dx));
+    assert!(m.contains("more than half the kernel"), "{m}");
+}
+
+// ---------------------------------------------------------------------------------------
+// activations
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn activation_backward_matches_oracle(len in 0usize..=100, seed: u64) {
+        let x = random(seed, len, -4.0, 4.0);
+        let dy = random(seed ^ 1, len, -1.0, 1.0);
+        for act in [Activation::None, Activation::Relu, Activation::Sigmoid, Activation::Tanh] {
+            let mut y = x.clone();
+            oracle::activate(&mut y, act);
+            let mut want = vec![0.0; len];
+            oracle::activation_backward(&y, &dy, act, &mut want).unwrap();
+            for kern in all_kernels() {
+                let mut got = vec![f32::NAN; len];
+                kern.activation_backward(&y, &dy, act, &mut got).unwrap();
+                check_close(&format!("{act:?} backward at {:?}", kern.level()), &got, &want, 1e-7, 1e-6)
+                    .map_err(TestCaseError::fail)?;
+            }
+        }
+    }
+}
+
+#[test]
+fn activation_backward_hand_computed() {
+    // relu: y = [0, 2] → [0, dy]; sigmoid: y = 0.5 → 0.25·dy; tanh: y = 0.5 → 0.75·dy.
+    let cases = [
+        (Activation::Relu, [0.0, 2.0], [0.0, 3.0]),
+        (Activation::Sigmoid, [0.5, 0.25], [0.75, 0.5625]),
+        (Activation::Tanh, [0.5, -0.5], [2.25, 2.25]),
+        (Activation::None, [7.0, -7.0], [3.0, 3.0]),
+    ];
+    for (act, y, want) in cases {
+        let mut got = [0.0f32; 2];
+        oracle::activation_backward(&y, &[3.0, 3.0], act, &mut got).unwrap();
+        assert_eq!(got, want, "oracle {act:?}");
+        for kern in all_kernels() {
+            kern.activation_backward(&y, &[3.0, 3.0], act, &mut got)
+                .unwrap();
+            assert_eq!(got, want, "{act:?} at {:?}", kern.level());
+        }
+    }
+}
+
+#[test]
+fn activation_backward_oracle_matches_finite_differences() {
+    let x = random64(600, 50);
+    for act in [
+        Activation::None,
+        Activation::Relu,
+        Activation::Sigmoid,
+        Activation::Tanh,
+    ] {
+        // Relu's kink at 0 is not sampled: the random inputs are never exactly 0.
+        let y: Vec<f64> = x.iter().map(|&v| oracle::activation(act, v)).collect();
+        let mut got = vec![0.0; x.len()];
+        oracle::activation_backward(&y, &vec![1.0; x.len()], act, &mut got).unwrap();
+        let h = 1e-6;
+        let want: Vec<f64> = x
+            .iter()
+            .map(|&v| (oracle::activation(act, v + h) - oracle::activation(act, v - h)) / (2.0 * h))
+            .collect();
+        check_close64(&format!("{act:?}"), &got, &want, 1e-8);
+    }
+}
+
+#[test]
+fn activation_backward_errors() {
+    let kern = Kernels::detect();
+    let mut dx = [0.0; 3];
+    let m = kern
+        .activation_backward(&[0.0; 3], &[0.0; 3], Activation::Gelu, &mut dx)
+        .unwrap_err()
+        .message;
+    assert!(m.contains("unsupported for Gelu"), "{m}");
+    let m = kern
+        .activation_backward(&[0.0; 3], &[0.0; 2], Activation::Relu, &mut dx)
+        .unwrap_err()
+        .message;
+    assert!(m.contains("`dy` has length 2, expected 3"), "{m}");
+    let m = kern
+        .activation_backward(&[0.0; 3], &[0.0; 3], Activation::Relu, &mut dx[..1])
+        .unwrap_err()
+        .message;
+    assert!(m.contains("`dx` has length 1, expected 3"), "{m}");
+}
+
+// ---------------------------------------------------------------------------------------
+// losses and sum_rows
+
+/// Loss tolerance: `|got - ref| <= 1e-6 + 1e-5·|ref|`.
+const LOSS_REL: f32 = 1e-5;
+const LOSS_ABS: f32 = 1e-6;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn softmax_cross_entropy_matches_oracle(
+        rows in 1usize..=9,
+        classes in 1usize..=40,
+        scale in prop::sample::select(vec![0.1f32, 3.0, 30.0]),
+        seed: u64,
+    ) {
+        let logits = random(seed, rows * classes, -scale, scale);
+        let labels: Vec<u32> = random(seed ^ 1, rows, 0.0, classes as f32)
+            .iter()
+            .map(|&v| (v as u32).min(classes as u32 - 1))
+            .collect();
+        let mut want = vec![0.0; logits.len()];
+        let want_loss = oracle::softmax_cross_entropy(&logits, &labels, classes, &mut want).unwrap();
+        for kern in all_kernels() {
+            let what = format!("{rows}x{classes} scale {scale} at {:?}", kern.level());
+            let mut grad = vec![f32::NAN; logits.len()];
+            let loss = kern.softmax_cross_entropy(&logits, &labels, classes, &mut grad).unwrap();
+            check_close(&format!("loss {what}"), &[loss], &[want_loss], LOSS_ABS, LOSS_REL)
+                .map_err(TestCaseError::fail)?;
+            check_close(&format!("grad {what}"), &grad, &want, LOSS_ABS, LOSS_REL)
+                .map_err(TestCaseError::fail)?;
+        }
+    }
+
+    #[test]
+    fn mse_and_bce_match_oracle(
+        len in 1usize..=200,
+        scale in prop::sample::select(vec![0.5f32, 5.0, 60.0]),
+        seed: u64,
+    ) {
+        let input = random(seed, len, -scale, scale);
+        let target = random(seed ^ 1, len, 0.0, 1.0);
+        let mut want = vec![0.0; len];
+        let want_mse = oracle::mse(&input, &target, &mut want).unwrap();
+        let mut want_b = vec![0.0; len];
+        let want_bce = oracle::bce_with_logits(&input, &target, &mut want_b).unwrap();
+        for kern in all_kernels() {
+            let what = format!("len {len} scale {scale} at {:?}", kern.level());
+            let mut grad = vec![f32::NAN; len];
+            let loss = kern.mse(&input, &target, &mut grad).unwrap();
+            check_close(&format!("mse {what}"), &[loss], &[want_mse], LOSS_ABS, LOSS_REL)
+                .map_err(TestCaseError::fail)?;
+            check_close(&format!("mse grad {what}"), &grad, &want, LOSS_ABS, LOSS_REL)
+                .map_err(TestCaseError::fail)?;
+            let loss = kern.bce_with_logits(&input, &target, &mut grad).unwrap();
+            check_close(&format!("bce {what}"), &[loss], &[want_bce], LOSS_ABS, LOSS_REL)
+                .map_err(TestCaseError::fail)?;
+            // σ(z) - t: absolute error of σ, scaled by 1/len.
+            check_close(&format!("bce grad {what}"), &grad, &want_b, 1e-7, LOSS_REL)
+                .map_err(TestCaseError::fail)?;
+        }
+    }
+
+    #[test]
+    fn sum_rows_matches_oracle(rows in 0usize..=12, cols in 0usize..=80, seed: u64) {
+        let x = random(seed, rows * cols, -1.0, 1.0);
+        let mut want = vec![0.0; cols];
+        oracle::sum_rows(&x, rows, cols, &mut want).unwrap();
+        for kern in all_kernels() {
+            let mut got = vec![f32::NAN; cols];
+            kern.sum_rows(&x, rows, cols, &mut got).unwrap();
+            check_close(&format!("sum_rows {rows}x{cols} at {:?}", kern.level()), &got, &want, 1e-6, 1e-6)
+                .map_err(TestCaseError::fail)?;
+        }
+    }
+}
+
+#[test]
+fn losses_hand_computed() {
+    let ln2 = core::f32::consts::LN_2;
+    for kern in all_kernels() {
+        let level = kern.level();
+        // Two equal logits, label 0: loss ln 2, grad [0.5 - 1, 0.5]. Two rows: each row's
+        // gradient is halved, the loss is the mean.
+        let mut g = [0.0f32; 4];
+        let loss = kern
+            .softmax_cross_entropy(&[0.0, 0.0, 0.0, 0.0], &[0, 1], 2, &mut g)
+            .unwrap();
+        assert!((loss - ln2).abs() < 1e-6, "{level:?}: {loss}");
+        check_close("ce grad", &g, &[-0.25, 0.25, 0.25, -0.25], 1e-7, 0.0).unwrap();
+        // One class: loss 0, gradient 0.
+        let mut g1 = [9.0f32; 3];
+        let loss = kern
+            .softmax_cross_entropy(&[5.0, -1.0, 0.0], &[0, 0, 0], 1, &mut g1)
+            .unwrap();
+        assert_eq!((loss, g1), (0.0, [0.0; 3]), "{level:?}");
+        // MSE of [1, 3] against [0, 0]: (1 + 9) / 2 = 5, grad 2·d/2 = [1, 3].
+        let mut g2 = [0.0f32; 2];
+        assert_eq!(kern.mse(&[1.0, 3.0], &[0.0, 0.0], &mut g2).unwrap(), 5.0);
+        assert_eq!(g2, [1.0, 3.0], "{level:?}");
+        // BCE at z = 0: ln 2 whatever the target, grad (0.5 - t) / 2.
+        let loss = kern
+            .bce_with_logits(&[0.0, 0.0], &[0.0, 1.0], &mut g2)
+            .unwrap();
+        assert!((loss - ln2).abs() < 1e-6, "{level:?}: {loss}");
+        assert_eq!(g2, [0.25, -0.25], "{level:?}");
+        // Large logits neither overflow nor cancel: z = ±50 against the wrong target costs 50.
+        let loss = kern
+            .bce_with_logits(&[50.0, -50.0], &[0.0, 1.0], &mut g2)
+            .unwrap();
+        assert!((loss - 50.0).abs() < 1e-4, "{level:?}: {loss}");
+        check_close("bce grad", &g2, &[0.5, -0.5], 1e-7, 0.0).unwrap();
+        // sum_rows of [[1, 2, 3], [4, 5, 6]].
+        let mut s = [0.0f32; 3];
+        kern.sum_rows(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3, &mut s)
+            .unwrap();
+        assert_eq!(s, [5.0, 7.0, 9.0], "{level:?}");
+    }
+}
+
+#[test]
+fn loss_oracles_match_finite_differences() {
+    let h = 1e-6;
+    // Softmax cross-entropy: 3 rows of 5 classes.
+    let logits = random64(700, 15)
+        .iter()
+        .map(|v| 3.0 * v)
+        .collect::<Vec<_>>();
+    let labels = [4u32, 0, 2];
+    let mut grad = vec![0.0; 15];
+    oracle::softmax_cross_entropy(&logits, &labels, 5, &mut grad).unwrap();
+    let num = numeric_grad(&logits, h, |z| {
+        oracle::softmax_cross_entropy(z, &labels, 5, &mut [0.0; 15]).unwrap()
+    });
+    check_close64("softmax cross-entropy", &grad, &num, 1e-7);
+    // MSE and BCE with logits.
+    let input = random64(701, 20)
+        .iter()
+        .map(|v| 4.0 * v)
+        .collect::<Vec<_>>();
+    let target = random(702, 20, 0.0, 1.0)
+        .into_iter()
+        .map(f64::from)
+        .collect::<Vec<_>>();
+    let mut g = vec![0.0; 20];
+    oracle::mse(&input, &target, &mut g).unwrap();
+    let num = numeric_grad(&input, h, |p| {
+        oracle::mse(p, &target, &mut [0.0; 20]).unwrap()
+    });
+    check_close64("mse", &g, &num, 1e-7);
+    oracle::bce_with_logits(&input, &target, &mut g).unwrap();
+    let num = numeric_grad(&input, h, |z| {
+        oracle::bce_with_logits(z, &target, &mut [0.0; 20]).unwrap()
+    });
+    check_close64("bce with logits", &g, &num, 1e-7);
+}
+
+#[test]
+fn loss_errors() {
+    let kern = Kernels::detect();
+    let mut g = [0.0f32; 6];
+    let msg = |r: Result<f32, KernelError>| r.unwrap_err().message;
+    let m = msg(kern.softmax_cross_entropy(&[0.0; 6], &[0, 3], 3, &mut g));
+    assert!(
+        m.contains("`labels[1]` is 3, expected a class index < classes 3"),
+        "{m}"
+    );
+    let m = msg(kern.softmax_cross_entropy(&[0.0; 6], &[0, 1], 0, &mut g));
+    assert!(m.contains("`classes` is 0"), "{m}");
+    let m = msg(kern.softmax_cross_entropy(&[], &[], 3, &mut []));
+    assert!(m.contains("`labels` is empty"), "{m}");
+    let m = msg(kern.softmax_cross_entropy(&[0.0; 5], &[0, 1], 3, &mut g));
+    assert!(
+        m.contains("`logits` has length 5, expected 6 (rows=2 × classes=3)"),
+        "{m}"
+    );
+    let m = msg(kern.softmax_cross_entropy(&[0.0; 6], &[0, 1], 3, &mut g[..5]));
+    assert!(m.contains("`grad` has length 5, expected 6"), "{m}");
+    let m = msg(kern.mse(&[0.0; 3], &[0.0; 2], &mut g[..3]));
+    assert!(
+        m.contains("`target` has length 2, expected 3 (the length of `pred`)"),
+        "{m}"
+    );
+    let m = msg(kern.mse(&[], &[], &mut []));
+    assert!(m.contains("`pred` is empty"), "{m}");
+    let m = msg(kern.bce_with_logits(&[0.0; 3], &[0.0; 3], &mut g[..4]));
+    assert!(
+        m.contains("`grad` has length 4, expected 3 (the length of `logits`)"),
+        "{m}"
+    );
+    let m = msg(kern.bce_with_logits(&[], &[], &mut []));
+    assert!(m.contains("`logits` is empty"), "{m}");
+    let m = kern
+        .sum_rows(&[0.0; 5], 2, 3, &mut g[..3])
+        .unwrap_err()
+        .message;
+    assert!(
+        m.contains("`x` has length 5, expected 6 (rows=2 × cols=3)"),
+        "{m}"
+    );
+    let m = kern
+        .sum_rows(&[0.0; 6], 2, 3, &mut g[..2])
+        .unwrap_err()
+        .message;
+    assert!(m.contains("`out` has length 2, expected 3 (cols=3)"), "{m}");
+    // The oracles validate the same way.
+    let m = oracle::softmax_cross_entropy(&[0.0f32; 6], &[0, 3], 3, &mut g)
+        .unwrap_err()
+        .message;
+    assert!(m.contains("`labels[1]` is 3"), "{m}");
 }

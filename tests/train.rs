@@ -96,7 +96,10 @@ fn one_adam_step_matches_the_numpy_reference() {
         metrics["train_loss"].as_f64().unwrap(),
         reference["loss"].as_f64().unwrap(),
     );
-    assert!((loss - want_loss).abs() < 1e-4, "loss {loss}, numpy {want_loss}");
+    assert!(
+        (loss - want_loss).abs() < 1e-4,
+        "loss {loss}, numpy {want_loss}"
+    );
     let got = WeightsFile::read(&out).expect("output weights");
     let want = WeightsFile::read(&case.join("expected.safetensors")).expect("expected");
     let init = WeightsFile::read(&case.join("init.safetensors")).expect("init");
@@ -108,7 +111,13 @@ fn one_adam_step_matches_the_numpy_reference() {
         let g = &got.tensors[name];
         assert_eq!(g.shape, w.shape, "{name}");
         let mut moved = 0;
-        for (i, ((a, b), s)) in g.data.iter().zip(&w.data).zip(&init.tensors[name].data).enumerate() {
+        for (i, ((a, b), s)) in g
+            .data
+            .iter()
+            .zip(&w.data)
+            .zip(&init.tensors[name].data)
+            .enumerate()
+        {
             assert!(
                 (a - b).abs() <= 1e-4,
                 "{name}[{i}]: tensorlet {a}, numpy {b} (initial {s})"
@@ -116,7 +125,10 @@ fn one_adam_step_matches_the_numpy_reference() {
             moved += usize::from((b - s).abs() > 5e-4);
         }
         // The step really moved the weights (Adam's first step is about lr = 1e-3).
-        assert!(moved * 2 > w.data.len(), "{name}: only {moved} weights moved");
+        assert!(
+            moved * 2 > w.data.len(),
+            "{name}: only {moved} weights moved"
+        );
     }
     let meta = &got.metadata;
     assert_eq!(meta.get("tensorlet.steps").map(String::as_str), Some("1"));
@@ -155,10 +167,15 @@ fn a_short_seeded_run_learns_and_is_reproducible() {
     let a = dir.join("a.safetensors");
     let metrics = run(&a, "2");
     let acc = metrics["test_accuracy"].as_f64().expect("test_accuracy");
-    assert!(acc >= 0.85, "held-out accuracy {acc} after 4 epochs on 800 images");
+    assert!(
+        acc >= 0.85,
+        "held-out accuracy {acc} after 4 epochs on 800 images"
+    );
     let lines = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
-    let epochs: Vec<serde_json::Value> =
-        lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let epochs: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(epochs.len(), 4);
     let first = epochs[0]["train_loss"].as_f64().unwrap();
     let last = epochs[3]["train_loss"].as_f64().unwrap();
@@ -166,7 +183,10 @@ fn a_short_seeded_run_learns_and_is_reproducible() {
     // Same seed, same thread count: identical weights.
     let b = dir.join("b.safetensors");
     run(&b, "2");
-    let (wa, wb) = (WeightsFile::read(&a).unwrap(), WeightsFile::read(&b).unwrap());
+    let (wa, wb) = (
+        WeightsFile::read(&a).unwrap(),
+        WeightsFile::read(&b).unwrap(),
+    );
     assert_eq!(wa.tensors, wb.tensors);
 }
 
@@ -174,10 +194,7 @@ fn a_short_seeded_run_learns_and_is_reproducible() {
 fn bad_specs_name_the_layer() {
     let dir = temp("bad");
     let cases = [
-        (
-            "[[layers]]\ntype = \"conv3d\"\nname = \"c\"\n",
-            "conv3d",
-        ),
+        ("[[layers]]\ntype = \"conv3d\"\nname = \"c\"\n", "conv3d"),
         (
             "[[layers]]\ntype = \"dense\"\nname = \"fc1\"\nout_features = 10\n",
             "layer 1 (dense `fc1`)",

@@ -133,8 +133,9 @@ impl Im2col {
                         let ox_hi = pixels.end.min(first + ow) - first;
                         let row0 = ((ci * self.kh + ky) * self.kw * len + first) as isize
                             - pixels.start as isize;
-                        // One partial sum per kernel row: short dependency chains.
-                        let mut part = zero;
+                        // Partial sums per kernel row, alternating between two: short
+                        // dependency chains.
+                        let mut part = [zero; 2];
                         for kx in 0..self.kw {
                             let (shift, bits) = if ox_hi - ox_lo == ow {
                                 whole[chunk * self.kw + kx]
@@ -146,9 +147,9 @@ impl Im2col {
                             // of tap `(ci, ky, kx)` at pixel `first + ox` with `ox` in
                             // `ox_lo..ox_hi`: inside that tap's row of `grad`.
                             let v = unsafe { load_masked(simd, g.wrapping_offset(base), bits) };
-                            part = simd.add_f32s(part, v);
+                            part[kx & 1] = simd.add_f32s(part[kx & 1], v);
                         }
-                        acc = simd.add_f32s(acc, part);
+                        acc = simd.add_f32s(acc, simd.add_f32s(part[0], part[1]));
                     }
                     store(simd, &mut row[c0..c0 + width], acc);
                 }

@@ -11,7 +11,8 @@ Dependencies: numpy (required), safetensors and pypng (optional; only used by
 
 Commands (see tests/reference/README.md):
   reference.py fixtures                      regenerate tests/fixtures/
-  reference.py models                        regenerate models/
+  reference.py models                        regenerate models/ (seeded weights: overwrites trained ones)
+  reference.py samples                       rewrite models/*/sample.expected.json from the weights there
   reference.py forward MODEL --weights W --input REQ.json
   reference.py compare EXPECTED.json ACTUAL.json [--rtol 1e-4 --atol 1e-6]
   reference.py init MODEL --seed S [--channels C --classes K --size H] [--dtype f32|f16|bf16] [--no-bias] -o W
@@ -297,11 +298,18 @@ def need(W, name, ndim):
 
 
 def mlp_forward(W, x):
+    """Optional preprocessing stored by training: scaler.mean/scale standardise the input,
+    target.mean/scale map the output back to the target's units."""
     if x.ndim != 2:
         raise RefError("shape-mismatch", "mlp: input x must be [N, 10], got %s" % list(x.shape))
     w1, w2 = need(W, "fc1.weight", 2), need(W, "fc2.weight", 2)
+    if "scaler.mean" in W:
+        x = (x - W["scaler.mean"]) / W["scaler.scale"]
     h = sigmoid(linear(x, w1, W.get("fc1.bias"), "fc1"))
-    return linear(h, w2, W.get("fc2.bias"), "fc2")
+    y = linear(h, w2, W.get("fc2.bias"), "fc2")
+    if "target.mean" in W:
+        y = y * W["target.scale"] + W["target.mean"]
+    return y
 
 
 def cnn_forward(W, x, conv=conv2d, pool=maxpool2):
@@ -889,6 +897,17 @@ def models():
     print("wrote models to %s" % MODELS)
 
 
+def samples():
+    """Rewrites models/*/sample.expected.json from the weights already there (trained
+    weights are written by `tensorlet train`, not by this script)."""
+    for model in ("mlp", "mnist-cnn"):
+        d = os.path.join(MODELS, model)
+        req = json.load(open(os.path.join(d, "sample.json")))
+        out = forward_response(model, os.path.join(d, "weights.safetensors"), req)[0]
+        write(os.path.join(d, "sample.expected.json"), out)
+    print("wrote models/*/sample.expected.json")
+
+
 # --------------------------------------------------------------------------------------
 # compare, selftest, CLI
 # --------------------------------------------------------------------------------------
@@ -1067,6 +1086,7 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("fixtures")
     sub.add_parser("models")
+    sub.add_parser("samples")
     sub.add_parser("selftest")
     f = sub.add_parser("forward")
     f.add_argument("model", choices=["mlp", "mnist-cnn"])
@@ -1102,6 +1122,8 @@ def main(argv=None):
 
     if a.cmd == "fixtures":
         fixtures()
+    elif a.cmd == "samples":
+        samples()
     elif a.cmd == "models":
         models()
     elif a.cmd == "selftest":

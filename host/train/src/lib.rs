@@ -7,6 +7,12 @@
 //!   weighted averages, confusion matrix) and regression (MSE, MAE, R²) metrics, equal to
 //!   scikit-learn's.
 //! - [`plot`]: PNG learning curves and confusion-matrix heat maps, with an embedded font.
+//! - [`spec`]: the training spec (TOML): layers, loss, optimizer, schedule, data.
+//! - [`net`]: the network's parameters and its forward and backward passes.
+//! - [`optim`]: SGD, Adam and AdamW with PyTorch's update rules.
+//! - [`train`]: the batch-parallel training loop, validation and progress reports.
+//! - [`weights`]: reading and writing weights and checkpoints (safetensors with metadata).
+//! - [`scaler`]: standardisation fitted on the training split, stored with the weights.
 //!
 //! Parameter names and layouts follow PyTorch's `state_dict` (`conv1.weight`
 //! `[out, in, kh, kw]`, `fc1.weight` `[out, in]`), so trained weights run unchanged in the
@@ -14,4 +20,10 @@
 
 pub mod data;
 pub mod metrics;
+pub mod net;
+pub mod optim;
 pub mod plot;
+pub mod scaler;
+pub mod spec;
+pub mod train;
+pub mod weights;

@@ -100,8 +100,14 @@ impl Network {
                     bias,
                 } => {
                     let inputs = input[0];
-                    let w = add(format!("{name}.weight"), vec![out_features, inputs], inputs, rng);
-                    let b = bias.then(|| add(format!("{name}.bias"), vec![out_features], inputs, rng));
+                    let w = add(
+                        format!("{name}.weight"),
+                        vec![out_features, inputs],
+                        inputs,
+                        rng,
+                    );
+                    let b =
+                        bias.then(|| add(format!("{name}.bias"), vec![out_features], inputs, rng));
                     Layer::Dense {
                         w,
                         b,
@@ -122,7 +128,8 @@ impl Network {
                     let w_shape = [out_channels, input[0] / groups, kernel, kernel];
                     let fan_in = w_shape[1] * kernel * kernel;
                     let w = add(format!("{name}.weight"), w_shape.to_vec(), fan_in, rng);
-                    let b = bias.then(|| add(format!("{name}.bias"), vec![out_channels], fan_in, rng));
+                    let b =
+                        bias.then(|| add(format!("{name}.bias"), vec![out_channels], fan_in, rng));
                     Layer::Conv {
                         w,
                         b,
@@ -186,7 +193,10 @@ impl Network {
 
     /// Zeroed gradients, one per parameter.
     pub fn zero_grads(&self) -> Grads {
-        self.params.iter().map(|p| vec![0.0; p.data.len()]).collect()
+        self.params
+            .iter()
+            .map(|p| vec![0.0; p.data.len()])
+            .collect()
     }
 
     /// Runs `rows` examples `x` through the network, recording every output in `tape`, and
@@ -298,9 +308,9 @@ impl Network {
                         let mask = &mut tape.masks[i];
                         mask.clear();
                         let keep = 1.0 / (1.0 - p);
-                        mask.extend((0..input.len()).map(|_| {
-                            if rng.next_f32() < p { 0.0 } else { keep }
-                        }));
+                        mask.extend(
+                            (0..input.len()).map(|_| if rng.next_f32() < p { 0.0 } else { keep }),
+                        );
                         for ((o, &v), &m) in out.iter_mut().zip(input).zip(mask.iter()) {
                             *o = v * m;
                         }
@@ -401,7 +411,8 @@ impl Network {
                         k.max_pool2d_backward(input, shape, params, &dy, &mut dx)
                             .expect(ok);
                     } else {
-                        k.avg_pool2d_backward(shape, params, &dy, &mut dx).expect(ok);
+                        k.avg_pool2d_backward(shape, params, &dy, &mut dx)
+                            .expect(ok);
                     }
                 }
                 Layer::Identity => dx.copy_from_slice(&dy),

@@ -30,7 +30,12 @@ impl Optimizer {
             OptimizerSpec::Sgd { .. } => (zeros(), Vec::new()),
             _ => (zeros(), zeros()),
         };
-        Optimizer { spec, m, v, step: 0 }
+        Optimizer {
+            spec,
+            m,
+            v,
+            step: 0,
+        }
     }
 
     /// Steps taken so far.

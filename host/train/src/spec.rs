@@ -406,7 +406,9 @@ impl Spec {
             )));
         }
         if self.training.batch == 0 {
-            return Err(SpecError::Invalid("`training.batch` must be at least 1".into()));
+            return Err(SpecError::Invalid(
+                "`training.batch` must be at least 1".into(),
+            ));
         }
         if !(0.0..1.0).contains(&self.training.validation_fraction) {
             return Err(SpecError::Invalid(format!(
@@ -541,8 +543,8 @@ fn layer_output(layer: &LayerSpec, input: &[usize]) -> Result<Vec<usize>, String
         } => {
             let [c, h, w] = chw(layer.kind())?;
             let p = pool_params(kernel, stride, padding);
-            let out = tensorlet_kernels::pool2d_out_shape([1, c, h, w], &p)
-                .map_err(|e| e.to_string())?;
+            let out =
+                tensorlet_kernels::pool2d_out_shape([1, c, h, w], &p).map_err(|e| e.to_string())?;
             Ok(vec![out[1], out[2], out[3]])
         }
         LayerSpec::Flatten => Ok(vec![input.iter().product()]),

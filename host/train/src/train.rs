@@ -229,7 +229,10 @@ impl Trainer {
             check_data(&self.spec, &self.net, v)?;
         }
         if train.is_empty() {
-            return Err(TrainError(format!("the training set {} is empty", train.source)));
+            return Err(TrainError(format!(
+                "the training set {} is empty",
+                train.source
+            )));
         }
         let batch = options.batch.max(1);
         let batches = train.len().div_ceil(batch);
@@ -252,9 +255,8 @@ impl Trainer {
                     .shuffle(&mut order);
             }
             for (w, worker) in self.workers.iter_mut().enumerate() {
-                worker.rng = Rng::new(
-                    options.seed.wrapping_add(1 + w as u64) ^ ((epoch as u64) << 32),
-                );
+                worker.rng =
+                    Rng::new(options.seed.wrapping_add(1 + w as u64) ^ ((epoch as u64) << 32));
             }
             let start = Instant::now();
             let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
@@ -263,10 +265,14 @@ impl Trainer {
                 if steps_done >= total_steps {
                     break;
                 }
-                lr = self.spec.schedule.lr(base_lr, epoch, steps_done, total_steps);
+                lr = self
+                    .spec
+                    .schedule
+                    .lr(base_lr, epoch, steps_done, total_steps);
                 gather(train, idx, &mut x);
                 let (loss, right) = self.step(train, idx, &x)?;
-                self.optimizer.update(&mut self.net.params, &self.workers[0].grads, lr);
+                self.optimizer
+                    .update(&mut self.net.params, &self.workers[0].grads, lr);
                 steps_done += 1;
                 loss_sum += loss * idx.len() as f64;
                 correct += right;
@@ -313,7 +319,12 @@ impl Trainer {
 
     /// Forward and backward for one batch over the workers; leaves the summed gradient in
     /// worker 0. Returns the batch's mean loss and its number of correct predictions.
-    fn step(&mut self, data: &Dataset, idx: &[usize], x: &[f32]) -> Result<(f64, usize), TrainError> {
+    fn step(
+        &mut self,
+        data: &Dataset,
+        idx: &[usize],
+        x: &[f32],
+    ) -> Result<(f64, usize), TrainError> {
         let rows = idx.len();
         let threads = self.workers.len().min(rows);
         let chunk = rows.div_ceil(threads);
@@ -402,16 +413,19 @@ impl Trainer {
                         let indices: Vec<usize> = (lo..hi).collect();
                         for (c, idx) in indices.chunks(256).enumerate() {
                             gather(data, idx, &mut x);
-                            let logits = net.forward(k, &x, idx.len(), true, None, &mut worker.tape);
+                            let logits =
+                                net.forward(k, &x, idx.len(), true, None, &mut worker.tape);
                             worker.d_out.clear();
                             worker.d_out.resize(logits.len(), 0.0);
-                            let (l, r) = loss_and_grad(k, loss, data, idx, logits, &mut worker.d_out)?;
+                            let (l, r) =
+                                loss_and_grad(k, loss, data, idx, logits, &mut worker.d_out)?;
                             loss_sum += l * idx.len() as f64;
                             right += r;
                             let dst = &mut out_chunk[c * 256 * out_len..][..logits.len()];
                             dst.copy_from_slice(logits);
                             if softmax {
-                                k.softmax(dst, out_len).map_err(|e| TrainError(e.to_string()))?;
+                                k.softmax(dst, out_len)
+                                    .map_err(|e| TrainError(e.to_string()))?;
                             }
                         }
                         Ok((loss_sum, right))
@@ -483,7 +497,12 @@ fn loss_and_grad(
                 .count();
             Ok((l as f64, right))
         }
-        (Targets::Values { values, width: w, .. }, Loss::Mse) => {
+        (
+            Targets::Values {
+                values, width: w, ..
+            },
+            Loss::Mse,
+        ) => {
             let mut t = Vec::with_capacity(rows * w);
             for &i in idx {
                 t.extend_from_slice(&values[i * w..(i + 1) * w]);

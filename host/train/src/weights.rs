@@ -133,13 +133,16 @@ impl WeightsFile {
     /// network's shape (the error names the tensor and both shapes).
     pub fn load_into(&self, net: &mut Network, path: &Path) -> Result<(), WeightsError> {
         for p in &mut net.params {
-            let t = self.tensors.get(&p.name).ok_or_else(|| WeightsError::Format {
-                path: path.to_owned(),
-                what: format!(
-                    "has no tensor `{}` (the spec's network needs it, shape {:?})",
-                    p.name, p.shape
-                ),
-            })?;
+            let t = self
+                .tensors
+                .get(&p.name)
+                .ok_or_else(|| WeightsError::Format {
+                    path: path.to_owned(),
+                    what: format!(
+                        "has no tensor `{}` (the spec's network needs it, shape {:?})",
+                        p.name, p.shape
+                    ),
+                })?;
             if t.shape != p.shape {
                 return Err(WeightsError::Format {
                     path: path.to_owned(),
@@ -175,12 +178,11 @@ pub fn write(
         .collect();
     let mut views = Vec::with_capacity(bytes.len());
     for (name, shape, data) in &bytes {
-        let view = TensorView::new(Dtype::F32, shape.clone(), data).map_err(|e| {
-            WeightsError::Format {
+        let view =
+            TensorView::new(Dtype::F32, shape.clone(), data).map_err(|e| WeightsError::Format {
                 path: path.to_owned(),
                 what: format!("tensor `{name}`: {e}"),
-            }
-        })?;
+            })?;
         views.push((name.clone(), view));
     }
     let info: HashMap<String, String> = metadata.clone().into_iter().collect();

@@ -26,6 +26,7 @@ impl InspectCommand {
             self.describe_component()
         } else {
             describe_weights(&Weights::from_bytes(&bytes, &self.target)?);
+            print_weights_metadata(&tensorlet_train::weights::metadata_of(&bytes));
             Ok(())
         }
     }
@@ -44,6 +45,26 @@ impl InspectCommand {
         }
         print_metadata(f.metadata());
         Ok(())
+    }
+}
+
+/// Prints `__metadata__`: how `tensorlet train` made the weights (spec, data digest, seed,
+/// epochs, final metrics), or whatever another writer recorded. Multi-line values (the
+/// spec) are indented below their key.
+fn print_weights_metadata(meta: &std::collections::BTreeMap<String, String>) {
+    if meta.is_empty() {
+        return;
+    }
+    println!("metadata:");
+    for (key, value) in meta {
+        if value.contains('\n') {
+            println!("  {key}:");
+            for line in value.lines() {
+                println!("    {line}");
+            }
+        } else {
+            println!("  {key}: {value}");
+        }
     }
 }
 

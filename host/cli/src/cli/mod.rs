@@ -9,10 +9,12 @@ use tensorlet_host::{Error, Function, KernelBackend, Result, Runtime, RuntimeCon
 
 mod compile;
 mod deploy;
+mod eval;
 mod inspect;
 mod pack;
 mod run;
 mod serve;
+mod train;
 
 /// tensorlet: AI models as a service, at the edge — inference functions as WebAssembly
 /// components with native SIMD kernels.
@@ -35,6 +37,10 @@ enum Command {
     Pack(pack::PackCommand),
     /// Serve models over HTTP (Open Inference Protocol v2, as Triton).
     Serve(serve::ServeCommand),
+    /// Train the network a SPEC.toml declares and write its weights.
+    Train(train::TrainCommand),
+    /// Evaluate a function and weights on a test set (scikit-learn's metrics).
+    Eval(eval::EvalCommand),
     /// Upload a model version folder to a running server (repository load with files).
     Deploy(deploy::DeployCommand),
     /// List the bundled functions.
@@ -50,6 +56,8 @@ impl Cli {
             Command::Compile(c) => c.execute(),
             Command::Pack(c) => c.execute(),
             Command::Serve(c) => c.execute(),
+            Command::Train(c) => c.execute(),
+            Command::Eval(c) => c.execute(),
             Command::Deploy(c) => c.execute(),
             Command::List => {
                 for b in tensorlet_host::bundled::BUNDLED {

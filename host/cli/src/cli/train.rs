@@ -159,7 +159,12 @@ impl TrainCommand {
         let mut progress = Progress::new(stop, self.log.as_deref())?;
         eprintln!(
             "training {} parameters on {} threads: {} epochs, batch {}",
-            trainer.net.params.iter().map(|p| p.data.len()).sum::<usize>(),
+            trainer
+                .net
+                .params
+                .iter()
+                .map(|p| p.data.len())
+                .sum::<usize>(),
             options.threads,
             options.epochs,
             options.batch

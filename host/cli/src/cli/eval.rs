@@ -1,0 +1,468 @@
+//! `tensorlet eval`: runs a deployed function — in the sandbox, as `serve` runs it — over a
+//! test set and reports scikit-learn's metrics (classification report and confusion matrix,
+//! or MSE, MAE and R²), with optional JSON report, per-example predictions and a
+//! confusion-matrix heat map.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::json;
+use tensorlet_host::{DType, Error, Function, Result, Tensor};
+use tensorlet_train::data::{self, Dataset, Targets, csv::Task, idx::MnistSplit};
+use tensorlet_train::metrics::{self, ClassificationReport, RegressionReport};
+
+use super::{RuntimeArgs, load_function};
+
+/// Evaluate FUNCTION (a bundled name or a .wasm/.cwasm path) with WEIGHTS on a test set.
+///
+/// DATA is a folder with MNIST IDX files (`t10k-*` preferred, else `train-*`, plain or
+/// `.gz`), a folder of class sub-folders of PNG images, or a CSV file (with `--target` and
+/// `--task`). Examples go in batches as the function's first input (FP32); its first output
+/// is read: for classes the argmax over the last axis (score = that value), for regression
+/// the values. The report goes to stdout, throughput and progress to stderr.
+#[derive(Args, Debug)]
+pub struct EvalCommand {
+    /// A bundled function name (see `tensorlet list`) or a component path.
+    function: String,
+    /// Safetensors weights to evaluate.
+    #[arg(long, short, value_name = "FILE")]
+    weights: PathBuf,
+    /// The test set: an MNIST folder, a folder of class folders of PNGs, or a CSV file.
+    #[arg(long, value_name = "DIR|FILE")]
+    data: PathBuf,
+    /// Examples per request.
+    #[arg(long, default_value_t = 256, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
+    /// CSV only: the target column [default: target].
+    #[arg(long, value_name = "COLUMN")]
+    target: Option<String>,
+    /// CSV only: what the target column holds [default: regression].
+    #[arg(long, value_name = "regression|classification", value_parser = parse_task)]
+    task: Option<Task>,
+    /// Image folders only: 1 (gray) or 3 (RGB) [default: the function input's channel
+    /// dimension if fixed, else 1].
+    #[arg(long, value_name = "N")]
+    channels: Option<usize>,
+    /// Write the report, with the function, weights, data, count and timing, as JSON.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Write one CSV row per example: `index,label,prediction,score`.
+    #[arg(long, value_name = "FILE")]
+    predictions: Option<PathBuf>,
+    /// Write charts into this folder (classification: `confusion.png`).
+    #[arg(long, value_name = "DIR")]
+    plots: Option<PathBuf>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// `--task`'s parser: the data loader's task names.
+fn parse_task(s: &str) -> std::result::Result<Task, String> {
+    match s {
+        "regression" => Ok(Task::Regression),
+        "classification" => Ok(Task::Classification),
+        _ => Err(format!(
+            "`{s}` is not a task: expected `regression` or `classification`"
+        )),
+    }
+}
+
+/// The predictions of a whole run, in example order.
+enum Predictions {
+    /// Predicted class and its score (the argmax's value) per example.
+    Classes { classes: Vec<u32>, scores: Vec<f32> },
+    /// `width` predicted values per example, row-major.
+    Values(Vec<f32>),
+}
+
+/// The metrics of a run.
+enum Report {
+    Classification(ClassificationReport),
+    Regression(RegressionReport),
+}
+
+impl EvalCommand {
+    /// Loads the function, weights and data, runs every batch, and writes the reports.
+    pub fn execute(self) -> Result<()> {
+        let runtime = self.runtime.runtime()?;
+        let function = load_function(&runtime, &self.function)?;
+        let weights = runtime.load_weights_file(&self.weights)?;
+        let input = function.metadata().inputs.first().cloned().ok_or_else(|| {
+            Error::invalid_input(format!("function `{}` has no inputs", function.name()))
+        })?;
+        let output = function
+            .metadata()
+            .outputs
+            .first()
+            .cloned()
+            .ok_or_else(|| {
+                Error::invalid_input(format!("function `{}` has no outputs", function.name()))
+            })?;
+        let dataset = self.load_data(&input.shape)?;
+        let batch = check_input(&function, &input, &dataset, self.batch as usize)?;
+
+        let started = Instant::now();
+        let predictions = run(
+            &function,
+            &weights,
+            &input.name,
+            &output.name,
+            &dataset,
+            batch,
+        )?;
+        let seconds = started.elapsed().as_secs_f64();
+        let count = dataset.len();
+        let rate = count as f64 / seconds.max(f64::MIN_POSITIVE);
+        eprintln!("eval: {count} examples in {seconds:.3} s ({rate:.1} examples/s)");
+
+        let report = score(&dataset, &predictions, &output.name)?;
+        match &report {
+            Report::Classification(r) => print!("{r}"),
+            Report::Regression(r) => print!("{r}"),
+        }
+        if let Some(path) = &self.predictions {
+            write_file(path, predictions_csv(&dataset, &predictions).as_bytes())?;
+        }
+        if let Some(path) = &self.report {
+            let (task, metrics) = match &report {
+                Report::Classification(r) => ("classification", serde_json::to_value(r)),
+                Report::Regression(r) => ("regression", serde_json::to_value(r)),
+            };
+            let metrics =
+                metrics.map_err(|e| Error::internal(format!("encoding the report: {e}")))?;
+            let doc = json!({
+                "function": self.function,
+                "weights": self.weights.display().to_string(),
+                "data": self.data.display().to_string(),
+                "task": task,
+                "count": count,
+                "batch": batch,
+                "seconds": seconds,
+                "examples_per_second": rate,
+                "report": metrics,
+            });
+            let text = serde_json::to_string_pretty(&doc)
+                .map_err(|e| Error::internal(format!("encoding the report: {e}")))?;
+            write_file(path, format!("{text}\n").as_bytes())?;
+        }
+        if let Some(dir) = &self.plots {
+            match &report {
+                Report::Classification(r) => {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                    let path = dir.join("confusion.png");
+                    let title = format!("{} on {}", self.function, self.data.display());
+                    tensorlet_train::plot::heatmap(&path, &title, &r.classes, &r.confusion)
+                        .map_err(|e| Error::internal(format!("plotting: {e}")))?;
+                }
+                Report::Regression(_) => {
+                    eprintln!("eval: --plots draws the confusion matrix; regression has none")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads `--data` as MNIST, an image folder or a CSV file, refusing flags that do not
+    /// apply to its kind. `input_shape` (the function's first input) gives the default
+    /// channel count of images.
+    fn load_data(&self, input_shape: &[i64]) -> Result<Dataset> {
+        let path = &self.data;
+        let only = |flag: &str, set: bool, kind: &str| {
+            if set {
+                Err(Error::invalid_input(format!(
+                    "{flag} applies to {kind} only, but --data `{}` is not one",
+                    path.display()
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        let loaded = if path.is_file() {
+            only("--channels", self.channels.is_some(), "image folders")?;
+            let target = self.target.as_deref().unwrap_or("target");
+            data::csv::load(path, target, self.task.unwrap_or_default())
+        } else if path.is_dir() {
+            only("--target", self.target.is_some(), "CSV files")?;
+            only("--task", self.task.is_some(), "CSV files")?;
+            let has = |prefix: &str| {
+                ["", ".gz"].iter().any(|gz| {
+                    path.join(format!("{prefix}-images-idx3-ubyte{gz}"))
+                        .is_file()
+                })
+            };
+            if has("t10k") || has("train") {
+                only("--channels", self.channels.is_some(), "image folders")?;
+                let split = if has("t10k") {
+                    MnistSplit::Test
+                } else {
+                    MnistSplit::Train
+                };
+                data::idx::load_mnist(path, split)
+            } else {
+                let fixed = input_shape.get(1).and_then(|&c| usize::try_from(c).ok());
+                data::images::load(path, self.channels.or(fixed).unwrap_or(1))
+            }
+        } else {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "--data names neither a file nor a folder",
+                ),
+            ));
+        };
+        let dataset = loaded.map_err(|e| Error::invalid_input(format!("--data: {e}")))?;
+        if dataset.is_empty() {
+            return Err(Error::invalid_input(format!(
+                "--data `{}` holds no examples",
+                path.display()
+            )));
+        }
+        Ok(dataset)
+    }
+}
+
+/// Checks that the data fits the function's input (FP32, rank 1 + the example's, fixed
+/// dimensions equal) and returns the batch size to use: `batch`, or the input's fixed
+/// batch dimension if it has one.
+fn check_input(
+    function: &Function,
+    input: &tensorlet_host::IoSpec,
+    dataset: &Dataset,
+    batch: usize,
+) -> Result<usize> {
+    let dtype = DType::from(input.dtype);
+    if dtype != DType::F32 {
+        return Err(Error::invalid_input(format!(
+            "function `{}`'s first input `{}` is {}; eval feeds FP32 examples",
+            function.name(),
+            input.name,
+            dtype.as_str()
+        )));
+    }
+    let example = &dataset.example_shape;
+    let fits = input.shape.len() == example.len() + 1
+        && input.shape[1..]
+            .iter()
+            .zip(example)
+            .all(|(&want, &have)| want < 0 || usize::try_from(want) == Ok(have));
+    if !fits {
+        return Err(Error::shape_mismatch(format!(
+            "the data's examples have shape {example:?} (batches [N, {}]), but function `{}`'s \
+             input `{}` expects {:?} (-1 = any)",
+            example
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            function.name(),
+            input.name,
+            input.shape
+        )));
+    }
+    match usize::try_from(input.shape[0]) {
+        Ok(fixed) if !dataset.len().is_multiple_of(fixed.max(1)) || fixed == 0 => {
+            Err(Error::shape_mismatch(format!(
+                "function `{}`'s input `{}` takes batches of exactly {fixed}, which do not \
+                 divide the data's {} examples",
+                function.name(),
+                input.name,
+                dataset.len()
+            )))
+        }
+        Ok(fixed) => Ok(fixed),
+        Err(_) => Ok(batch),
+    }
+}
+
+/// Runs every batch of `batch` examples through `function` and collects its predictions;
+/// progress goes to stderr every few seconds.
+fn run(
+    function: &Function,
+    weights: &std::sync::Arc<tensorlet_host::Weights>,
+    input: &str,
+    output: &str,
+    dataset: &Dataset,
+    batch: usize,
+) -> Result<Predictions> {
+    let n = dataset.len();
+    let example_len = dataset.example_len();
+    let classify = matches!(dataset.targets, Targets::Classes { .. });
+    let (mut classes, mut scores, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    let started = Instant::now();
+    let mut last_progress = started;
+    for start in (0..n).step_by(batch) {
+        let rows = batch.min(n - start);
+        let mut shape = vec![rows];
+        shape.extend_from_slice(&dataset.example_shape);
+        let slice = &dataset.features[start * example_len..(start + rows) * example_len];
+        let tensor = Tensor::from_f32(shape, slice)?;
+        let what = || format!("examples {start}..{}", start + rows);
+        let outputs = function
+            .infer(weights, vec![(input.to_string(), tensor)])
+            .map_err(|e| e.context(what()))?;
+        let tensor = outputs
+            .into_iter()
+            .find_map(|(name, t)| (name == output).then_some(t))
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "function `{}` returned no output `{output}` for {}",
+                    function.name(),
+                    what()
+                ))
+            })?;
+        let out = tensor.f32s(&format!("output `{output}`"))?;
+        let shape = tensor.shape();
+        if shape.first() != Some(&rows) || out.len() % rows != 0 {
+            return Err(Error::shape_mismatch(format!(
+                "output `{output}` has shape {shape:?} for {}: expected [{rows}, ...]",
+                what()
+            )));
+        }
+        let width = out.len() / rows;
+        if classify {
+            if shape.last() != Some(&width) || width == 0 {
+                return Err(Error::shape_mismatch(format!(
+                    "output `{output}` has shape {shape:?}: classification takes the argmax \
+                     over the last axis, so expected [{rows}, K] (one score per class)"
+                )));
+            }
+            for (i, row) in out.chunks_exact(width).enumerate() {
+                let (c, s) = argmax(row).ok_or_else(|| {
+                    Error::invalid_input(format!(
+                        "output `{output}` of example {} is all NaN",
+                        start + i
+                    ))
+                })?;
+                classes.push(c);
+                scores.push(s);
+            }
+        } else {
+            values.extend_from_slice(out);
+        }
+        let now = Instant::now();
+        if now - last_progress >= Duration::from_secs(2) {
+            last_progress = now;
+            let done = start + rows;
+            let rate = done as f64 / (now - started).as_secs_f64();
+            eprintln!("eval: {done}/{n} examples ({rate:.0} examples/s)");
+        }
+    }
+    Ok(if classify {
+        Predictions::Classes { classes, scores }
+    } else {
+        Predictions::Values(values)
+    })
+}
+
+/// The index and value of the largest non-NaN element (the first one on ties), or `None` if
+/// all are NaN.
+fn argmax(row: &[f32]) -> Option<(u32, f32)> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in row.iter().enumerate() {
+        if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
+        }
+    }
+    best.map(|(i, v)| (i as u32, v))
+}
+
+/// Computes the report from the predictions and the data's targets, checking that the
+/// function's output agrees with them (one score per class, one value per target).
+fn score(dataset: &Dataset, predictions: &Predictions, output: &str) -> Result<Report> {
+    let metrics_err = |e: metrics::MetricsError| Error::invalid_input(format!("metrics: {e}"));
+    match (&dataset.targets, predictions) {
+        (Targets::Classes { labels, names }, Predictions::Classes { classes, .. }) => {
+            if let Some(&c) = classes.iter().find(|&&c| c as usize >= names.len()) {
+                return Err(Error::shape_mismatch(format!(
+                    "output `{output}` predicted class {c}, but the data has {} classes {:?}: \
+                     expected one score per class of the data",
+                    names.len(),
+                    names
+                )));
+            }
+            metrics::classification_report(labels, classes, names)
+                .map(Report::Classification)
+                .map_err(metrics_err)
+        }
+        (Targets::Values { values, width, .. }, Predictions::Values(predicted)) => {
+            if predicted.len() != values.len() {
+                return Err(Error::shape_mismatch(format!(
+                    "output `{output}` has {} values per example, but the data has {width} \
+                     target(s) per example",
+                    predicted.len() / dataset.len()
+                )));
+            }
+            metrics::multi_output_regression_report(values, predicted, *width)
+                .map(Report::Regression)
+                .map_err(metrics_err)
+        }
+        _ => Err(Error::internal(
+            "predictions of a different task than the data's targets",
+        )),
+    }
+}
+
+/// The `--predictions` CSV: `index,label,prediction,score`. Classification: class names and
+/// the argmax's score; regression: target and predicted values (space-separated when there
+/// are several outputs) and an empty score.
+fn predictions_csv(dataset: &Dataset, predictions: &Predictions) -> String {
+    let mut out = String::from("index,label,prediction,score\n");
+    match (&dataset.targets, predictions) {
+        (Targets::Classes { labels, names }, Predictions::Classes { classes, scores }) => {
+            for (i, ((&l, &p), s)) in labels.iter().zip(classes).zip(scores).enumerate() {
+                let name = |c: u32| csv_field(&names[c as usize]);
+                let _ = writeln!(out, "{i},{},{},{s}", name(l), name(p));
+            }
+        }
+        (Targets::Values { values, width, .. }, Predictions::Values(predicted)) => {
+            let join = |row: &[f32]| row.iter().map(f32::to_string).collect::<Vec<_>>().join(" ");
+            for (i, (t, p)) in values
+                .chunks_exact(*width)
+                .zip(predicted.chunks_exact(*width))
+                .enumerate()
+            {
+                let _ = writeln!(out, "{i},{},{},", join(t), join(p));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// `s` as a CSV field: quoted (quotes doubled) if it holds a comma, quote or line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Writes `bytes` to `path`.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_takes_the_first_largest_and_skips_nan() {
+        assert_eq!(argmax(&[0.1, 0.7, 0.2]), Some((1, 0.7)));
+        assert_eq!(argmax(&[0.5, 0.5]), Some((0, 0.5)));
+        assert_eq!(argmax(&[f32::NAN, -1.0, -2.0]), Some((1, -1.0)));
+        assert_eq!(argmax(&[f32::NAN]), None);
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("cat"), "cat");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+}

@@ -9,6 +9,9 @@
 use crate::net::{Grads, Param};
 use crate::spec::OptimizerSpec;
 
+/// One optimizer state tensor: `(kind, parameter index, values)`, kind `m` or `v`.
+pub type StateTensor<'a> = (&'static str, usize, &'a [f32]);
+
 /// The optimizer and its per-parameter state.
 #[derive(Clone, Debug)]
 pub struct Optimizer {
@@ -26,7 +29,7 @@ impl Optimizer {
     pub fn new(spec: OptimizerSpec, params: &[Param]) -> Optimizer {
         let zeros = || params.iter().map(|p| vec![0.0; p.data.len()]).collect();
         let (m, v) = match spec {
-            OptimizerSpec::Sgd { momentum, .. } if momentum == 0.0 => (Vec::new(), Vec::new()),
+            OptimizerSpec::Sgd { momentum: 0.0, .. } => (Vec::new(), Vec::new()),
             OptimizerSpec::Sgd { .. } => (zeros(), Vec::new()),
             _ => (zeros(), zeros()),
         };
@@ -45,7 +48,7 @@ impl Optimizer {
 
     /// The state tensors to checkpoint: `(kind, index, values)` with kind `m` or `v`, plus
     /// the step count.
-    pub fn state(&self) -> (u64, Vec<(&'static str, usize, &[f32])>) {
+    pub fn state(&self) -> (u64, Vec<StateTensor<'_>>) {
         let mut out = Vec::new();
         for (i, m) in self.m.iter().enumerate() {
             out.push(("m", i, &m[..]));

@@ -174,9 +174,9 @@ impl Im2col {
     /// AVX-512, a panel whose every 16-column vector reads from a window of at most 32
     /// consecutive input elements per tap (stride 1 with short row wraps, the common case)
     /// is filled by [`Im2col::panel_v4`]; other stride-1 panels, at levels with masked loads
-    /// (AVX-512, AVX2), by [`Im2col::panel_masked`], or by [`Im2col::rows_masked`] when there
-    /// is one panel as wide as the pixels; the rest go through [`Im2col::panel_runs`]. With
-    /// `nr = pixels.len()` (one panel) `dst` is the row-major `[taps, pixels]` patch matrix.
+    /// (AVX-512, AVX2), by [`Im2col::panel_masked`]; the rest go through
+    /// [`Im2col::panel_runs`]. With `nr = pixels.len()` (one panel) `dst` is the row-major
+    /// `[taps, pixels]` patch matrix.
     #[inline(always)]
     pub(crate) fn pack<S: Simd>(
         &self,
@@ -203,84 +203,10 @@ impl Im2col {
                 continue;
             }
             if self.stride.1 == 1 && masked_loads::<S>() {
-                if panels == 1 && valid == nr {
-                    self.rows_masked(simd, x, &runs, nr, dst);
-                } else {
-                    self.panel_masked(simd, x, &runs, p, panels, nr, &mut segs, dst);
-                }
+                self.panel_masked(simd, x, &runs, p, panels, nr, &mut segs, dst);
                 continue;
             }
             self.panel_runs(simd, x, &runs, p, panels, nr, dst);
-        }
-    }
-
-    /// Writes the row-major patch matrix `[taps, len]` (one panel as wide as the pixels, all
-    /// valid) of a stride-1 convolution run by run: each run of a row is loaded a vector at a
-    /// time from its input row (one plain load where every lane is inside the image, a masked
-    /// load at the borders and in the padding) and stored as a whole vector. Rows and runs are
-    /// written in order, so the lanes a vector stores past its run are overwritten by the
-    /// next run or row; the last row's excess goes to the slack past `taps · len`, if `dst`
-    /// has it (else its last vector is stored masked).
-    #[inline(always)]
-    fn rows_masked<S: Simd>(&self, simd: S, xg: &[f32], runs: &[Run], len: usize, dst: &mut [f32]) {
-        let lanes = S::F32_LANES;
-        let plane = self.h * self.w;
-        let (sh, ph) = (self.stride.0, self.padding.0);
-        let (dh, dw) = self.dilation;
-        let pw = self.padding.1;
-        let zero = simd.splat_f32s(0.0);
-        let xs: Vec<_> = (0..self.kw)
-            .map(|kx| valid_range(self.w, self.ow, 1, kx * dw, pw))
-            .collect();
-        let x = xg.as_ptr();
-        let mut row = 0;
-        for ci in 0..self.cg {
-            for ky in 0..self.kh {
-                for (kx, xs) in xs.iter().enumerate() {
-                    for r in runs {
-                        let y = (r.oy * sh + ky * dh).wrapping_sub(ph);
-                        // Columns `a..b` of the run (output columns) read inside the image.
-                        let (a, b) = if y < self.h {
-                            let a = xs.start.clamp(r.ox, r.ox + r.len);
-                            (a - r.ox, xs.end.clamp(a, r.ox + r.len) - r.ox)
-                        } else {
-                            (0, 0)
-                        };
-                        // Input index of the run's column 0 (outside the row when it is padding).
-                        let src = (ci * plane + y.min(self.h) * self.w + r.ox + kx * dw) as isize
-                            - pw as isize;
-                        let mut v0 = 0;
-                        while v0 < r.len {
-                            let lo = a.saturating_sub(v0).min(lanes);
-                            let hi = b.saturating_sub(v0).min(lanes);
-                            let v = if lo == 0 && hi == lanes {
-                                // SAFETY: every lane is a column inside row `y` of channel `ci`.
-                                unsafe {
-                                    x.offset(src + v0 as isize)
-                                        .cast::<S::f32s>()
-                                        .read_unaligned()
-                                }
-                            } else if lo < hi {
-                                // SAFETY: the lanes under the mask are columns inside the row.
-                                unsafe {
-                                    load_masked(
-                                        simd,
-                                        x.wrapping_offset(src + v0 as isize),
-                                        lane_bits(lo, hi),
-                                    )
-                                }
-                            } else {
-                                zero
-                            };
-                            let at = row + r.jj + v0;
-                            let end = (at + lanes).min(dst.len());
-                            store(simd, &mut dst[at..end], v);
-                            v0 += lanes;
-                        }
-                    }
-                    row += len;
-                }
-            }
         }
     }
 

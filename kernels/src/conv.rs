@@ -240,10 +240,16 @@ impl Im2col {
         for ky in 0..self.kh {
             for kx in 0..self.kw {
                 let xs = valid_range(self.w, self.ow, 1, kx * dw, pw);
+                // Runs are in column order: each vector looks only at the runs it overlaps
+                // (a one-panel block of a whole image has dozens of runs and vectors).
+                let mut first = 0;
                 for v in 0..nv {
                     segs.starts.push(segs.list.len());
                     let (c0, c1) = (v * lanes, (v * lanes + lanes).min(nr));
-                    for r in runs {
+                    while first < runs.len() && runs[first].jj + runs[first].len <= c0 {
+                        first += 1;
+                    }
+                    for r in runs[first..].iter().take_while(|r| r.jj < c1) {
                         let y = (r.oy * sh + ky * dh).wrapping_sub(ph);
                         let a = xs.start.clamp(r.ox, r.ox + r.len);
                         let b = xs.end.clamp(a, r.ox + r.len);

@@ -24,7 +24,7 @@ use crate::elem::{Scratch, take_scratch};
 use crate::gemm::{AView, Bias, Gemm, nr, pack_b, pack_b_rows, packed_b_len, tile_dims};
 use crate::matmul::pack_transposed;
 use crate::shape::Conv2dParams;
-use crate::vmem::{lane_bits, load, load_masked, store, zero};
+use crate::vmem::{lane_bits, load, load_masked, partial_load, store, zero};
 
 /// Bytes of patches (or patch gradients) per pixel block: half of a 1 MiB L2.
 const BLOCK_BYTES: usize = 512 << 10;
@@ -355,6 +355,14 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
                     let a = &mut cols.as_mut_slice()[..taps * len + 16];
                     geometry.pack(simd, xg, j0..j0 + len, len, a);
                     let a = &a[..taps * len];
+                    if taps <= DOT_TAPS {
+                        let first = img == 0 && j0 == 0;
+                        if first {
+                            zero(simd, acc);
+                        }
+                        add_dots_nt(simd, &dyg[j0..], pixels, ocg, a, len, taps, len, acc);
+                        continue;
+                    }
                     let b = &mut packed.as_mut_slice()[..packed_b_len(len, ocg, nr)];
                     pack_b(simd, &dyg[j0..], pixels, len, 0..ocg, nr, b, |v| v);
                     Gemm {
@@ -391,6 +399,100 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
         WEIGHTS_T.set(Some(acc));
         PACKED.set(Some(packed));
         PATCHES.set(Some(cols));
+    }
+}
+
+/// At most this many taps (`cg·kh·kw`: a first layer on 1 to 3 channels), the weight
+/// gradient is taken as dot products of `dY` rows with patch rows ([`add_dots_nt`]) rather
+/// than a GEMM: with so few GEMM rows, packing `dY` cost several times the products (the
+/// seed CNN's conv1, 9 taps, ran at an eighth of peak).
+const DOT_TAPS: usize = 16;
+
+/// `c[t·ocg + o] += Σ_p dy[o·ldd + p] · cols[t·ldc_cols + p]` over `p < len`, for `o < ocg`,
+/// `t < taps`: both operands read along their rows in place, 4 × 3 register tiles of vector
+/// accumulators (12 accumulators, 3 patch vectors and one `dY` vector: 16 registers, so
+/// AVX2 spills nothing), one horizontal sum per product and call.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn add_dots_nt<S: Simd>(
+    simd: S,
+    dy: &[f32],
+    ldd: usize,
+    ocg: usize,
+    cols: &[f32],
+    ldc_cols: usize,
+    taps: usize,
+    len: usize,
+    c: &mut [f32],
+) {
+    let mut o = 0;
+    while o < ocg {
+        let mut t = 0;
+        while t < taps {
+            match (ocg - o >= 4, taps - t >= 3) {
+                (true, true) => {
+                    dot_tile::<S, 4, 3>(simd, dy, ldd, o, cols, ldc_cols, t, len, ocg, c)
+                }
+                (true, false) => {
+                    dot_tile::<S, 4, 1>(simd, dy, ldd, o, cols, ldc_cols, t, len, ocg, c)
+                }
+                (false, true) => {
+                    dot_tile::<S, 1, 3>(simd, dy, ldd, o, cols, ldc_cols, t, len, ocg, c)
+                }
+                (false, false) => {
+                    dot_tile::<S, 1, 1>(simd, dy, ldd, o, cols, ldc_cols, t, len, ocg, c)
+                }
+            }
+            t += if taps - t >= 3 { 3 } else { 1 };
+        }
+        o += if ocg - o >= 4 { 4 } else { 1 };
+    }
+}
+
+/// One `O × T` tile of [`add_dots_nt`]: rows `o..o + O` of `dY`, patch rows `t..t + T`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn dot_tile<S: Simd, const O: usize, const T: usize>(
+    simd: S,
+    dy: &[f32],
+    ldd: usize,
+    o: usize,
+    cols: &[f32],
+    ldc_cols: usize,
+    t: usize,
+    len: usize,
+    ocg: usize,
+    c: &mut [f32],
+) {
+    let lanes = S::F32_LANES;
+    let d: [&[f32]; O] = core::array::from_fn(|i| &dy[(o + i) * ldd..][..len]);
+    let p: [&[f32]; T] = core::array::from_fn(|j| &cols[(t + j) * ldc_cols..][..len]);
+    let mut acc = [[simd.splat_f32s(0.0); T]; O];
+    let full = len / lanes * lanes;
+    let mut k = 0;
+    while k < full {
+        let pv: [S::f32s; T] = core::array::from_fn(|j| load(simd, &p[j][k..k + lanes]));
+        for (a, row) in acc.iter_mut().zip(&d) {
+            let dv = load(simd, &row[k..k + lanes]);
+            for (a, &pv) in a.iter_mut().zip(&pv) {
+                *a = simd.mul_add_e_f32s(dv, pv, *a);
+            }
+        }
+        k += lanes;
+    }
+    if full < len {
+        let pv: [S::f32s; T] = core::array::from_fn(|j| partial_load(simd, &p[j][full..]));
+        for (a, row) in acc.iter_mut().zip(&d) {
+            let dv = partial_load(simd, &row[full..]);
+            for (a, &pv) in a.iter_mut().zip(&pv) {
+                *a = simd.mul_add_e_f32s(dv, pv, *a);
+            }
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        for (j, &a) in a.iter().enumerate() {
+            c[(t + j) * ocg + o + i] += simd.reduce_sum_f32s(a);
+        }
     }
 }
 

@@ -24,7 +24,7 @@
 use pulp::Simd;
 
 use crate::shape::Pool2dParams;
-use crate::vmem::store;
+use crate::vmem::{load, partial_load, store};
 
 /// Which reduction a pooling op performs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -758,10 +758,10 @@ impl pulp::WithSimd for Pool2dBackward<'_> {
             dy,
             dx,
         } = self;
-        crate::vmem::zero(simd, dx);
         let [_, _, h, w] = x_shape;
         let [_, _, oh, ow] = out_shape;
         if oh * ow == 0 || h * w == 0 {
+            crate::vmem::zero(simd, dx);
             return;
         }
         let (kh, kw) = p.kernel;
@@ -776,6 +776,15 @@ impl pulp::WithSimd for Pool2dBackward<'_> {
                 (start + k).min(len + pad).saturating_sub(pad),
             )
         };
+        if let Some(x) = x
+            && (sh, sw) == (kh, kw)
+            && (ph, pw) == (0, 0)
+            && kh * kw <= TILED_TAPS
+        {
+            tiled_max_backward(simd, x, [h, w], [oh, ow], [kh, kw], dy, dx);
+            return;
+        }
+        crate::vmem::zero(simd, dx);
         let cols: Vec<(usize, usize)> = (0..ow).map(|ox| span(ox, sw, kw, pw, w)).collect();
         for (plane, (dyp, dxp)) in dy
             .chunks_exact(oh * ow)
@@ -789,12 +798,14 @@ impl pulp::WithSimd for Pool2dBackward<'_> {
                     if let Some(xp) = xp {
                         let mut best = y0 * w + x0;
                         let mut max = f32::NEG_INFINITY;
+                        // Branch-free selects: on real activations which element wins is
+                        // unpredictable, and a mispredicted branch per compare cost more than
+                        // the rest of the backward pass.
                         for y in y0..y1 {
                             for (i, &v) in xp[y * w + x0..y * w + x1].iter().enumerate() {
-                                if v > max || v.is_nan() {
-                                    max = v;
-                                    best = y * w + x0 + i;
-                                }
+                                let wins = (v > max) | v.is_nan();
+                                max = if wins { v } else { max };
+                                best = if wins { y * w + x0 + i } else { best };
                             }
                         }
                         if y1 > y0 && x1 > x0 {
@@ -811,5 +822,85 @@ impl pulp::WithSimd for Pool2dBackward<'_> {
                 }
             }
         }
+    }
+}
+
+/// The most taps (window elements) [`tiled_max_backward`] takes: a 4 × 4 window.
+const TILED_TAPS: usize = 16;
+
+/// Max pooling's input gradient when the windows tile the input (stride = window, no
+/// padding, at most [`TILED_TAPS`] taps); `dx` is overwritten. A vector's worth of windows
+/// (output columns) at a time: each tap of those windows becomes one vector (for 2-wide
+/// windows the even and odd lanes of the window row, [`even_odd`]; otherwise gathered
+/// element by element), the first maximum of each window is found with vector compares and
+/// selects (with the scalar rule's NaN order), and each window's gradient is stored at its
+/// winner, into rows of `dx` zeroed just before (zeroing all of `dx` first, then scattering
+/// into it, took every line from memory twice once a batch outgrew the caches). Branch-free:
+/// on real activations which element wins is unpredictable, and a scalar compare-and-branch
+/// per tap cost more than the convolutions around it.
+#[inline(always)]
+fn tiled_max_backward<S: Simd>(
+    simd: S,
+    x: &[f32],
+    [h, w]: [usize; 2],
+    [oh, ow]: [usize; 2],
+    [kh, kw]: [usize; 2],
+    dy: &[f32],
+    dx: &mut [f32],
+) {
+    let lanes = S::F32_LANES;
+    debug_assert!(lanes <= 16 && kh * kw <= TILED_TAPS);
+    let mut winner = [0.0f32; 16];
+    let mut gathered = [0.0f32; 16];
+    for ((xp, dyp), dxp) in x
+        .chunks_exact(h * w)
+        .zip(dy.chunks_exact(oh * ow))
+        .zip(dx.chunks_exact_mut(h * w))
+    {
+        for (oy, dyr) in dyp.chunks_exact(ow).enumerate() {
+            let top = oy * kh * w;
+            crate::vmem::zero(simd, &mut dxp[top..top + kh * w]);
+            for (c, grads) in dyr.chunks(lanes).enumerate() {
+                let left = top + c * lanes * kw;
+                let n = grads.len();
+                let mut max = simd.splat_f32s(f32::NEG_INFINITY);
+                let mut arg = simd.splat_f32s(0.0);
+                for y in 0..kh {
+                    let row = &xp[left + y * w..][..n * kw];
+                    let mut tap = |i: usize, v: S::f32s| {
+                        // A later tap wins if greater or NaN (a NaN over any number, a later
+                        // NaN over an earlier one), as the scalar rule in row-major order;
+                        // the first tap always wins over the initial -inf unless it is -inf,
+                        // and then its offset 0 is already the winner.
+                        let nan = simd.not_m32s(simd.equal_f32s(v, v));
+                        let wins = simd.or_m32s(simd.greater_than_f32s(v, max), nan);
+                        // Offsets from the window's first element, exact in f32.
+                        let at = simd.splat_f32s((y * w + i) as f32);
+                        max = simd.select_f32s(wins, v, max);
+                        arg = simd.select_f32s(wins, at, arg);
+                    };
+                    if kw == 2 {
+                        let a = partial_load(simd, &row[..row.len().min(lanes)]);
+                        let b = partial_load(simd, row.get(lanes..).unwrap_or(&[]));
+                        let (even, odd) = even_odd(simd, a, b);
+                        tap(0, even);
+                        tap(1, odd);
+                    } else {
+                        for i in 0..kw {
+                            for (l, g) in gathered[..n].iter_mut().enumerate() {
+                                *g = row[l * kw + i];
+                            }
+                            tap(i, load(simd, &gathered[..lanes]));
+                        }
+                    }
+                }
+                store(simd, &mut winner[..lanes], arg);
+                for (l, &g) in grads.iter().enumerate() {
+                    dxp[left + l * kw + winner[l] as usize] = g;
+                }
+            }
+        }
+        // Rows below the last window get no gradient.
+        crate::vmem::zero(simd, &mut dxp[oh * kh * w..]);
     }
 }

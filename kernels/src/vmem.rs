@@ -10,6 +10,12 @@ use pulp::Simd;
 pub(crate) fn partial_load<S: Simd>(simd: S, x: &[f32]) -> S::f32s {
     #[cfg(target_arch = "x86_64")]
     if masked_loads::<S>() {
+        if x.is_empty() {
+            // An empty slice's pointer is dangling (often in page 0): a masked load with no
+            // lane set does not fault there, but takes a microcode assist of hundreds of
+            // cycles.
+            return simd.splat_f32s(0.0);
+        }
         // SAFETY: lanes `0..x.len()` (fewer than a vector's) are read, all inside `x`.
         return unsafe { load_lanes(simd, x.as_ptr(), 0, x.len().min(S::F32_LANES)) };
     }

@@ -756,6 +756,52 @@ fn max_pool2d_backward_ties_and_nan() {
     assert_eq!(got, [0.25, 0.5, 0.75, 1.0]);
 }
 
+#[test]
+fn max_pool2d_backward_tiled_windows_with_ties() {
+    // Windows that tile the input (stride = window, no padding) take a vectorised path:
+    // values drawn from {0, 1, -inf, NaN} make ties, all-equal windows and NaNs common, and
+    // rows wider than a vector's worth of windows (w = 40) cover the chunk tails. The oracle
+    // is exact here (each element gets one window's gradient or 0).
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let x: Vec<f32> = (0..2 * 3 * 9 * 40)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            match state % 16 {
+                0 => f32::NAN,
+                1 => f32::NEG_INFINITY,
+                2..=8 => 0.0,
+                _ => 1.0,
+            }
+        })
+        .collect();
+    let xs = [2, 3, 9, 40];
+    for (kernel, stride) in [
+        ((2, 2), (2, 2)),
+        ((3, 3), (3, 3)),
+        ((2, 3), (2, 3)),
+        ((4, 4), (4, 4)),
+    ] {
+        let p = Pool2dParams {
+            kernel,
+            stride,
+            padding: (0, 0),
+        };
+        let os = pool2d_out_shape(xs, &p).unwrap();
+        let dy: Vec<f32> = (0..os.iter().product::<usize>())
+            .map(|i| 1.0 + i as f32)
+            .collect();
+        let mut want = vec![9.0f32; x.len()];
+        oracle::max_pool2d_backward(&x, xs, &p, &dy, &mut want).unwrap();
+        for kern in all_kernels() {
+            let mut got = vec![9.0f32; x.len()];
+            kern.max_pool2d_backward(&x, xs, &p, &dy, &mut got).unwrap();
+            assert_eq!(got, want, "{kernel:?} windows at {:?}", kern.level());
+        }
+    }
+}
+
 /// Runs avg_pool2d_backward on a [1, 1, 2, 2] input at every level and the oracle, checking
 /// that they agree exactly, and leaves the result in `out`.
 fn kern_all_avg(p: &Pool2dParams, dy: &[f32], out: &mut [f32]) {

@@ -751,11 +751,9 @@ pub(crate) fn classify_trap(
             format!("{who} ran past its deadline{limit} and was stopped"),
         );
     }
-    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-        .is_some()
-    {
+    if let Some(limit) = e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
         return Error::unavailable(format!(
-            "{who}: no instance slot is free in the pooling allocator; try again later"
+            "{who}: no instance slot is free in the pooling allocator ({limit}); try again later"
         ));
     }
     if let Some(err) = e.downcast_ref::<Error>() {
@@ -804,13 +802,22 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         KernelBackend::Wasm => 3,
     };
     let n = config.max_concurrent_requests.max(1) * per_request;
+    // A freed memory, table or stack slot waits in one of wasmtime's decommit queues (one
+    // per CPU, up to 16) until that queue holds `batch` regions; an allocation that finds no
+    // free slot flushes queues one by one and retries, and under concurrent requests another
+    // thread could take the flushed slots first ("no instance slot is free" although
+    // admission had left room). So each of those pools gets one batch per queue on top of
+    // what the admitted requests can hold, and never depends on that retry.
+    let queues = std::thread::available_parallelism().map_or(1, |p| p.get().min(16)) as u32;
+    let batch = DECOMMIT_BATCH as u32;
+    let slack = queues * batch;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(n)
         .total_core_instances(n * 8)
-        .total_memories(n * 2)
-        .total_tables(n * 8)
+        .total_memories(n * 2 + slack)
+        .total_tables(n * 8 + slack)
         .max_memory_size(config.memory_limit)
-        .total_stacks(n)
+        .total_stacks(n + slack)
         // A freed instance's memory and tables are reset in place (only the pages it
         // touched, found with PAGEMAP_SCAN where the kernel has it) instead of being
         // unmapped: the next request's instance starts without page faults, and no

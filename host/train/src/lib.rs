@@ -1,6 +1,7 @@
 //! `tensorlet-train`: the model lifecycle before deployment, natively in Rust on
 //! `tensorlet-kernels`.
 //!
+//! - [`baseline`]: the least-squares linear model a regression network should beat.
 //! - [`data`]: data sets in the formats people have (MNIST IDX files, CSV with a target
 //!   column, a folder of PNG images per class), seeded shuffles and splits, content digests.
 //! - [`metrics`]: classification (accuracy, per-class precision/recall/F1/support, macro and
@@ -18,6 +19,7 @@
 //! `[out, in, kh, kw]`, `fc1.weight` `[out, in]`), so trained weights run unchanged in the
 //! bundled inference functions.
 
+pub mod baseline;
 pub mod data;
 pub mod metrics;
 pub mod net;

@@ -220,7 +220,9 @@ pub enum OptimizerSpec {
         #[serde(default)]
         weight_decay: f32,
     },
-    /// `torch.optim.AdamW`: as Adam, with decoupled weight decay (default 0.01).
+    /// `torch.optim.AdamW`: as Adam, with decoupled weight decay (default 0.01). Spelled
+    /// `adamw` (also `adam_w`).
+    #[serde(rename = "adamw", alias = "adam_w")]
     AdamW {
         /// Learning rate (default 1e-3).
         #[serde(default = "adam_lr")]

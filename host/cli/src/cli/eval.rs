@@ -36,6 +36,11 @@ pub struct EvalCommand {
     #[arg(long, default_value_t = 256, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     batch: u32,
+    /// Requests in flight at once (each on its own thread, as concurrent clients of a
+    /// server) [default: the number of CPUs].
+    #[arg(long, short, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    jobs: Option<u32>,
     /// CSV only: the target column [default: target].
     #[arg(long, value_name = "COLUMN")]
     target: Option<String>,
@@ -87,7 +92,13 @@ enum Report {
 impl EvalCommand {
     /// Loads the function, weights and data, runs every batch, and writes the reports.
     pub fn execute(self) -> Result<()> {
-        let runtime = self.runtime.runtime()?;
+        let jobs = match self.jobs {
+            Some(j) => j as usize,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+        let mut config = self.runtime.config()?;
+        config.max_concurrent_requests = (jobs as u32).max(config.max_concurrent_requests);
+        let runtime = self.runtime.runtime_with(config)?;
         let function = load_function(&runtime, &self.function)?;
         let weights = runtime.load_weights_file(&self.weights)?;
         let input = function.metadata().inputs.first().cloned().ok_or_else(|| {
@@ -112,6 +123,7 @@ impl EvalCommand {
             &output.name,
             &dataset,
             batch,
+            jobs,
         )?;
         let seconds = started.elapsed().as_secs_f64();
         let count = dataset.len();
@@ -278,8 +290,10 @@ fn check_input(
     }
 }
 
-/// Runs every batch of `batch` examples through `function` and collects its predictions;
-/// progress goes to stderr every few seconds.
+/// Runs every batch of `batch` examples through `function` on `jobs` threads (concurrent
+/// requests, as a server's clients would send them) and collects the predictions in order;
+/// progress goes to stderr every few seconds. The first failing batch (in data order) is the
+/// error.
 fn run(
     function: &Function,
     weights: &std::sync::Arc<tensorlet_host::Weights>,
@@ -287,75 +301,141 @@ fn run(
     output: &str,
     dataset: &Dataset,
     batch: usize,
+    jobs: usize,
 ) -> Result<Predictions> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
     let n = dataset.len();
-    let example_len = dataset.example_len();
     let classify = matches!(dataset.targets, Targets::Classes { .. });
-    let (mut classes, mut scores, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    let starts: Vec<usize> = (0..n).step_by(batch.max(1)).collect();
+    let results: Vec<Mutex<Option<Result<Batch>>>> =
+        starts.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
     let started = Instant::now();
-    let mut last_progress = started;
-    for start in (0..n).step_by(batch) {
-        let rows = batch.min(n - start);
-        let mut shape = vec![rows];
-        shape.extend_from_slice(&dataset.example_shape);
-        let slice = &dataset.features[start * example_len..(start + rows) * example_len];
-        let tensor = Tensor::from_f32(shape, slice)?;
-        let what = || format!("examples {start}..{}", start + rows);
-        let outputs = function
-            .infer(weights, vec![(input.to_string(), tensor)])
-            .map_err(|e| e.context(what()))?;
-        let tensor = outputs
-            .into_iter()
-            .find_map(|(name, t)| (name == output).then_some(t))
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "function `{}` returned no output `{output}` for {}",
-                    function.name(),
-                    what()
-                ))
-            })?;
-        let out = tensor.f32s(&format!("output `{output}`"))?;
-        let shape = tensor.shape();
-        if shape.first() != Some(&rows) || out.len() % rows != 0 {
-            return Err(Error::shape_mismatch(format!(
-                "output `{output}` has shape {shape:?} for {}: expected [{rows}, ...]",
-                what()
-            )));
-        }
-        let width = out.len() / rows;
-        if classify {
-            if shape.last() != Some(&width) || width == 0 {
-                return Err(Error::shape_mismatch(format!(
-                    "output `{output}` has shape {shape:?}: classification takes the argmax \
-                     over the last axis, so expected [{rows}, K] (one score per class)"
-                )));
+    let last_progress = Mutex::new(started);
+    let worker = || {
+        loop {
+            let b = next.fetch_add(1, Ordering::Relaxed);
+            if b >= starts.len() || failed.load(Ordering::Relaxed) {
+                break;
             }
-            for (i, row) in out.chunks_exact(width).enumerate() {
-                let (c, s) = argmax(row).ok_or_else(|| {
-                    Error::invalid_input(format!(
-                        "output `{output}` of example {} is all NaN",
-                        start + i
-                    ))
-                })?;
-                classes.push(c);
-                scores.push(s);
+            let start = starts[b];
+            let rows = batch.min(n - start);
+            let result = run_batch(
+                function, weights, input, output, dataset, start, rows, classify,
+            );
+            failed.fetch_or(result.is_err(), Ordering::Relaxed);
+            *results[b].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+            let finished = done.fetch_add(rows, Ordering::Relaxed) + rows;
+            let now = Instant::now();
+            let mut last = last_progress.lock().unwrap_or_else(|e| e.into_inner());
+            if now - *last >= Duration::from_secs(2) {
+                *last = now;
+                let rate = finished as f64 / (now - started).as_secs_f64();
+                eprintln!("eval: {finished}/{n} examples ({rate:.0} examples/s)");
             }
-        } else {
-            values.extend_from_slice(out);
         }
-        let now = Instant::now();
-        if now - last_progress >= Duration::from_secs(2) {
-            last_progress = now;
-            let done = start + rows;
-            let rate = done as f64 / (now - started).as_secs_f64();
-            eprintln!("eval: {done}/{n} examples ({rate:.0} examples/s)");
+    };
+    std::thread::scope(|s| {
+        for _ in 1..jobs.clamp(1, starts.len().max(1)) {
+            s.spawn(worker);
         }
+        worker();
+    });
+    let (mut classes, mut scores, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    for result in results {
+        // Batches after a failure may not have run; the failure comes first in data order.
+        let Some(result) = result.into_inner().unwrap_or_else(|e| e.into_inner()) else {
+            continue;
+        };
+        match result? {
+            Batch::Classes(c, s) => {
+                classes.extend(c);
+                scores.extend(s);
+            }
+            Batch::Values(v) => values.extend(v),
+        }
+    }
+    if classes.len() + values.len() == 0 && n > 0 {
+        return Err(Error::internal("no batch ran".to_string()));
     }
     Ok(if classify {
         Predictions::Classes { classes, scores }
     } else {
         Predictions::Values(values)
     })
+}
+
+/// The predictions of one batch: (class, score) per example, or the values.
+enum Batch {
+    Classes(Vec<u32>, Vec<f32>),
+    Values(Vec<f32>),
+}
+
+/// Runs examples `start..start + rows` through `function` and reads its predictions.
+#[allow(clippy::too_many_arguments)]
+fn run_batch(
+    function: &Function,
+    weights: &std::sync::Arc<tensorlet_host::Weights>,
+    input: &str,
+    output: &str,
+    dataset: &Dataset,
+    start: usize,
+    rows: usize,
+    classify: bool,
+) -> Result<Batch> {
+    let example_len = dataset.example_len();
+    let mut shape = vec![rows];
+    shape.extend_from_slice(&dataset.example_shape);
+    let slice = &dataset.features[start * example_len..(start + rows) * example_len];
+    let tensor = Tensor::from_f32(shape, slice)?;
+    let what = || format!("examples {start}..{}", start + rows);
+    let outputs = function
+        .infer(weights, vec![(input.to_string(), tensor)])
+        .map_err(|e| e.context(what()))?;
+    let tensor = outputs
+        .into_iter()
+        .find_map(|(name, t)| (name == output).then_some(t))
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "function `{}` returned no output `{output}` for {}",
+                function.name(),
+                what()
+            ))
+        })?;
+    let out = tensor.f32s(&format!("output `{output}`"))?;
+    let shape = tensor.shape();
+    if shape.first() != Some(&rows) || out.len() % rows != 0 {
+        return Err(Error::shape_mismatch(format!(
+            "output `{output}` has shape {shape:?} for {}: expected [{rows}, ...]",
+            what()
+        )));
+    }
+    let width = out.len() / rows;
+    if !classify {
+        return Ok(Batch::Values(out.to_vec()));
+    }
+    if shape.last() != Some(&width) || width == 0 {
+        return Err(Error::shape_mismatch(format!(
+            "output `{output}` has shape {shape:?}: classification takes the argmax \
+             over the last axis, so expected [{rows}, K] (one score per class)"
+        )));
+    }
+    let (mut classes, mut scores) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
+    for (i, row) in out.chunks_exact(width).enumerate() {
+        let (c, s) = argmax(row).ok_or_else(|| {
+            Error::invalid_input(format!(
+                "output `{output}` of example {} is all NaN",
+                start + i
+            ))
+        })?;
+        classes.push(c);
+        scores.push(s);
+    }
+    Ok(Batch::Classes(classes, scores))
 }
 
 /// The index and value of the largest non-NaN element (the first one on ties), or `None` if

@@ -225,6 +225,27 @@ impl TrainCommand {
             metrics.insert("test_mse".into(), r.mse.into());
             metrics.insert("test_mae".into(), r.mae.into());
             metrics.insert("test_r2".into(), r.r2.into());
+            // The same split through ordinary least squares: what the network should beat.
+            let baseline = tensorlet_train::baseline::least_squares(&train)
+                .and_then(|m| m.predict(&test))
+                .and_then(|p| {
+                    let p = scaler.unscale_targets(&p);
+                    tensorlet_train::metrics::regression_report(&truth, &p)
+                        .map_err(|e| tensorlet_train::train::TrainError(e.to_string()))
+                });
+            match baseline {
+                Ok(b) => {
+                    eprintln!(
+                        "test: MSE {:.1}, MAE {:.2}, R² {:.3}; least-squares linear model on \
+                         the same split: MSE {:.1}, MAE {:.2}, R² {:.3}",
+                        r.mse, r.mae, r.r2, b.mse, b.mae, b.r2
+                    );
+                    metrics.insert("baseline_least_squares_test_mse".into(), b.mse.into());
+                    metrics.insert("baseline_least_squares_test_mae".into(), b.mae.into());
+                    metrics.insert("baseline_least_squares_test_r2".into(), b.r2.into());
+                }
+                Err(e) => eprintln!("(no least-squares baseline: {e})"),
+            }
         }
         if let Some(last) = outcome.history.last() {
             metrics.insert("train_loss".into(), last.train_loss.into());
@@ -368,10 +389,10 @@ impl Observer for Progress {
             s.examples_per_second,
             s.lr
         );
-        if let Some(log) = &mut self.log {
-            if let Ok(line) = serde_json::to_string(s) {
-                let _ = writeln!(log, "{line}");
-            }
+        if let Some(log) = &mut self.log
+            && let Ok(line) = serde_json::to_string(s)
+        {
+            let _ = writeln!(log, "{line}");
         }
     }
 

@@ -68,7 +68,11 @@ impl NativeSession {
     /// output becomes a tensor); [`elems`] gives the kernels its elements.
     fn output(&mut self, elements: usize) -> Result<Arc<[f32]>> {
         self.budget.charge(elements.saturating_mul(4))?;
-        Ok(std::iter::repeat_n(0.0, elements).collect())
+        // One zeroed allocation (fresh pages come zeroed from the OS): collecting zeros
+        // element by element cost a tenth of a convolutional network's request.
+        let zeroed = Arc::<[f32]>::new_zeroed_slice(elements);
+        // SAFETY: every element is zero bits, which is 0.0f32.
+        Ok(unsafe { zeroed.assume_init() })
     }
 
     /// Stores an op's f32 output of `shape` (its bytes were charged by `output`).

@@ -1044,3 +1044,56 @@ fn tensorlet_deploy_uploads_a_packed_folder() {
     std::fs::remove_dir_all(&repo).unwrap();
     std::fs::remove_dir_all(&staging).unwrap();
 }
+
+#[test]
+fn slow_and_idle_clients_cannot_hold_the_server() {
+    use std::time::{Duration, Instant};
+    // Two connection slots; headers must arrive within 0.5 s.
+    let server = Server::start(&["--max-connections", "2", "--header-timeout", "0.5"]);
+    // A client that sends half a request line and stalls is cut off after the header
+    // timeout (read returns end of file), not held open.
+    let started = Instant::now();
+    let mut slow = TcpStream::connect(&server.addr).unwrap();
+    slow.write_all(b"GET /v2/health/li").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(5),
+        "a stalled header should be cut off after about 0.5 s, took {waited:?}"
+    );
+    // Two idle connections take both slots: a third client is not answered while they
+    // last...
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(&server.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut third = TcpStream::connect(&server.addr).unwrap();
+    third
+        .write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut first = [0u8; 1];
+    assert!(
+        third.read(&mut first).is_err(),
+        "a third connection was served while both slots were taken"
+    );
+    // ... and is answered once the idle ones are closed by their header timeout.
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut response = Vec::new();
+    third.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    drop(idle);
+    // The server still serves after all of it.
+    let (status, _) = server.request("GET", "/v2/health/ready", b"");
+    assert_eq!(status, 200);
+    let (ok, _) = server.stop();
+    assert!(ok, "the server did not stop cleanly");
+}

@@ -22,6 +22,7 @@ mod http;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tensorlet_host::{
     Error, ModelConfig, ModelSettings, Registry, Repository, Result, Runtime, bundled,
@@ -49,6 +50,14 @@ pub struct ServerConfig {
     pub metrics: Option<SocketAddr>,
     /// The largest request body accepted, in bytes, both as sent and once decoded.
     pub body_limit: usize,
+    /// Most client connections open at once on each listener; further clients wait in the
+    /// listen backlog until a connection closes, so idle or slow clients cannot exhaust the
+    /// server's memory or file descriptors.
+    pub max_connections: usize,
+    /// How long a client has to send a request's headers — from connecting, or from the
+    /// previous response on a kept-alive connection — before its connection is closed, so a
+    /// client that trickles headers (or idles) does not hold a connection slot forever.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +66,8 @@ impl Default for ServerConfig {
             http: SocketAddr::from(([127, 0, 0, 1], 8000)),
             metrics: Some(SocketAddr::from(([127, 0, 0, 1], 8002))),
             body_limit: 64 << 20,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -180,20 +191,85 @@ pub async fn serve(
         shutdown.await;
         let _ = stop.send(true);
     });
-    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections.max(1),
+        header_read_timeout: config.header_read_timeout,
     };
-    let api = axum::serve(listener, router(state.clone(), config.body_limit))
-        .with_graceful_shutdown(until(stopped.clone()));
+    let api = serve_connections(
+        listener,
+        router(state.clone(), config.body_limit),
+        limits,
+        stopped.clone(),
+    );
     match metrics {
         Some(m) => {
-            let metrics =
-                axum::serve(m, metrics_router(state)).with_graceful_shutdown(until(stopped));
+            let metrics = serve_connections(m, metrics_router(state), limits, stopped);
             let (a, b) = tokio::join!(api, metrics);
             a.and(b)
         }
         None => api.await,
     }
+}
+
+/// The per-connection limits of [`serve_connections`].
+#[derive(Clone, Copy, Debug)]
+struct ConnectionLimits {
+    max_connections: usize,
+    header_read_timeout: Duration,
+}
+
+/// Accepts connections on `listener` and serves `app` on each (HTTP/1.1, keep-alive), at
+/// most `limits.max_connections` at a time, each closed if a request's headers take longer
+/// than `limits.header_read_timeout`. When `stopped` turns true it stops accepting, lets
+/// every connection finish its request in flight (idle ones close at once), and returns.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = stopped.wait_for(|stop| *stop) => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors, a connection reset before it was accepted, ...:
+                // this client is lost, the listener is not; back off a moment.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stopped.wait_for(|stop| *stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A connection's own errors (a client gone, a header timeout) end only it.
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,4 +1,4 @@
-//! The network a [`Spec`](crate::spec::Spec) declares: its parameters (PyTorch
+//! The network a [`Spec`] declares: its parameters (PyTorch
 //! `state_dict` names and layouts) and the forward and backward passes over a batch, on
 //! `tensorlet-kernels`.
 //!

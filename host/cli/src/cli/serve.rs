@@ -43,6 +43,14 @@ pub struct ServeCommand {
     /// The largest request body, in MiB (as sent, and once decompressed).
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     body_limit: usize,
+    /// Most client connections open at once; further clients wait until one closes.
+    #[arg(long, default_value_t = 1024, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Seconds a client has to send a request's headers (from connecting, or after the
+    /// previous response on a kept-alive connection) before its connection is closed.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    header_timeout: f64,
     /// A file holding the admin token, which the repository routes (index, load, deploy,
     /// unload) then require as `Authorization: Bearer <token>`.
     #[arg(long, value_name = "FILE")]
@@ -88,6 +96,16 @@ impl ServeCommand {
             http: self.http,
             metrics,
             body_limit: self.body_limit.saturating_mul(1 << 20),
+            max_connections: self.max_connections as usize,
+            header_read_timeout: std::time::Duration::try_from_secs_f64(self.header_timeout)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    Error::invalid_input(format!(
+                        "--header-timeout must be a positive number of seconds, got {}",
+                        self.header_timeout
+                    ))
+                })?,
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -198,7 +198,13 @@ impl Im2col {
             pixel_runs(j0, valid, self.ow, &mut runs);
             #[cfg(target_arch = "x86_64")]
             if let Some(v4) = crate::elem::downcast::<S, pulp::x86::V4>(simd)
-                && self.panel_v4(v4, x, &runs, valid, p, panels, nr, &mut masks, dst)
+                && self.panel_window(v4, x, &runs, valid, p, panels, nr, &mut masks, dst)
+            {
+                continue;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if let Some(v3) = crate::elem::downcast::<S, pulp::x86::V3>(simd)
+                && self.panel_window(v3, x, &runs, valid, p, panels, nr, &mut masks, dst)
             {
                 continue;
             }
@@ -368,22 +374,23 @@ impl Im2col {
         }
     }
 
-    /// AVX-512 fill of panel `p` of `panels` (all taps), or `false` (nothing written) when
-    /// the panel does not fit the scheme: `nr` is one or two vectors of 16 and, per vector,
-    /// the input offsets of its columns (relative to the tap) span fewer than 32 elements.
+    /// Window fill of panel `p` of `panels` (all taps) on AVX-512 or AVX2, or `false`
+    /// (nothing written) when the panel does not fit the scheme: `nr` is one or two vectors
+    /// of `W::L` and, per vector, the input offsets of its columns (relative to the tap) span
+    /// fewer than `2·W::L` elements.
     ///
-    /// Per tap and vector: two unaligned loads of the 32-element input window (masked where
-    /// the window leaves `xg`), one two-source permute (`vpermt2ps`) picking the columns, with
+    /// Per tap and vector: two unaligned loads of the `2·L`-element input window (masked
+    /// where the window leaves `xg`), one two-source permute picking the columns
+    /// ([`Window::pick`]: `vpermt2ps` on AVX-512; two `vpermps` and a blend on AVX2), with
     /// the lanes of padding (outside the image for this tap) and of columns past the last
-    /// pixel zeroed by the permute's mask, and one store. The permute indices and the
-    /// per-`ky` / per-`kx` validity masks (`masks`, `kh + kw` entries) are worked out once per
-    /// panel.
+    /// pixel zeroed, and one store. The permute indices and the per-`ky` / per-`kx`
+    /// validity masks (`masks`, `kh + kw` entries) are worked out once per panel.
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn panel_v4(
+    fn panel_window<W: Window>(
         &self,
-        v4: pulp::x86::V4,
+        simd: W,
         xg: &[f32],
         runs: &[Run],
         valid: usize,
@@ -393,10 +400,9 @@ impl Im2col {
         masks: &mut [u32],
         dst: &mut [f32],
     ) -> bool {
-        use core::arch::x86_64::{__m512, __m512i};
-        const L: usize = 16;
-        let nv = nr / L;
-        if !nr.is_multiple_of(L) || !(1..=2).contains(&nv) || valid == 0 {
+        let l = W::L;
+        let nv = nr / l;
+        if !nr.is_multiple_of(l) || !(1..=2).contains(&nv) || valid == 0 {
             return false;
         }
         let (sh, sw) = self.stride;
@@ -405,7 +411,7 @@ impl Im2col {
         let w = self.w as isize;
         // Input offset of each column relative to the tap's origin (may be negative with
         // padding); columns past the last pixel repeat the last one.
-        let mut off = [0isize; 2 * L];
+        let mut off = [0isize; 32];
         for r in runs {
             let base =
                 ((r.oy * sh) as isize - ph as isize) * w + (r.ox * sw) as isize - pw as isize;
@@ -416,13 +422,13 @@ impl Im2col {
         let last = off[valid - 1];
         off[valid..nr].fill(last);
         let mut lo = [0isize; 2];
-        let mut idx = [[0i32; L]; 2];
+        let mut idx = [[0i32; 16]; 2];
         for v in 0..nv {
-            let o = &off[v * L..(v + 1) * L];
+            let o = &off[v * l..(v + 1) * l];
             let (mn, mx) = o
                 .iter()
                 .fold((isize::MAX, isize::MIN), |(a, b), &x| (a.min(x), b.max(x)));
-            if mx - mn >= 2 * L as isize {
+            if mx - mn >= 2 * l as isize {
                 return false;
             }
             lo[v] = mn;
@@ -430,8 +436,7 @@ impl Im2col {
                 *d = (x - mn) as i32;
             }
         }
-        // SAFETY: same-sized plain integer vectors.
-        let idx: [__m512i; 2] = unsafe { core::mem::transmute(idx) };
+        let idx = [simd.indices(&idx[0]), simd.indices(&idx[1])];
         let valid_mask = if valid >= 32 {
             u32::MAX
         } else {
@@ -466,7 +471,7 @@ impl Im2col {
         let len = xg.len() as isize;
         let xp = xg.as_ptr();
         let dp = dst.as_mut_ptr();
-        let f = v4.avx512f;
+        let lane_bits = (1u32 << l) - 1;
         let mut kk = 0;
         for ci in 0..self.cg {
             for (ky, &rm) in rowm.iter().enumerate() {
@@ -477,35 +482,27 @@ impl Im2col {
                     let kc = KC.min(taps - k0);
                     let row = k0 * panels * nr + p * kc * nr + (kk - k0) * nr;
                     for v in 0..nv {
-                        let mv = (m >> (v * L)) as u16;
+                        let mv = (m >> (v * l)) & lane_bits;
                         let a = t + lo[v];
-                        let zero = f._mm512_setzero_ps();
                         // Every selected lane (under `mv`) reads `xg[t + off[j]]`, in bounds;
-                        // the loads cover the window `a .. a + 32`, masked outside `xg`.
-                        let (x0, x1): (__m512, __m512) = if mv == 0 {
-                            (zero, zero)
-                        } else if a >= 0 && a + 2 * L as isize <= len {
-                            // SAFETY: `a .. a + 32` is inside `xg`.
-                            unsafe {
-                                let s = xp.offset(a);
-                                (f._mm512_loadu_ps(s), f._mm512_loadu_ps(s.add(L)))
-                            }
+                        // the loads cover the window `a .. a + 2·l`, masked outside `xg`.
+                        let r = if mv == 0 {
+                            simd.zeros()
+                        } else if a >= 0 && a + 2 * l as isize <= len {
+                            // SAFETY: `a .. a + 2·l` is inside `xg`.
+                            let (x0, x1) = unsafe { simd.load_window(xp.offset(a)) };
+                            simd.pick(x0, x1, idx[v], mv)
                         } else {
-                            let first = (-a).clamp(0, 2 * L as isize) as u32;
-                            let end = (len - a).clamp(0, 2 * L as isize) as u32;
+                            let first = (-a).clamp(0, 2 * l as isize) as u32;
+                            let end = (len - a).clamp(0, 2 * l as isize) as u32;
                             let lm = span_bits(first as usize, end.saturating_sub(first) as usize);
-                            let s = xp.wrapping_offset(a);
                             // SAFETY: only lanes under the masks, all inside `xg`, are read.
-                            unsafe {
-                                (
-                                    f._mm512_maskz_loadu_ps(lm as u16, s),
-                                    f._mm512_maskz_loadu_ps((lm >> L) as u16, s.wrapping_add(L)),
-                                )
-                            }
+                            let (x0, x1) =
+                                unsafe { simd.load_window_masked(xp.wrapping_offset(a), lm) };
+                            simd.pick(x0, x1, idx[v], mv)
                         };
-                        let r = f._mm512_maskz_permutex2var_ps(mv, x0, idx[v], x1);
                         // SAFETY: `row + nr <= taps · panels · nr <= dst.len()` (asserted).
-                        unsafe { f._mm512_storeu_ps(dp.add(row + v * L), r) };
+                        unsafe { simd.store(dp.add(row + v * l), r) };
                     }
                     kk += 1;
                 }
@@ -515,6 +512,140 @@ impl Im2col {
     }
 }
 
+/// The register operations of [`Im2col::panel_window`] at one x86 level: a window of
+/// `2·L` consecutive floats loaded as two vectors, and a two-source permute that picks one
+/// vector of columns from it.
+#[cfg(target_arch = "x86_64")]
+trait Window: Copy {
+    /// Lanes per vector.
+    const L: usize;
+    /// A vector of `L` floats.
+    type V: Copy;
+    /// A vector of `L` permute indices (each below `2·L`).
+    type I: Copy;
+    /// The first `L` of `idx` as an index vector.
+    fn indices(self, idx: &[i32; 16]) -> Self::I;
+    /// All lanes zero.
+    fn zeros(self) -> Self::V;
+    /// `p[0..L]` and `p[L..2L]`.
+    ///
+    /// # Safety
+    /// `p .. p + 2L` is readable.
+    unsafe fn load_window(self, p: *const f32) -> (Self::V, Self::V);
+    /// As [`Window::load_window`] with only the lanes under `bits` (bit `i`: `p[i]`) read,
+    /// the others zero.
+    ///
+    /// # Safety
+    /// `p + i` is readable for every `i` under `bits`; `p` itself may be out of bounds.
+    unsafe fn load_window_masked(self, p: *const f32, bits: u32) -> (Self::V, Self::V);
+    /// Lane `j` is `x[idx[j]]` of the `2L` lanes `x0` then `x1` if bit `j` of `lanes` is
+    /// set, else zero.
+    fn pick(self, x0: Self::V, x1: Self::V, idx: Self::I, lanes: u32) -> Self::V;
+    /// Stores `v` at `p .. p + L`.
+    ///
+    /// # Safety
+    /// `p .. p + L` is writable.
+    unsafe fn store(self, p: *mut f32, v: Self::V);
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Window for pulp::x86::V4 {
+    const L: usize = 16;
+    type V = core::arch::x86_64::__m512;
+    type I = core::arch::x86_64::__m512i;
+    #[inline(always)]
+    fn indices(self, idx: &[i32; 16]) -> Self::I {
+        // SAFETY: same-sized plain integers.
+        unsafe { core::mem::transmute(*idx) }
+    }
+    #[inline(always)]
+    fn zeros(self) -> Self::V {
+        self.avx512f._mm512_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn load_window(self, p: *const f32) -> (Self::V, Self::V) {
+        let f = self.avx512f;
+        // SAFETY: forwarded.
+        unsafe { (f._mm512_loadu_ps(p), f._mm512_loadu_ps(p.add(16))) }
+    }
+    #[inline(always)]
+    unsafe fn load_window_masked(self, p: *const f32, bits: u32) -> (Self::V, Self::V) {
+        let f = self.avx512f;
+        // SAFETY: forwarded; masked-off lanes are not read.
+        unsafe {
+            (
+                f._mm512_maskz_loadu_ps(bits as u16, p),
+                f._mm512_maskz_loadu_ps((bits >> 16) as u16, p.wrapping_add(16)),
+            )
+        }
+    }
+    #[inline(always)]
+    fn pick(self, x0: Self::V, x1: Self::V, idx: Self::I, lanes: u32) -> Self::V {
+        self.avx512f
+            ._mm512_maskz_permutex2var_ps(lanes as u16, x0, idx, x1)
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: Self::V) {
+        // SAFETY: forwarded.
+        unsafe { self.avx512f._mm512_storeu_ps(p, v) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Window for pulp::x86::V3 {
+    const L: usize = 8;
+    type V = core::arch::x86_64::__m256;
+    type I = core::arch::x86_64::__m256i;
+    #[inline(always)]
+    fn indices(self, idx: &[i32; 16]) -> Self::I {
+        let mut first = [0i32; 8];
+        first.copy_from_slice(&idx[..8]);
+        // SAFETY: same-sized plain integers.
+        unsafe { core::mem::transmute(first) }
+    }
+    #[inline(always)]
+    fn zeros(self) -> Self::V {
+        self.avx._mm256_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn load_window(self, p: *const f32) -> (Self::V, Self::V) {
+        let f = self.avx;
+        // SAFETY: forwarded.
+        unsafe { (f._mm256_loadu_ps(p), f._mm256_loadu_ps(p.add(8))) }
+    }
+    #[inline(always)]
+    unsafe fn load_window_masked(self, p: *const f32, bits: u32) -> (Self::V, Self::V) {
+        use crate::elem::reinterpret;
+        // SAFETY: forwarded; masked-off lanes are not read.
+        unsafe {
+            (
+                reinterpret(crate::vmem::load_masked(self, p, bits & 0xff)),
+                reinterpret(crate::vmem::load_masked(
+                    self,
+                    p.wrapping_add(8),
+                    (bits >> 8) & 0xff,
+                )),
+            )
+        }
+    }
+    #[inline(always)]
+    fn pick(self, x0: Self::V, x1: Self::V, idx: Self::I, lanes: u32) -> Self::V {
+        let (avx, avx2) = (self.avx, self.avx2);
+        // Each source permuted by the low 3 bits of the index; lanes whose index is 8 or
+        // more take the second source's.
+        let a = avx2._mm256_permutevar8x32_ps(x0, idx);
+        let b = avx2._mm256_permutevar8x32_ps(x1, idx);
+        let high = avx2._mm256_cmpgt_epi32(idx, avx._mm256_set1_epi32(7));
+        let r = avx._mm256_blendv_ps(a, b, avx._mm256_castsi256_ps(high));
+        let keep = crate::vmem::v3_lane_mask(lanes & 0xff);
+        avx._mm256_and_ps(r, keep)
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: Self::V) {
+        // SAFETY: forwarded.
+        unsafe { self.avx._mm256_storeu_ps(p, v) }
+    }
+}
 /// Bits `first .. first + len` of a panel column mask (`first + len <= 32`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]

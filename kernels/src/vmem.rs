@@ -112,6 +112,15 @@ pub(crate) fn masked_loads<S: Simd>() -> bool {
     false
 }
 
+/// The AVX2 vector whose lane `i` is all ones where bit `i` of `bits` (< 256) is set, else
+/// zero: an `and` with it zeroes the other lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn v3_lane_mask(bits: u32) -> core::arch::x86_64::__m256 {
+    // SAFETY: a table row is 8 plain i32s, the size of the vector.
+    unsafe { core::mem::transmute(V3_MASKS[bits as usize & 255]) }
+}
+
 /// AVX2 lane masks by bit pattern: entry `b` sets lane `i` where bit `i` of `b` is set.
 #[cfg(target_arch = "x86_64")]
 static V3_MASKS: [[i32; 8]; 256] = {

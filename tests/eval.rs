@@ -343,3 +343,39 @@ fn data_that_does_not_fit_is_a_clear_error() {
     assert!(stderr.contains("nothing-here"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn concurrent_requests_give_the_same_predictions_in_order() {
+    // `--jobs 3` runs batches of 64 as concurrent requests; the rows must come back in data
+    // order and equal to one request at a time, byte for byte.
+    let dir = scratch("jobs");
+    let data = fixture("mnist-test-1k");
+    let weights = repo("models/mnist-cnn/weights.safetensors");
+    let run = |jobs: &str| {
+        let preds = dir.join(format!("p{jobs}.csv"));
+        succeeded(&tensorlet(&[
+            "eval",
+            "mnist-cnn",
+            "--weights",
+            s(&weights),
+            "--data",
+            s(&data),
+            "--batch",
+            "64",
+            "--jobs",
+            jobs,
+            "--predictions",
+            s(&preds),
+        ]));
+        std::fs::read_to_string(&preds).unwrap()
+    };
+    let (one, three) = (run("1"), run("3"));
+    assert_eq!(one.lines().count(), 1001, "a header and 1000 rows");
+    assert!(one == three, "--jobs 3 predictions differ from --jobs 1");
+    let indices: Vec<usize> = three
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(indices, (0..1000).collect::<Vec<_>>());
+}

@@ -197,6 +197,20 @@ impl Im2col {
             let valid = nr.min(pixels.end - j0);
             pixel_runs(j0, valid, self.ow, &mut runs);
             #[cfg(target_arch = "x86_64")]
+            if panels == 1 {
+                // One panel as wide as the block: the row-major patch matrix.
+                if let Some(v4) = crate::elem::downcast::<S, pulp::x86::V4>(simd)
+                    && self.rows_window(v4, x, &runs, nr, dst)
+                {
+                    continue;
+                }
+                if let Some(v3) = crate::elem::downcast::<S, pulp::x86::V3>(simd)
+                    && self.rows_window(v3, x, &runs, nr, dst)
+                {
+                    continue;
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
             if let Some(v4) = crate::elem::downcast::<S, pulp::x86::V4>(simd)
                 && self.panel_window(v4, x, &runs, valid, p, panels, nr, &mut masks, dst)
             {
@@ -502,6 +516,97 @@ impl Im2col {
                             simd.pick(x0, x1, idx[v], mv)
                         };
                         // SAFETY: `row + nr <= taps · panels · nr <= dst.len()` (asserted).
+                        unsafe { simd.store(dp.add(row + v * l), r) };
+                    }
+                    kk += 1;
+                }
+            }
+        }
+        true
+    }
+
+    /// [`Im2col::panel_window`] for one panel as wide as the block (`nr` = every pixel,
+    /// any number of vectors): the row-major `[taps, nr]` patch matrix of an unpadded
+    /// convolution, each vector picked from its input window (`false`, nothing written, if
+    /// there is padding or a vector's columns span `2·L` input elements or more). The last
+    /// vector of a row is stored whole: its excess lanes land at the start of the next row,
+    /// written after it, or in the vector of slack `dst` has past the last row.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn rows_window<W: Window>(
+        &self,
+        simd: W,
+        xg: &[f32],
+        runs: &[Run],
+        nr: usize,
+        dst: &mut [f32],
+    ) -> bool {
+        let l = W::L;
+        let nv = nr.div_ceil(l);
+        if self.padding != (0, 0) || nr <= 2 * l {
+            return false;
+        }
+        let taps = self.cg * self.kh * self.kw;
+        if dst.len() < (taps - 1) * nr + nv * l {
+            return false;
+        }
+        let (sh, sw) = self.stride;
+        let (dh, dw) = self.dilation;
+        let mut off = Vec::with_capacity(nv * l);
+        for r in runs {
+            let base = (r.oy * sh * self.w + r.ox * sw) as isize;
+            off.extend((0..r.len).map(|i| base + (i * sw) as isize));
+        }
+        let Some(&last) = off.last() else {
+            return false;
+        };
+        if off.len() != nr {
+            // Columns past the last pixel would need zeros: the general paths write them.
+            return false;
+        }
+        off.resize(nv * l, last);
+        let mut lo = Vec::with_capacity(nv);
+        let mut idx = Vec::with_capacity(nv);
+        for o in off.chunks_exact(l) {
+            let (mn, mx) = o
+                .iter()
+                .fold((isize::MAX, isize::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+            if mx - mn >= 2 * l as isize {
+                return false;
+            }
+            let mut rel = [0i32; 16];
+            for (d, &x) in rel.iter_mut().zip(o) {
+                *d = (x - mn) as i32;
+            }
+            lo.push(mn);
+            idx.push(simd.indices(&rel));
+        }
+        let plane = self.h * self.w;
+        let len = xg.len() as isize;
+        let xp = xg.as_ptr();
+        let dp = dst.as_mut_ptr();
+        let all = (1u32 << l) - 1;
+        let mut kk = 0;
+        for ci in 0..self.cg {
+            for ky in 0..self.kh {
+                for kx in 0..self.kw {
+                    let t = (ci * plane + ky * dh * self.w + kx * dw) as isize;
+                    let row = kk * nr;
+                    for (v, (&lo, &idx)) in lo.iter().zip(&idx).enumerate() {
+                        let a = t + lo;
+                        // Unpadded: every column's input `t + off` is inside `xg`; the
+                        // window `a .. a + 2·l` is loaded masked where it leaves `xg`.
+                        let (x0, x1) = if a + 2 * l as isize <= len {
+                            // SAFETY: `0 <= a` and `a + 2·l <= len`.
+                            unsafe { simd.load_window(xp.offset(a)) }
+                        } else {
+                            let end = (len - a).clamp(0, 2 * l as isize) as usize;
+                            // SAFETY: only lanes `0..end`, inside `xg`, are read.
+                            unsafe { simd.load_window_masked(xp.offset(a), span_bits(0, end)) }
+                        };
+                        let r = simd.pick(x0, x1, idx, all);
+                        // SAFETY: `row + v·l + l <= (taps - 1)·nr + nv·l <= dst.len()`
+                        // (checked above).
                         unsafe { simd.store(dp.add(row + v * l), r) };
                     }
                     kk += 1;

@@ -436,21 +436,13 @@ impl Im2col {
         let last = off[valid - 1];
         off[valid..nr].fill(last);
         let mut lo = [0isize; 2];
-        let mut idx = [[0i32; 16]; 2];
+        let mut idx = [simd.indices(&[0; 16]); 2];
         for v in 0..nv {
-            let o = &off[v * l..(v + 1) * l];
-            let (mn, mx) = o
-                .iter()
-                .fold((isize::MAX, isize::MIN), |(a, b), &x| (a.min(x), b.max(x)));
-            if mx - mn >= 2 * l as isize {
+            let Some((first, pick)) = simd.window_of(&off[v * l..(v + 1) * l]) else {
                 return false;
-            }
-            lo[v] = mn;
-            for (d, &x) in idx[v].iter_mut().zip(o) {
-                *d = (x - mn) as i32;
-            }
+            };
+            (lo[v], idx[v]) = (first, pick);
         }
-        let idx = [simd.indices(&idx[0]), simd.indices(&idx[1])];
         let valid_mask = if valid >= 32 {
             u32::MAX
         } else {
@@ -568,18 +560,11 @@ impl Im2col {
         let mut lo = Vec::with_capacity(nv);
         let mut idx = Vec::with_capacity(nv);
         for o in off.chunks_exact(l) {
-            let (mn, mx) = o
-                .iter()
-                .fold((isize::MAX, isize::MIN), |(a, b), &x| (a.min(x), b.max(x)));
-            if mx - mn >= 2 * l as isize {
+            let Some((first, pick)) = simd.window_of(o) else {
                 return false;
-            }
-            let mut rel = [0i32; 16];
-            for (d, &x) in rel.iter_mut().zip(o) {
-                *d = (x - mn) as i32;
-            }
-            lo.push(mn);
-            idx.push(simd.indices(&rel));
+            };
+            lo.push(first);
+            idx.push(pick);
         }
         let plane = self.h * self.w;
         let len = xg.len() as isize;
@@ -630,6 +615,22 @@ trait Window: Copy {
     type I: Copy;
     /// The first `L` of `idx` as an index vector.
     fn indices(self, idx: &[i32; 16]) -> Self::I;
+    /// For one vector's `L` column offsets `o`: the window's first offset and the permute
+    /// indices into it, or `None` if the offsets span `2·L` elements or more.
+    #[inline(always)]
+    fn window_of(self, o: &[isize]) -> Option<(isize, Self::I)> {
+        let (mn, mx) = o
+            .iter()
+            .fold((isize::MAX, isize::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        if mx - mn >= 2 * Self::L as isize {
+            return None;
+        }
+        let mut rel = [0i32; 16];
+        for (d, &x) in rel.iter_mut().zip(o) {
+            *d = (x - mn) as i32;
+        }
+        Some((mn, self.indices(&rel)))
+    }
     /// All lanes zero.
     fn zeros(self) -> Self::V;
     /// `p[0..L]` and `p[L..2L]`.

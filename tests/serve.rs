@@ -29,6 +29,7 @@ impl Server {
     fn start_on(http: &str, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
             .args(["serve", "--http", http, "--metrics", "127.0.0.1:0"])
+            .args(["--grpc", "127.0.0.1:0"])
             .args(args)
             .env(
                 "TENSORLET_CACHE_DIR",
@@ -56,6 +57,9 @@ impl Server {
         };
         let addr = ready("Open Inference Protocol");
         let metrics = ready("metrics");
+        let mut grpc = String::new();
+        out.read_line(&mut grpc).unwrap();
+        assert!(grpc.contains("gRPC"), "expected the gRPC line: {grpc:?}");
         Server {
             child,
             addr,
@@ -881,7 +885,15 @@ fn tokens_guard_the_repository_and_inference() {
     // A token file that is empty stops the server at start.
     std::fs::write(&admin, "\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
-        .args(["serve", "--http", "127.0.0.1:0", "--metrics", "none"])
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--metrics",
+            "none",
+            "--grpc",
+            "none",
+        ])
         .arg("--admin-token-file")
         .arg(&admin)
         .output()

@@ -28,6 +28,27 @@ struct VersionFiles {
     weights: Vec<u8>,
 }
 
+/// The value of one load parameter, as a transport carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parameter<'a> {
+    /// Text: the configuration's JSON, or a file's bytes in base64 (HTTP).
+    Text(&'a str),
+    /// Raw bytes: a file (gRPC's `bytes_param`).
+    Bytes(&'a [u8]),
+    /// Anything else, named for the error (`a number`, `a boolean`, ...).
+    Other(&'static str),
+}
+
+impl Parameter<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Parameter::Text(_) => "a string",
+            Parameter::Bytes(_) => "bytes",
+            Parameter::Other(kind) => kind,
+        }
+    }
+}
+
 /// What a load request with parameters deploys: a new configuration and/or new versions.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Deployment {
@@ -38,26 +59,47 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// The deployment of a load request's `parameters` for model `model`: `config` (a
+    /// The deployment of an HTTP load request's `parameters` for model `model`: `config` (a
     /// model configuration as JSON text) and `file:<version>/function.wasm` plus
-    /// `file:<version>/weights.safetensors` (base64) for each new version. Any other
+    /// `file:<version>/weights.safetensors` (base64) for each new version; see
+    /// [`Deployment::from_entries`].
+    pub fn from_parameters(model: &str, parameters: &Map<String, Value>) -> Result<Self> {
+        Self::from_entries(
+            model,
+            parameters.iter().map(|(key, value)| {
+                let value = match value {
+                    Value::String(text) => Parameter::Text(text),
+                    other => Parameter::Other(kind_of(other)),
+                };
+                (key.as_str(), value)
+            }),
+        )
+    }
+
+    /// The deployment of a load request's parameters for model `model`: `config` (a model
+    /// configuration as JSON text) and, for each new version, `file:<version>/function.wasm`
+    /// plus `file:<version>/weights.safetensors` (their bytes, or base64 text). Any other
     /// parameter, a file name that is not one of those two (`..`, separators, absolute
     /// paths, `.cwasm`), a version that is not a positive integer, a version with one file
     /// but not the other, or a configuration that does not parse is refused, naming it.
-    pub fn from_parameters(model: &str, parameters: &Map<String, Value>) -> Result<Self> {
+    pub fn from_entries<'a>(
+        model: &str,
+        parameters: impl IntoIterator<Item = (&'a str, Parameter<'a>)>,
+    ) -> Result<Self> {
         validate_name("model name", model)?;
         let mut config = None;
         // Per version: the function's bytes and the weights' bytes, as they come.
         type Pair = (Option<Vec<u8>>, Option<Vec<u8>>);
         let mut files: BTreeMap<u64, Pair> = BTreeMap::new();
         for (key, value) in parameters {
-            let text = value.as_str().ok_or_else(|| {
-                Error::invalid_input(format!(
-                    "load parameter `{key}` must be a string, got {}",
-                    kind_of(value)
-                ))
-            })?;
             if key == "config" {
+                let Parameter::Text(text) = value else {
+                    return Err(Error::invalid_input(format!(
+                        "load parameter `config` must be a string (the configuration's JSON), \
+                         got {}",
+                        value.kind()
+                    )));
+                };
                 let parsed = ModelConfig::from_json("the `config` parameter", text)?;
                 if let Some(n) = parsed.name.as_deref().filter(|n| *n != model) {
                     return Err(Error::invalid_input(format!(
@@ -75,10 +117,21 @@ impl Deployment {
                 )));
             };
             let (version, file) = parse_file_path(path)?;
-            let bytes = tensorlet_host::oip::base64_decode(&format!("parameter `{key}`"), text)?;
+            let bytes = match value {
+                Parameter::Bytes(bytes) => bytes.to_vec(),
+                Parameter::Text(text) => {
+                    tensorlet_host::oip::base64_decode(&format!("parameter `{key}`"), text)?
+                }
+                Parameter::Other(kind) => {
+                    return Err(Error::invalid_input(format!(
+                        "load parameter `{key}` must be the file's bytes (base64 text over \
+                         HTTP), got {kind}"
+                    )));
+                }
+            };
             if bytes.is_empty() {
                 return Err(Error::invalid_input(format!(
-                    "parameter `{key}` is empty; expected the file's bytes in base64"
+                    "parameter `{key}` is empty; expected the file's bytes"
                 )));
             }
             let slot = files.entry(version).or_default();
@@ -352,7 +405,7 @@ mod tests {
         refused(
             "mlp",
             json!({"file:1/function.wasm": 7}),
-            "must be a string",
+            "must be the file's bytes (base64 text over HTTP), got a number",
         );
         refused("mlp", json!({"file:1/function.wasm": "A*"}), "not base64");
         refused("mlp", json!({"file:1/function.wasm": ""}), "is empty");

@@ -12,11 +12,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use tensorlet_host::{DType, Error, ErrorKind, InferenceRequest, IoSpec};
+use tensorlet_host::{Error, ErrorKind, InferenceRequest};
 
-use crate::State;
 use crate::auth::Need;
 use crate::deploy::Deployment;
+use crate::{State, api};
 
 /// The router of a server over `state`, accepting bodies up to `body_limit` bytes.
 pub fn router(state: Arc<State>, body_limit: usize) -> Router {
@@ -150,10 +150,15 @@ impl ApiError {
         self.0
     }
 
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        &self.1
+    }
+
     /// A failure to build a model from deployed files: a bad component, bad weights or a
     /// bad configuration is the caller's to fix (400), whatever kind of error the build
     /// reported; only server-side failures keep their status.
-    fn deploy(e: Error) -> Self {
+    pub(crate) fn deploy(e: Error) -> Self {
         match e.kind() {
             ErrorKind::Io | ErrorKind::Internal | ErrorKind::Unavailable => e.into(),
             _ => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
@@ -205,33 +210,12 @@ fn ok_json(value: Value) -> Reply {
     Ok(json_body(&value).into_response())
 }
 
-/// A version path segment: a positive integer.
-fn version(v: &str) -> Result<u64, ApiError> {
-    v.parse::<u64>().ok().filter(|&v| v > 0).ok_or_else(|| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("model version `{v}` is not a positive integer"),
-        )
-    })
-}
-
-/// Runs blocking work (compiling, preparing, inferring) off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the request's worker failed: {e}"),
-        )
-    })?
-}
-
 async fn server_metadata() -> Reply {
+    let m = api::server_metadata();
     ok_json(json!({
-        "name": "tensorlet",
-        "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["model_repository"],
+        "name": m.name,
+        "version": m.version,
+        "extensions": m.extensions,
     }))
 }
 
@@ -253,38 +237,19 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// The wire datatype of a function's declared dtype.
-fn datatype(spec: &IoSpec) -> &'static str {
-    match DType::from(spec.dtype) {
-        DType::F32 => "FP32",
-        DType::F16 => "FP16",
-        DType::BF16 => "BF16",
-        DType::U8 => "UINT8",
-    }
-}
-
-fn tensors_json(specs: &[IoSpec]) -> Value {
-    specs
+fn tensors_json(tensors: &[api::TensorInfo]) -> Value {
+    tensors
         .iter()
-        .map(|s| json!({ "name": s.name, "datatype": datatype(s), "shape": s.shape }))
+        .map(|t| json!({ "name": t.name, "datatype": t.datatype, "shape": t.shape }))
         .collect()
 }
 
 fn metadata(state: &State, name: &str, v: Option<u64>) -> Reply {
-    let model = state.registry().get(name, v)?;
-    let versions: Vec<String> = state
-        .registry()
-        .models()
-        .into_iter()
-        .filter(|(n, _)| n == name)
-        .flat_map(|(_, v)| v)
-        .map(|v| v.to_string())
-        .collect();
-    let m = model.function().metadata();
+    let m = api::model_info(state, name, v)?;
     ok_json(json!({
-        "name": name,
-        "versions": versions,
-        "platform": "tensorlet_wasm",
+        "name": m.name,
+        "versions": m.versions,
+        "platform": m.platform,
         "inputs": tensors_json(&m.inputs),
         "outputs": tensors_json(&m.outputs),
     }))
@@ -298,13 +263,14 @@ async fn model_metadata_v(
     Shared(state): Shared<Arc<State>>,
     Path((model, v)): Path<(String, String)>,
 ) -> Reply {
-    metadata(&state, &model, Some(version(&v)?))
+    metadata(&state, &model, Some(api::version(&v)?))
 }
 
 fn readiness(state: &State, name: &str, v: Option<u64>) -> StatusCode {
-    match state.registry().get(name, v) {
-        Ok(_) => StatusCode::OK,
-        Err(_) => StatusCode::BAD_REQUEST,
+    if api::ready(state, name, v) {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
     }
 }
 
@@ -316,7 +282,7 @@ async fn model_ready_v(
     Shared(state): Shared<Arc<State>>,
     Path((model, v)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    Ok(readiness(&state, &model, Some(version(&v)?)))
+    Ok(readiness(&state, &model, Some(api::version(&v)?)))
 }
 
 async fn model_config(Shared(state): Shared<Arc<State>>, Path(model): Path<String>) -> Reply {
@@ -341,8 +307,7 @@ async fn run_infer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    state.access().authorize(&headers, Need::Invoke)?;
-    let v = v.map(version).transpose()?;
+    let v = v.map(api::version).transpose()?;
     let header_length = match headers.get(HEADER_LENGTH) {
         None => None,
         Some(h) => Some(
@@ -358,9 +323,8 @@ async fn run_infer(
         ),
     };
     let request = InferenceRequest::from_body(&body, header_length)?;
-    let (response, tail) = blocking(move || {
-        let m = state.registry().get(&model, v)?;
-        Ok(m.infer_request_binary(&request, |name| request.wants_binary(name))?)
+    let (response, tail) = api::infer(state, &headers, model, v, request, |request, name| {
+        request.wants_binary(name)
     })
     .await?;
     let json = serde_json::to_vec(&response).map_err(|e| {
@@ -413,30 +377,12 @@ async fn infer_v(
     reply
 }
 
-/// One structured line per inference request on stderr: when, which model and version,
-/// the status, how long it took, and the error if any.
 fn log_infer(model: &str, version: Option<&str>, started: std::time::Instant, reply: &Reply) {
     let (status, error) = match reply {
         Ok(r) => (r.status().as_u16(), None),
         Err(e) => (e.status().as_u16(), Some(e.1.as_str())),
     };
-    let time_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let mut line = json!({
-        "time_ms": time_ms as u64,
-        "event": "infer",
-        "model": model,
-        "status": status,
-        "duration_us": started.elapsed().as_micros() as u64,
-    });
-    if let Some(v) = version {
-        line["version"] = json!(v);
-    }
-    if let Some(e) = error {
-        line["error"] = json!(e);
-    }
-    eprintln!("{line}");
+    api::log_infer("http", model, version, started, status, error);
 }
 
 /// Triton's statistics object for `stats`.
@@ -462,19 +408,11 @@ fn stats_json(stats: Vec<tensorlet_host::ModelStats>) -> Value {
 }
 
 async fn all_stats(Shared(state): Shared<Arc<State>>) -> Reply {
-    ok_json(stats_json(state.registry().stats(None)))
+    ok_json(stats_json(api::stats(&state, None, None)?))
 }
 
 fn one_model_stats(state: &State, model: &str, v: Option<u64>) -> Reply {
-    // Unknown models and versions are 404s, as for inference.
-    state.registry().get(model, v)?;
-    let stats = state
-        .registry()
-        .stats(Some(model))
-        .into_iter()
-        .filter(|s| v.is_none_or(|v| s.version == v))
-        .collect();
-    ok_json(stats_json(stats))
+    ok_json(stats_json(api::stats(state, Some(model), v)?))
 }
 
 async fn model_stats(Shared(state): Shared<Arc<State>>, Path(model): Path<String>) -> Reply {
@@ -485,23 +423,17 @@ async fn model_stats_v(
     Shared(state): Shared<Arc<State>>,
     Path((model, v)): Path<(String, String)>,
 ) -> Reply {
-    one_model_stats(&state, &model, Some(version(&v)?))
+    one_model_stats(&state, &model, Some(api::version(&v)?))
 }
 
 async fn repository_index(Shared(state): Shared<Arc<State>>, headers: HeaderMap) -> Reply {
-    state.access().authorize(&headers, Need::Admin)?;
-    let served = state.registry().models();
-    let mut index = Vec::new();
-    for name in state.model_names() {
-        match served.iter().find(|(n, _)| *n == name) {
-            Some((_, versions)) => {
-                for v in versions {
-                    index.push(json!({ "name": name, "version": v.to_string(), "state": "READY" }));
-                }
-            }
-            None => index.push(json!({ "name": name, "state": "UNAVAILABLE" })),
-        }
-    }
+    let index = api::index(&state, &headers)?
+        .into_iter()
+        .map(|e| match e.version {
+            Some(v) => json!({ "name": e.name, "version": v.to_string(), "state": e.state }),
+            None => json!({ "name": e.name, "state": e.state }),
+        })
+        .collect();
     ok_json(Value::Array(index))
 }
 
@@ -523,8 +455,8 @@ async fn repository_load(
             )
         })?
         .trim();
-    let deployment = if text.is_empty() {
-        Deployment::default()
+    let parameters = if text.is_empty() {
+        None
     } else {
         let parsed: Value = serde_json::from_str(text).map_err(|e| {
             ApiError(
@@ -533,12 +465,9 @@ async fn repository_load(
             )
         })?;
         match parsed.get("parameters") {
-            None | Some(Value::Null) => Deployment::default(),
-            Some(Value::Object(p)) if p.is_empty() => Deployment::default(),
-            Some(Value::Object(p)) => {
-                state.deploy_target()?;
-                Deployment::from_parameters(&model, p)?
-            }
+            None | Some(Value::Null) => None,
+            Some(Value::Object(p)) if p.is_empty() => None,
+            Some(Value::Object(p)) => Some(p.clone()),
             Some(other) => {
                 return Err(ApiError(
                     StatusCode::BAD_REQUEST,
@@ -548,14 +477,8 @@ async fn repository_load(
         }
     };
     let name = model.clone();
-    let versions = blocking(move || {
-        if deployment.is_empty() {
-            Ok(state.load_model(&name)?)
-        } else {
-            state.deploy(&name, &deployment).map_err(ApiError::deploy)
-        }
-    })
-    .await?;
+    let deployment = parameters.map(|p| move || Ok(Deployment::from_parameters(&name, &p)?));
+    let versions = api::load(state, &headers, model.clone(), deployment).await?;
     let versions: Vec<String> = versions.iter().map(u64::to_string).collect();
     ok_json(json!({ "name": model, "versions": versions }))
 }
@@ -565,7 +488,6 @@ async fn repository_unload(
     Path(model): Path<String>,
     headers: HeaderMap,
 ) -> Reply {
-    state.access().authorize(&headers, Need::Admin)?;
-    blocking(move || Ok(state.unload_model(&model)?)).await?;
+    api::unload(state, &headers, model).await?;
     ok_json(json!({}))
 }

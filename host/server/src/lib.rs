@@ -1,5 +1,11 @@
-//! tensorlet's edge inference server: the Open Inference Protocol (KServe v2) over HTTP, as
-//! Triton implements it, on a [`Registry`] of models.
+//! tensorlet's edge inference server: the Open Inference Protocol (KServe v2) over HTTP and
+//! gRPC, as Triton implements it, on a [`Registry`] of models.
+//!
+//! What the server does is transport-independent (`api.rs`); `http.rs` renders it as
+//! Triton's REST routes and `grpc.rs` as `inference.GRPCInferenceService` (protobuf code
+//! generated at build time from `proto/grpc_service.proto`, without a system `protoc`).
+//! Every listener runs the same accept loop ([`serve`]): a connection limit, a header read
+//! timeout (HTTP/1.1) or ping timeout (HTTP/2), and a graceful stop.
 //!
 //! The routes (`http.rs`) are Triton's: server metadata and health, model metadata,
 //! readiness, configuration and `infer`, and the model repository extension (index, load,
@@ -15,9 +21,11 @@
 //! What the server serves comes from a [`Source`]: a model repository folder in Triton's
 //! layout ([`Repository`]), or the functions bundled with tensorlet.
 
+mod api;
 mod auth;
 mod codec;
 mod deploy;
+mod grpc;
 mod http;
 
 use std::net::SocketAddr;
@@ -29,7 +37,8 @@ use tensorlet_host::{
 };
 
 pub use auth::{Access, read_token_file};
-pub use deploy::Deployment;
+pub use deploy::{Deployment, Parameter};
+pub use grpc::{grpc_router, proto};
 pub use http::{metrics_router, render_metrics, router};
 
 /// Where the server's models come from.
@@ -46,6 +55,9 @@ pub enum Source {
 pub struct ServerConfig {
     /// Where the HTTP listener binds.
     pub http: SocketAddr,
+    /// Where the gRPC listener binds (KServe's `inference.GRPCInferenceService`), if
+    /// anywhere.
+    pub grpc: Option<SocketAddr>,
     /// Where the metrics listener binds (`GET /metrics`), if anywhere.
     pub metrics: Option<SocketAddr>,
     /// The largest request body accepted, in bytes, both as sent and once decoded.
@@ -64,6 +76,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             http: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            grpc: Some(SocketAddr::from(([127, 0, 0, 1], 8001))),
             metrics: Some(SocketAddr::from(([127, 0, 0, 1], 8002))),
             body_limit: 64 << 20,
             max_connections: 1024,
@@ -177,12 +190,22 @@ impl State {
     }
 }
 
-/// Serves `state` over HTTP on `listener` (and its metrics on `metrics`, if given) until
-/// `shutdown` completes; requests in flight then finish before this returns.
+/// The bound listeners of a server: HTTP, and optionally gRPC and metrics.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The Open Inference Protocol over HTTP/1.1.
+    pub http: tokio::net::TcpListener,
+    /// The gRPC service (HTTP/2).
+    pub grpc: Option<tokio::net::TcpListener>,
+    /// `GET /metrics`.
+    pub metrics: Option<tokio::net::TcpListener>,
+}
+
+/// Serves `state` on `listeners` until `shutdown` completes; requests in flight then
+/// finish before this returns.
 pub async fn serve(
     state: Arc<State>,
-    listener: tokio::net::TcpListener,
-    metrics: Option<tokio::net::TcpListener>,
+    listeners: Listeners,
     config: &ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -195,20 +218,47 @@ pub async fn serve(
         max_connections: config.max_connections.max(1),
         header_read_timeout: config.header_read_timeout,
     };
-    let api = serve_connections(
-        listener,
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(serve_connections(
+        listeners.http,
         router(state.clone(), config.body_limit),
+        Protocol::Http1,
         limits,
         stopped.clone(),
-    );
-    match metrics {
-        Some(m) => {
-            let metrics = serve_connections(m, metrics_router(state), limits, stopped);
-            let (a, b) = tokio::join!(api, metrics);
-            a.and(b)
-        }
-        None => api.await,
+    ));
+    if let Some(grpc) = listeners.grpc {
+        servers.spawn(serve_connections(
+            grpc,
+            grpc_router(state.clone(), config.body_limit),
+            Protocol::Http2,
+            limits,
+            stopped.clone(),
+        ));
     }
+    if let Some(metrics) = listeners.metrics {
+        servers.spawn(serve_connections(
+            metrics,
+            metrics_router(state),
+            Protocol::Http1,
+            limits,
+            stopped,
+        ));
+    }
+    let mut result = Ok(());
+    while let Some(done) = servers.join_next().await {
+        let done = done.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        result = result.and(done);
+    }
+    result
+}
+
+/// What a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    /// HTTP/1.1 with keep-alive (the REST routes, metrics).
+    Http1,
+    /// HTTP/2 (gRPC).
+    Http2,
 }
 
 /// The per-connection limits of [`serve_connections`].
@@ -218,32 +268,48 @@ struct ConnectionLimits {
     header_read_timeout: Duration,
 }
 
-/// Accepts connections on `listener` and serves `app` on each (HTTP/1.1, keep-alive), at
-/// most `limits.max_connections` at a time, each closed if a request's headers take longer
-/// than `limits.header_read_timeout`. When `stopped` turns true it stops accepting, lets
-/// every connection finish its request in flight (idle ones close at once), and returns.
+/// Accepts connections on `listener` and serves `app` on each in `protocol` (HTTP/1.1 with
+/// keep-alive, or HTTP/2), at most `limits.max_connections` at a time. An HTTP/1.1
+/// connection is closed if a request's headers take longer than
+/// `limits.header_read_timeout`; an HTTP/2 connection whose client does not answer pings
+/// within it. When `stopped` turns true it stops accepting, lets every connection finish
+/// its requests in flight (idle ones close at once), and returns.
 async fn serve_connections(
     listener: tokio::net::TcpListener,
     app: axum::Router,
+    protocol: Protocol,
     limits: ConnectionLimits,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
+    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    match protocol {
+        Protocol::Http1 => {
+            http = http.http1_only();
+            http.http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .keep_alive(true);
+        }
+        Protocol::Http2 => {
+            http = http.http2_only();
+            http.http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(limits.header_read_timeout)
+                .keep_alive_timeout(limits.header_read_timeout);
+        }
+    }
     loop {
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => match slot {
                 Ok(slot) => slot,
                 Err(_) => break,
             },
-            _ = stopped.wait_for(|stop| *stop) => break,
+            () = stop_requested(&mut stopped) => break,
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -255,11 +321,12 @@ async fn serve_connections(
                     continue;
                 }
             },
-            _ = stopped.wait_for(|stop| *stop) => break,
+            () = stop_requested(&mut stopped) => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = http
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // A connection's own errors (a client gone, a header timeout) end only it.
@@ -270,6 +337,11 @@ async fn serve_connections(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Resolves once `stopped` turns true (or its sender is gone).
+async fn stop_requested(stopped: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// Resolves on SIGINT or SIGTERM.

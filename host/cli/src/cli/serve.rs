@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tensorlet_host::{Error, Repository, Result};
-use tensorlet_server::{Access, ServerConfig, Source, State, read_token_file};
+use tensorlet_server::{Access, Listeners, ServerConfig, Source, State, read_token_file};
 
 use super::RuntimeArgs;
 
-/// Serve models over HTTP with the Open Inference Protocol (KServe v2), as Triton does.
+/// Serve models with the Open Inference Protocol (KServe v2) over HTTP and gRPC, as
+/// Triton does: `tritonclient.http` and `tritonclient.grpc` work unchanged.
 ///
 /// Without --repository it serves the bundled functions (`mlp`, `mnist-cnn`) with their
 /// bundled weights, as version 1. With a repository (`DIR/<model>/<version>/function.wasm`
@@ -30,6 +31,10 @@ pub struct ServeCommand {
     /// Where the HTTP listener binds (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8000", value_name = "ADDR:PORT")]
     http: SocketAddr,
+    /// Where the gRPC listener binds (`inference.GRPCInferenceService`); `none` turns it
+    /// off.
+    #[arg(long, default_value = "127.0.0.1:8001", value_name = "ADDR:PORT|none")]
+    grpc: String,
     /// Where the metrics listener binds (`GET /metrics`, Prometheus text with Triton's
     /// names); `none` turns it off.
     #[arg(long, default_value = "127.0.0.1:8002", value_name = "ADDR:PORT|none")]
@@ -84,17 +89,10 @@ impl ServeCommand {
         for (name, e) in &failed {
             eprintln!("tensorlet: model `{name}` is not served: {e}");
         }
-        let metrics = match self.metrics.as_str() {
-            "none" => None,
-            addr => Some(addr.parse::<SocketAddr>().map_err(|e| {
-                Error::invalid_input(format!(
-                    "--metrics must be ADDR:PORT or `none`, got `{addr}`: {e}"
-                ))
-            })?),
-        };
         let server = ServerConfig {
             http: self.http,
-            metrics,
+            grpc: optional_addr("--grpc", &self.grpc)?,
+            metrics: optional_addr("--metrics", &self.metrics)?,
             body_limit: self.body_limit.saturating_mul(1 << 20),
             max_connections: self.max_connections as usize,
             header_read_timeout: std::time::Duration::try_from_secs_f64(self.header_timeout)
@@ -113,30 +111,36 @@ impl ServeCommand {
             .build()
             .map_err(|e| Error::internal(format!("failed to start the async runtime: {e}")))?;
         rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind(server.http)
-                .await
-                .map_err(|e| io_error(&server.http, e))?;
-            let addr = listener
-                .local_addr()
-                .map_err(|e| io_error(&server.http, e))?;
-            let metrics = match server.metrics {
-                Some(m) => {
-                    let l = tokio::net::TcpListener::bind(m)
-                        .await
-                        .map_err(|e| io_error(&m, e))?;
-                    let bound = l.local_addr().map_err(|e| io_error(&m, e))?;
-                    Some((l, bound))
-                }
+            let (http, addr) = bind(server.http).await?;
+            let grpc = match server.grpc {
+                Some(a) => Some(bind(a).await?),
                 None => None,
             };
-            println!("tensorlet: HTTP (Open Inference Protocol v2) on http://{addr}");
+            let metrics = match server.metrics {
+                Some(a) => Some(bind(a).await?),
+                None => None,
+            };
+            announce(&format!(
+                "tensorlet: HTTP (Open Inference Protocol v2) on http://{addr}"
+            ));
             if let Some((_, bound)) = &metrics {
-                println!("tensorlet: metrics (Prometheus) on http://{bound}/metrics");
+                announce(&format!(
+                    "tensorlet: metrics (Prometheus) on http://{bound}/metrics"
+                ));
             }
+            if let Some((_, bound)) = &grpc {
+                announce(&format!(
+                    "tensorlet: gRPC (inference.GRPCInferenceService) on grpc://{bound}"
+                ));
+            }
+            let listeners = Listeners {
+                http,
+                grpc: grpc.map(|(l, _)| l),
+                metrics: metrics.map(|(l, _)| l),
+            };
             tensorlet_server::serve(
                 state,
-                listener,
-                metrics.map(|(l, _)| l),
+                listeners,
                 &server,
                 tensorlet_server::shutdown_signal(),
             )
@@ -151,6 +155,35 @@ impl ServeCommand {
 fn io_error(addr: &SocketAddr, e: std::io::Error) -> Error {
     Error::new(
         tensorlet_host::ErrorKind::Io,
-        format!("HTTP listener on `{addr}`: {e}"),
+        format!("listener on `{addr}`: {e}"),
     )
+}
+
+/// Prints a ready line on stdout. A closed stdout (a supervisor that read what it needed and
+/// went away) does not stop the server.
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+/// A listener bound to `addr`, and the address it got (port 0 picks one).
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| io_error(&addr, e))?;
+    let bound = listener.local_addr().map_err(|e| io_error(&addr, e))?;
+    Ok((listener, bound))
+}
+
+/// The address of an `ADDR:PORT|none` option.
+fn optional_addr(flag: &str, value: &str) -> Result<Option<SocketAddr>> {
+    match value {
+        "none" => Ok(None),
+        addr => addr.parse::<SocketAddr>().map(Some).map_err(|e| {
+            Error::invalid_input(format!(
+                "{flag} must be ADDR:PORT or `none`, got `{addr}`: {e}"
+            ))
+        }),
+    }
 }

@@ -1,0 +1,271 @@
+//! What the server does, whatever the transport: model metadata, readiness, statistics,
+//! the repository index, load (and deploy), unload and inference, as typed results with
+//! [`ApiError`]s. The HTTP routes (`http.rs`) render them as JSON and the gRPC service
+//! (`grpc.rs`) as protobuf messages, so both protocols answer the same questions the same
+//! way and fail with the same classification.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode};
+use tensorlet_host::{DType, InferenceRequest, InferenceResponse, IoSpec, ModelStats};
+
+use crate::State;
+use crate::auth::Need;
+use crate::deploy::Deployment;
+use crate::http::ApiError;
+
+/// A declared input or output of a model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TensorInfo {
+    pub name: String,
+    /// The wire datatype (`FP32`, ...).
+    pub datatype: &'static str,
+    /// Dimensions; -1 varies.
+    pub shape: Vec<i64>,
+}
+
+/// A model's metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ModelInfo {
+    pub name: String,
+    /// The versions served, ascending.
+    pub versions: Vec<String>,
+    pub platform: &'static str,
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+}
+
+/// One line of the repository index: a model and one served version, or a model of the
+/// repository that is not served (`version` `None`, state `UNAVAILABLE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct IndexEntry {
+    pub name: String,
+    pub version: Option<u64>,
+    pub state: &'static str,
+}
+
+/// What the server says about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ServerInfo {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub extensions: &'static [&'static str],
+}
+
+/// The server's metadata.
+pub(crate) fn server_metadata() -> ServerInfo {
+    ServerInfo {
+        name: "tensorlet",
+        version: env!("CARGO_PKG_VERSION"),
+        extensions: &["model_repository", "statistics", "binary_tensor_data"],
+    }
+}
+
+/// One structured line per inference request on stderr: when, over which protocol, which
+/// model and version, the status (HTTP status or gRPC code), how long it took, and the
+/// error if any.
+pub(crate) fn log_infer(
+    protocol: &str,
+    model: &str,
+    version: Option<&str>,
+    started: std::time::Instant,
+    status: impl Into<serde_json::Value>,
+    error: Option<&str>,
+) {
+    let time_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut line = serde_json::json!({
+        "time_ms": time_ms as u64,
+        "event": "infer",
+        "protocol": protocol,
+        "model": model,
+        "status": status.into(),
+        "duration_us": started.elapsed().as_micros() as u64,
+    });
+    if let Some(v) = version {
+        line["version"] = serde_json::json!(v);
+    }
+    if let Some(e) = error {
+        line["error"] = serde_json::json!(e);
+    }
+    eprintln!("{line}");
+}
+
+/// The platform name models report.
+pub(crate) const PLATFORM: &str = "tensorlet_wasm";
+
+/// A version as a path segment or protobuf field: a positive integer; empty means "the
+/// latest" for protocols (gRPC) that send an empty string for it.
+pub(crate) fn version(v: &str) -> Result<u64, ApiError> {
+    v.parse::<u64>().ok().filter(|&v| v > 0).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("model version `{v}` is not a positive integer"),
+        )
+    })
+}
+
+/// [`version`], with an empty string meaning none.
+pub(crate) fn optional_version(v: &str) -> Result<Option<u64>, ApiError> {
+    if v.is_empty() {
+        Ok(None)
+    } else {
+        version(v).map(Some)
+    }
+}
+
+/// The wire datatype of a function's declared dtype.
+pub(crate) fn datatype(spec: &IoSpec) -> &'static str {
+    match DType::from(spec.dtype) {
+        DType::F32 => "FP32",
+        DType::F16 => "FP16",
+        DType::BF16 => "BF16",
+        DType::U8 => "UINT8",
+    }
+}
+
+fn tensors(specs: &[IoSpec]) -> Vec<TensorInfo> {
+    specs
+        .iter()
+        .map(|s| TensorInfo {
+            name: s.name.clone(),
+            datatype: datatype(s),
+            shape: s.shape.clone(),
+        })
+        .collect()
+}
+
+/// Model `name`'s metadata (version `v`, or the latest).
+pub(crate) fn model_info(state: &State, name: &str, v: Option<u64>) -> Result<ModelInfo, ApiError> {
+    let model = state.registry().get(name, v)?;
+    let versions = state
+        .registry()
+        .models()
+        .into_iter()
+        .filter(|(n, _)| n == name)
+        .flat_map(|(_, v)| v)
+        .map(|v| v.to_string())
+        .collect();
+    let m = model.function().metadata();
+    Ok(ModelInfo {
+        name: name.to_string(),
+        versions,
+        platform: PLATFORM,
+        inputs: tensors(&m.inputs),
+        outputs: tensors(&m.outputs),
+    })
+}
+
+/// Whether model `name` (version `v`, or any) is served.
+pub(crate) fn ready(state: &State, name: &str, v: Option<u64>) -> bool {
+    state.registry().get(name, v).is_ok()
+}
+
+/// The statistics of every served version (`model` `None`), or of model `model` (version
+/// `v`, or all its versions); an unknown model or version is an error, as for inference.
+pub(crate) fn stats(
+    state: &State,
+    model: Option<&str>,
+    v: Option<u64>,
+) -> Result<Vec<ModelStats>, ApiError> {
+    if let Some(m) = model {
+        state.registry().get(m, v)?;
+    }
+    Ok(state
+        .registry()
+        .stats(model)
+        .into_iter()
+        .filter(|s| v.is_none_or(|v| s.version == v))
+        .collect())
+}
+
+/// The repository index: every served version, and every model of the source not served.
+pub(crate) fn index(state: &State, headers: &HeaderMap) -> Result<Vec<IndexEntry>, ApiError> {
+    state.access().authorize(headers, Need::Admin)?;
+    let served = state.registry().models();
+    let mut index = Vec::new();
+    for name in state.model_names() {
+        match served.iter().find(|(n, _)| *n == name) {
+            Some((_, versions)) => index.extend(versions.iter().map(|&v| IndexEntry {
+                name: name.clone(),
+                version: Some(v),
+                state: "READY",
+            })),
+            None => index.push(IndexEntry {
+                name,
+                version: None,
+                state: "UNAVAILABLE",
+            }),
+        }
+    }
+    Ok(index)
+}
+
+/// Runs blocking work (compiling, preparing, inferring) off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the request's worker failed: {e}"),
+        )
+    })?
+}
+
+/// Triton's load, after checking the admin token: with no `deployment` it (re)loads model
+/// `name` from the source; otherwise — into a repository only: a server of bundled
+/// functions refuses before parsing anything — `deployment` parses the request's files and
+/// configuration, which are deployed first. Answers the versions now served.
+pub(crate) async fn load(
+    state: Arc<State>,
+    headers: &HeaderMap,
+    name: String,
+    deployment: Option<impl FnOnce() -> Result<Deployment, ApiError>>,
+) -> Result<Vec<u64>, ApiError> {
+    state.access().authorize(headers, Need::Admin)?;
+    let deployment = match deployment {
+        Some(parse) => {
+            state.deploy_target()?;
+            parse()?
+        }
+        None => Deployment::default(),
+    };
+    blocking(move || {
+        if deployment.is_empty() {
+            Ok(state.load_model(&name)?)
+        } else {
+            state.deploy(&name, &deployment).map_err(ApiError::deploy)
+        }
+    })
+    .await
+}
+
+/// Stops serving model `name`, once its requests in flight finish.
+pub(crate) async fn unload(
+    state: Arc<State>,
+    headers: &HeaderMap,
+    name: String,
+) -> Result<(), ApiError> {
+    state.access().authorize(headers, Need::Admin)?;
+    blocking(move || Ok(state.unload_model(&name).map(drop)?)).await
+}
+
+/// Runs `request` on model `name` (version `v`, or the latest) after checking the invoke
+/// token: the response and the little-endian bytes of the outputs `binary` picks.
+pub(crate) async fn infer(
+    state: Arc<State>,
+    headers: &HeaderMap,
+    name: String,
+    v: Option<u64>,
+    request: InferenceRequest,
+    binary: impl Fn(&InferenceRequest, &str) -> bool + Send + 'static,
+) -> Result<(InferenceResponse, Vec<u8>), ApiError> {
+    state.access().authorize(headers, Need::Invoke)?;
+    blocking(move || {
+        let m = state.registry().get(&name, v)?;
+        Ok(m.infer_request_binary(&request, |output| binary(&request, output))?)
+    })
+    .await
+}

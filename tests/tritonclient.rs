@@ -1,0 +1,203 @@
+//! `tensorlet serve` against NVIDIA's own client library: `tests/tritonclient/
+//! check_server.py` drives a real server over real sockets with `tritonclient.http` and
+//! `tritonclient.grpc` — health, metadata, configuration, JSON and binary inference, other
+//! wire datatypes, errors with Triton's status codes, statistics, repository load, deploy
+//! and unload, metrics counts — and checks every output against the independent numpy
+//! reference (`tests/reference/reference.py`).
+//!
+//! The Python side runs in the project-local virtualenv `<target>/venv-triton`, which this
+//! test creates and fills (`pip install tritonclient[http,grpc] numpy`, pinned) on first
+//! use; it needs `python3` with `venv` and access to PyPI once.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::repo;
+
+/// What the virtualenv gets (the versions this test was written against).
+const PACKAGES: &[&str] = &["tritonclient[http,grpc]==2.73.0", "numpy>=1.26"];
+
+fn target_dir() -> PathBuf {
+    // <target>/<profile>/tensorlet
+    let bin = Path::new(env!("CARGO_BIN_EXE_tensorlet"));
+    bin.parent()
+        .and_then(Path::parent)
+        .expect("the binary lives in <target>/<profile>")
+        .to_path_buf()
+}
+
+/// The virtualenv's python, creating and filling the virtualenv if need be.
+fn python() -> PathBuf {
+    let venv = target_dir().join("venv-triton");
+    let python = venv.join("bin").join("python");
+    let ready = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import tritonclient.http, tritonclient.grpc, numpy"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready(&python) {
+        return python;
+    }
+    eprintln!(
+        "installing {} into {} (one time)",
+        PACKAGES.join(" "),
+        venv.display()
+    );
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 is needed for the tritonclient test");
+    assert!(
+        status.success(),
+        "python3 -m venv {} failed",
+        venv.display()
+    );
+    let status = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(PACKAGES)
+        .status()
+        .expect("run pip");
+    assert!(
+        status.success(),
+        "pip install {} failed",
+        PACKAGES.join(" ")
+    );
+    assert!(
+        ready(&python),
+        "tritonclient does not import after pip install"
+    );
+    python
+}
+
+fn tensorlet() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorlet"));
+    cmd.env(
+        "TENSORLET_CACHE_DIR",
+        std::env::temp_dir().join("tensorlet-test-cache"),
+    );
+    cmd
+}
+
+fn succeed(cmd: &mut Command) {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running server, killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn tritonclient_http_and_grpc_work_unchanged() {
+    let python = python();
+    let dir = std::env::temp_dir().join(format!("tensorlet-tritonclient-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let models = dir.join("repository");
+    for name in ["mlp", "mnist-cnn"] {
+        succeed(
+            tensorlet()
+                .args(["pack", name, "-o"])
+                .arg(models.join(name).join("1")),
+        );
+    }
+    // The folder the repository checks deploy: mlp with other (fresh, seeded) weights.
+    let weights = dir.join("deploy.safetensors");
+    succeed(
+        Command::new(&python)
+            .arg(repo("tests/reference/reference.py"))
+            .args(["init", "mlp", "--seed", "9", "-o"])
+            .arg(&weights),
+    );
+    let deploy = dir.join("deploy").join("mlp").join("1");
+    succeed(
+        tensorlet()
+            .args(["pack", "mlp", "--weights"])
+            .arg(&weights)
+            .arg("-o")
+            .arg(&deploy),
+    );
+
+    let mut child = tensorlet()
+        .args(["serve", "--repository"])
+        .arg(&models)
+        .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .args(["--metrics", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tensorlet serve");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let server = Server(child);
+    let mut addr = |what: &str| {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert!(line.contains(what), "expected the {what} line: {line:?}");
+        let addr = line.trim().rsplit("://").next().unwrap();
+        addr.split('/').next().unwrap().to_string()
+    };
+    let http = addr("HTTP");
+    let metrics = addr("metrics");
+    let grpc = addr("gRPC");
+
+    let run = Command::new(&python)
+        .arg(repo("tests/tritonclient/check_server.py"))
+        .args(["--http", &http, "--grpc", &grpc, "--metrics", &metrics])
+        .arg("--models")
+        .arg(&models)
+        .arg("--deploy")
+        .arg(&deploy)
+        .output()
+        .expect("run check_server.py");
+    drop(server);
+    let report = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "tritonclient checks failed:\n{report}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // Every check ran and passed over both protocols.
+    for kind in ["http", "grpc"] {
+        for check in [
+            "health",
+            "metadata",
+            "config",
+            "mlp_json_and_binary",
+            "cnn_batch",
+            "other_datatypes",
+            "errors",
+            "statistics",
+            "repository",
+            "metrics",
+        ] {
+            let line = format!("ok   {kind} {check}");
+            assert!(
+                report.lines().any(|l| l == line),
+                "no `{line}` in:\n{report}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1109,3 +1109,137 @@ fn slow_and_idle_clients_cannot_hold_the_server() {
     let (ok, _) = server.stop();
     assert!(ok, "the server did not stop cleanly");
 }
+
+/// The value of the metric line that starts with `prefix` (name and labels).
+fn metric(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no `{prefix}` in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// With one request slot and no queue, a request that arrives while a (looping) function
+/// holds the slot is refused at once with 503 "queue is full"; the server then serves the
+/// next request, and the metrics count exactly what happened: the refusals as `REJECTED`,
+/// the looping function's deadline as `BACKEND`, the successes with their queue and compute
+/// times, and no request pending at the end.
+#[test]
+fn a_full_queue_refuses_at_once_and_the_metrics_say_why() {
+    let dir = temp_dir("queue");
+    let repo = dir.join("repo");
+    pack("mlp", None, &repo.join("mlp").join("1"));
+    // The misbehaving test function has no weights: an empty safetensors file.
+    let empty = dir.join("empty.safetensors");
+    let mut st = 2u64.to_le_bytes().to_vec();
+    st.extend_from_slice(b"{}");
+    std::fs::write(&empty, st).unwrap();
+    pack(
+        tensorlet_host::test_programs::MISBEHAVE,
+        Some(&empty),
+        &repo.join("slow").join("1"),
+    );
+    let server = Server::start(&[
+        "--repository",
+        repo.to_str().unwrap(),
+        "--max-concurrency",
+        "1",
+        "--max-queue",
+        "0",
+        "--timeout",
+        "1.5",
+    ]);
+    let mlp = br#"{"inputs":[{"name":"x","shape":[1,10],"datatype":"FP32","data":[1,2,3,4,5,6,7,8,9,10]}]}"#;
+    let addr = server.addr.clone();
+    // The looping request, sent again while it finds the slot taken by an mlp request.
+    let slow = std::thread::spawn(move || {
+        let body = br#"{"inputs":[{"name":"loop","shape":[1],"datatype":"FP32","data":[0]}]}"#;
+        let mut refused = 0u64;
+        loop {
+            let (status, head, body) = exchange(&addr, "POST", "/v2/models/slow/infer", &[], body);
+            if status == 503 && String::from_utf8_lossy(&body).contains("queue is full") {
+                refused += 1;
+                continue;
+            }
+            return (status, head, body, refused);
+        }
+    });
+    let (mut ok, mut rejected) = (0u64, 0u64);
+    while !slow.is_finished() {
+        let (status, text) = server.request("POST", "/v2/models/mlp/infer", mlp);
+        match status {
+            200 => ok += 1,
+            503 => {
+                assert!(text.contains("queue is full"), "{text}");
+                assert!(text.starts_with("{\"error\":"), "{text}");
+                rejected += 1;
+            }
+            other => panic!("status {other}: {text}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (status, _, body, slow_refused) = slow.join().unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("deadline"), "{body}");
+    assert!(
+        rejected > 0,
+        "no request was refused while the slot was held"
+    );
+    // The slot is free again: the next request runs.
+    assert_eq!(server.request("POST", "/v2/models/mlp/infer", mlp).0, 200);
+    ok += 1;
+
+    let (_, _, text) = exchange(&server.metrics, "GET", "/metrics", &[], b"");
+    let text = String::from_utf8(text).unwrap();
+    let mlp_labels = "{model=\"mlp\",version=\"1\"";
+    let slow_labels = "{model=\"slow\",version=\"1\"";
+    let m =
+        |name: &str, labels: &str, extra: &str| metric(&text, &format!("{name}{labels}{extra}}}"));
+    assert_eq!(m("nv_inference_request_success", mlp_labels, ""), ok);
+    assert_eq!(m("nv_inference_request_failure", mlp_labels, ""), rejected);
+    assert_eq!(
+        m(
+            "nv_inference_request_failure",
+            mlp_labels,
+            ",reason=\"REJECTED\""
+        ),
+        rejected
+    );
+    assert_eq!(
+        m(
+            "nv_inference_request_failure",
+            slow_labels,
+            ",reason=\"BACKEND\""
+        ),
+        1
+    );
+    assert_eq!(
+        m(
+            "nv_inference_request_failure",
+            slow_labels,
+            ",reason=\"REJECTED\""
+        ),
+        slow_refused
+    );
+    assert_eq!(
+        m(
+            "nv_inference_request_failure",
+            slow_labels,
+            ",reason=\"OTHER\""
+        ),
+        0
+    );
+    for labels in [mlp_labels, slow_labels] {
+        assert_eq!(m("nv_inference_pending_request_count", labels, ""), 0);
+    }
+    // Successful mlp requests spent their time queued or computing, never more than in all.
+    let total = m("nv_inference_request_duration_us", mlp_labels, "");
+    let queue = m("nv_inference_queue_duration_us", mlp_labels, "");
+    let compute = m("nv_inference_compute_infer_duration_us", mlp_labels, "");
+    assert!(
+        compute > 0 && queue + compute <= total,
+        "queue {queue} compute {compute} total {total}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

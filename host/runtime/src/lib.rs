@@ -54,7 +54,9 @@ pub use backend::wasm::{KernelSession, SessionTensor};
 pub use error::{Error, ErrorKind, Result};
 pub use limits::LimitHit;
 pub use oip::{InferenceRequest, InferenceResponse};
-pub use registry::{Model, ModelRef, ModelSettings, ModelStats, Registry, validate_name};
+pub use registry::{
+    FailureReason, Model, ModelRef, ModelSettings, ModelStats, Registry, validate_name,
+};
 pub use repository::{ModelConfig, Repository};
 pub use runtime::{Function, Runtime, RuntimeConfig};
 pub use tensor::{DType, Tensor, TensorData};

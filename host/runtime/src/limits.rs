@@ -315,8 +315,8 @@ impl Admission {
         }
         if state.waiting.len() >= self.queue {
             return Err(Error::unavailable(format!(
-                "the runtime is at its limit of {} requests in flight and {} waiting; try again \
-                 later",
+                "the request queue is full: {} requests in flight and {} waiting, the \
+                 runtime's limits; try again later",
                 self.slots, self.queue
             )));
         }

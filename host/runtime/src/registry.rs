@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::runtime::{Function, Runtime};
+use crate::runtime::{Function, Runtime, Timing};
 use crate::tensor::Tensor;
 use crate::weights::Weights;
 
@@ -173,9 +173,19 @@ impl Model {
         request: &crate::InferenceRequest,
         binary: impl Fn(&str) -> bool,
     ) -> Result<(crate::InferenceResponse, Vec<u8>)> {
+        self.infer_request_binary_timed(request, binary, &mut Timing::default())
+    }
+
+    /// [`Model::infer_request_binary`], recording where the time went in `timing`.
+    fn infer_request_binary_timed(
+        &self,
+        request: &crate::InferenceRequest,
+        binary: impl Fn(&str) -> bool,
+        timing: &mut Timing<'_>,
+    ) -> Result<(crate::InferenceResponse, Vec<u8>)> {
         let (mut response, tail) =
             self.function
-                .infer_request_binary(&self.weights, request, binary)?;
+                .infer_request_binary_timed(&self.weights, request, binary, timing)?;
         response.model_name = self.name.clone();
         response.model_version = Some(self.version.to_string());
         Ok((response, tail))
@@ -196,8 +206,15 @@ struct Entry {
 struct Counters {
     success: AtomicU64,
     success_ns: AtomicU64,
+    /// Of the successful requests: time waiting for a slot, and time running.
+    queue_ns: AtomicU64,
+    compute_ns: AtomicU64,
     fail: AtomicU64,
     fail_ns: AtomicU64,
+    /// Failures by [`FailureReason`], in its order.
+    fail_by_reason: [AtomicU64; 3],
+    /// Requests waiting in the admission queue now.
+    waiting: AtomicU64,
     /// Milliseconds since the Unix epoch of the last request's end (0: none yet).
     last_ms: AtomicU64,
 }
@@ -213,10 +230,20 @@ pub struct ModelStats {
     pub success: u64,
     /// Their total time, in nanoseconds.
     pub success_ns: u64,
+    /// Of the successful requests: their total time waiting in the admission queue, in
+    /// nanoseconds.
+    pub queue_ns: u64,
+    /// Of the successful requests: their total time from admission to outputs
+    /// (instantiating and running the function), in nanoseconds.
+    pub compute_ns: u64,
     /// Requests that failed.
     pub fail: u64,
     /// Their total time, in nanoseconds.
     pub fail_ns: u64,
+    /// Failures by reason, in [`FailureReason::ALL`]'s order.
+    pub fail_by_reason: [u64; 3],
+    /// Requests of this version waiting in the admission queue now.
+    pub pending: u64,
     /// When the last request ended, in milliseconds since the Unix epoch (0: none yet).
     pub last_inference_ms: u64,
 }
@@ -235,17 +262,27 @@ pub struct ModelRef {
 }
 
 impl ModelRef {
-    /// Counts one request of `started`'s duration that ended with `ok`.
-    fn record<T>(&self, started: Instant, result: Result<T>) -> Result<T> {
+    /// Counts one request of `started`'s duration that ended with `result`, of which
+    /// `timing` says where the time went.
+    fn record<T>(&self, started: Instant, timing: &Timing<'_>, result: Result<T>) -> Result<T> {
         let c = &self.entry.counters;
-        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let (count, total) = if result.is_ok() {
-            (&c.success, &c.success_ns)
-        } else {
-            (&c.fail, &c.fail_ns)
-        };
-        count.fetch_add(1, Ordering::Relaxed);
-        total.fetch_add(ns, Ordering::Relaxed);
+        let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let total = ns(started.elapsed());
+        match &result {
+            Ok(_) => {
+                c.success.fetch_add(1, Ordering::Relaxed);
+                c.success_ns.fetch_add(total, Ordering::Relaxed);
+                c.queue_ns.fetch_add(ns(timing.queue), Ordering::Relaxed);
+                c.compute_ns
+                    .fetch_add(ns(timing.compute), Ordering::Relaxed);
+            }
+            Err(e) => {
+                c.fail.fetch_add(1, Ordering::Relaxed);
+                c.fail_ns.fetch_add(total, Ordering::Relaxed);
+                let reason = FailureReason::of(e.kind());
+                c.fail_by_reason[reason as usize].fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -253,10 +290,21 @@ impl ModelRef {
         result
     }
 
+    /// A fresh timing record that counts the request as waiting while it is queued.
+    fn timing(&self) -> Timing<'_> {
+        Timing {
+            waiting: Some(&self.entry.counters.waiting),
+            ..Timing::default()
+        }
+    }
+
     /// [`Model::infer`], counted in the version's statistics.
     pub fn infer(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>> {
         let started = Instant::now();
-        self.record(started, self.entry.model.infer(inputs))
+        let mut timing = self.timing();
+        let m = &self.entry.model;
+        let result = m.function.infer_timed(&m.weights, inputs, &mut timing);
+        self.record(started, &timing, result)
     }
 
     /// [`Model::infer_request`], counted in the version's statistics.
@@ -264,8 +312,7 @@ impl ModelRef {
         &self,
         request: &crate::InferenceRequest,
     ) -> Result<crate::InferenceResponse> {
-        let started = Instant::now();
-        self.record(started, self.entry.model.infer_request(request))
+        Ok(self.infer_request_binary(request, |_| false)?.0)
     }
 
     /// [`Model::infer_request_binary`], counted in the version's statistics.
@@ -275,10 +322,57 @@ impl ModelRef {
         binary: impl Fn(&str) -> bool,
     ) -> Result<(crate::InferenceResponse, Vec<u8>)> {
         let started = Instant::now();
-        self.record(
-            started,
-            self.entry.model.infer_request_binary(request, binary),
-        )
+        let mut timing = self.timing();
+        let result = self
+            .entry
+            .model
+            .infer_request_binary_timed(request, binary, &mut timing);
+        self.record(started, &timing, result)
+    }
+}
+
+/// Why a request failed, as Triton's `nv_inference_request_failure` metric labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    /// Refused before running: the admission queue was full, or the request's deadline
+    /// passed while it waited (`REJECTED`).
+    Rejected = 0,
+    /// The function failed while running: a trap, a limit, its deadline, a host fault
+    /// (`BACKEND`).
+    Backend = 1,
+    /// Anything else, chiefly a bad request (`OTHER`).
+    Other = 2,
+}
+
+impl FailureReason {
+    /// Every reason, in the order of [`ModelStats::fail_by_reason`].
+    pub const ALL: [FailureReason; 3] = [
+        FailureReason::Rejected,
+        FailureReason::Backend,
+        FailureReason::Other,
+    ];
+
+    /// The reason of a failure of kind `kind`.
+    pub fn of(kind: crate::ErrorKind) -> Self {
+        use crate::ErrorKind as K;
+        match kind {
+            K::Unavailable => FailureReason::Rejected,
+            K::Trap | K::LimitExceeded | K::DeadlineExceeded | K::Io | K::Internal => {
+                FailureReason::Backend
+            }
+            K::InvalidInput | K::ShapeMismatch | K::NotFound | K::Unsupported => {
+                FailureReason::Other
+            }
+        }
+    }
+
+    /// Triton's label for it.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureReason::Rejected => "REJECTED",
+            FailureReason::Backend => "BACKEND",
+            FailureReason::Other => "OTHER",
+        }
     }
 }
 
@@ -421,8 +515,15 @@ impl Registry {
                         version: *v,
                         success: c.success.load(Ordering::Relaxed),
                         success_ns: c.success_ns.load(Ordering::Relaxed),
+                        queue_ns: c.queue_ns.load(Ordering::Relaxed),
+                        compute_ns: c.compute_ns.load(Ordering::Relaxed),
                         fail: c.fail.load(Ordering::Relaxed),
                         fail_ns: c.fail_ns.load(Ordering::Relaxed),
+                        fail_by_reason: c
+                            .fail_by_reason
+                            .each_ref()
+                            .map(|n| n.load(Ordering::Relaxed)),
+                        pending: c.waiting.load(Ordering::Relaxed),
                         last_inference_ms: c.last_ms.load(Ordering::Relaxed),
                     }
                 })

@@ -374,6 +374,17 @@ impl Runtime {
     }
 }
 
+/// Where one request's time went, filled in as it runs (for a model's statistics).
+#[derive(Debug, Default)]
+pub(crate) struct Timing<'a> {
+    /// Waiting for a request slot in the admission queue.
+    pub queue: Duration,
+    /// From admission to the outputs: instantiating and running the function.
+    pub compute: Duration,
+    /// Counts the request while it waits in the admission queue.
+    pub waiting: Option<&'a std::sync::atomic::AtomicU64>,
+}
+
 /// Compiles (or loads from the cache) the embedded kernels component and links it.
 fn link_kernels_component(engine: &Engine, cache: Option<&CompileCache>) -> Result<WasmBackend> {
     let bytes = KERNELS_COMPONENT.ok_or_else(|| {
@@ -508,44 +519,55 @@ impl Function {
         weights: &Arc<Weights>,
         inputs: Vec<(String, Tensor)>,
     ) -> Result<Vec<(String, Tensor)>> {
+        self.infer_timed(weights, inputs, &mut Timing::default())
+    }
+
+    /// [`Function::infer`], recording where the time went in `timing`.
+    pub(crate) fn infer_timed(
+        &self,
+        weights: &Arc<Weights>,
+        inputs: Vec<(String, Tensor)>,
+        timing: &mut Timing<'_>,
+    ) -> Result<Vec<(String, Tensor)>> {
         self.check_inputs(&inputs)?;
-        self.inner.with_instance(weights, |store, bindings| {
-            let mut handles = Vec::with_capacity(inputs.len());
-            for (name, tensor) in inputs {
-                let id = match store.data_mut().session().put(tensor) {
-                    Ok(id) => id,
-                    Err(Failure::Error(e)) => {
-                        return Err(CallError::Host(e.context(format!("input `{name}`"))));
-                    }
-                    Err(Failure::Trap(t)) => return Err(CallError::Wasm(t)),
-                };
-                handles.push(NamedTensor {
-                    name,
-                    value: Resource::new_own(id),
-                });
-            }
-            let outputs = bindings
-                .tensorlet_nn_function()
-                .call_infer(&mut *store, &handles)?
-                .map_err(Error::from)?;
-            let session = store.data_mut().session();
-            outputs
-                .into_iter()
-                .map(|NamedTensor { name, value }| {
-                    let id = value.rep();
-                    let t = session
-                        .get(id)
-                        .and_then(|t| session.release(id).map(|()| t));
-                    match t {
-                        Ok(t) => Ok((name, t)),
+        self.inner
+            .with_instance_timed(weights, timing, |store, bindings| {
+                let mut handles = Vec::with_capacity(inputs.len());
+                for (name, tensor) in inputs {
+                    let id = match store.data_mut().session().put(tensor) {
+                        Ok(id) => id,
                         Err(Failure::Error(e)) => {
-                            Err(CallError::Host(e.context(format!("output `{name}`"))))
+                            return Err(CallError::Host(e.context(format!("input `{name}`"))));
                         }
-                        Err(Failure::Trap(t)) => Err(CallError::Wasm(t)),
-                    }
-                })
-                .collect()
-        })
+                        Err(Failure::Trap(t)) => return Err(CallError::Wasm(t)),
+                    };
+                    handles.push(NamedTensor {
+                        name,
+                        value: Resource::new_own(id),
+                    });
+                }
+                let outputs = bindings
+                    .tensorlet_nn_function()
+                    .call_infer(&mut *store, &handles)?
+                    .map_err(Error::from)?;
+                let session = store.data_mut().session();
+                outputs
+                    .into_iter()
+                    .map(|NamedTensor { name, value }| {
+                        let id = value.rep();
+                        let t = session
+                            .get(id)
+                            .and_then(|t| session.release(id).map(|()| t));
+                        match t {
+                            Ok(t) => Ok((name, t)),
+                            Err(Failure::Error(e)) => {
+                                Err(CallError::Host(e.context(format!("output `{name}`"))))
+                            }
+                            Err(Failure::Trap(t)) => Err(CallError::Wasm(t)),
+                        }
+                    })
+                    .collect()
+            })
     }
 
     /// The metadata's spec of input `name`, or an error listing the inputs there are.
@@ -596,6 +618,17 @@ impl Function {
         request: &crate::InferenceRequest,
         binary: impl Fn(&str) -> bool,
     ) -> Result<(crate::InferenceResponse, Vec<u8>)> {
+        self.infer_request_binary_timed(weights, request, binary, &mut Timing::default())
+    }
+
+    /// [`Function::infer_request_binary`], recording where the time went in `timing`.
+    pub(crate) fn infer_request_binary_timed(
+        &self,
+        weights: &Arc<Weights>,
+        request: &crate::InferenceRequest,
+        binary: impl Fn(&str) -> bool,
+        timing: &mut Timing<'_>,
+    ) -> Result<(crate::InferenceResponse, Vec<u8>)> {
         for input in &request.inputs {
             let spec = self.input_spec(&input.name)?;
             let accepted: &[&str] = match crate::tensor::DType::from(spec.dtype) {
@@ -612,7 +645,7 @@ impl Function {
                 )));
             }
         }
-        let mut outputs = self.infer(weights, request.to_tensors()?)?;
+        let mut outputs = self.infer_timed(weights, request.to_tensors()?, timing)?;
         if !request.outputs.is_empty() {
             let mut selected = Vec::with_capacity(request.outputs.len());
             for wanted in &request.outputs {
@@ -678,10 +711,46 @@ impl FunctionInner {
         weights: &Arc<Weights>,
         body: impl FnOnce(&mut Store<State>, &InferenceFunction) -> Result<R, CallError>,
     ) -> Result<R> {
+        self.with_instance_timed(weights, &mut Timing::default(), body)
+    }
+
+    /// [`FunctionInner::with_instance`], recording in `timing` how long the request waited
+    /// for a slot and how long it then ran.
+    fn with_instance_timed<R>(
+        &self,
+        weights: &Arc<Weights>,
+        timing: &mut Timing<'_>,
+        body: impl FnOnce(&mut Store<State>, &InferenceFunction) -> Result<R, CallError>,
+    ) -> Result<R> {
         let rt = &self.runtime;
         let config = &rt.inner.config;
-        let deadline = Instant::now() + config.deadline;
-        let _permit = rt.admit(deadline)?;
+        let arrived = Instant::now();
+        let deadline = arrived + config.deadline;
+        if let Some(waiting) = timing.waiting {
+            waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let permit = rt.admit(deadline);
+        if let Some(waiting) = timing.waiting {
+            waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let _permit = permit?;
+        let admitted = Instant::now();
+        timing.queue = admitted - arrived;
+        let result = self.run_instance(weights, deadline, body);
+        timing.compute = admitted.elapsed();
+        result
+    }
+
+    /// Instantiates the function under `deadline` and runs `body` (the request holds its
+    /// slot).
+    fn run_instance<R>(
+        &self,
+        weights: &Arc<Weights>,
+        deadline: Instant,
+        body: impl FnOnce(&mut Store<State>, &InferenceFunction) -> Result<R, CallError>,
+    ) -> Result<R> {
+        let rt = &self.runtime;
+        let config = &rt.inner.config;
         let ticks = rt.epoch_ticks(deadline);
         let session = rt
             .inner

@@ -272,9 +272,9 @@ impl GrpcInferenceService for Grpc {
                 inference_stats: Some(proto::InferStatistics {
                     success: duration(s.success, s.success_ns),
                     fail: duration(s.fail, s.fail_ns),
-                    queue: duration(0, 0),
+                    queue: duration(s.success, s.queue_ns),
                     compute_input: duration(0, 0),
-                    compute_infer: duration(0, 0),
+                    compute_infer: duration(s.success, s.compute_ns),
                     compute_output: duration(0, 0),
                 }),
             })

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use tensorlet_host::{Error, ErrorKind, InferenceRequest};
+use tensorlet_host::{Error, ErrorKind, FailureReason, InferenceRequest, ModelStats};
 
 use crate::auth::Need;
 use crate::deploy::Deployment;
@@ -81,14 +81,17 @@ type Family = (
     &'static str,
     &'static str,
     &'static str,
-    fn(&tensorlet_host::ModelStats) -> u64,
+    fn(&ModelStats) -> u64,
 );
 
-/// `stats` as Prometheus text with Triton's names.
-pub fn render_metrics(stats: &[tensorlet_host::ModelStats]) -> String {
+/// `stats` as Prometheus text with Triton's names: per model version (labels `model`,
+/// `version`) the success and failure counts (failures also by `reason`: `REJECTED`,
+/// `BACKEND`, `OTHER`), inference and execution counts, cumulative request, queue and
+/// compute durations in microseconds, and the requests waiting in the queue now.
+pub fn render_metrics(stats: &[ModelStats]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let families: [Family; 5] = [
+    let families: [Family; 8] = [
         (
             "nv_inference_request_success",
             "counter",
@@ -119,17 +122,35 @@ pub fn render_metrics(stats: &[tensorlet_host::ModelStats]) -> String {
             "Cumulative inference request duration in microseconds",
             |s| (s.success_ns + s.fail_ns) / 1000,
         ),
+        (
+            "nv_inference_queue_duration_us",
+            "counter",
+            "Cumulative inference queuing duration in microseconds",
+            |s| s.queue_ns / 1000,
+        ),
+        (
+            "nv_inference_compute_infer_duration_us",
+            "counter",
+            "Cumulative compute inference duration in microseconds",
+            |s| s.compute_ns / 1000,
+        ),
+        (
+            "nv_inference_pending_request_count",
+            "gauge",
+            "Instantaneous number of pending requests awaiting execution per-model",
+            |s| s.pending,
+        ),
     ];
     for (name, kind, help, value) in families {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for s in stats {
-            let _ = writeln!(
-                out,
-                "{name}{{model=\"{}\",version=\"{}\"}} {}",
-                s.name,
-                s.version,
-                value(s)
-            );
+            let labels = format!("model=\"{}\",version=\"{}\"", s.name, s.version);
+            let _ = writeln!(out, "{name}{{{labels}}} {}", value(s));
+            if name == "nv_inference_request_failure" {
+                for (reason, n) in FailureReason::ALL.iter().zip(s.fail_by_reason) {
+                    let _ = writeln!(out, "{name}{{{labels},reason=\"{}\"}} {n}", reason.label());
+                }
+            }
         }
     }
     out
@@ -386,7 +407,7 @@ fn log_infer(model: &str, version: Option<&str>, started: std::time::Instant, re
 }
 
 /// Triton's statistics object for `stats`.
-fn stats_json(stats: Vec<tensorlet_host::ModelStats>) -> Value {
+fn stats_json(stats: Vec<ModelStats>) -> Value {
     let models: Vec<Value> = stats
         .into_iter()
         .map(|s| {
@@ -400,6 +421,10 @@ fn stats_json(stats: Vec<tensorlet_host::ModelStats>) -> Value {
                 "inference_stats": {
                     "success": duration(s.success, s.success_ns),
                     "fail": duration(s.fail, s.fail_ns),
+                    "queue": duration(s.success, s.queue_ns),
+                    "compute_input": duration(0, 0),
+                    "compute_infer": duration(s.success, s.compute_ns),
+                    "compute_output": duration(0, 0),
                 },
             })
         })

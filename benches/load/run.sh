@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Load benchmark of `tensorlet serve`, in one run on this machine:
+#
+#   bash benches/load/run.sh [SECONDS_PER_RUN] [CONNECTIONS]     (defaults 5 and 4)
+#
+# Builds tensorlet and the load generator (benches/src/bin/load.rs: closed-loop
+# keep-alive HTTP/1.1 clients, nothing to install), then measures requests/s and p50/p99
+# latency of mlp and mnist-cnn batch 1 over HTTP JSON and binary against a real server on
+# loopback, beside the same requests run in-process with no HTTP and a bare hyper server
+# answering a fixed body of the same size; then p99/p50 at 80% of peak (open loop), a hot
+# swap every second during a run, and start-to-ready time. Prints a markdown table with
+# the issue's targets.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SECONDS_PER_RUN="${1:-5}"
+CONNECTIONS="${2:-4}"
+cargo build --release --quiet -p tensorlet-cli -p tensorlet-benches --bin tensorlet --bin load
+target/release/load --tensorlet target/release/tensorlet --seconds "$SECONDS_PER_RUN" \
+    --connections "$CONNECTIONS"

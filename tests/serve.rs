@@ -1243,3 +1243,42 @@ fn a_full_queue_refuses_at_once_and_the_metrics_say_why() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Bad TLS files stop the server at start with an error naming the file; a certificate
+/// without its key is refused by the argument parser.
+#[test]
+fn bad_tls_files_are_refused_at_start() {
+    let cert = common::repo("tests/fixtures/tls/cert.pem");
+    let serve = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--grpc",
+                "none",
+                "--metrics",
+                "none",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let cert = cert.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["--tls-cert", cert, "--tls-key", "/no/such/key.pem"],
+            "/no/such/key.pem",
+        ),
+        (
+            vec!["--tls-cert", cert, "--tls-key", cert],
+            "holds no PEM private key",
+        ),
+        (vec!["--tls-cert", cert], "--tls-key"),
+    ] {
+        let out = serve(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}

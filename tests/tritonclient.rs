@@ -140,28 +140,7 @@ fn tritonclient_http_and_grpc_work_unchanged() {
             .arg(&deploy),
     );
 
-    let mut child = tensorlet()
-        .args(["serve", "--repository"])
-        .arg(&models)
-        .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
-        .args(["--metrics", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tensorlet serve");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let server = Server(child);
-    let mut addr = |what: &str| {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert!(line.contains(what), "expected the {what} line: {line:?}");
-        let addr = line.trim().rsplit("://").next().unwrap();
-        addr.split('/').next().unwrap().to_string()
-    };
-    let http = addr("HTTP");
-    let metrics = addr("metrics");
-    let grpc = addr("gRPC");
-
+    let (server, [http, metrics, grpc]) = serve(&models, &[]);
     let run = Command::new(&python)
         .arg(repo("tests/tritonclient/check_server.py"))
         .args(["--http", &http, "--grpc", &grpc, "--metrics", &metrics])
@@ -199,5 +178,73 @@ fn tritonclient_http_and_grpc_work_unchanged() {
             );
         }
     }
+
+    // The same clients over TLS (a self-signed test certificate for localhost/127.0.0.1):
+    // every listener speaks TLS, plain text gets nothing.
+    let cert = repo("tests/fixtures/tls/cert.pem");
+    let key = repo("tests/fixtures/tls/key.pem");
+    let tls_args = [
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let (server, [http, metrics, grpc]) = serve(&models, &tls_args);
+    let run = Command::new(&python)
+        .arg(repo("tests/tritonclient/check_server.py"))
+        .args(["--http", &http, "--grpc", &grpc, "--metrics", &metrics])
+        .arg("--models")
+        .arg(&models)
+        .arg("--deploy")
+        .arg(&deploy)
+        .arg("--tls-cert")
+        .arg(&cert)
+        .output()
+        .expect("run check_server.py");
+    drop(server);
+    let report = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "tritonclient TLS checks failed:\n{report}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for line in [
+        "ok   https health",
+        "ok   https mlp_json_and_binary",
+        "ok   grpcs health",
+        "ok   grpcs cnn_batch",
+        "ok   plain-text refused",
+    ] {
+        assert!(
+            report.lines().any(|l| l == line),
+            "no `{line}` in:\n{report}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tensorlet serve` of the repository `models` with `extra` arguments, on free ports: the
+/// server and its HTTP, metrics and gRPC addresses.
+fn serve(models: &Path, extra: &[&str]) -> (Server, [String; 3]) {
+    let mut child = tensorlet()
+        .args(["serve", "--repository"])
+        .arg(models)
+        .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .args(["--metrics", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tensorlet serve");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let server = Server(child);
+    let mut addr = |what: &str| {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert!(line.contains(what), "expected the {what} line: {line:?}");
+        let addr = line.trim().rsplit("://").next().unwrap();
+        addr.split('/').next().unwrap().to_string()
+    };
+    let addrs = [addr("HTTP"), addr("metrics"), addr("gRPC")];
+    (server, addrs)
 }

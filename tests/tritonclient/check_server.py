@@ -224,6 +224,34 @@ def counter(text, name, model):
     return total
 
 
+def check_tls(args):
+    """A TLS server: both clients trusting its certificate get the reference answers; a
+    plain-text client gets nothing."""
+    cert = args.tls_cert
+    suites = [
+        ("https", httpclient.InferenceServerClient(args.http, ssl=True, ssl_options={"ca_certs": cert}),
+         httpclient),
+        ("grpcs", grpcclient.InferenceServerClient(args.grpc, ssl=True, root_certificates=cert), grpcclient),
+    ]
+    failed = 0
+    for kind, client, module in suites:
+        checks = Checks("http" if kind == "https" else "grpc", client, module, args)
+        for name in ("health", "mlp_json_and_binary", "cnn_batch"):
+            try:
+                getattr(checks, name)()
+                print("ok   %s %s" % (kind, name))
+            except Exception:  # noqa: BLE001
+                failed += 1
+                print("FAIL %s %s\n%s" % (kind, name, traceback.format_exc()))
+    try:
+        httpclient.InferenceServerClient(args.http, connection_timeout=5, network_timeout=5).is_server_live()
+        failed += 1
+        print("FAIL plain-text HTTP to the TLS port was answered")
+    except Exception:  # noqa: BLE001 - any failure is the point
+        print("ok   plain-text refused")
+    return 1 if failed else 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--http", required=True)
@@ -231,8 +259,11 @@ def main():
     ap.add_argument("--metrics", required=True)
     ap.add_argument("--models", required=True)
     ap.add_argument("--deploy", required=True)
+    ap.add_argument("--tls-cert", help="the server speaks TLS with this (self-signed) certificate")
     args = ap.parse_args()
 
+    if args.tls_cert:
+        sys.exit(check_tls(args))
     suites = [("http", httpclient.InferenceServerClient(args.http), httpclient)]
     if args.grpc:
         suites.append(("grpc", grpcclient.InferenceServerClient(args.grpc), grpcclient))

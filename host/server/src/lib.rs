@@ -27,6 +27,7 @@ mod codec;
 mod deploy;
 mod grpc;
 mod http;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,6 +41,7 @@ pub use auth::{Access, read_token_file};
 pub use deploy::{Deployment, Parameter};
 pub use grpc::{grpc_router, proto};
 pub use http::{metrics_router, render_metrics, router};
+pub use tls::Tls;
 
 /// Where the server's models come from.
 #[derive(Clone, Debug)]
@@ -70,6 +72,8 @@ pub struct ServerConfig {
     /// previous response on a kept-alive connection — before its connection is closed, so a
     /// client that trickles headers (or idles) does not hold a connection slot forever.
     pub header_read_timeout: Duration,
+    /// TLS on every listener (HTTP, gRPC and metrics), if given.
+    pub tls: Option<Tls>,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +85,7 @@ impl Default for ServerConfig {
             body_limit: 64 << 20,
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -218,12 +223,14 @@ pub async fn serve(
         max_connections: config.max_connections.max(1),
         header_read_timeout: config.header_read_timeout,
     };
+    let tls = |http2: bool| config.tls.as_ref().map(|t| t.acceptor(http2));
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(serve_connections(
         listeners.http,
         router(state.clone(), config.body_limit),
         Protocol::Http1,
         limits,
+        tls(false),
         stopped.clone(),
     ));
     if let Some(grpc) = listeners.grpc {
@@ -232,6 +239,7 @@ pub async fn serve(
             grpc_router(state.clone(), config.body_limit),
             Protocol::Http2,
             limits,
+            tls(true),
             stopped.clone(),
         ));
     }
@@ -241,6 +249,7 @@ pub async fn serve(
             metrics_router(state),
             Protocol::Http1,
             limits,
+            tls(false),
             stopped,
         ));
     }
@@ -249,6 +258,7 @@ pub async fn serve(
         let done = done.unwrap_or_else(|e| Err(std::io::Error::other(e)));
         result = result.and(done);
     }
+    api::flush_log();
     result
 }
 
@@ -269,7 +279,7 @@ struct ConnectionLimits {
 }
 
 /// Accepts connections on `listener` and serves `app` on each in `protocol` (HTTP/1.1 with
-/// keep-alive, or HTTP/2), at most `limits.max_connections` at a time. An HTTP/1.1
+/// keep-alive, or HTTP/2), over TLS when `tls` is given, at most `limits.max_connections` at a time. An HTTP/1.1
 /// connection is closed if a request's headers take longer than
 /// `limits.header_read_timeout`; an HTTP/2 connection whose client does not answer pings
 /// within it. When `stopped` turns true it stops accepting, lets every connection finish
@@ -279,6 +289,7 @@ async fn serve_connections(
     app: axum::Router,
     protocol: Protocol,
     limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -324,15 +335,36 @@ async fn serve_connections(
             () = stop_requested(&mut stopped) => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = http
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            // A connection's own errors (a client gone, a header timeout) end only it.
-            let _ = connection.await;
-            drop(slot);
-        });
+        let service = TowerToHyperService::new(app.clone());
+        match &tls {
+            None => {
+                let connection = http
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    // A connection's own errors (a client gone, a header timeout) end only it.
+                    let _ = connection.await;
+                    drop(slot);
+                });
+            }
+            Some(acceptor) => {
+                // The handshake runs on the connection's task, bounded like a request's
+                // headers, so a client that stalls it holds only its own slot.
+                let handshake = acceptor.accept(stream);
+                let (http, watcher) = (http.clone(), graceful.watcher());
+                tokio::spawn(async move {
+                    let timeout = limits.header_read_timeout;
+                    if let Ok(Ok(stream)) = tokio::time::timeout(timeout, handshake).await {
+                        let connection = http
+                            .serve_connection(TokioIo::new(stream), service)
+                            .into_owned();
+                        let _ = watcher.watch(connection).await;
+                    }
+                    drop(slot);
+                });
+            }
+        }
     }
     drop(listener);
     graceful.shutdown().await;

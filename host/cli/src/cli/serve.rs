@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tensorlet_host::{Error, Repository, Result};
-use tensorlet_server::{Access, Listeners, ServerConfig, Source, State, read_token_file};
+use tensorlet_server::{Access, Listeners, ServerConfig, Source, State, Tls, read_token_file};
 
 use super::RuntimeArgs;
 
@@ -22,7 +22,8 @@ use super::RuntimeArgs;
 /// The repository routes need `Authorization: Bearer <admin token>` when
 /// --admin-token-file is given; without it they are open only if the server listens on
 /// loopback. With --invoke-token-file, inference needs that token (or the admin token).
-/// Bodies may be gzip or deflate compressed, both ways.
+/// Bodies may be gzip or deflate compressed, both ways. With --tls-cert and --tls-key every
+/// listener speaks TLS (rustls).
 #[derive(Args, Debug)]
 pub struct ServeCommand {
     /// A model repository folder (Triton's layout).
@@ -64,6 +65,13 @@ pub struct ServeCommand {
     /// accepted too); health and metadata stay open.
     #[arg(long, value_name = "FILE")]
     invoke_token_file: Option<PathBuf>,
+    /// A PEM certificate chain (the server's certificate first): with --tls-key, every
+    /// listener (HTTP, gRPC, metrics) speaks TLS only.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -80,18 +88,32 @@ impl ServeCommand {
             None => Source::Bundled,
         };
         let token = |file: &Option<PathBuf>| file.as_deref().map(read_token_file).transpose();
+        // The repository routes and RPCs are open without a token only if no listener that
+        // serves them (HTTP, gRPC) is reachable beyond loopback.
+        let grpc = optional_addr("--grpc", &self.grpc)?;
+        let loopback_only =
+            self.http.ip().is_loopback() && grpc.is_none_or(|a| a.ip().is_loopback());
         let access = Access::new(
             token(&self.admin_token_file)?,
             token(&self.invoke_token_file)?,
-            self.http.ip().is_loopback(),
+            loopback_only,
         )?;
         let (state, failed) = State::load(runtime, source, access);
         for (name, e) in &failed {
             eprintln!("tensorlet: model `{name}` is not served: {e}");
         }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls::from_pem_files(cert, key)?),
+            _ => None,
+        };
+        let (web, rpc) = if tls.is_some() {
+            ("https", "grpcs")
+        } else {
+            ("http", "grpc")
+        };
         let server = ServerConfig {
             http: self.http,
-            grpc: optional_addr("--grpc", &self.grpc)?,
+            grpc,
             metrics: optional_addr("--metrics", &self.metrics)?,
             body_limit: self.body_limit.saturating_mul(1 << 20),
             max_connections: self.max_connections as usize,
@@ -104,6 +126,7 @@ impl ServeCommand {
                         self.header_timeout
                     ))
                 })?,
+            tls,
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -121,16 +144,16 @@ impl ServeCommand {
                 None => None,
             };
             announce(&format!(
-                "tensorlet: HTTP (Open Inference Protocol v2) on http://{addr}"
+                "tensorlet: HTTP (Open Inference Protocol v2) on {web}://{addr}"
             ));
             if let Some((_, bound)) = &metrics {
                 announce(&format!(
-                    "tensorlet: metrics (Prometheus) on http://{bound}/metrics"
+                    "tensorlet: metrics (Prometheus) on {web}://{bound}/metrics"
                 ));
             }
             if let Some((_, bound)) = &grpc {
                 announce(&format!(
-                    "tensorlet: gRPC (inference.GRPCInferenceService) on grpc://{bound}"
+                    "tensorlet: gRPC (inference.GRPCInferenceService) on {rpc}://{bound}"
                 ));
             }
             let listeners = Listeners {

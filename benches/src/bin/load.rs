@@ -15,7 +15,9 @@
 //! to ready time. Everything is printed as one markdown table with the targets.
 //!
 //! `load [--tensorlet PATH] [--seconds S] [--connections C]`; `load bare ADDR SIZE` is the
-//! bare server.
+//! bare server; `load --server ADDR [--request 0-3]` only drives a running server with one
+//! of the four requests (mlp JSON, mlp binary, mnist-cnn JSON, mnist-cnn binary), for
+//! profiling it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -403,6 +405,16 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(4);
     let requests = requests();
+    // `--server ADDR [--request N]`: only drive a running server (for profiling it).
+    if let Some(addr) = flag("--server") {
+        let i: usize = flag("--request").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let r = load(&addr, &requests[i].bytes(), connections, seconds, None);
+        println!(
+            "{}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {} failed",
+            requests[i].name, r.rps, r.p50_us, r.p99_us, r.failed
+        );
+        return;
+    }
 
     // In-process ceilings (2 threads, the server's --max-concurrency default).
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");

@@ -92,64 +92,45 @@ pub(crate) fn log_infer(
     log_line(line.to_string());
 }
 
-/// What the request log's writer thread receives.
-enum LogMessage {
-    /// A line to write.
-    Line(String),
-    /// Write everything before this, then answer.
-    Flush(std::sync::mpsc::Sender<()>),
+/// The request log: lines are appended to a buffer that a writer thread writes to stderr
+/// every [`LOG_INTERVAL`], so a request never waits on a `write` system call (or a slow
+/// reader of stderr) and never wakes a thread.
+static LOG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// How often the request log's buffer is written out.
+const LOG_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Writes out what the request log's buffer holds.
+fn write_log() {
+    use std::io::Write;
+    let text = std::mem::take(&mut *LOG.lock().unwrap_or_else(|p| p.into_inner()));
+    if !text.is_empty() {
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    }
 }
 
-/// The request log: lines go to a writer thread that writes them to stderr in batches, so
-/// a request never waits on a `write` system call (or on a slow reader of stderr).
-fn log_sender() -> &'static std::sync::mpsc::Sender<LogMessage> {
-    static LOG: std::sync::OnceLock<std::sync::mpsc::Sender<LogMessage>> =
-        std::sync::OnceLock::new();
-    LOG.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<LogMessage>();
-        let spawned = std::thread::Builder::new()
+/// Queues one line of the request log (starting the writer thread on first use).
+fn log_line(line: String) {
+    static WRITER: std::sync::Once = std::sync::Once::new();
+    WRITER.call_once(|| {
+        // Without a writer thread the lines wait for `flush_log`.
+        let _ = std::thread::Builder::new()
             .name("tensorlet-log".into())
-            .spawn(move || {
-                use std::io::Write;
-                let mut out = std::io::BufWriter::new(std::io::stderr());
-                let mut next = rx.recv().ok();
-                while let Some(message) = next {
-                    match message {
-                        LogMessage::Line(line) => {
-                            let _ = writeln!(out, "{line}");
-                        }
-                        LogMessage::Flush(done) => {
-                            let _ = out.flush();
-                            let _ = done.send(());
-                        }
-                    }
-                    // Flush once no more lines are waiting.
-                    next = match rx.try_recv() {
-                        Ok(m) => Some(m),
-                        Err(_) => {
-                            let _ = out.flush();
-                            rx.recv().ok()
-                        }
-                    };
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(LOG_INTERVAL);
+                    write_log();
                 }
             });
-        // Without a writer thread the lines are dropped, never the requests slowed.
-        drop(spawned);
-        tx
-    })
+    });
+    let mut buffer = LOG.lock().unwrap_or_else(|p| p.into_inner());
+    buffer.push_str(&line);
+    buffer.push('\n');
 }
 
-/// Queues one line of the request log.
-fn log_line(line: String) {
-    let _ = log_sender().send(LogMessage::Line(line));
-}
-
-/// Waits until every queued line of the request log is written (at shutdown).
+/// Writes every queued line of the request log (at shutdown).
 pub(crate) fn flush_log() {
-    let (done, wait) = std::sync::mpsc::channel();
-    if log_sender().send(LogMessage::Flush(done)).is_ok() {
-        let _ = wait.recv_timeout(std::time::Duration::from_secs(1));
-    }
+    write_log();
 }
 
 /// The platform name models report.

@@ -183,7 +183,29 @@ fn bundled_models_answer_as_tensorlet_run_does() {
     );
 
     // Errors: Triton's codes, `{"error": ...}` bodies.
-    let cases: [(&str, &str, &[u8], u16); 7] = [
+    let cases: [(&str, &str, &[u8], u16); 11] = [
+        // Nested rows that do not follow the shape, though the element count is right.
+        (
+            "POST",
+            "/v2/models/mlp/infer",
+            br#"{"inputs":[{"name":"x","shape":[2,5],"datatype":"FP32","data":[[1,2,3,4,5,6],[7,8,9,10]]}]}"#,
+            400,
+        ),
+        // A shape whose element count overflows, and one far beyond its data.
+        (
+            "POST",
+            "/v2/models/mlp/infer",
+            br#"{"inputs":[{"name":"x","shape":[4294967296,4294967296,10],"datatype":"FP32","data":[1]}]}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/v2/models/mlp/infer",
+            br#"{"inputs":[{"name":"x","shape":[100000000000,10],"datatype":"FP32","data":[1]}]}"#,
+            400,
+        ),
+        // Not UTF-8.
+        ("POST", "/v2/models/mlp/infer", b"{\"inputs\": \xff\xfe}", 400),
         ("POST", "/v2/models/nope/infer", &request, 404),
         (
             "POST",

@@ -165,6 +165,7 @@ fn tritonclient_http_and_grpc_work_unchanged() {
             "config",
             "mlp_json_and_binary",
             "cnn_batch",
+            "large_request",
             "other_datatypes",
             "errors",
             "statistics",
@@ -178,6 +179,44 @@ fn tritonclient_http_and_grpc_work_unchanged() {
             );
         }
     }
+
+    // Tokens, over both protocols: inference needs the invoke token, the repository the
+    // admin token (as gRPC metadata `authorization: Bearer ...` too).
+    let (admin, invoke) = (dir.join("admin.token"), dir.join("invoke.token"));
+    std::fs::write(&admin, "admin-secret-1\n").unwrap();
+    std::fs::write(&invoke, "invoke-secret-2\n").unwrap();
+    let token_args = [
+        "--admin-token-file",
+        admin.to_str().unwrap(),
+        "--invoke-token-file",
+        invoke.to_str().unwrap(),
+    ];
+    let (server, [http, metrics, grpc]) = serve(&models, &token_args);
+    let run = Command::new(&python)
+        .arg(repo("tests/tritonclient/check_server.py"))
+        .args(["--http", &http, "--grpc", &grpc, "--metrics", &metrics])
+        .arg("--models")
+        .arg(&models)
+        .arg("--deploy")
+        .arg(&deploy)
+        .arg("--admin-token")
+        .arg(&admin)
+        .arg("--invoke-token")
+        .arg(&invoke)
+        .output()
+        .expect("run check_server.py");
+    drop(server);
+    let report = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "tritonclient token checks failed:\n{report}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("ok ")).count(),
+        18,
+        "every token check over both protocols:\n{report}"
+    );
 
     // The same clients over TLS (a self-signed test certificate for localhost/127.0.0.1):
     // every listener speaks TLS, plain text gets nothing.

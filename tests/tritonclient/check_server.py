@@ -122,6 +122,14 @@ class Checks:
         close(probs, want, "mnist-cnn probs")
         close(probs.sum(axis=1), np.ones(3), "probabilities sum to 1")
 
+    def large_request(self):
+        # 1,500 images: 4.7 MB of input, past gRPC's usual 4 MB message limit.
+        x = np.random.default_rng(8).uniform(size=(1500, 1, 28, 28)).astype(np.float32)
+        probs = self.infer("mnist-cnn", "image", x, outputs=["probs"]).as_numpy("probs")
+        want = reference.cnn_forward(self.weights["mnist-cnn"], x[:3].astype(np.float64))
+        close(probs[:3], want, "large batch, first rows")
+        assert probs.shape == (1500, 10), probs.shape
+
     def other_datatypes(self):
         # FP16 and INT32 at the edge become the function's FP32.
         x = np.random.default_rng(5).normal(size=(2, 10))
@@ -224,6 +232,59 @@ def counter(text, name, model):
     return total
 
 
+def check_tokens(args):
+    """A server with an admin and an invoke token: over both protocols, inference needs the
+    invoke token, the repository the admin token; none is 401 / UNAUTHENTICATED, a wrong one
+    403 / PERMISSION_DENIED."""
+    admin, invoke = open(args.admin_token).read().strip(), open(args.invoke_token).read().strip()
+    bearer = lambda t: {"authorization": "Bearer " + t}  # noqa: E731
+    failed = 0
+    suites = [("http", httpclient.InferenceServerClient(args.http), httpclient),
+              ("grpc", grpcclient.InferenceServerClient(args.grpc), grpcclient)]
+    for kind, client, module in suites:
+        checks = Checks(kind, client, module, args)
+        x = np.random.default_rng(9).normal(size=(2, 10)).astype(np.float32)
+        want = reference.mlp_forward(checks.weights["mlp"], x.astype(np.float64))
+
+        def infer(headers):
+            inp = module.InferInput("x", [2, 10], "FP32")
+            inp.set_data_from_numpy(x)
+            return client.infer("mlp", [inp], headers=headers).as_numpy("y")
+
+        codes = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
+
+        def refused(call, status, what):
+            try:
+                call()
+            except InferenceServerException as e:
+                expect = str(status) if kind == "http" else "StatusCode." + codes[status]
+                assert str(e.status()) == expect, "%s: %s, expected %s: %s" % (what, e.status(), expect, e.message())
+                return
+            raise AssertionError("%s was allowed" % what)
+
+        cases = [
+            ("infer without a token", lambda: refused(lambda: infer(None), 401, "infer without a token")),
+            ("infer with a wrong token", lambda: refused(lambda: infer(bearer("wrong")), 403, "a wrong token")),
+            ("infer with the invoke token", lambda: close(infer(bearer(invoke)), want, "invoke token")),
+            ("infer with the admin token", lambda: close(infer(bearer(admin)), want, "admin token")),
+            ("health needs no token", lambda: client.is_server_ready() or (_ for _ in ()).throw(AssertionError())),
+            ("index without a token", lambda: refused(lambda: client.get_model_repository_index(), 401, "index")),
+            ("index with the invoke token",
+             lambda: refused(lambda: client.get_model_repository_index(headers=bearer(invoke)), 403, "index")),
+            ("unload with the invoke token",
+             lambda: refused(lambda: client.unload_model("mlp", headers=bearer(invoke)), 403, "unload")),
+            ("load with the admin token", lambda: client.load_model("mlp", headers=bearer(admin))),
+        ]
+        for name, case in cases:
+            try:
+                case()
+                print("ok   %s tokens: %s" % (kind, name))
+            except Exception:  # noqa: BLE001
+                failed += 1
+                print("FAIL %s tokens: %s\n%s" % (kind, name, traceback.format_exc()))
+    return 1 if failed else 0
+
+
 def check_tls(args):
     """A TLS server: both clients trusting its certificate get the reference answers; a
     plain-text client gets nothing."""
@@ -260,15 +321,19 @@ def main():
     ap.add_argument("--models", required=True)
     ap.add_argument("--deploy", required=True)
     ap.add_argument("--tls-cert", help="the server speaks TLS with this (self-signed) certificate")
+    ap.add_argument("--admin-token", help="file: the server needs this admin token (and --invoke-token)")
+    ap.add_argument("--invoke-token", help="file: the server's invoke token")
     args = ap.parse_args()
 
     if args.tls_cert:
         sys.exit(check_tls(args))
+    if args.admin_token:
+        sys.exit(check_tokens(args))
     suites = [("http", httpclient.InferenceServerClient(args.http), httpclient)]
     if args.grpc:
         suites.append(("grpc", grpcclient.InferenceServerClient(args.grpc), grpcclient))
-    names = ["health", "metadata", "config", "mlp_json_and_binary", "cnn_batch", "other_datatypes",
-             "errors", "statistics", "repository"]
+    names = ["health", "metadata", "config", "mlp_json_and_binary", "cnn_batch", "large_request",
+             "other_datatypes", "errors", "statistics", "repository"]
     failed = 0
     for kind, client, module in suites:
         checks = Checks(kind, client, module, args)
@@ -280,11 +345,11 @@ def main():
             except Exception:  # noqa: BLE001 - report every failure, then exit 1
                 failed += 1
                 print("FAIL %s %s\n%s" % (kind, name, traceback.format_exc()))
-        # cnn_batch is the one successful mnist-cnn request of each suite.
+        # cnn_batch and large_request are the successful mnist-cnn requests of each suite.
         after = counter(metrics_text(args.metrics), "nv_inference_request_success", "mnist-cnn")
-        if after - before != 1:
+        if after - before != 2:
             failed += 1
-            print("FAIL %s metrics: mnist-cnn successes went %s -> %s, expected +1" % (kind, before, after))
+            print("FAIL %s metrics: mnist-cnn successes went %s -> %s, expected +2" % (kind, before, after))
         else:
             print("ok   %s metrics" % kind)
     sys.exit(1 if failed else 0)

@@ -210,6 +210,7 @@ impl RequestInput {
             return self.binary_tensor(bytes);
         }
         let count = element_count(&self.shape)?;
+        check_nesting(&self.data, &self.shape)?;
         let mut flat = Vec::new();
         flatten(&self.data, &mut flat)?;
         match self.datatype.as_str() {
@@ -330,6 +331,50 @@ fn check_count(shape: &[usize], expected: usize, got: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Checks that nested `data` (an array whose elements are arrays) has exactly the nesting of
+/// `shape`: one level per dimension, each as long as its dimension. Flat data (an array of
+/// scalars, or one scalar) is left to the element count check.
+fn check_nesting(data: &Value, shape: &[usize]) -> Result<()> {
+    fn walk(v: &Value, shape: &[usize], path: &mut Vec<usize>) -> Result<()> {
+        let at = |path: &[usize]| path.iter().map(|i| format!("[{i}]")).collect::<String>();
+        match (v, shape.split_first()) {
+            (Value::Array(items), Some((&d, rest))) => {
+                if items.len() != d {
+                    return Err(Error::shape_mismatch(format!(
+                        "data{} has {} elements where the shape says {d} (nested data must \
+                         follow the shape row by row; ragged rows are refused)",
+                        at(path),
+                        items.len()
+                    )));
+                }
+                for (i, item) in items.iter().enumerate() {
+                    path.push(i);
+                    walk(item, rest, path)?;
+                    path.pop();
+                }
+                Ok(())
+            }
+            (Value::Array(_), None) => Err(Error::shape_mismatch(format!(
+                "data{} nests deeper than the shape's {} dimensions",
+                at(path),
+                path.len()
+            ))),
+            (_, Some(_)) => Err(Error::shape_mismatch(format!(
+                "data{} is a scalar where the shape says another dimension (nested data must \
+                 follow the shape row by row)",
+                at(path)
+            ))),
+            (_, None) => Ok(()),
+        }
+    }
+    let nested = matches!(data, Value::Array(items) if items.first().is_some_and(Value::is_array));
+    if nested {
+        walk(data, shape, &mut Vec::new())
+    } else {
+        Ok(())
+    }
 }
 
 fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) -> Result<()> {
@@ -478,6 +523,30 @@ fn f32_json(x: f32) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ragged_or_misnested_data_is_refused_naming_where() {
+        let request = |shape: &str, data: &str| {
+            let text = format!(
+                r#"{{"inputs":[{{"name":"x","shape":{shape},"datatype":"FP32","data":{data}}}]}}"#
+            );
+            InferenceRequest::from_json(&text).unwrap().to_tensors()
+        };
+        // Four elements in all, but rows of 3 and 1 for a [2, 2] shape.
+        let e = request("[2,2]", "[[1,2,3],[4]]").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::ShapeMismatch);
+        assert!(e.to_string().contains("data[0] has 3 elements"), "{e}");
+        let e = request("[2,2]", "[[1,2],[3,[4]]]").unwrap_err();
+        assert!(e.to_string().contains("data[1][1] nests deeper"), "{e}");
+        let e = request("[2,2]", "[[1,2],3]").unwrap_err();
+        assert!(e.to_string().contains("data[1] is a scalar"), "{e}");
+        let e = request("[4]", "[[1,2],[3,4]]").unwrap_err();
+        assert!(e.to_string().contains("data has 2 elements"), "{e}");
+        // Exact nesting and flat data both pass.
+        assert!(request("[2,2]", "[[1,2],[3,4]]").is_ok());
+        assert!(request("[2,1,2]", "[[[1,2]],[[3,4]]]").is_ok());
+        assert!(request("[2,2]", "[1,2,3,4]").is_ok());
+    }
 
     #[test]
     fn nested_and_flat_data_agree() {

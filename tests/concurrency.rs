@@ -233,3 +233,76 @@ fn unload_waits_for_requests_in_flight() {
     assert_eq!(unloading.join().unwrap(), 1);
     assert!(registry.models().is_empty());
 }
+
+/// Dynamic batching: concurrent one-row requests to a model whose settings ask for it run as
+/// fewer calls of the function, and each gets its own rows back — equal to the unbatched
+/// answer to rounding (the kernels' summation order depends on the batch size, so not bit
+/// for bit; see `batching.rs`). A request that cannot join the batch (other trailing
+/// dimensions) gets its own answer: here its own shape error, while the batch succeeds.
+#[test]
+fn dynamic_batching_runs_fewer_calls_and_splits_the_answers_back() {
+    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let b = bundled::find("mlp").unwrap();
+    let function = rt.load_function(b.name, b.component).unwrap();
+    let weights = rt.load_weights("mlp", b.weights).unwrap();
+    let settings = ModelSettings {
+        max_batch_size: 8,
+        preferred_batch_sizes: vec![6],
+        max_queue_delay: Duration::from_millis(300),
+        dynamic_batching: true,
+    };
+    let registry = Registry::new(rt.clone());
+    registry.publish(Model::new("mlp", 1, function.clone(), weights.clone(), settings).unwrap());
+    let plain = Model::new("mlp", 1, function, weights, ModelSettings::default()).unwrap();
+
+    let request = |i: usize, features: usize| {
+        let data: Vec<f32> = (0..features)
+            .map(|j| ((i * 7 + j) % 11) as f32 - 5.0)
+            .collect();
+        let text = serde_json::json!({
+            "inputs": [{"name": "x", "shape": [1, features], "datatype": "FP32", "data": data}]
+        })
+        .to_string();
+        tensorlet_host::InferenceRequest::from_json(&text).unwrap()
+    };
+    let barrier = std::sync::Barrier::new(7);
+    let answers: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..7)
+            .map(|i| {
+                let (registry, barrier) = (&registry, &barrier);
+                // Request 6 has 7 features: it cannot join (nor run).
+                let req = request(i, if i == 6 { 7 } else { 10 });
+                s.spawn(move || {
+                    barrier.wait();
+                    let m = registry.get("mlp", None).unwrap();
+                    (req.clone(), m.infer_request(&req))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (req, answer)) in answers.iter().enumerate() {
+        if i == 6 {
+            let e = answer.as_ref().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ShapeMismatch, "{e}");
+            continue;
+        }
+        let got = answer.as_ref().unwrap();
+        let want = plain.infer_request(req).unwrap();
+        let (g, w) = (&got.outputs[0].data, &want.outputs[0].data);
+        let (g, w) = (g[0].as_f64().unwrap(), w[0].as_f64().unwrap());
+        assert!(
+            (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+            "request {i}: batched {g}, alone {w}"
+        );
+        assert_eq!(got.outputs[0].shape, [1, 1]);
+    }
+    let stats = &registry.stats(Some("mlp"))[0];
+    assert_eq!((stats.success, stats.fail), (6, 1), "{stats:?}");
+    assert!(
+        stats.executions < 6,
+        "six one-row requests ran as {} calls",
+        stats.executions
+    );
+    assert_eq!(stats.pending, 0);
+}

@@ -1304,3 +1304,58 @@ fn bad_tls_files_are_refused_at_start() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+/// A model whose configuration asks for dynamic batching: concurrent requests over HTTP run
+/// as fewer calls (`nv_inference_exec_count` below `nv_inference_count`), each answer equal
+/// to the unbatched one to rounding.
+#[test]
+fn dynamic_batching_over_http() {
+    let dir = temp_dir("batching");
+    let repo = dir.join("repo");
+    pack("mlp", None, &repo.join("mlp").join("1"));
+    std::fs::write(
+        repo.join("mlp").join("config.json"),
+        r#"{"max_batch_size": 8, "dynamic_batching": {"preferred_batch_size": [4], "max_queue_delay_microseconds": 200000}}"#,
+    )
+    .unwrap();
+    let plain = Server::start(&[]);
+    let server = Server::start(&[
+        "--repository",
+        repo.to_str().unwrap(),
+        "--max-concurrency",
+        "4",
+    ]);
+    let body = |i: usize| {
+        let data: Vec<f32> = (0..10).map(|j| ((i * 3 + j) % 7) as f32 - 3.0).collect();
+        serde_json::json!({"inputs": [{"name": "x", "shape": [1, 10], "datatype": "FP32", "data": data}]})
+            .to_string()
+            .into_bytes()
+    };
+    let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let (server, body) = (&server, body(i));
+                s.spawn(move || server.json("POST", "/v2/models/mlp/infer", &body))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (status, answer)) in answers.iter().enumerate() {
+        assert_eq!(*status, 200, "{answer}");
+        let (_, alone) = plain.json("POST", "/v2/models/mlp/infer", &body(i));
+        let got = answer["outputs"][0]["data"][0].as_f64().unwrap();
+        let want = alone["outputs"][0]["data"][0].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
+    }
+    let (_, _, text) = exchange(&server.metrics, "GET", "/metrics", &[], b"");
+    let text = String::from_utf8(text).unwrap();
+    let labels = "{model=\"mlp\",version=\"1\"}";
+    let count = metric(&text, &format!("nv_inference_count{labels}"));
+    let executions = metric(&text, &format!("nv_inference_exec_count{labels}"));
+    assert_eq!(count, 4);
+    assert!(executions < count, "4 requests ran as {executions} calls");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -34,6 +34,7 @@
 //! ([`bundled`]), which the `tensorlet` CLI uses.
 
 mod backend;
+mod batching;
 #[cfg(feature = "bundled")]
 pub mod bundled;
 mod compile_cache;

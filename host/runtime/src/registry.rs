@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::batching::Batcher;
 use crate::error::{Error, Result};
 use crate::runtime::{Function, Runtime, Timing};
 use crate::tensor::Tensor;
@@ -29,6 +30,9 @@ pub struct ModelSettings {
     pub preferred_batch_sizes: Vec<u32>,
     /// How long a dynamic batcher may hold a request to fill a batch.
     pub max_queue_delay: Duration,
+    /// Whether requests are batched dynamically (`dynamic_batching` in the configuration,
+    /// with a `max_batch_size` of 2 or more); see `batching.rs`.
+    pub dynamic_batching: bool,
 }
 
 /// A model version, ready to serve.
@@ -183,9 +187,20 @@ impl Model {
         binary: impl Fn(&str) -> bool,
         timing: &mut Timing<'_>,
     ) -> Result<(crate::InferenceResponse, Vec<u8>)> {
-        let (mut response, tail) =
-            self.function
-                .infer_request_binary_timed(&self.weights, request, binary, timing)?;
+        let inputs = self.function.request_tensors(request)?;
+        let outputs = self.function.infer_timed(&self.weights, inputs, timing)?;
+        self.respond(request, outputs, binary)
+    }
+
+    /// The response to `request` from the function's `outputs`, naming this model and
+    /// version.
+    fn respond(
+        &self,
+        request: &crate::InferenceRequest,
+        outputs: Vec<(String, Tensor)>,
+        binary: impl Fn(&str) -> bool,
+    ) -> Result<(crate::InferenceResponse, Vec<u8>)> {
+        let (mut response, tail) = self.function.respond(request, outputs, binary)?;
         response.model_name = self.name.clone();
         response.model_version = Some(self.version.to_string());
         Ok((response, tail))
@@ -199,6 +214,8 @@ struct Entry {
     in_flight: Mutex<usize>,
     idle: Condvar,
     counters: Counters,
+    /// Present when the model's settings ask for dynamic batching.
+    batcher: Option<Batcher>,
 }
 
 /// Request counts and times of one published version.
@@ -215,6 +232,8 @@ struct Counters {
     fail_by_reason: [AtomicU64; 3],
     /// Requests waiting in the admission queue now.
     waiting: AtomicU64,
+    /// Calls of the function (a batch of requests is one).
+    executions: AtomicU64,
     /// Milliseconds since the Unix epoch of the last request's end (0: none yet).
     last_ms: AtomicU64,
 }
@@ -242,8 +261,12 @@ pub struct ModelStats {
     pub fail_ns: u64,
     /// Failures by reason, in [`FailureReason::ALL`]'s order.
     pub fail_by_reason: [u64; 3],
-    /// Requests of this version waiting in the admission queue now.
+    /// Requests of this version waiting now: for a batch to form, or in the admission
+    /// queue.
     pub pending: u64,
+    /// Successful calls of the function; with dynamic batching one call serves a batch of
+    /// requests.
+    pub executions: u64,
     /// When the last request ended, in milliseconds since the Unix epoch (0: none yet).
     pub last_inference_ms: u64,
 }
@@ -264,7 +287,13 @@ pub struct ModelRef {
 impl ModelRef {
     /// Counts one request of `started`'s duration that ended with `result`, of which
     /// `timing` says where the time went.
-    fn record<T>(&self, started: Instant, timing: &Timing<'_>, result: Result<T>) -> Result<T> {
+    fn record<T>(
+        &self,
+        started: Instant,
+        timing: &Timing<'_>,
+        executed: bool,
+        result: Result<T>,
+    ) -> Result<T> {
         let c = &self.entry.counters;
         let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let total = ns(started.elapsed());
@@ -275,6 +304,9 @@ impl ModelRef {
                 c.queue_ns.fetch_add(ns(timing.queue), Ordering::Relaxed);
                 c.compute_ns
                     .fetch_add(ns(timing.compute), Ordering::Relaxed);
+                if executed {
+                    c.executions.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Err(e) => {
                 c.fail.fetch_add(1, Ordering::Relaxed);
@@ -304,7 +336,7 @@ impl ModelRef {
         let mut timing = self.timing();
         let m = &self.entry.model;
         let result = m.function.infer_timed(&m.weights, inputs, &mut timing);
-        self.record(started, &timing, result)
+        self.record(started, &timing, true, result)
     }
 
     /// [`Model::infer_request`], counted in the version's statistics.
@@ -315,19 +347,37 @@ impl ModelRef {
         Ok(self.infer_request_binary(request, |_| false)?.0)
     }
 
-    /// [`Model::infer_request_binary`], counted in the version's statistics.
+    /// [`Model::infer_request_binary`], counted in the version's statistics, batched with
+    /// other requests when the model's settings ask for dynamic batching.
     pub fn infer_request_binary(
         &self,
         request: &crate::InferenceRequest,
         binary: impl Fn(&str) -> bool,
     ) -> Result<(crate::InferenceResponse, Vec<u8>)> {
         let started = Instant::now();
-        let mut timing = self.timing();
-        let result = self
-            .entry
-            .model
-            .infer_request_binary_timed(request, binary, &mut timing);
-        self.record(started, &timing, result)
+        let m = &self.entry.model;
+        let Some(batcher) = &self.entry.batcher else {
+            let mut timing = self.timing();
+            let result = m.infer_request_binary_timed(request, binary, &mut timing);
+            return self.record(started, &timing, true, result);
+        };
+        let mut timing = Timing::default();
+        let mut executed = false;
+        let batched = || {
+            let inputs = m.function.request_tensors(request)?;
+            let call = |inputs: Vec<(String, Tensor)>| {
+                let mut t = self.timing();
+                let outputs = m.function.infer_timed(&m.weights, inputs, &mut t);
+                (outputs, t.queue, t.compute)
+            };
+            let served = batcher.run(inputs, &call);
+            executed = served.executed;
+            timing.queue = served.batch_wait + served.queue;
+            timing.compute = served.compute;
+            m.respond(request, served.outputs?, binary)
+        };
+        let result = batched();
+        self.record(started, &timing, executed, result)
     }
 }
 
@@ -429,6 +479,7 @@ impl Registry {
     /// version (whose requests in flight finish on it). Returns the replaced model.
     pub fn publish(&self, model: Model) -> Option<Model> {
         let entry = Arc::new(Entry {
+            batcher: Batcher::new(&model.settings),
             model,
             in_flight: Mutex::new(0),
             idle: Condvar::new(),
@@ -523,7 +574,9 @@ impl Registry {
                             .fail_by_reason
                             .each_ref()
                             .map(|n| n.load(Ordering::Relaxed)),
-                        pending: c.waiting.load(Ordering::Relaxed),
+                        pending: c.waiting.load(Ordering::Relaxed)
+                            + e.batcher.as_ref().map_or(0, |b| b.queued() as u64),
+                        executions: c.executions.load(Ordering::Relaxed),
                         last_inference_ms: c.last_ms.load(Ordering::Relaxed),
                     }
                 })

@@ -107,6 +107,7 @@ impl ModelConfig {
             max_batch_size: self.max_batch_size,
             preferred_batch_sizes: batching.preferred_batch_size,
             max_queue_delay: Duration::from_micros(batching.max_queue_delay_microseconds),
+            dynamic_batching: self.dynamic_batching.is_some(),
         }
     }
 

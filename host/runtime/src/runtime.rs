@@ -629,6 +629,17 @@ impl Function {
         binary: impl Fn(&str) -> bool,
         timing: &mut Timing<'_>,
     ) -> Result<(crate::InferenceResponse, Vec<u8>)> {
+        let inputs = self.request_tensors(request)?;
+        let outputs = self.infer_timed(weights, inputs, timing)?;
+        self.respond(request, outputs, binary)
+    }
+
+    /// The input tensors of an Open Inference Protocol request, checking each input's wire
+    /// datatype against what the function declares.
+    pub(crate) fn request_tensors(
+        &self,
+        request: &crate::InferenceRequest,
+    ) -> Result<Vec<(String, Tensor)>> {
         for input in &request.inputs {
             let spec = self.input_spec(&input.name)?;
             let accepted: &[&str] = match crate::tensor::DType::from(spec.dtype) {
@@ -645,7 +656,17 @@ impl Function {
                 )));
             }
         }
-        let mut outputs = self.infer_timed(weights, request.to_tensors()?, timing)?;
+        request.to_tensors()
+    }
+
+    /// The response to `request` from the function's `outputs`: the outputs it asks for (all
+    /// by default), those `binary` picks as binary data.
+    pub(crate) fn respond(
+        &self,
+        request: &crate::InferenceRequest,
+        mut outputs: Vec<(String, Tensor)>,
+        binary: impl Fn(&str) -> bool,
+    ) -> Result<(crate::InferenceResponse, Vec<u8>)> {
         if !request.outputs.is_empty() {
             let mut selected = Vec::with_capacity(request.outputs.len());
             for wanted in &request.outputs {

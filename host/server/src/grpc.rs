@@ -268,7 +268,7 @@ impl GrpcInferenceService for Grpc {
                 version: s.version.to_string(),
                 last_inference: s.last_inference_ms,
                 inference_count: s.success,
-                execution_count: s.success,
+                execution_count: s.executions,
                 inference_stats: Some(proto::InferStatistics {
                     success: duration(s.success, s.success_ns),
                     fail: duration(s.fail, s.fail_ns),

@@ -114,7 +114,7 @@ pub fn render_metrics(stats: &[ModelStats]) -> String {
             "nv_inference_exec_count",
             "counter",
             "Number of model executions performed",
-            |s| s.success,
+            |s| s.executions,
         ),
         (
             "nv_inference_request_duration_us",
@@ -417,7 +417,7 @@ fn stats_json(stats: Vec<ModelStats>) -> Value {
                 "version": s.version.to_string(),
                 "last_inference": s.last_inference_ms,
                 "inference_count": s.success,
-                "execution_count": s.success,
+                "execution_count": s.executions,
                 "inference_stats": {
                     "success": duration(s.success, s.success_ns),
                     "fail": duration(s.fail, s.fail_ns),

@@ -48,7 +48,7 @@ impl Server {
                 "expected a ready line for {what}: {line:?}"
             );
             line.trim()
-                .rsplit("http://")
+                .rsplit("://")
                 .next()
                 .and_then(|a| a.split('/').next())
                 .map(|a| a.replace("0.0.0.0:", "127.0.0.1:"))
@@ -1014,6 +1014,57 @@ fn compressed_bodies_both_ways() {
         assert!(answer["error"].as_str().unwrap().contains(says), "{answer}");
     }
     assert_eq!(server.request("GET", "/v2/health/live", b"").0, 200);
+}
+
+/// `tensorlet deploy` to an https:// server: with `--ca-cert` trusting its (self-signed)
+/// certificate the upload lands; with the public web roots the certificate is refused, and
+/// nothing is sent.
+#[test]
+fn tensorlet_deploy_over_tls() {
+    let repo = temp_dir("tls-repo");
+    let staging = temp_dir("tls-staging");
+    pack("mlp", None, &repo.join("mlp/1"));
+    pack("mlp", None, &staging.join("mlp/2"));
+    let token = staging.join("token");
+    std::fs::write(&token, "t1s-token\n").unwrap();
+    let cert = common::repo("tests/fixtures/tls/cert.pem");
+    let key = common::repo("tests/fixtures/tls/key.pem");
+    let server = Server::start(&[
+        "--repository",
+        repo.to_str().unwrap(),
+        "--admin-token-file",
+        token.to_str().unwrap(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let url = format!("https://{}", server.addr);
+    let deploy = |ca: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorlet"));
+        cmd.args(["deploy", "--server", &url, "--token-file"])
+            .arg(&token);
+        if let Some(ca) = ca {
+            cmd.arg("--ca-cert").arg(ca);
+        }
+        cmd.arg("mlp").arg(staging.join("mlp/2")).output().unwrap()
+    };
+    let out = deploy(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    assert_eq!(entries(&repo.join("mlp")), ["1"]);
+    let out = deploy(Some(&cert));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["versions"], serde_json::json!(["2"]), "{answer}");
+    drop(server);
+    std::fs::remove_dir_all(&repo).unwrap();
+    std::fs::remove_dir_all(&staging).unwrap();
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! `tensorlet deploy`: uploads a packed model version to a running `tensorlet serve`
 //! through the repository `load` request (Triton's `config` and `file:<version>/<file>`
-//! parameters), over plain HTTP/1.1.
+//! parameters), over HTTP/1.1, plain or TLS (rustls).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -22,9 +22,14 @@ use tensorlet_host::{Error, ErrorKind, Result, validate_name};
 /// serving then. Prints the server's answer (the versions now served).
 #[derive(Args, Debug)]
 pub struct DeployCommand {
-    /// The server: `http://HOST[:PORT]` (port 80 if not given).
+    /// The server: `http://HOST[:PORT]` (port 80 if not given) or `https://HOST[:PORT]`
+    /// (port 443; the token then travels encrypted).
     #[arg(long, value_name = "URL")]
     server: String,
+    /// For https: trust the certificates in this PEM file (a private CA, or the server's
+    /// self-signed certificate) instead of the public web roots.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
     /// A file holding the server's admin token (sent as `Authorization: Bearer`).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
@@ -78,7 +83,16 @@ impl DeployCommand {
             .as_deref()
             .map(tensorlet_server::read_token_file)
             .transpose()?;
-        let server = Server::parse(&self.server)?;
+        let mut server = Server::parse(&self.server)?;
+        if let Some(ca) = &self.ca_cert {
+            if !server.tls {
+                return Err(Error::invalid_input(format!(
+                    "--ca-cert is for https:// servers; `{}` is plain HTTP",
+                    self.server
+                )));
+            }
+            server.roots = Some(read_roots(ca)?);
+        }
         let path = format!("{}/v2/repository/models/{}/load", server.prefix, self.name);
         let (status, answer) = server.post(&path, &gzip(body.as_bytes())?, token.as_deref())?;
         let text = String::from_utf8_lossy(&answer);
@@ -119,25 +133,48 @@ fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
 struct Server {
     authority: String,
     prefix: String,
+    /// Whether it speaks TLS (`https://`).
+    tls: bool,
+    /// The certificates to trust for TLS instead of the public web roots.
+    roots: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
+}
+
+/// The certificates of the PEM file at `path`.
+fn read_roots(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| {
+            Error::invalid_input(format!(
+                "`{}` is not a PEM certificate file ({e})",
+                path.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(Error::invalid_input(format!(
+            "`{}` holds no certificate; expected PEM `-----BEGIN CERTIFICATE-----` blocks",
+            path.display()
+        )));
+    }
+    Ok(certs)
 }
 
 impl Server {
-    /// Parses `http://HOST[:PORT][/PREFIX]` (or the same without `http://`).
+    /// Parses `http://HOST[:PORT][/PREFIX]` (or the same without `http://`), or
+    /// `https://HOST[:PORT][/PREFIX]`.
     fn parse(url: &str) -> Result<Server> {
-        if url.starts_with("https://") {
-            return Err(Error::unsupported(format!(
-                "`{url}`: tensorlet deploy speaks plain HTTP; reach a TLS endpoint through a \
-                 local tunnel or proxy"
-            )));
-        }
-        let rest = url.strip_prefix("http://").unwrap_or(url);
+        let (tls, rest) = match url.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (false, url.strip_prefix("http://").unwrap_or(url)),
+        };
         let (authority, prefix) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
         };
         if authority.is_empty() || authority.contains('@') {
             return Err(Error::invalid_input(format!(
-                "`{url}` is not a server URL; expected http://HOST[:PORT]"
+                "`{url}` is not a server URL; expected http[s]://HOST[:PORT]"
             )));
         }
         let has_port = authority
@@ -147,12 +184,50 @@ impl Server {
         let authority = if has_port {
             authority.to_string()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{}", if tls { 443 } else { 80 })
         };
         Ok(Server {
             authority,
             prefix: prefix.to_string(),
+            tls,
+            roots: None,
         })
+    }
+
+    /// The host part of the authority (what the certificate must name).
+    fn host(&self) -> &str {
+        let host = match self.authority.rsplit_once(':') {
+            Some((h, _)) => h,
+            None => &self.authority,
+        };
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    /// A TLS client session for this server.
+    fn tls_session(&self) -> Result<rustls::ClientConnection> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.roots {
+            Some(certs) => {
+                for c in certs {
+                    roots.add(c.clone()).map_err(|e| {
+                        Error::invalid_input(format!("a --ca-cert certificate is unusable: {e}"))
+                    })?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::internal(format!("TLS protocol versions: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name =
+            rustls::pki_types::ServerName::try_from(self.host().to_string()).map_err(|e| {
+                Error::invalid_input(format!("`{}` is not a TLS server name: {e}", self.host()))
+            })?;
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+            .map_err(|e| Error::internal(format!("starting TLS with {}: {e}", self.authority)))
     }
 
     /// POSTs the gzip-compressed `body` to `path`: the status and the response body.
@@ -179,10 +254,15 @@ impl Server {
                 Err(e) => last = e,
             }
         }
-        let mut stream = stream.ok_or_else(|| failed("connecting to", last))?;
+        let stream = stream.ok_or_else(|| failed("connecting to", last))?;
         stream
             .set_read_timeout(Some(ANSWER_TIMEOUT))
             .map_err(|e| failed("talking to", e))?;
+        let mut stream: Box<dyn ReadWrite> = if self.tls {
+            Box::new(rustls::StreamOwned::new(self.tls_session()?, stream))
+        } else {
+            Box::new(stream)
+        };
         let mut head = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
              Content-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -212,6 +292,10 @@ impl Server {
         })
     }
 }
+
+/// A connection, plain or TLS.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 /// The status and body of a whole HTTP/1.1 response (`Content-Length`, chunked, or up to
 /// the end of the connection).
@@ -273,6 +357,8 @@ mod tests {
         let s = |a: &str, p: &str| Server {
             authority: a.into(),
             prefix: p.into(),
+            tls: false,
+            roots: None,
         };
         assert_eq!(Server::parse("http://h:8000").unwrap(), s("h:8000", ""));
         assert_eq!(Server::parse("h:8000/").unwrap(), s("h:8000", ""));
@@ -283,7 +369,9 @@ mod tests {
         );
         assert_eq!(Server::parse("http://[::1]:9").unwrap(), s("[::1]:9", ""));
         assert_eq!(Server::parse("http://[::1]").unwrap(), s("[::1]:80", ""));
-        assert!(Server::parse("https://h").is_err());
+        let https = Server::parse("https://h/tl").unwrap();
+        assert_eq!((https.authority.as_str(), https.tls), ("h:443", true));
+        assert_eq!(Server::parse("https://[::1]:8443").unwrap().host(), "::1");
         assert!(Server::parse("http://").is_err());
         assert!(Server::parse("http://u@h").is_err());
     }

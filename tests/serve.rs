@@ -1358,7 +1358,7 @@ fn bad_tls_files_are_refused_at_start() {
 
 /// A model whose configuration asks for dynamic batching: concurrent requests over HTTP run
 /// as fewer calls (`nv_inference_exec_count` below `nv_inference_count`), each answer equal
-/// to the unbatched one to rounding.
+/// to the unbatched one bit for bit.
 #[test]
 fn dynamic_batching_over_http() {
     let dir = temp_dir("batching");

@@ -290,40 +290,10 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usiz
     let (rs, cs) = if CS > 0 { (1, CS) } else { (rs, cs) };
     // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
     unsafe {
-        if R == 1 {
-            // One row (batch-1 GEMV): NV chains are too few to cover the FMA latency, so
-            // four steps of `k` go to four accumulator sets, summed at the end.
-            let mut c = [[simd.splat_f32s(0.0); NV]; 4];
-            let mut b = b;
-            let mut off = 0;
-            let quads = kc / 4;
-            for _ in 0..quads {
-                for (u, cu) in c.iter_mut().enumerate() {
-                    let ai = simd.splat_f32s(*a.add(off + u * cs));
-                    let bu = b.add(u * nr);
-                    for (v, cv) in cu.iter_mut().enumerate() {
-                        *cv = simd.mul_add_e_f32s(ai, E::load(simd, bu.add(v * lanes)), *cv);
-                    }
-                }
-                b = b.add(4 * nr);
-                off += 4 * cs;
-            }
-            for (u, cu) in c.iter_mut().enumerate().take(kc - quads * 4) {
-                let ai = simd.splat_f32s(*a.add(off + u * cs));
-                for (v, cv) in cu.iter_mut().enumerate() {
-                    *cv = simd.mul_add_e_f32s(ai, E::load(simd, b.add(u * nr + v * lanes)), *cv);
-                }
-            }
-            let mut acc = acc;
-            for (v, out) in acc[0].iter_mut().enumerate() {
-                let s = simd.add_f32s(
-                    simd.add_f32s(c[0][v], c[1][v]),
-                    simd.add_f32s(c[2][v], c[3][v]),
-                );
-                *out = simd.add_f32s(*out, s);
-            }
-            return acc;
-        }
+        // One row (batch 1, or the last row of a batch) runs the same chain as every other
+        // row: one multiply-add per step of `k`, in order, so a row's result does not depend
+        // on how many rows share its product (dynamic batching answers bit for bit). At
+        // batch 1 that leaves `NV` chains to cover the FMA latency.
         #[cfg(target_arch = "wasm32")]
         if R == 4 && S::F32_LANES == 4 && rs == 1 && cs == R {
             return tile_wasm::<S, E, R, NV>(simd, kc, a, b, nr, acc);

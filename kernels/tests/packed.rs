@@ -131,10 +131,10 @@ fn dense_packed_block_edges() {
 }
 
 #[test]
-fn narrow_outputs_take_dot_products() {
+fn narrow_outputs_match_the_oracle() {
     // Fewer outputs than a vector has lanes, at batch 1 (k below, at and above a vector's
-    // lanes, with tails) and with one output (any batch): the dot-product path, packed and
-    // unpacked, against the oracle; the other narrow shapes keep the GEMM.
+    // lanes, with tails) and with one output (any batch), packed and unpacked, against the
+    // oracle.
     let shapes = [
         (32, 10, 1),
         (1, 10, 1),
@@ -166,6 +166,61 @@ fn narrow_outputs_take_dot_products() {
                 .unwrap();
             let what = format!("dense {m}x{k}x{n} {act:?} at {:?}", kern.level());
             check_close(&what, &got, &want, TOL, TOL).unwrap();
+        }
+    }
+}
+
+/// A row's result is the same bits whatever the batch: alone, first, last or in the middle
+/// of a batch of any size (dynamic batching relies on it), packed and unpacked, at every
+/// level.
+#[test]
+fn a_rows_result_does_not_depend_on_its_batch() {
+    for (i, &(k, n)) in [
+        (10, 10),
+        (10, 1),
+        (1600, 128),
+        (128, 10),
+        (700, 33),
+        (3, 40),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let rows = 37;
+        let x = random(300 + i as u64, rows * k, -1.0, 1.0);
+        let w = random(301 + i as u64, n * k, -1.0, 1.0);
+        let bias = random(302 + i as u64, n, -1.0, 1.0);
+        for kern in all_kernels() {
+            let packed = kern.pack_dense(&w, n, k, Some(&bias)).unwrap();
+            let run = |m: usize, x: &[f32], packed_path: bool| {
+                let mut out = vec![0.0; m * n];
+                if packed_path {
+                    kern.dense_packed(x, m, &packed, Activation::None, &mut out)
+                        .unwrap();
+                } else {
+                    kern.dense(x, m, k, &w, n, Some(&bias), Activation::None, &mut out)
+                        .unwrap();
+                }
+                out
+            };
+            for packed_path in [true, false] {
+                let whole = run(rows, &x, packed_path);
+                for m in [1, 2, 5, 8, 13] {
+                    for start in [0, rows - m, (rows - m) / 2] {
+                        let part = run(m, &x[start * k..(start + m) * k], packed_path);
+                        let want = &whole[start * n..(start + m) * n];
+                        assert!(
+                            part.iter()
+                                .zip(want)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "k {k} n {n}: rows {start}..{} alone differ from the batch of \
+                             {rows} at {:?} (packed {packed_path})",
+                            start + m,
+                            kern.level()
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -9,11 +9,12 @@
 //! runs them; the others wait for their share. A request that cannot be batched (no batch
 //! dimension, more rows than the limit) runs alone at once. If the batched call fails, or an
 //! output does not have one row per input row, each request of the batch runs alone, so a
-//! request's answer (or error) never depends on its neighbours'. A batched answer equals the
-//! unbatched one to rounding, not bit for bit: some kernels pick their path by batch size
-//! (dense products at batch 1 are dot products; the GEMM's blocking depends on the rows), so
-//! the order of a sum can differ (measured: 1.5e-5 absolute on mlp outputs of about 100,
-//! 4e-7 on mnist-cnn probabilities).
+//! request's answer (or error) never depends on its neighbours'. With the native kernels a
+//! batched answer equals the unbatched one bit for bit: every row of a dense or convolution
+//! product is one multiply-add chain in the same order whatever the batch (see
+//! `tensorlet-kernels`' `dense.rs`). The wasm kernels component's GEMM still groups rows
+//! (4-row tiles interleave two steps of `k`), so there batched answers equal unbatched ones
+//! to rounding only.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};

@@ -13,11 +13,13 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-/// A running server, stopped with SIGTERM when dropped.
+/// A running server, stopped with SIGTERM when dropped. Its stderr (one log line per
+/// request) is drained as it comes, so a busy test never fills the pipe.
 struct Server {
     child: Child,
     addr: String,
     metrics: String,
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Server {
@@ -60,10 +62,17 @@ impl Server {
         let mut grpc = String::new();
         out.read_line(&mut grpc).unwrap();
         assert!(grpc.contains("gRPC"), "expected the gRPC line: {grpc:?}");
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        });
         Server {
             child,
             addr,
             metrics,
+            stderr: Some(stderr),
         }
     }
 
@@ -90,7 +99,8 @@ impl Server {
         (status, value)
     }
 
-    /// SIGTERM, then the exit status and what the server printed on stderr.
+    /// SIGTERM, then the exit status and what the server printed on stderr. A server that
+    /// has not stopped within a minute fails the test (and is killed).
     fn stop(mut self) -> (bool, String) {
         let pid = self.child.id().to_string();
         assert!(
@@ -100,15 +110,20 @@ impl Server {
                 .unwrap()
                 .success()
         );
-        let status = self.child.wait().unwrap();
-        let mut err = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        (status.success(), err)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the server did not stop within 60 s of SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        // The process is gone: its stderr ends.
+        let stderr = self.stderr.take().map(|t| t.join().unwrap());
+        (status.success(), stderr.unwrap_or_default())
     }
 }
 
@@ -122,6 +137,10 @@ fn exchange(
     body: &[u8],
 ) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
+    // A server that never answers fails the test here, naming the request, instead of
+    // hanging the suite.
+    s.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         addr,
@@ -134,7 +153,8 @@ fn exchange(
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(body).unwrap();
     let mut response = Vec::new();
-    s.read_to_end(&mut response).unwrap();
+    s.read_to_end(&mut response)
+        .unwrap_or_else(|e| panic!("{method} {path} to {addr}: no answer ({e})"));
     let split = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -1409,4 +1429,47 @@ fn dynamic_batching_over_http() {
     assert_eq!(count, 4);
     assert!(executions < count, "4 requests ran as {executions} calls");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A server whose stderr nobody reads (a full pipe blocks every write to it) keeps
+/// answering: the request log waits in a bounded buffer instead of blocking requests.
+#[test]
+fn an_unread_stderr_does_not_stall_the_server() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--metrics",
+            "none",
+            "--grpc",
+            "none",
+        ])
+        .env(
+            "TENSORLET_CACHE_DIR",
+            std::env::temp_dir().join("tensorlet-test-cache"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit("://").next().unwrap().to_string();
+    // Each request logs a line of about 150 bytes: 1,500 of them overflow a 64 KiB pipe
+    // several times over.
+    let body = br#"{"inputs":[{"name":"x","shape":[1,10],"datatype":"FP32","data":[1,2,3,4,5,6,7,8,9,10]}]}"#;
+    for i in 0..1500 {
+        let (status, _, answer) = exchange(&addr, "POST", "/v2/models/mlp/infer", &[], body);
+        assert_eq!(
+            status,
+            200,
+            "request {i}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

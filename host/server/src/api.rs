@@ -100,10 +100,24 @@ static LOG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 /// How often the request log's buffer is written out.
 const LOG_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// The most the buffer holds while stderr is not being read (a full pipe blocks the
+/// writer): further lines are dropped and counted, so a stuck reader costs log lines, never
+/// memory without bound or a stalled request.
+const LOG_CAP: usize = 8 << 20;
+
+/// Lines dropped since the last write because the buffer was full.
+static LOG_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Writes out what the request log's buffer holds.
 fn write_log() {
     use std::io::Write;
-    let text = std::mem::take(&mut *LOG.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut text = std::mem::take(&mut *LOG.lock().unwrap_or_else(|p| p.into_inner()));
+    let dropped = LOG_DROPPED.swap(0, std::sync::atomic::Ordering::Relaxed);
+    if dropped > 0 {
+        text.push_str(&format!(
+            "tensorlet: {dropped} request log lines dropped: stderr was not read fast enough\n"
+        ));
+    }
     if !text.is_empty() {
         let _ = std::io::stderr().lock().write_all(text.as_bytes());
     }
@@ -124,6 +138,10 @@ fn log_line(line: String) {
             });
     });
     let mut buffer = LOG.lock().unwrap_or_else(|p| p.into_inner());
+    if buffer.len() + line.len() >= LOG_CAP {
+        LOG_DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return;
+    }
     buffer.push_str(&line);
     buffer.push('\n');
 }

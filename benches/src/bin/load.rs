@@ -544,14 +544,22 @@ fn main() {
         met(mlp >= 50.0)
     );
     for (i, r) in &at80 {
+        let rate = 0.8 * http[*i].rps;
         let ratio = r.p99_us / r.p50_us;
+        // An open loop that could not keep its schedule measured a saturated server, not
+        // one at 80% of its peak: that is never a pass.
+        let kept = r.rps >= 0.95 * rate;
+        let verdict = if kept {
+            met(ratio <= 2.0).to_string()
+        } else {
+            format!(
+                "not met (the open loop fell behind: {:.0} req/s sent)",
+                r.rps
+            )
+        };
         println!(
-            "| {} at 80% of peak ({:.0} req/s, open loop): p99 <= 2x p50 | p50 {:.0} µs, p99 {:.0} µs ({ratio:.1}x) | {} |",
-            requests[*i].name,
-            0.8 * http[*i].rps,
-            r.p50_us,
-            r.p99_us,
-            met(ratio <= 2.0)
+            "| {} at 80% of peak ({rate:.0} req/s, open loop): p99 <= 2x p50 | p50 {:.0} µs, p99 {:.0} µs ({ratio:.1}x) | {verdict} |",
+            requests[*i].name, r.p50_us, r.p99_us,
         );
     }
     println!(

@@ -127,6 +127,21 @@ impl Server {
     }
 }
 
+/// `tensorlet serve` on a free HTTP port, with gRPC and metrics off.
+fn serve_http_only() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorlet"));
+    cmd.args([
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--metrics",
+        "none",
+        "--grpc",
+        "none",
+    ]);
+    cmd
+}
+
 /// One HTTP/1.1 request to `addr` without a Content-Type (as tritonclient sends them), with
 /// `headers`: the status, the response's headers (lowercase) and its body.
 fn exchange(
@@ -926,16 +941,7 @@ fn tokens_guard_the_repository_and_inference() {
     drop(open);
     // A token file that is empty stops the server at start.
     std::fs::write(&admin, "\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--metrics",
-            "none",
-            "--grpc",
-            "none",
-        ])
+    let out = serve_http_only()
         .arg("--admin-token-file")
         .arg(&admin)
         .output()
@@ -1342,21 +1348,7 @@ fn a_full_queue_refuses_at_once_and_the_metrics_say_why() {
 #[test]
 fn bad_tls_files_are_refused_at_start() {
     let cert = common::repo("tests/fixtures/tls/cert.pem");
-    let serve = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_tensorlet"))
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--grpc",
-                "none",
-                "--metrics",
-                "none",
-            ])
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let serve = |args: &[&str]| serve_http_only().args(args).output().unwrap();
     let cert = cert.to_str().unwrap();
     for (args, want) in [
         (
@@ -1435,16 +1427,7 @@ fn dynamic_batching_over_http() {
 /// answering: the request log waits in a bounded buffer instead of blocking requests.
 #[test]
 fn an_unread_stderr_does_not_stall_the_server() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--metrics",
-            "none",
-            "--grpc",
-            "none",
-        ])
+    let mut child = serve_http_only()
         .env(
             "TENSORLET_CACHE_DIR",
             std::env::temp_dir().join("tensorlet-test-cache"),

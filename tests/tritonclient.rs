@@ -140,23 +140,12 @@ fn tritonclient_http_and_grpc_work_unchanged() {
             .arg(&deploy),
     );
 
-    let (server, [http, metrics, grpc]) = serve(&models, &[]);
-    let run = Command::new(&python)
-        .arg(repo("tests/tritonclient/check_server.py"))
-        .args(["--http", &http, "--grpc", &grpc, "--metrics", &metrics])
-        .arg("--models")
-        .arg(&models)
-        .arg("--deploy")
-        .arg(&deploy)
-        .output()
-        .expect("run check_server.py");
-    drop(server);
-    let report = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "tritonclient checks failed:\n{report}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let checks = Checks {
+        python: &python,
+        models: &models,
+        deploy: &deploy,
+    };
+    let report = checks.run("tritonclient", &[], &[]);
     // Every check ran and passed over both protocols.
     for kind in ["http", "grpc"] {
         for check in [
@@ -185,32 +174,11 @@ fn tritonclient_http_and_grpc_work_unchanged() {
     let (admin, invoke) = (dir.join("admin.token"), dir.join("invoke.token"));
     std::fs::write(&admin, "admin-secret-1\n").unwrap();
     std::fs::write(&invoke, "invoke-secret-2\n").unwrap();
-    let token_args = [
-        "--admin-token-file",
-        admin.to_str().unwrap(),
-        "--invoke-token-file",
-        invoke.to_str().unwrap(),
-    ];
-    let (server, [http, metrics, grpc]) = serve(&models, &token_args);
-    let run = Command::new(&python)
-        .arg(repo("tests/tritonclient/check_server.py"))
-        .args(["--http", &http, "--grpc", &grpc, "--metrics", &metrics])
-        .arg("--models")
-        .arg(&models)
-        .arg("--deploy")
-        .arg(&deploy)
-        .arg("--admin-token")
-        .arg(&admin)
-        .arg("--invoke-token")
-        .arg(&invoke)
-        .output()
-        .expect("run check_server.py");
-    drop(server);
-    let report = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "tritonclient token checks failed:\n{report}\n{}",
-        String::from_utf8_lossy(&run.stderr)
+    let (admin, invoke) = (admin.to_str().unwrap(), invoke.to_str().unwrap());
+    let report = checks.run(
+        "tritonclient token",
+        &["--admin-token-file", admin, "--invoke-token-file", invoke],
+        &["--admin-token", admin, "--invoke-token", invoke],
     );
     assert_eq!(
         report.lines().filter(|l| l.starts_with("ok ")).count(),
@@ -222,30 +190,11 @@ fn tritonclient_http_and_grpc_work_unchanged() {
     // every listener speaks TLS, plain text gets nothing.
     let cert = repo("tests/fixtures/tls/cert.pem");
     let key = repo("tests/fixtures/tls/key.pem");
-    let tls_args = [
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ];
-    let (server, [http, metrics, grpc]) = serve(&models, &tls_args);
-    let run = Command::new(&python)
-        .arg(repo("tests/tritonclient/check_server.py"))
-        .args(["--http", &http, "--grpc", &grpc, "--metrics", &metrics])
-        .arg("--models")
-        .arg(&models)
-        .arg("--deploy")
-        .arg(&deploy)
-        .arg("--tls-cert")
-        .arg(&cert)
-        .output()
-        .expect("run check_server.py");
-    drop(server);
-    let report = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "tritonclient TLS checks failed:\n{report}\n{}",
-        String::from_utf8_lossy(&run.stderr)
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let report = checks.run(
+        "tritonclient TLS",
+        &["--tls-cert", cert, "--tls-key", key],
+        &["--tls-cert", cert],
     );
     for line in [
         "ok   https health",
@@ -260,6 +209,40 @@ fn tritonclient_http_and_grpc_work_unchanged() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What every run of `check_server.py` shares: the virtualenv's python, the repository the
+/// server serves, and the packed folder the repository checks deploy.
+struct Checks<'a> {
+    python: &'a Path,
+    models: &'a Path,
+    deploy: &'a Path,
+}
+
+impl Checks<'_> {
+    /// Serves the repository with `server_args`, runs `check_server.py` against it with
+    /// `check_args`, and returns its report; the run must succeed (`what` names it).
+    fn run(&self, what: &str, server_args: &[&str], check_args: &[&str]) -> String {
+        let (server, [http, metrics, grpc]) = serve(self.models, server_args);
+        let run = Command::new(self.python)
+            .arg(repo("tests/tritonclient/check_server.py"))
+            .args(["--http", &http, "--grpc", &grpc, "--metrics", &metrics])
+            .arg("--models")
+            .arg(self.models)
+            .arg("--deploy")
+            .arg(self.deploy)
+            .args(check_args)
+            .output()
+            .expect("run check_server.py");
+        drop(server);
+        let report = String::from_utf8_lossy(&run.stdout).into_owned();
+        assert!(
+            run.status.success(),
+            "{what} checks failed:\n{report}\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        report
+    }
 }
 
 /// `tensorlet serve` of the repository `models` with `extra` arguments, on free ports: the

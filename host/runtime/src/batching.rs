@@ -142,12 +142,13 @@ impl Batcher {
             if !queue.leading && queue.waiting.iter().any(|j| Arc::ptr_eq(j, &job)) {
                 queue.leading = true;
                 let batch = self.gather(queue, &job);
-                let executed = self.execute(&batch, call);
+                self.execute(&batch, call);
                 let done = job
                     .done
                     .get()
                     .expect("the leader's own job is in its batch");
-                return served(&job, done, executed);
+                // The leader made the call that served its batch.
+                return served(&job, done, true);
             }
             queue = self.changed.wait(queue).unwrap_or_else(|p| p.into_inner());
         }
@@ -200,8 +201,8 @@ impl Batcher {
     }
 
     /// Runs `batch` as one call (or, if that fails or cannot be split, each job alone) and
-    /// publishes every job's result. Returns whether a call was made.
-    fn execute(&self, batch: &[Arc<Job>], call: &Call<'_>) -> bool {
+    /// publishes every job's result.
+    fn execute(&self, batch: &[Arc<Job>], call: &Call<'_>) {
         let started = Instant::now();
         let inputs: Vec<Tensors> = batch
             .iter()
@@ -239,7 +240,6 @@ impl Batcher {
         }
         let _guard = self.lock();
         self.changed.notify_all();
-        true
     }
 }
 

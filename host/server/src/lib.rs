@@ -41,7 +41,7 @@ pub use auth::{Access, read_token_file};
 pub use deploy::{Deployment, Parameter};
 pub use grpc::{grpc_router, proto};
 pub use http::{metrics_router, render_metrics, router};
-pub use tls::Tls;
+pub use tls::{Tls, read_certificates};
 
 /// Where the server's models come from.
 #[derive(Clone, Debug)]

@@ -24,6 +24,28 @@ impl std::fmt::Debug for Tls {
     }
 }
 
+/// The certificates of the PEM file at `path` (at least one): a server's chain, or the
+/// roots a client trusts. Every failure names the file and what was expected.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("TLS file `{}`: {e}", path.display())))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| {
+            Error::invalid_input(format!(
+                "`{}` is not a PEM certificate file ({e})",
+                path.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(Error::invalid_input(format!(
+            "`{}` holds no certificate; expected PEM `-----BEGIN CERTIFICATE-----` blocks",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
 impl Tls {
     /// Reads the PEM certificate chain at `cert` (the server's certificate first) and the
     /// PEM private key at `key` (PKCS#8, PKCS#1 or SEC1), checking that they belong
@@ -34,22 +56,8 @@ impl Tls {
                 Error::new(ErrorKind::Io, format!("TLS file `{}`: {e}", path.display()))
             })
         };
-        let cert_pem = read(cert)?;
+        let chain = read_certificates(cert)?;
         let key_pem = read(key)?;
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| {
-                Error::invalid_input(format!(
-                    "`{}` is not a PEM certificate chain ({e})",
-                    cert.display()
-                ))
-            })?;
-        if chain.is_empty() {
-            return Err(Error::invalid_input(format!(
-                "`{}` holds no certificate; expected PEM `-----BEGIN CERTIFICATE-----` blocks",
-                cert.display()
-            )));
-        }
         let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
             Error::invalid_input(format!(
                 "`{}` holds no PEM private key ({e}); expected PKCS#8, PKCS#1 or SEC1",

@@ -91,7 +91,7 @@ impl DeployCommand {
                     self.server
                 )));
             }
-            server.roots = Some(read_roots(ca)?);
+            server.roots = Some(tensorlet_server::read_certificates(ca)?);
         }
         let path = format!("{}/v2/repository/models/{}/load", server.prefix, self.name);
         let (status, answer) = server.post(&path, &gzip(body.as_bytes())?, token.as_deref())?;
@@ -137,27 +137,6 @@ struct Server {
     tls: bool,
     /// The certificates to trust for TLS instead of the public web roots.
     roots: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
-}
-
-/// The certificates of the PEM file at `path`.
-fn read_roots(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
-    use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| {
-            Error::invalid_input(format!(
-                "`{}` is not a PEM certificate file ({e})",
-                path.display()
-            ))
-        })?;
-    if certs.is_empty() {
-        return Err(Error::invalid_input(format!(
-            "`{}` holds no certificate; expected PEM `-----BEGIN CERTIFICATE-----` blocks",
-            path.display()
-        )));
-    }
-    Ok(certs)
 }
 
 impl Server {

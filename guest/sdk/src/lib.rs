@@ -26,10 +26,12 @@
 //! Tensors ([`Tensor`]) are handles to host-owned data: ops run in the host's native
 //! kernels and only handles cross the sandbox boundary. Data enters and leaves guest
 //! memory only through [`Tensor::from_f32`], [`Tensor::from_u8`], [`Tensor::to_f32`] and
-//! [`Tensor::to_u8`]. The [`image`] module decodes PNG and PGM files inside the sandbox.
+//! [`Tensor::to_u8`]. The [`image`] module decodes PNG and PGM files inside the sandbox;
+//! the [`text`] module tokenizes text for BERT-style models (WordPiece).
 
 pub mod image;
 mod tensor;
+pub mod text;
 pub mod weights;
 
 #[doc(hidden)]

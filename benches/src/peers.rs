@@ -1,10 +1,15 @@
 //! The peers tensorlet is measured against in the same run (feature `peers`): the `gemm`
-//! crate for dense layers and candle's `Conv2d` layer for convolutions. Each wrapper
-//! computes exactly what the tensorlet kernel beside it computes; the unit tests below
-//! check that on one shape each, so the comparison is like for like.
+//! crate for dense layers, candle's `Conv2d` layer for convolutions, and
+//! candle-transformers' `BertModel` (with mean pooling and L2 normalisation) for
+//! sentence embeddings. Each wrapper computes exactly what the tensorlet kernel or function
+//! beside it computes; the unit tests below check that on one shape (or sentence) each, so
+//! the comparison is like for like.
 
-use candle_core::{Device, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Module};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Module, VarBuilder};
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 
 /// `out[m,n] = x[m,k] · w[n,k]ᵀ` with the `gemm` crate, single-threaded; `w` in PyTorch
 /// `Linear` layout `[out, in]`, everything row-major (tensorlet's `dense` without bias).
@@ -79,6 +84,90 @@ impl CandleConv2d {
     }
 }
 
+/// A sentence-transformers embedding model on candle: candle-transformers' `BertModel` on
+/// the CPU device, then mean pooling under the attention mask and L2 normalisation (what
+/// all-MiniLM-L6-v2's sentence-transformers pipeline, and tensorlet's `minilm` function,
+/// compute after tokenizing). Token ids come in already tokenized: tokenization is not part
+/// of its time.
+pub struct CandleBert {
+    model: BertModel,
+    device: Device,
+}
+
+impl CandleBert {
+    /// Loads `config.json` (into candle's `bert::Config`) and `model.safetensors`
+    /// (memory-mapped, `f32`) from the upstream model folder `dir`. The upstream tensor
+    /// names have no `bert.` prefix; `BertModel::load` tries both.
+    pub fn load(dir: &Path) -> candle_core::Result<Self> {
+        let device = Device::Cpu;
+        let config = std::fs::read_to_string(dir.join("config.json"))?;
+        let config: BertConfig =
+            serde_json::from_str(&config).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        // SAFETY: the file is mapped read-only and nothing in this process writes it; a
+        // concurrent writer outside the process would be a broken benchmark setup.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(
+                &[dir.join("model.safetensors")],
+                DType::F32,
+                &device,
+            )?
+        };
+        let model = BertModel::load(vb, &config)?;
+        Ok(Self { model, device })
+    }
+
+    /// The model's inputs for `batch` sequences of `seq` token ids each (`ids`,
+    /// row-major `[batch, seq]`) whose first `lengths[b]` ids are real (the rest padding):
+    /// ids, token types (all 0) and the attention mask, built once so that a benchmark
+    /// times only [`CandleBert::embed`].
+    ///
+    /// Errors if `ids.len() != batch · seq` or `lengths.len() != batch`.
+    pub fn inputs(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        seq: usize,
+        lengths: &[usize],
+    ) -> candle_core::Result<BertInputs> {
+        if lengths.len() != batch {
+            candle_core::bail!("{} lengths for a batch of {batch}", lengths.len());
+        }
+        let ids = Tensor::from_slice(ids, (batch, seq), &self.device)?;
+        let types = ids.zeros_like()?;
+        let mask: Vec<f32> = lengths
+            .iter()
+            .flat_map(|&l| (0..seq).map(move |i| if i < l { 1.0 } else { 0.0 }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (batch, seq), &self.device)?;
+        Ok(BertInputs { ids, types, mask })
+    }
+
+    /// The L2-normalised mean-pooled embeddings `[batch, hidden]` of `inputs`.
+    pub fn embed(&self, inputs: &BertInputs) -> candle_core::Result<Tensor> {
+        let hidden = self
+            .model
+            .forward(&inputs.ids, &inputs.types, Some(&inputs.mask))?;
+        // Mean over the real positions: Σ_i mask_i·h_i / Σ_i mask_i.
+        let mask = inputs.mask.unsqueeze(2)?;
+        let sum = hidden.broadcast_mul(&mask)?.sum(1)?;
+        let pooled = sum.broadcast_div(&inputs.mask.sum_keepdim(1)?)?;
+        let norm = pooled.sqr()?.sum_keepdim(1)?.sqrt()?;
+        pooled.broadcast_div(&norm)
+    }
+
+    /// [`CandleBert::embed`], flattened row-major.
+    pub fn embed_vec(&self, inputs: &BertInputs) -> candle_core::Result<Vec<f32>> {
+        self.embed(inputs)?.flatten_all()?.to_vec1()
+    }
+}
+
+/// The candle tensors of one [`CandleBert`] request (see [`CandleBert::inputs`]).
+pub struct BertInputs {
+    ids: Tensor,
+    types: Tensor,
+    mask: Tensor,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +231,64 @@ mod tests {
         k.conv2d_packed(&x, xs, &packed, Activation::None, &mut ours)
             .expect("valid shapes");
         assert_close(&ours, &theirs);
+    }
+
+    /// The fetched all-MiniLM-L6-v2 folder (`<target>/data/minilm`), if
+    /// `bash models/data/fetch.sh minilm` has made it.
+    fn minilm_dir() -> Option<std::path::PathBuf> {
+        // The test binary is <target>/<profile>/deps/<name>.
+        let exe = std::env::current_exe().ok()?;
+        let dir = exe.parent()?.parent()?.parent()?.join("data/minilm");
+        dir.join("minilm.safetensors").is_file().then_some(dir)
+    }
+
+    /// candle-transformers' BERT with mean pooling and L2 normalisation gives the bundled
+    /// `minilm` function's embeddings, on the function's own token ids, within 1e-4.
+    #[test]
+    fn candle_bert_matches_tensorlet_minilm() {
+        use tensorlet_host::{Runtime, RuntimeConfig, Tensor as HostTensor};
+        let Some(dir) = minilm_dir() else {
+            eprintln!("skipped: no weights; run `bash models/data/fetch.sh minilm`");
+            return;
+        };
+        let rt = Runtime::new(RuntimeConfig::default()).expect("runtime");
+        let f = rt.load_bundled("minilm").expect("bundled minilm");
+        let w = rt
+            .load_weights_file(&dir.join("minilm.safetensors"))
+            .expect("weights");
+        let texts: Vec<Vec<u8>> = ["A man is eating food.", "The new movie is awesome!"]
+            .iter()
+            .map(|t| t.as_bytes().to_vec())
+            .collect();
+        let input = HostTensor::from_bytes(vec![texts.len()], texts).expect("tensor");
+        let out = f.infer(&w, vec![("text".into(), input)]).expect("infer");
+        let get = |name: &str| {
+            out.iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("no output `{name}`"))
+                .1
+                .clone()
+        };
+        let (emb, ids) = (get("embedding"), get("token_ids"));
+        let (batch, seq) = (ids.shape()[0], ids.shape()[1]);
+        let ids: Vec<u32> = ids
+            .f32s("ids")
+            .expect("f32")
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
+        // Real length: up to and including [SEP] (102); the rest is [PAD].
+        let lengths: Vec<usize> = ids
+            .chunks(seq)
+            .map(|r| r.iter().position(|&x| x == 102).map_or(seq, |p| p + 1))
+            .collect();
+        let candle = CandleBert::load(&dir).expect("candle bert");
+        let inputs = candle.inputs(&ids, batch, seq, &lengths).expect("inputs");
+        let theirs = candle.embed_vec(&inputs).expect("candle embed");
+        let ours = emb.f32s("embedding").expect("f32");
+        assert_eq!(ours.len(), theirs.len());
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            assert!((a - b).abs() <= 1e-4, "component {i}: {a} vs {b}");
+        }
     }
 }

@@ -162,8 +162,8 @@ fn inspect_describes_weights_and_components() {
     let out = tensorlet(&["inspect", "mnist-cnn"]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success());
-    assert!(text.contains("tensorlet:nn/ops@0.1.0"), "{text}");
-    assert!(text.contains("tensorlet:nn/function@0.1.0"), "{text}");
+    assert!(text.contains("tensorlet:nn/ops@0.2.0"), "{text}");
+    assert!(text.contains("tensorlet:nn/function@0.2.0"), "{text}");
     assert!(text.contains("probs"), "{text}");
 }
 

@@ -42,7 +42,7 @@ fn model(rt: &Runtime, name: &str, version: u64, weights: Option<&str>) -> Model
     let function = rt.load_function(b.name, b.component).unwrap();
     let weights = match weights {
         Some(file) => rt.load_weights_file(&common::fixture(file)).unwrap(),
-        None => rt.load_weights(name, b.weights).unwrap(),
+        None => rt.load_weights(name, b.weights().unwrap()).unwrap(),
     };
     Model::new(name, version, function, weights, ModelSettings::default()).unwrap()
 }
@@ -184,7 +184,7 @@ fn a_failed_load_leaves_the_old_version_serving() {
         assert_eq!(m.version(), 1);
         assert!(Arc::ptr_eq(
             m.weights(),
-            &rt.load_weights("x", b.weights).unwrap()
+            &rt.load_weights("x", b.weights().unwrap()).unwrap()
         ));
         m.infer(vec![inputs("mnist-cnn").remove(0)]).unwrap();
     }
@@ -243,7 +243,7 @@ fn dynamic_batching_runs_fewer_calls_and_splits_the_answers_back() {
     let rt = Runtime::new(RuntimeConfig::default()).unwrap();
     let b = bundled::find("mlp").unwrap();
     let function = rt.load_function(b.name, b.component).unwrap();
-    let weights = rt.load_weights("mlp", b.weights).unwrap();
+    let weights = rt.load_weights("mlp", b.weights().unwrap()).unwrap();
     let settings = ModelSettings {
         max_batch_size: 8,
         preferred_batch_sizes: vec![6],

@@ -1,5 +1,6 @@
-//! Runs the guest workspace's own unit tests (the SDK's image decoding and resizing, the
-//! `mnist-cnn` input-size rule) natively, so the one test command covers them too.
+//! Runs the guest workspace's own unit tests (the SDK's image decoding and resizing and its
+//! WordPiece tokenizer, the `mnist-cnn` input-size rule, `minilm`'s config reading)
+//! natively, so the one test command covers them too.
 //!
 //! The guest is a separate workspace built for wasm32-wasip2; its pure-Rust parts also
 //! build for the host, where a nested `cargo test` runs them in `target/guest-native`.
@@ -21,6 +22,8 @@ fn guest_unit_tests_pass_natively() {
             "tensorlet-sdk",
             "-p",
             "mnist-cnn",
+            "-p",
+            "minilm",
             "--target",
             &host,
         ])

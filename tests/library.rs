@@ -120,7 +120,13 @@ fn the_compile_cache_reuses_artifacts_and_replaces_broken_ones() {
         let rt = unsafe { Runtime::with_compile_cache(RuntimeConfig::default(), &dir) }.unwrap();
         let f = rt.load_bundled("mlp").unwrap();
         let w = rt
-            .load_weights("mlp", tensorlet_host::bundled::find("mlp").unwrap().weights)
+            .load_weights(
+                "mlp",
+                tensorlet_host::bundled::find("mlp")
+                    .unwrap()
+                    .weights()
+                    .unwrap(),
+            )
             .unwrap();
         f.infer(&w, x()).unwrap()
     };
@@ -143,7 +149,13 @@ fn the_compile_cache_reuses_artifacts_and_replaces_broken_ones() {
     // Without the cache the results are the same too.
     let rt = Runtime::new(RuntimeConfig::default()).unwrap();
     let w = rt
-        .load_weights("mlp", tensorlet_host::bundled::find("mlp").unwrap().weights)
+        .load_weights(
+            "mlp",
+            tensorlet_host::bundled::find("mlp")
+                .unwrap()
+                .weights()
+                .unwrap(),
+        )
         .unwrap();
     assert_eq!(
         rt.load_bundled("mlp").unwrap().infer(&w, x()).unwrap(),

@@ -41,7 +41,7 @@ fn mlp_bits(rt: &Runtime, weights: Option<&Path>) -> Vec<u32> {
     let w = match weights {
         Some(p) => rt.load_weights_file(p).unwrap(),
         None => rt
-            .load_weights("mlp", bundled::find("mlp").unwrap().weights)
+            .load_weights("mlp", bundled::find("mlp").unwrap().weights().unwrap())
             .unwrap(),
     };
     bits(&f.infer(&w, input()).unwrap())
@@ -75,7 +75,7 @@ fn pack_writes_version_folders_and_refuses_bad_ones() {
     assert!(v1.join("function.wasm").is_file() && v1.join("weights.safetensors").is_file());
     assert_eq!(
         std::fs::read(v1.join("weights.safetensors")).unwrap(),
-        bundled::find("mlp").unwrap().weights
+        bundled::find("mlp").unwrap().weights().unwrap()
     );
     let err = |out: std::process::Output| {
         assert_eq!(out.status.code(), Some(1));

@@ -121,10 +121,10 @@ fn runtime(c: &mut Criterion) {
     let mlp = rt.load_bundled("mlp").expect("bundled mlp");
     let bundled = |name| tensorlet_host::bundled::find(name).expect("bundled");
     let cnn_w = rt
-        .load_weights("mnist-cnn", bundled("mnist-cnn").weights)
+        .load_weights("mnist-cnn", bundled("mnist-cnn").weights().unwrap())
         .expect("weights");
     let mlp_w = rt
-        .load_weights("mlp", bundled("mlp").weights)
+        .load_weights("mlp", bundled("mlp").weights().unwrap())
         .expect("weights");
 
     let mut g = c.benchmark_group("runtime");

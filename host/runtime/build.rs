@@ -6,7 +6,8 @@
 //! wasm32-wasip2 -p ...` into the documented cache path `<repo>/target/guest` (not
 //! `OUT_DIR`), so debug, release and `cargo clippy` host builds share one incremental guest
 //! build instead of compiling the guest once per profile and feature set. Afterwards
-//! `TENSORLET_KERNELS_COMPONENT_WASM`, `TENSORLET_MLP_WASM`, `TENSORLET_MNIST_CNN_WASM` and
+//! `TENSORLET_KERNELS_COMPONENT_WASM`, `TENSORLET_MLP_WASM`, `TENSORLET_MNIST_CNN_WASM`,
+//! `TENSORLET_MINILM_WASM` and
 //! `TENSORLET_MISBEHAVE_WASM`, `TENSORLET_FOREIGN_IMPORT_WASM` hold the components' absolute paths, for
 //! `include_bytes!(env!(...))`.
 //! The nested cargo runs with `guest/` as its working directory, so it reads
@@ -57,6 +58,12 @@ const COMPONENTS: &[GuestComponent] = &[
         package: "mnist-cnn",
         var: "TENSORLET_MNIST_CNN_WASM",
         file: "mnist_cnn.wasm",
+    },
+    GuestComponent {
+        feature: "CARGO_FEATURE_BUNDLED",
+        package: "minilm",
+        var: "TENSORLET_MINILM_WASM",
+        file: "minilm.wasm",
     },
     // A deliberately broken function for the host's containment tests.
     GuestComponent {

@@ -21,6 +21,8 @@ pub enum Activation {
     Tanh,
     /// GELU, tanh approximation: `0.5x(1 + tanh(sqrt(2/π)(x + 0.044715x³)))`.
     Gelu,
+    /// GELU, exact: `x·Φ(x) = 0.5x(1 + erf(x/√2))` (PyTorch's default, BERT's `gelu`).
+    GeluErf,
 }
 
 /// Below this, `e^x` is flushed to zero (`e^-87.3` is close to the smallest normal `f32`).
@@ -111,6 +113,40 @@ pub(crate) fn gelu<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     simd.mul_f32s(x, sigmoid(simd, two_u))
 }
 
+/// Vectorised exact GELU, `x·Φ(x)`, with `erfc(|x|/√2)` from the Chebyshev fit of
+/// Numerical Recipes' `erfcc` (relative error below 1.2e-7 everywhere): `Φ(x) = 1 - erfc/2`
+/// for `x ≥ 0` and `erfc/2` below, so the negative tail keeps its relative accuracy.
+#[inline(always)]
+pub(crate) fn gelu_erf<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    let one = simd.splat_f32s(1.0);
+    let half = simd.splat_f32s(0.5);
+    let z = simd.mul_f32s(
+        simd.abs_f32s(x),
+        simd.splat_f32s(core::f32::consts::FRAC_1_SQRT_2),
+    );
+    let t = simd.div_f32s(one, simd.mul_add_e_f32s(half, z, one));
+    let mut p = simd.splat_f32s(0.170_872_77);
+    for c in [
+        -0.822_152_23,
+        1.488_515_9,
+        -1.135_204,
+        0.278_868_07,
+        -0.186_288_06,
+        0.096_784_18,
+        0.374_091_96,
+        1.000_023_7,
+        -1.265_512_2,
+    ] {
+        p = simd.mul_add_e_f32s(p, t, simd.splat_f32s(c));
+    }
+    // erfc(z)/2 = t·e^{p - z²}/2.
+    let e = exp(simd, simd.sub_f32s(p, simd.mul_f32s(z, z)));
+    let tail = simd.mul_f32s(simd.mul_f32s(t, e), half);
+    let nonneg = simd.greater_than_or_equal_f32s(x, simd.splat_f32s(0.0));
+    let phi = simd.select_f32s(nonneg, simd.sub_f32s(one, tail), tail);
+    simd.mul_f32s(x, phi)
+}
+
 /// Applies `act` to one vector.
 #[inline(always)]
 pub(crate) fn apply<S: Simd>(simd: S, act: Activation, x: S::f32s) -> S::f32s {
@@ -120,6 +156,7 @@ pub(crate) fn apply<S: Simd>(simd: S, act: Activation, x: S::f32s) -> S::f32s {
         Activation::Sigmoid => sigmoid(simd, x),
         Activation::Tanh => tanh(simd, x),
         Activation::Gelu => gelu(simd, x),
+        Activation::GeluErf => gelu_erf(simd, x),
     }
 }
 
@@ -179,7 +216,7 @@ pub(crate) fn ln_1p_unit<S: Simd>(simd: S, e: S::f32s) -> S::f32s {
 /// The [`pulp::WithSimd`] op behind
 /// [`Kernels::activation_backward`](crate::Kernels::activation_backward): `dx = dy ·
 /// act'(x)` from the activation's output `y`. Lengths are validated by the caller and `act`
-/// is not [`Activation::Gelu`].
+/// is not [`Activation::Gelu`] or [`Activation::GeluErf`].
 pub(crate) struct ActivationBackward<'a> {
     pub(crate) y: &'a [f32],
     pub(crate) dy: &'a [f32],
@@ -199,7 +236,7 @@ impl pulp::WithSimd for ActivationBackward<'_> {
             Activation::Relu => simd.select_f32s(simd.greater_than_f32s(y, zero), g, zero),
             Activation::Sigmoid => simd.mul_f32s(g, simd.mul_f32s(y, simd.sub_f32s(one, y))),
             Activation::Tanh => simd.mul_f32s(g, simd.mul_add_e_f32s(simd.neg_f32s(y), y, one)),
-            Activation::None | Activation::Gelu => g,
+            Activation::None | Activation::Gelu | Activation::GeluErf => g,
         };
         let lanes = S::F32_LANES;
         let mut c = 0;

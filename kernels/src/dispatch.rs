@@ -125,6 +125,14 @@ impl Kernels {
         self.pool.as_ref().map_or(1, |p| p.threads())
     }
 
+    /// These kernels without their pool (for the parts of an op run on a pool's worker).
+    pub(crate) fn single_threaded(&self) -> Kernels {
+        Kernels {
+            pool: None,
+            ..self.clone()
+        }
+    }
+
     /// The pool large ops use, if any (see [`Kernels::with_pool`]).
     pub fn pool(&self) -> Option<&Arc<ThreadPool>> {
         self.pool.as_ref()

@@ -8,6 +8,9 @@
 //!   gradients (stride, padding, dilation, groups), as GEMMs on im2col patches;
 //! - [`Kernels::max_pool2d_backward`], [`Kernels::avg_pool2d_backward`] and
 //!   [`Kernels::activation_backward`] (from the activation's output);
+//! - a transformer encoder's ops: [`Kernels::layer_norm`], [`Kernels::gather_rows`]
+//!   (embedding lookup), [`Kernels::attention`] (multi-head, key padding mask),
+//!   [`Kernels::mean_pool`] (under the same mask) and [`Kernels::l2_normalize`];
 //! - the losses with their gradients, as PyTorch's `reduction='mean'`:
 //!   [`Kernels::softmax_cross_entropy`], [`Kernels::mse`], [`Kernels::bce_with_logits`].
 //!
@@ -47,6 +50,7 @@ pub mod oracle;
 mod pool;
 mod shape;
 mod threads;
+mod transformer;
 mod validate;
 mod vmem;
 
@@ -63,3 +67,6 @@ pub use shape::{
     dense_dims, pool2d_out_shape, rank4, reshape_dims,
 };
 pub use threads::ThreadPool;
+pub use transformer::{
+    AttentionDims, attention_dims, embedding_dims, layer_norm_dims, mean_pool_dims,
+};

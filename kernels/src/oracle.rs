@@ -98,7 +98,36 @@ pub fn activation(act: Activation, x: f64) -> f64 {
             let u = (2.0 / core::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
             0.5 * x * (1.0 + u.tanh())
         }
+        Activation::GeluErf => 0.5 * x * erfc(-x / core::f64::consts::SQRT_2),
     }
+}
+
+/// The complementary error function in `f64`: the Maclaurin series of `erf` for `|x| < 3`
+/// (all terms summed until they vanish), the continued fraction of `erfc` (60 levels,
+/// evaluated from the bottom) beyond; `erfc(-x) = 2 - erfc(x)`.
+pub fn erfc(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    if x < 0.0 {
+        return 2.0 - erfc(-x);
+    }
+    if x < 3.0 {
+        // erf(x) = 2/√π Σ (-1)^n x^(2n+1) / (n! (2n+1)).
+        let (mut term, mut sum, mut n) = (x, x, 0.0f64);
+        while term.abs() > 1e-17 * sum.abs() {
+            n += 1.0;
+            term *= -x * x / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        return 1.0 - 2.0 / core::f64::consts::PI.sqrt() * sum;
+    }
+    // erfc(x) = e^{-x²}/√π · 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + …)))).
+    let mut k = x;
+    for n in (1..=60).rev() {
+        k = x + (n as f64 / 2.0) / k;
+    }
+    (-x * x).exp() / (core::f64::consts::PI.sqrt() * k)
 }
 
 /// Reference [`Kernels::dense`](crate::Kernels::dense).
@@ -431,7 +460,7 @@ pub fn activation_backward<T: Real>(
             }
             Activation::Sigmoid => y * (1.0 - y),
             Activation::Tanh => 1.0 - y * y,
-            Activation::None | Activation::Gelu => 1.0,
+            Activation::None | Activation::Gelu | Activation::GeluErf => 1.0,
         };
         *d = T::from_f64(g * slope);
     }
@@ -544,4 +573,103 @@ pub fn mul(a: &[f32], b: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
         *o = a[i] * b[i % b.len()];
     }
     Ok(())
+}
+
+/// Reference [`Kernels::layer_norm`](crate::Kernels::layer_norm), in `f64` (rows of `d`;
+/// lengths as the kernel requires, unchecked beyond slicing).
+pub fn layer_norm(x: &[f32], d: usize, gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
+    for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / d as f64;
+        let var = row
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / d as f64;
+        let inv = 1.0 / (var + f64::from(eps)).sqrt();
+        for (j, o) in o.iter_mut().enumerate() {
+            let norm = (f64::from(row[j]) - mean) * inv;
+            *o = (norm * f64::from(gamma[j]) + f64::from(beta[j])) as f32;
+        }
+    }
+}
+
+/// Reference [`Kernels::attention`](crate::Kernels::attention), in `f64`: for every sequence
+/// `b`, head `h` and real position `i`, the softmax of `q_i·k_j/√head_dim` over real keys
+/// `j < lengths[b]` times `v_j`; padding rows are zero.
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dims: crate::AttentionDims,
+    lengths: &[usize],
+    out: &mut [f32],
+) {
+    let crate::AttentionDims {
+        batch,
+        seq,
+        heads,
+        head_dim,
+    } = dims;
+    let width = heads * head_dim;
+    out.fill(0.0);
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    for b in 0..batch {
+        let l = lengths[b];
+        for h in 0..heads {
+            let at = |t: &[f32], i: usize, c: usize| {
+                f64::from(t[(b * seq + i) * width + h * head_dim + c])
+            };
+            for i in 0..l {
+                let scores: Vec<f64> = (0..l)
+                    .map(|j| {
+                        (0..head_dim)
+                            .map(|c| at(q, i, c) * at(k, j, c))
+                            .sum::<f64>()
+                            * scale
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f64 = exps.iter().sum();
+                for c in 0..head_dim {
+                    let o: f64 = (0..l).map(|j| exps[j] / total * at(v, j, c)).sum();
+                    out[(b * seq + i) * width + h * head_dim + c] = o as f32;
+                }
+            }
+        }
+    }
+}
+
+/// Reference [`Kernels::mean_pool`](crate::Kernels::mean_pool), in `f64`.
+pub fn mean_pool(
+    x: &[f32],
+    batch: usize,
+    seq: usize,
+    d: usize,
+    lengths: &[usize],
+    out: &mut [f32],
+) {
+    for b in 0..batch {
+        for c in 0..d {
+            let s: f64 = (0..lengths[b])
+                .map(|i| f64::from(x[(b * seq + i) * d + c]))
+                .sum();
+            out[b * d + c] = (s / lengths[b] as f64) as f32;
+        }
+    }
+}
+
+/// Reference [`Kernels::l2_normalize`](crate::Kernels::l2_normalize), in `f64`.
+pub fn l2_normalize(x: &mut [f32], d: usize, eps: f32) {
+    for row in x.chunks_exact_mut(d) {
+        let norm = row
+            .iter()
+            .map(|&v| f64::from(v).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let norm = norm.max(f64::from(eps));
+        for v in row {
+            *v = (f64::from(*v) / norm) as f32;
+        }
+    }
 }

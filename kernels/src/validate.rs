@@ -180,11 +180,11 @@ pub(crate) fn activation_backward(
     act: Activation,
     dx: usize,
 ) -> Result<(), KernelError> {
-    if act == Activation::Gelu {
-        return Err(KernelError::new(
-            "activation_backward: unsupported for Gelu, whose derivative needs the activation's \
-             input (the other activations' derivatives are functions of their output `y`)",
-        ));
+    if matches!(act, Activation::Gelu | Activation::GeluErf) {
+        return Err(KernelError::new(format!(
+            "activation_backward: unsupported for {act:?}, whose derivative needs the activation's \
+             input (the other activations' derivatives are functions of their output `y`)"
+        )));
     }
     check_len("dy", dy, y, "the length of `y`")?;
     check_len("dx", dx, y, "the length of `y`")

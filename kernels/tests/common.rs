@@ -6,12 +6,13 @@
 use tensorlet_kernels::{Activation, Kernels};
 
 /// Every activation, for iterating and for proptest's `select`.
-pub const ACTIVATIONS: [Activation; 5] = [
+pub const ACTIVATIONS: [Activation; 6] = [
     Activation::None,
     Activation::Relu,
     Activation::Sigmoid,
     Activation::Tanh,
     Activation::Gelu,
+    Activation::GeluErf,
 ];
 
 /// A kernel set for every level this CPU supports (scalar first).

@@ -268,6 +268,12 @@ fn hand_computed_small_ops() {
     assert_eq!(oracle::activation(Activation::Sigmoid, 0.0), 0.5);
     assert_eq!(oracle::activation(Activation::Relu, -2.0), 0.0);
     assert!((oracle::activation(Activation::Gelu, 1.0) - 0.841_192).abs() < 1e-6);
+    // Exact GELU: Φ(1) = 0.841344746 (tables), Φ(-2) = 0.022750132, so gelu(-2) = -0.045500264.
+    assert!((oracle::activation(Activation::GeluErf, 1.0) - 0.841_344_746).abs() < 1e-9);
+    assert!((oracle::activation(Activation::GeluErf, -2.0) + 0.045_500_264).abs() < 1e-9);
+    // erfc at both branches of the oracle: erfc(0.5) = 0.4795001222, erfc(4) = 1.541725790e-8.
+    assert!((oracle::erfc(0.5) - 0.479_500_122_2).abs() < 1e-10);
+    assert!((oracle::erfc(4.0) / 1.541_725_790e-8 - 1.0).abs() < 1e-9);
 
     // 2×2 max/avg pool, stride 2, on a 4×4 ramp: window maxima are the bottom-right cells.
     let x: Vec<f32> = (0..16).map(|v| v as f32).collect();

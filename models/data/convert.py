@@ -381,30 +381,49 @@ def cmd_minilm(args):
     verify_minilm(args.outdir)
 
 
+# Left out of minilm.safetensors: `embeddings.position_ids` (I64 [1, 512] = 0..511) is a
+# buffer, not a parameter (recent transformers versions no longer save it), and tensorlet's
+# weights hold floats and bytes only; the function numbers positions itself.
+MINILM_DROPPED = ["embeddings.position_ids"]
+
+
 def write_minilm_combined(path, files):
-    """model.safetensors with the files in MINILM_EMBEDDED appended as U8 tensors: the
-    original header entries (in their order, __metadata__ kept) and data bytes unchanged,
-    the new tensors' bytes after the original data section."""
+    """model.safetensors without MINILM_DROPPED, with the files in MINILM_EMBEDDED appended
+    as U8 tensors: the other header entries in their order (__metadata__ kept) with their
+    dtype, shape and bytes unchanged, the data re-packed contiguously in offset order, the
+    new tensors' bytes after it."""
     model = files["model.safetensors"]
     (n,) = struct.unpack("<Q", model[:8])
     header = json.loads(model[8:8 + n].decode("utf-8"))
     data = model[8 + n:]
-    end = len(data)
-    extra = []
+    out = {}
+    chunks = []
+    end = 0
+    kept = sorted((v["data_offsets"][0], k) for k, v in header.items()
+                  if k != "__metadata__" and k not in MINILM_DROPPED)
+    offsets = {}
+    for _, name in kept:
+        a, b = header[name]["data_offsets"]
+        offsets[name] = [end, end + (b - a)]
+        chunks.append(data[a:b])
+        end += b - a
+    for name, entry in header.items():
+        if name in MINILM_DROPPED:
+            continue
+        out[name] = entry if name == "__metadata__" else dict(entry, data_offsets=offsets[name])
     for name in MINILM_EMBEDDED:
         check(name not in header, f"model.safetensors already has a tensor named {name}")
         blob = files[name]
-        header[name] = {"dtype": "U8", "shape": [len(blob)], "data_offsets": [end, end + len(blob)]}
+        out[name] = {"dtype": "U8", "shape": [len(blob)], "data_offsets": [end, end + len(blob)]}
         end += len(blob)
-        extra.append(blob)
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
+        chunks.append(blob)
+    text = json.dumps(out, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
     text += b" " * (-len(text) % 8)  # so the data section starts 8-byte aligned
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
-        f.write(data)
-        for blob in extra:
+        for blob in chunks:
             f.write(blob)
     os.replace(tmp, path)
 
@@ -445,14 +464,21 @@ def verify_minilm(outdir):
     a, b = tensors["embeddings.position_ids"]["data_offsets"]
     check(list(struct.unpack(f"<{(b - a) // 8}q", mdata[a:b])) == list(range(512)),
           f"{mpath}: embeddings.position_ids is not 0..511")
-    # The combined file: the same header entries in the same order, then the embedded files.
-    check(list(cheader) == list(mheader) + MINILM_EMBEDDED,
+    # The combined file: the same header entries (less the dropped ones) in the same order,
+    # each with the same dtype, shape and bytes, then the embedded files.
+    kept = [k for k in mheader if k not in MINILM_DROPPED]
+    check(list(cheader) == kept + MINILM_EMBEDDED,
           f"{cpath}: tensors {list(cheader)[:3]}... do not follow model.safetensors' "
-          f"{len(mheader)} entries + {MINILM_EMBEDDED}")
-    for name, entry in mheader.items():
-        check(cheader[name] == entry, f"{cpath}: {name} is {cheader[name]}, model.safetensors "
-                                      f"has {entry}")
-    check(cdata[:len(mdata)] == mdata, f"{cpath}: the tensor data differs from model.safetensors'")
+          f"{len(kept)} kept entries + {MINILM_EMBEDDED}")
+    for name in kept:
+        if name == "__metadata__":
+            check(cheader[name] == mheader[name], f"{cpath}: __metadata__ differs")
+            continue
+        c, m = cheader[name], mheader[name]
+        (ca, cb), (ma, mb) = c["data_offsets"], m["data_offsets"]
+        check(c["dtype"] == m["dtype"] and c["shape"] == m["shape"] and cdata[ca:cb] == mdata[ma:mb],
+              f"{cpath}: {name} ({c['dtype']} {c['shape']}) differs from model.safetensors' "
+              f"({m['dtype']} {m['shape']})")
     for name in MINILM_EMBEDDED:
         t = cheader[name]
         a, b = t["data_offsets"]
@@ -460,7 +486,7 @@ def verify_minilm(outdir):
               f"{cpath}: tensor {name} ({t['dtype']} {t['shape']}) is not {name}'s "
               f"{len(blobs[name])} bytes")
     print(f"minilm: {cpath}: header {clen} bytes (multiple of 8), {len(cheader) - 1} tensors: "
-          f"model.safetensors' {dtypes} unchanged + U8 {', '.join(MINILM_EMBEDDED)} verbatim, "
+          f"model.safetensors' {dtypes} unchanged less {MINILM_DROPPED} + U8 {', '.join(MINILM_EMBEDDED)} verbatim, "
           f"offsets contiguous, {8 + clen + len(cdata)} bytes: ok")
 
 

@@ -419,11 +419,16 @@ fn main() {
     // In-process ceilings (2 threads, the server's --max-concurrency default).
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
     let registry = Arc::new(Registry::new(runtime.clone()));
-    for b in bundled::BUNDLED {
+    for b in bundled::BUNDLED
+        .iter()
+        .filter(|b| b.default_weights.is_some())
+    {
         let f = runtime
             .load_function(b.name, b.component)
             .expect("function");
-        let w = runtime.load_weights(b.name, b.weights).expect("weights");
+        let w = runtime
+            .load_weights(b.name, b.weights().expect("bundled weights"))
+            .expect("weights");
         let model = tensorlet_host::Model::new(b.name, 1, f, w, Default::default()).expect("model");
         registry.publish(model);
     }

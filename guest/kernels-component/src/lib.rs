@@ -40,6 +40,18 @@ struct Provider;
 enum Data {
     F32(Vec<f32>),
     U8(Vec<u8>),
+    Bytes(Vec<Vec<u8>>),
+}
+
+impl Data {
+    /// The element type's name in messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Data::F32(_) => "f32",
+            Data::U8(_) => "u8",
+            Data::Bytes(_) => "bytes",
+        }
+    }
 }
 
 /// The component's `tensor` resource: a shape and its row-major data.
@@ -98,6 +110,7 @@ impl KTensor {
         let len = match &data {
             Data::F32(d) => d.len(),
             Data::U8(d) => d.len(),
+            Data::Bytes(d) => d.len(),
         };
         let expected = element_count(&shape)?;
         if expected != len {
@@ -118,8 +131,9 @@ impl KTensor {
     fn f32s(&self, what: &str) -> Result<&[f32]> {
         match &*self.data {
             Data::F32(d) => Ok(d),
-            Data::U8(_) => Err(Error::InvalidInput(format!(
-                "{what}: expected an f32 tensor, got u8 with shape {:?}",
+            other => Err(Error::InvalidInput(format!(
+                "{what}: expected an f32 tensor, got {} with shape {:?}",
+                other.name(),
                 self.shape
             ))),
         }
@@ -147,6 +161,12 @@ impl tensors::GuestTensor for KTensor {
             .map_err(|e| context("tensor.from-u8", e))
     }
 
+    fn from_bytes(shape: Vec<u32>, data: Vec<Vec<u8>>) -> Result<Tensor> {
+        Self::new(to_usizes(&shape), Data::Bytes(data))
+            .map(Tensor::new)
+            .map_err(|e| context("tensor.from-bytes", e))
+    }
+
     fn shape(&self) -> Vec<u32> {
         to_u32s(&self.shape)
     }
@@ -155,6 +175,7 @@ impl tensors::GuestTensor for KTensor {
         match &*self.data {
             Data::F32(_) => Dtype::F32,
             Data::U8(_) => Dtype::U8,
+            Data::Bytes(_) => Dtype::Bytes,
         }
     }
 
@@ -165,8 +186,20 @@ impl tensors::GuestTensor for KTensor {
     fn to_u8(&self) -> Result<Vec<u8>> {
         match &*self.data {
             Data::U8(d) => Ok(d.clone()),
-            Data::F32(_) => Err(Error::InvalidInput(format!(
-                "tensor.to-u8: expected a u8 tensor, got f32 with shape {:?}",
+            other => Err(Error::InvalidInput(format!(
+                "tensor.to-u8: expected a u8 tensor, got {} with shape {:?}",
+                other.name(),
+                self.shape
+            ))),
+        }
+    }
+
+    fn to_bytes(&self) -> Result<Vec<Vec<u8>>> {
+        match &*self.data {
+            Data::Bytes(d) => Ok(d.clone()),
+            other => Err(Error::InvalidInput(format!(
+                "tensor.to-bytes: expected a bytes tensor, got {} with shape {:?}",
+                other.name(),
                 self.shape
             ))),
         }
@@ -206,6 +239,7 @@ fn activation(a: Activation) -> tensorlet_kernels::Activation {
         Activation::Sigmoid => A::Sigmoid,
         Activation::Tanh => A::Tanh,
         Activation::Gelu => A::Gelu,
+        Activation::GeluErf => A::GeluErf,
     }
 }
 
@@ -367,5 +401,94 @@ impl ops::Guest for Provider {
 
     fn mul(a: TensorBorrow<'_>, b: TensorBorrow<'_>) -> Result<Tensor> {
         elementwise("mul", a, b, Kernels::mul)
+    }
+
+    fn layer_norm(
+        x: TensorBorrow<'_>,
+        gamma: TensorBorrow<'_>,
+        beta: TensorBorrow<'_>,
+        eps: f32,
+    ) -> Result<Tensor> {
+        let (x, g, b) = (get(&x), get(&gamma), get(&beta));
+        let d = tensorlet_kernels::layer_norm_dims(&x.shape, &g.shape, &b.shape)
+            .map_err(shape_error)?;
+        let xd = x.f32s("layer-norm: x")?;
+        let mut out = output(xd.len());
+        if !xd.is_empty() {
+            let (gd, bd) = (g.f32s("layer-norm: gamma")?, b.f32s("layer-norm: beta")?);
+            kernels()
+                .layer_norm(xd, d, gd, bd, eps, &mut out)
+                .map_err(|e| kernel_error("layer-norm", e))?;
+        }
+        KTensor::f32_tensor(x.shape.clone(), out)
+    }
+
+    fn embedding(table: TensorBorrow<'_>, ids: Vec<u32>) -> Result<Tensor> {
+        let table = get(&table);
+        let shape =
+            tensorlet_kernels::embedding_dims(&table.shape, ids.len()).map_err(shape_error)?;
+        let mut out = output(element_count(&shape)?);
+        kernels()
+            .gather_rows(table.f32s("embedding: table")?, shape[1], &ids, &mut out)
+            .map_err(|e| kernel_error("embedding", e))?;
+        KTensor::f32_tensor(shape.to_vec(), out)
+    }
+
+    fn attention(
+        q: TensorBorrow<'_>,
+        k: TensorBorrow<'_>,
+        v: TensorBorrow<'_>,
+        heads: u32,
+        lengths: Vec<u32>,
+    ) -> Result<Tensor> {
+        let (q, k, v) = (get(&q), get(&k), get(&v));
+        let dims = tensorlet_kernels::attention_dims(
+            &q.shape,
+            &k.shape,
+            &v.shape,
+            heads as usize,
+            lengths.len(),
+        )
+        .map_err(shape_error)?;
+        let lengths: Vec<usize> = lengths.iter().map(|&l| l as usize).collect();
+        let qd = q.f32s("attention: q")?;
+        let mut out = output(qd.len());
+        kernels()
+            .attention(
+                qd,
+                k.f32s("attention: k")?,
+                v.f32s("attention: v")?,
+                dims,
+                &lengths,
+                &mut out,
+            )
+            .map_err(|e| kernel_error("attention", e))?;
+        KTensor::f32_tensor(q.shape.clone(), out)
+    }
+
+    fn mean_pool(x: TensorBorrow<'_>, lengths: Vec<u32>) -> Result<Tensor> {
+        let x = get(&x);
+        let [batch, seq, d] =
+            tensorlet_kernels::mean_pool_dims(&x.shape, lengths.len()).map_err(shape_error)?;
+        let lengths: Vec<usize> = lengths.iter().map(|&l| l as usize).collect();
+        let mut out = output(element_count(&[batch, d])?);
+        kernels()
+            .mean_pool(x.f32s("mean-pool: x")?, batch, seq, d, &lengths, &mut out)
+            .map_err(|e| kernel_error("mean-pool", e))?;
+        KTensor::f32_tensor(vec![batch, d], out)
+    }
+
+    fn l2_normalize(x: TensorBorrow<'_>, eps: f32) -> Result<Tensor> {
+        let x = get(&x);
+        let Some(&d) = x.shape.last() else {
+            return Err(Error::ShapeMismatch(
+                "l2-normalize: x must have rank ≥ 1, got a scalar".to_owned(),
+            ));
+        };
+        let mut out = x.f32s("l2-normalize: x")?.to_vec();
+        kernels()
+            .l2_normalize(&mut out, d, eps)
+            .map_err(|e| kernel_error("l2-normalize", e))?;
+        KTensor::f32_tensor(x.shape.clone(), out)
     }
 }

@@ -92,6 +92,36 @@ impl Tensor {
     pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
         ops::mul(self, other)
     }
+
+    /// Layer normalisation over the last dimension `d` (PyTorch `LayerNorm(d, eps)`), with
+    /// `gamma` and `beta` of shape `[d]`.
+    pub fn layer_norm(&self, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
+        ops::layer_norm(self, gamma, beta, eps)
+    }
+
+    /// Rows `ids` of `self` (an embedding table `[rows, d]`); the result is
+    /// `[ids.len(), d]`.
+    pub fn embedding(&self, ids: &[u32]) -> Result<Tensor> {
+        ops::embedding(self, ids)
+    }
+
+    /// Multi-head scaled-dot-product attention of queries `self` over keys `k` and values
+    /// `v`, all `[batch, seq, heads·head_dim]`, attending only to the first `lengths[b]`
+    /// positions of sequence `b` (padding rows of the result are zero).
+    pub fn attention(&self, k: &Tensor, v: &Tensor, heads: u32, lengths: &[u32]) -> Result<Tensor> {
+        ops::attention(self, k, v, heads, lengths)
+    }
+
+    /// Mean over the first `lengths[b]` positions of each sequence of `self`
+    /// (`[batch, seq, d]`); the result is `[batch, d]`.
+    pub fn mean_pool(&self, lengths: &[u32]) -> Result<Tensor> {
+        ops::mean_pool(self, lengths)
+    }
+
+    /// Each row of the last dimension divided by its Euclidean norm (or by `eps` if smaller).
+    pub fn l2_normalize(&self, eps: f32) -> Result<Tensor> {
+        ops::l2_normalize(self, eps)
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let bundled = tensorlet_host::bundled::find("mnist-cnn")?;
             (
                 runtime.load_bundled("mnist-cnn")?,
-                runtime.load_weights("mnist-cnn default", bundled.weights)?,
+                runtime.load_weights("mnist-cnn default", bundled.weights()?)?,
             )
         }
     };

@@ -270,6 +270,7 @@ fn batch_key(inputs: &Tensors) -> Option<(Vec<(String, &'static str, Vec<usize>)
         let kind = match t.data() {
             TensorData::F32(_) => "f32",
             TensorData::U8(_) => "u8",
+            TensorData::Bytes(_) => "bytes",
         };
         key.push((name.clone(), kind, rest.to_vec()));
     }
@@ -304,6 +305,13 @@ fn concat(jobs: &[Tensors]) -> Option<Tensors> {
                     }
                     Tensor::from_u8(shape, data).ok()?
                 }
+                TensorData::Bytes(_) => {
+                    let mut data = Vec::new();
+                    for j in jobs {
+                        data.extend_from_slice(j[i].1.byte_strings(name).ok()?);
+                    }
+                    Tensor::from_bytes(shape, data).ok()?
+                }
             };
             Some((name.clone(), tensor))
         })
@@ -329,6 +337,7 @@ fn split(outputs: Tensors, rows: &[usize]) -> Option<Vec<Tensors>> {
             let part = match t.data() {
                 TensorData::F32(d) => Tensor::from_f32(shape, d.get(range)?.to_vec()).ok()?,
                 TensorData::U8(d) => Tensor::from_u8(shape, d.get(range)?.to_vec()).ok()?,
+                TensorData::Bytes(d) => Tensor::from_bytes(shape, d.get(range)?.to_vec()).ok()?,
             };
             share.push((name.clone(), part));
             offset += r;

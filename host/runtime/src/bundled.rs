@@ -2,7 +2,9 @@
 //!
 //! `build.rs` compiles the components in `guest/functions/` for wasm32-wasip2; they and
 //! the weights in `models/<name>/weights.safetensors` are embedded in the binary, so
-//! `tensorlet run mnist-cnn` works from any directory with nothing else on disk.
+//! `tensorlet run mnist-cnn` works from any directory with nothing else on disk. `minilm`'s
+//! weights (91 MB, fetched by `models/data/fetch.sh minilm`) are too large to embed: it is
+//! bundled without default weights.
 
 use crate::error::{Error, Result};
 
@@ -15,8 +17,22 @@ pub struct Bundled {
     pub summary: &'static str,
     /// The component's bytes (wasm32-wasip2).
     pub component: &'static [u8],
-    /// The default weights (safetensors), from `models/<name>/`.
-    pub weights: &'static [u8],
+    /// The default weights (safetensors), from `models/<name>/`, if they are embedded.
+    pub default_weights: Option<&'static [u8]>,
+    /// Where to get weights when none are embedded.
+    pub weights_hint: &'static str,
+}
+
+impl Bundled {
+    /// The default weights, or a `not-found` error saying where to get weights.
+    pub fn weights(&self) -> Result<&'static [u8]> {
+        self.default_weights.ok_or_else(|| {
+            Error::not_found(format!(
+                "bundled function `{}` has no bundled weights; {}",
+                self.name, self.weights_hint
+            ))
+        })
+    }
 }
 
 /// Every bundled function.
@@ -25,13 +41,25 @@ pub const BUNDLED: &[Bundled] = &[
         name: "mlp",
         summary: "x [N,10] -> dense 10 (sigmoid) -> dense 1 -> y [N,1]",
         component: include_bytes!(env!("TENSORLET_MLP_WASM")),
-        weights: include_bytes!("../../../models/mlp/weights.safetensors"),
+        default_weights: Some(include_bytes!("../../../models/mlp/weights.safetensors")),
+        weights_hint: "",
     },
     Bundled {
         name: "mnist-cnn",
         summary: "image [N,C,H,W] or png -> 2x(conv3x3+relu+maxpool) -> dense 128 -> dense K -> softmax",
         component: include_bytes!(env!("TENSORLET_MNIST_CNN_WASM")),
-        weights: include_bytes!("../../../models/mnist-cnn/weights.safetensors"),
+        default_weights: Some(include_bytes!(
+            "../../../models/mnist-cnn/weights.safetensors"
+        )),
+        weights_hint: "",
+    },
+    Bundled {
+        name: "minilm",
+        summary: "text [N] (BYTES) -> WordPiece -> 6-layer BERT encoder -> mean pool -> unit embedding [N,384]",
+        component: include_bytes!(env!("TENSORLET_MINILM_WASM")),
+        default_weights: None,
+        weights_hint: "fetch all-MiniLM-L6-v2 with `bash models/data/fetch.sh minilm` and pass \
+                       `--weights target/data/minilm/minilm.safetensors`",
     },
 ];
 

@@ -189,6 +189,23 @@ impl tensors::HostTensor for State {
         Ok(t.u8s("tensor.to-u8")?.to_vec())
     }
 
+    fn from_bytes(
+        &mut self,
+        shape: Vec<u32>,
+        data: Vec<Vec<u8>>,
+    ) -> Result<Resource<TensorHandle>> {
+        let t = Tensor::from_bytes(to_usizes(&shape), data)
+            .map_err(|e| e.context("tensor.from-bytes"))?;
+        let r = self.session.put(t);
+        self.handle(r)
+    }
+
+    fn to_bytes(&mut self, this: Resource<TensorHandle>) -> Result<Vec<Vec<u8>>> {
+        let r = self.session.get(id(&this));
+        let t = r.map_err(|f| self.failed(f))?;
+        Ok(t.byte_strings("tensor.to-bytes")?.to_vec())
+    }
+
     fn reshape(
         &mut self,
         this: Resource<TensorHandle>,
@@ -337,5 +354,64 @@ impl ops::Host for State {
             a: id(&a),
             b: id(&b),
         })
+    }
+
+    fn layer_norm(
+        &mut self,
+        x: Resource<TensorHandle>,
+        gamma: Resource<TensorHandle>,
+        beta: Resource<TensorHandle>,
+        eps: f32,
+    ) -> Result<Resource<TensorHandle>> {
+        self.op(Op::LayerNorm {
+            x: id(&x),
+            gamma: id(&gamma),
+            beta: id(&beta),
+            eps,
+        })
+    }
+
+    fn embedding(
+        &mut self,
+        table: Resource<TensorHandle>,
+        ids: Vec<u32>,
+    ) -> Result<Resource<TensorHandle>> {
+        self.op(Op::Embedding {
+            table: id(&table),
+            ids,
+        })
+    }
+
+    fn attention(
+        &mut self,
+        q: Resource<TensorHandle>,
+        k: Resource<TensorHandle>,
+        v: Resource<TensorHandle>,
+        heads: u32,
+        lengths: Vec<u32>,
+    ) -> Result<Resource<TensorHandle>> {
+        self.op(Op::Attention {
+            q: id(&q),
+            k: id(&k),
+            v: id(&v),
+            heads,
+            lengths,
+        })
+    }
+
+    fn mean_pool(
+        &mut self,
+        x: Resource<TensorHandle>,
+        lengths: Vec<u32>,
+    ) -> Result<Resource<TensorHandle>> {
+        self.op(Op::MeanPool { x: id(&x), lengths })
+    }
+
+    fn l2_normalize(
+        &mut self,
+        x: Resource<TensorHandle>,
+        eps: f32,
+    ) -> Result<Resource<TensorHandle>> {
+        self.op(Op::L2Normalize { x: id(&x), eps })
     }
 }

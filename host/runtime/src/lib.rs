@@ -59,7 +59,7 @@ pub use registry::{
     FailureReason, Model, ModelRef, ModelSettings, ModelStats, Registry, validate_name,
 };
 pub use repository::{ModelConfig, Repository};
-pub use runtime::{Function, Runtime, RuntimeConfig};
+pub use runtime::{Function, Runtime, RuntimeConfig, WIT_VERSION};
 pub use tensor::{DType, Tensor, TensorData};
 pub use tensorlet_kernels::Level as KernelLevel;
 pub use weights::Weights;

@@ -6,8 +6,11 @@
 //!
 //! Datatypes: `FP32` (and `FP64`/`FP16`, narrowed or widened to f32) become f32 tensors;
 //! `UINT8` becomes a byte tensor; `BYTES` with one base64 string element becomes a byte
-//! tensor of the decoded bytes (raw files such as PNG images). `data` may be flat or
-//! nested row-major arrays.
+//! tensor of the decoded bytes (raw files such as PNG images), except for an input the
+//! function declares as `bytes` (text): there `BYTES` elements are byte strings, each JSON
+//! string taken verbatim (its UTF-8 bytes) and binary data as Triton sends it, each element
+//! a 4-byte little-endian length and that many bytes. `data` may be flat or nested
+//! row-major arrays.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -185,6 +188,12 @@ impl InferenceRequest {
 
     /// Converts the inputs into named host tensors, validating datatype, shape and data.
     pub fn to_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        self.to_tensors_as(|_| false)
+    }
+
+    /// [`InferenceRequest::to_tensors`], taking the inputs for which `strings` says so as
+    /// byte-string tensors (`BYTES` elements kept as strings, not one base64 file).
+    pub fn to_tensors_as(&self, strings: impl Fn(&str) -> bool) -> Result<Vec<(String, Tensor)>> {
         let mut seen = std::collections::HashSet::new();
         self.inputs
             .iter()
@@ -195,9 +204,12 @@ impl InferenceRequest {
                         input.name
                     )));
                 }
-                let t = input
-                    .to_tensor()
-                    .map_err(|e| e.context(format!("input `{}`", input.name)))?;
+                let t = if strings(&input.name) {
+                    input.to_string_tensor()
+                } else {
+                    input.to_tensor()
+                };
+                let t = t.map_err(|e| e.context(format!("input `{}`", input.name)))?;
                 Ok((input.name.clone(), t))
             })
             .collect()
@@ -205,6 +217,60 @@ impl InferenceRequest {
 }
 
 impl RequestInput {
+    /// The input as a tensor of byte strings: `BYTES` only; JSON strings taken verbatim,
+    /// binary data as length-prefixed elements.
+    fn to_string_tensor(&self) -> Result<Tensor> {
+        if self.datatype != "BYTES" {
+            return Err(Error::invalid_input(format!(
+                "datatype `{}` given where the function takes text: use BYTES",
+                self.datatype
+            )));
+        }
+        let count = element_count(&self.shape)?;
+        let strings = match &self.binary {
+            Some(bytes) => {
+                let mut rest = bytes.as_slice();
+                let mut strings = Vec::new();
+                while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+                    let len = u32::from_le_bytes(*len) as usize;
+                    let Some((s, tail)) = tail.split_at_checked(len) else {
+                        return Err(Error::invalid_input(format!(
+                            "BYTES binary data: element {} says it has {len} bytes, only {} follow",
+                            strings.len(),
+                            tail.len()
+                        )));
+                    };
+                    strings.push(s.to_vec());
+                    rest = tail;
+                }
+                if !rest.is_empty() {
+                    return Err(Error::invalid_input(format!(
+                        "BYTES binary data ends with {} bytes that are not a 4-byte length and \
+                         its element",
+                        rest.len()
+                    )));
+                }
+                strings
+            }
+            None => {
+                check_nesting(&self.data, &self.shape)?;
+                let mut flat = Vec::new();
+                flatten(&self.data, &mut flat)?;
+                flat.iter()
+                    .enumerate()
+                    .map(|(i, v)| match v {
+                        Value::String(s) => Ok(s.as_bytes().to_vec()),
+                        other => Err(Error::invalid_input(format!(
+                            "BYTES element {i} is {other}, expected a string"
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
+        };
+        check_count(&self.shape, count, strings.len())?;
+        Tensor::from_bytes(self.shape.clone(), strings)
+    }
+
     fn to_tensor(&self) -> Result<Tensor> {
         if let Some(bytes) = &self.binary {
             return self.binary_tensor(bytes);
@@ -485,16 +551,28 @@ impl ResponseOutput {
         let datatype = match t.data() {
             TensorData::F32(_) => "FP32",
             TensorData::U8(_) => "UINT8",
+            TensorData::Bytes(_) => "BYTES",
         };
         let mut parameters = Map::new();
         let data = match (binary, t.data()) {
             (None, TensorData::F32(d)) => Value::Array(d.iter().map(|&x| f32_json(x)).collect()),
             (None, TensorData::U8(d)) => Value::from(d.to_vec()),
+            (None, TensorData::Bytes(d)) => Value::Array(
+                d.iter()
+                    .map(|s| Value::String(String::from_utf8_lossy(s).into_owned()))
+                    .collect(),
+            ),
             (Some(tail), data) => {
                 let start = tail.len();
                 match data {
                     TensorData::F32(d) => tail.extend(d.iter().flat_map(|x| x.to_le_bytes())),
                     TensorData::U8(d) => tail.extend_from_slice(d),
+                    TensorData::Bytes(d) => {
+                        for s in d.iter() {
+                            tail.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                            tail.extend_from_slice(s);
+                        }
+                    }
                 }
                 parameters.insert("binary_data_size".into(), Value::from(tail.len() - start));
                 Value::Null

@@ -438,6 +438,9 @@ const PROVIDED: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// The version of the `tensorlet:nn` WIT package this host provides (`wit/tensorlet.wit`).
+pub const WIT_VERSION: &str = "0.2.0";
+
 /// Checks that the host provides every import of `component`, naming the first it lacks.
 /// (Type mismatches of a provided import are found by linking, right after.)
 fn check_imports(engine: &Engine, name: &str, component: &Component) -> Result<()> {
@@ -454,15 +457,22 @@ fn check_imports(engine: &Engine, name: &str, component: &Component) -> Result<(
             })
             .unwrap_or(false);
         let version_ok = match import.split_once('@') {
-            Some((_, v)) if unversioned.starts_with("tensorlet:") => v == "0.1.0",
+            Some((_, v)) if unversioned.starts_with("tensorlet:") => v == WIT_VERSION,
             Some((_, v)) if unversioned.starts_with("wasi:") => v.starts_with("0.2."),
             _ => false,
         };
+        if provided && !version_ok && unversioned.starts_with("tensorlet:") {
+            return Err(Error::unsupported(format!(
+                "function `{name}` imports `{import}`, but this host provides \
+                 `tensorlet:nn@{WIT_VERSION}`: rebuild the function against the current \
+                 tensorlet-sdk (`wit/tensorlet.wit`)"
+            )));
+        }
         if !(provided && version_ok) {
             return Err(Error::unsupported(format!(
                 "function `{name}` imports `{import}`, which this host does not provide; a \
-                 function may import `tensorlet:nn/{{tensors,weights,ops}}@0.1.0` and WASI \
-                 0.2 interfaces"
+                 function may import `tensorlet:nn/{{tensors,weights,ops}}@{WIT_VERSION}` and \
+                 WASI 0.2 interfaces"
             )));
         }
     }
@@ -644,6 +654,7 @@ impl Function {
             let spec = self.input_spec(&input.name)?;
             let accepted: &[&str] = match crate::tensor::DType::from(spec.dtype) {
                 crate::DType::U8 => &["UINT8", "BYTES"],
+                crate::DType::Bytes => &["BYTES"],
                 _ => &["FP32", "FP64", "FP16", "BF16", "INT32", "INT64"],
             };
             if !accepted.contains(&input.datatype.as_str()) {
@@ -656,7 +667,10 @@ impl Function {
                 )));
             }
         }
-        request.to_tensors()
+        request.to_tensors_as(|name| {
+            self.input_spec(name)
+                .is_ok_and(|spec| crate::DType::from(spec.dtype) == crate::DType::Bytes)
+        })
     }
 
     /// The response to `request` from the function's `outputs`: the outputs it asks for (all

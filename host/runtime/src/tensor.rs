@@ -20,16 +20,20 @@ pub enum DType {
     BF16,
     /// Bytes.
     U8,
+    /// Byte strings, one per element (OIP `BYTES`).
+    Bytes,
 }
 
 impl DType {
-    /// The name safetensors uses (`F32`, `F16`, `BF16`, `U8`).
+    /// The name safetensors uses (`F32`, `F16`, `BF16`, `U8`); `BYTES` (OIP's name) for
+    /// byte strings, which safetensors cannot hold.
     pub fn as_str(self) -> &'static str {
         match self {
             DType::F32 => "F32",
             DType::F16 => "F16",
             DType::BF16 => "BF16",
             DType::U8 => "U8",
+            DType::Bytes => "BYTES",
         }
     }
 }
@@ -41,6 +45,19 @@ pub enum TensorData {
     F32(Arc<[f32]>),
     /// Raw bytes (e.g. an encoded image).
     U8(Arc<[u8]>),
+    /// Byte strings (e.g. sentences), one per element.
+    Bytes(Arc<[Vec<u8>]>),
+}
+
+impl TensorData {
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorData::F32(_) => DType::F32,
+            TensorData::U8(_) => DType::U8,
+            TensorData::Bytes(_) => DType::Bytes,
+        }
+    }
 }
 
 /// A shape and its row-major data.
@@ -90,6 +107,17 @@ impl Tensor {
         })
     }
 
+    /// A tensor of byte strings; `data` must hold exactly the shape's element count.
+    pub fn from_bytes(shape: Vec<usize>, data: impl Into<Arc<[Vec<u8>]>>) -> Result<Self> {
+        let data = data.into();
+        Self::check_len(&shape, data.len())?;
+        Ok(Tensor {
+            shape,
+            data: TensorData::Bytes(data),
+            prepared: None,
+        })
+    }
+
     fn check_len(shape: &[usize], len: usize) -> Result<()> {
         let expected = element_count(shape)?;
         if expected != len {
@@ -107,10 +135,7 @@ impl Tensor {
 
     /// The element type.
     pub fn dtype(&self) -> DType {
-        match self.data {
-            TensorData::F32(_) => DType::F32,
-            TensorData::U8(_) => DType::U8,
-        }
+        self.data.dtype()
     }
 
     /// The packing cache, if this tensor is a weight.
@@ -133,10 +158,7 @@ impl Tensor {
     pub fn f32s(&self, what: &str) -> Result<&[f32]> {
         match &self.data {
             TensorData::F32(d) => Ok(d),
-            TensorData::U8(_) => Err(Error::invalid_input(format!(
-                "{what}: expected an f32 tensor, got u8 with shape {:?}",
-                self.shape
-            ))),
+            other => Err(self.wrong_dtype(what, "an f32", other)),
         }
     }
 
@@ -144,11 +166,28 @@ impl Tensor {
     pub fn u8s(&self, what: &str) -> Result<&[u8]> {
         match &self.data {
             TensorData::U8(d) => Ok(d),
-            TensorData::F32(_) => Err(Error::invalid_input(format!(
-                "{what}: expected a u8 tensor, got f32 with shape {:?}",
-                self.shape
-            ))),
+            other => Err(self.wrong_dtype(what, "a u8", other)),
         }
+    }
+
+    /// The byte strings, or an error naming `what` if this is not a `bytes` tensor.
+    pub fn byte_strings(&self, what: &str) -> Result<&[Vec<u8>]> {
+        match &self.data {
+            TensorData::Bytes(d) => Ok(d),
+            other => Err(self.wrong_dtype(what, "a bytes", other)),
+        }
+    }
+
+    fn wrong_dtype(&self, what: &str, expected: &str, got: &TensorData) -> Error {
+        Error::invalid_input(format!(
+            "{what}: expected {expected} tensor, got {} with shape {:?}",
+            match got {
+                TensorData::F32(_) => "f32",
+                TensorData::U8(_) => "u8",
+                TensorData::Bytes(_) => "bytes",
+            },
+            self.shape
+        ))
     }
 
     /// Number of elements.
@@ -156,6 +195,7 @@ impl Tensor {
         match &self.data {
             TensorData::F32(d) => d.len(),
             TensorData::U8(d) => d.len(),
+            TensorData::Bytes(d) => d.len(),
         }
     }
 
@@ -164,11 +204,13 @@ impl Tensor {
         self.len() == 0
     }
 
-    /// Bytes the elements occupy.
+    /// Bytes the elements occupy (a byte string counts its length plus 4, as in the
+    /// length-prefixed binary form of OIP `BYTES`).
     pub fn byte_len(&self) -> usize {
         match &self.data {
             TensorData::F32(d) => d.len() * 4,
             TensorData::U8(d) => d.len(),
+            TensorData::Bytes(d) => d.iter().map(|s| s.len().saturating_add(4)).sum(),
         }
     }
 

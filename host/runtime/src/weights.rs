@@ -19,10 +19,10 @@ use crate::prepared::{HalfValues, Prepared};
 use crate::tensor::{DType, Tensor};
 use tensorlet_kernels::half::{bf16, f16};
 
-/// One prepared weight: its data in f32 and the dtype it was stored as.
+/// One prepared weight: its data in f32 (bytes for U8) and the dtype it was stored as.
 #[derive(Clone, Debug)]
 pub struct Weight {
-    /// The tensor, decoded to f32.
+    /// The tensor, decoded to f32 (U8 tensors stay bytes).
     pub tensor: Tensor,
     /// The dtype in the file.
     pub stored: DType,
@@ -98,10 +98,18 @@ impl Weights {
                     let f = h.iter().map(|v| v.to_f32()).collect();
                     (f, DType::BF16, Some(HalfValues::Bf16(h)))
                 }
+                Dtype::U8 => {
+                    // Bytes (a tokenizer's vocabulary, a config file): kept as they are.
+                    let tensor = Tensor::from_u8(shape, data.to_vec())
+                        .map_err(|e| bad(format!("tensor `{name}`: {}", e.message())))?;
+                    let stored = DType::U8;
+                    tensors.insert(name.to_string(), Weight { tensor, stored });
+                    continue;
+                }
                 other => {
                     return Err(Error::unsupported(format!(
                         "weights `{source}`: tensor `{name}` has dtype {other:?}; \
-                             supported dtypes are F32, F16 and BF16"
+                             supported dtypes are F32, F16, BF16 and U8"
                     )));
                 }
             };

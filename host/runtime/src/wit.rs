@@ -31,6 +31,7 @@ impl From<crate::tensor::DType> for Dtype {
             DType::F16 => Dtype::F16,
             DType::BF16 => Dtype::Bf16,
             DType::U8 => Dtype::U8,
+            DType::Bytes => Dtype::Bytes,
         }
     }
 }
@@ -43,6 +44,7 @@ impl From<Dtype> for crate::tensor::DType {
             Dtype::F16 => DType::F16,
             Dtype::Bf16 => DType::BF16,
             Dtype::U8 => DType::U8,
+            Dtype::Bytes => DType::Bytes,
         }
     }
 }
@@ -87,6 +89,7 @@ impl From<Activation> for tensorlet_kernels::Activation {
             Activation::Sigmoid => A::Sigmoid,
             Activation::Tanh => A::Tanh,
             Activation::Gelu => A::Gelu,
+            Activation::GeluErf => A::GeluErf,
         }
     }
 }
@@ -115,6 +118,7 @@ impl From<tensorlet_kernels::Activation> for provider::kops::Activation {
             K::Sigmoid => A::Sigmoid,
             K::Tanh => A::Tanh,
             K::Gelu => A::Gelu,
+            K::GeluErf => A::GeluErf,
         }
     }
 }

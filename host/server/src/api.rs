@@ -181,6 +181,7 @@ pub(crate) fn datatype(spec: &IoSpec) -> &'static str {
         DType::F16 => "FP16",
         DType::BF16 => "BF16",
         DType::U8 => "UINT8",
+        DType::Bytes => "BYTES",
     }
 }
 

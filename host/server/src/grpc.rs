@@ -415,7 +415,7 @@ fn infer_request(r: proto::ModelInferRequest) -> Result<InferenceRequest, Status
     })
 }
 
-/// Typed contents as JSON data, or (BYTES) as binary data with its length prefix.
+/// Typed contents as JSON data, or (BYTES) as binary data, each element length-prefixed.
 fn contents(
     name: &str,
     datatype: &str,
@@ -434,19 +434,17 @@ fn contents(
             numbers(c.uint_contents.into_iter().map(Value::from).collect())
         }
         "UINT64" => numbers(c.uint64_contents.into_iter().map(Value::from).collect()),
-        "BYTES" => match <[Vec<u8>; 1]>::try_from(c.bytes_contents) {
-            Ok([bytes]) => {
+        "BYTES" => {
+            // Every element framed as in binary data: a 4-byte length, then its bytes.
+            let mut framed = Vec::new();
+            for bytes in c.bytes_contents {
                 let len = u32::try_from(bytes.len())
                     .map_err(|_| bad(format!("input `{name}`: a BYTES element of over 4 GiB")))?;
-                let mut framed = len.to_le_bytes().to_vec();
+                framed.extend_from_slice(&len.to_le_bytes());
                 framed.extend_from_slice(&bytes);
-                Ok((Value::Null, Some(framed)))
             }
-            Err(v) => Err(bad(format!(
-                "input `{name}`: BYTES contents must hold one element, got {}",
-                v.len()
-            ))),
-        },
+            Ok((Value::Null, Some(framed)))
+        }
         other => Err(bad(format!(
             "input `{name}`: datatype `{other}` has no typed contents; send it as \
              raw_input_contents"

@@ -139,8 +139,10 @@ impl State {
     pub fn model_names(&self) -> Vec<String> {
         match &self.source {
             Source::Repository(r) => r.model_names().unwrap_or_default(),
+            // Only the bundled functions whose weights are bundled too.
             Source::Bundled => bundled::BUNDLED
                 .iter()
+                .filter(|b| b.default_weights.is_some())
                 .map(|b| b.name.to_string())
                 .collect(),
         }
@@ -172,7 +174,8 @@ impl State {
                 let b = bundled::find(name)?;
                 let rt = self.registry.runtime();
                 let function = rt.load_function(b.name, b.component)?;
-                let weights = rt.load_weights(&format!("bundled {} weights", b.name), b.weights)?;
+                let weights =
+                    rt.load_weights(&format!("bundled {} weights", b.name), b.weights()?)?;
                 let model = tensorlet_host::Model::new(
                     b.name,
                     1,

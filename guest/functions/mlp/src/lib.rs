@@ -109,14 +109,24 @@ impl Function for Mlp {
                     &[10],
                     "Input feature means [K], optional (with scaler.scale): x' = (x - mean) / scale.",
                 ),
-                IoSpec::new("scaler.scale", Dtype::F32, &[10], "Input feature scales [K], optional."),
+                IoSpec::new(
+                    "scaler.scale",
+                    Dtype::F32,
+                    &[10],
+                    "Input feature scales [K], optional.",
+                ),
                 IoSpec::new(
                     "target.mean",
                     Dtype::F32,
                     &[1],
                     "Target mean [O], optional (with target.scale): y = y' * scale + mean.",
                 ),
-                IoSpec::new("target.scale", Dtype::F32, &[1], "Target scale [O], optional."),
+                IoSpec::new(
+                    "target.scale",
+                    Dtype::F32,
+                    &[1],
+                    "Target scale [O], optional.",
+                ),
             ],
         }
     }

@@ -81,7 +81,7 @@ fn describe_weights(w: &Weights) {
         let b = n * match weight.stored {
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
-            DType::U8 => 1,
+            DType::U8 | DType::Bytes => 1,
         };
         params += n;
         bytes += b;

@@ -36,14 +36,14 @@ impl PackCommand {
             (read_input(self.function.as_ref())?, None)
         } else {
             let b = tensorlet_host::bundled::find(&self.function)?;
-            (b.component.to_vec(), Some(b.weights))
+            (b.component.to_vec(), Some(b))
         };
         let scratch;
         let weights = match (&self.weights, bundled_weights) {
             (Some(w), _) => w.clone(),
-            (None, Some(bytes)) => {
+            (None, Some(b)) => {
                 // The bundled weights live in the binary; pack copies them from a file.
-                scratch = Scratch::write(bytes)?;
+                scratch = Scratch::write(b.weights()?)?;
                 scratch.path.clone()
             }
             (None, None) => {

@@ -9,9 +9,10 @@ use super::{RuntimeArgs, is_path, load_function, read_input};
 
 /// Run FUNCTION (a bundled name or a .wasm/.cwasm path) on one request.
 ///
-/// INPUT is an Open Inference Protocol JSON request
-/// (`{"inputs":[{"name","shape","datatype","data"}]}`), `-` for stdin, or a PNG/PGM image,
-/// which is sent as the `png` input. The response JSON goes to stdout.
+/// INPUT is a file holding an Open Inference Protocol JSON request
+/// (`{"inputs":[{"name","shape","datatype","data"}]}`) or a PNG/PGM image, which is sent as
+/// the `png` input; `-` for stdin; or the JSON request itself (an argument starting with
+/// `{`). The response JSON goes to stdout.
 #[derive(Args, Debug)]
 pub struct RunCommand {
     /// A bundled function name (see `tensorlet list`) or a component path.
@@ -19,8 +20,8 @@ pub struct RunCommand {
     /// Safetensors weights; defaults to the bundled function's own weights.
     #[arg(long, short, value_name = "FILE")]
     weights: Option<PathBuf>,
-    /// The request: JSON, a PNG/PGM image, or `-` for stdin.
-    #[arg(long, short, value_name = "FILE")]
+    /// The request: a JSON or PNG/PGM file, `-` for stdin, or inline JSON (`{...}`).
+    #[arg(long, short, value_name = "FILE|JSON")]
     input: PathBuf,
     /// Pretty-print the response.
     #[arg(long)]
@@ -41,10 +42,17 @@ impl RunCommand {
             }
             None => {
                 let b = tensorlet_host::bundled::find(&self.function)?;
-                runtime.load_weights(&format!("bundled {} weights", b.name), b.weights)?
+                runtime.load_weights(&format!("bundled {} weights", b.name), b.weights()?)?
             }
         };
-        let bytes = read_input(&self.input)?;
+        let inline = self
+            .input
+            .to_str()
+            .filter(|s| s.trim_start().starts_with('{'));
+        let bytes = match inline {
+            Some(json) => json.as_bytes().to_vec(),
+            None => read_input(&self.input)?,
+        };
         let request = if bytes.starts_with(b"\x89PNG") || bytes.starts_with(b"P5") {
             InferenceRequest::from_bytes_input("png", &bytes)
         } else {
@@ -54,8 +62,10 @@ impl RunCommand {
                     self.input.display()
                 ))
             })?;
-            InferenceRequest::from_json(text)
-                .map_err(|e| e.context(format!("input `{}`", self.input.display())))?
+            InferenceRequest::from_json(text).map_err(|e| match inline {
+                Some(_) => e.context("the inline JSON request"),
+                None => e.context(format!("input `{}`", self.input.display())),
+            })?
         };
         let response = function.infer_request(&weights, &request)?;
         let json = if self.pretty {

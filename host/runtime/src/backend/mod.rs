@@ -97,7 +97,7 @@ impl From<LimitHit> for Failure {
 pub(crate) type Outcome<T> = std::result::Result<T, Failure>;
 
 /// One kernel op on tensors of a session.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Op {
     /// `act(x · wᵀ + b)`.
     Dense {
@@ -128,6 +128,27 @@ pub(crate) enum Op {
     Add { a: TensorId, b: TensorId },
     /// `a × b`, b broadcast over a's leading dimensions.
     Mul { a: TensorId, b: TensorId },
+    /// Layer normalisation over the last dimension.
+    LayerNorm {
+        x: TensorId,
+        gamma: TensorId,
+        beta: TensorId,
+        eps: f32,
+    },
+    /// Rows `ids` of `table`.
+    Embedding { table: TensorId, ids: Vec<u32> },
+    /// Multi-head attention over `[batch, seq, width]` q, k, v with real lengths.
+    Attention {
+        q: TensorId,
+        k: TensorId,
+        v: TensorId,
+        heads: u32,
+        lengths: Vec<u32>,
+    },
+    /// Mean over each sequence's first `lengths[b]` positions.
+    MeanPool { x: TensorId, lengths: Vec<u32> },
+    /// Rows of the last dimension divided by their norm (at least `eps`).
+    L2Normalize { x: TensorId, eps: f32 },
 }
 
 /// What a request's session needs from the runtime.

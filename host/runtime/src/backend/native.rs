@@ -128,6 +128,100 @@ impl NativeSession {
             }
             Op::Add { a, b } => self.elementwise("add", a, b, Kernels::add),
             Op::Mul { a, b } => self.elementwise("mul", a, b, Kernels::mul),
+            Op::LayerNorm {
+                x,
+                gamma,
+                beta,
+                eps,
+            } => {
+                let (x, g, b) = (self.tensor(x)?, self.tensor(gamma)?, self.tensor(beta)?);
+                let d = tensorlet_kernels::layer_norm_dims(x.shape(), g.shape(), b.shape())?;
+                let xd = x.f32s("layer-norm: x")?;
+                let mut out = self.output(xd.len())?;
+                if !xd.is_empty() {
+                    let (gd, bd) = (g.f32s("layer-norm: gamma")?, b.f32s("layer-norm: beta")?);
+                    self.kernels
+                        .layer_norm(xd, d, gd, bd, eps, elems(&mut out))
+                        .map_err(|e| Error::from(e).context("layer-norm"))?;
+                }
+                self.push_f32(x.shape().to_vec(), out)
+            }
+            Op::Embedding { table, ids } => {
+                let table = self.tensor(table)?;
+                let shape = tensorlet_kernels::embedding_dims(table.shape(), ids.len())?;
+                let mut out = self.output(element_count(&shape)?)?;
+                self.kernels
+                    .gather_rows(
+                        table.f32s("embedding: table")?,
+                        shape[1],
+                        &ids,
+                        elems(&mut out),
+                    )
+                    .map_err(|e| Error::from(e).context("embedding"))?;
+                self.push_f32(shape.to_vec(), out)
+            }
+            Op::Attention {
+                q,
+                k,
+                v,
+                heads,
+                lengths,
+            } => {
+                let (q, k, v) = (self.tensor(q)?, self.tensor(k)?, self.tensor(v)?);
+                let dims = tensorlet_kernels::attention_dims(
+                    q.shape(),
+                    k.shape(),
+                    v.shape(),
+                    heads as usize,
+                    lengths.len(),
+                )?;
+                let lengths: Vec<usize> = lengths.iter().map(|&l| l as usize).collect();
+                let qd = q.f32s("attention: q")?;
+                let mut out = self.output(qd.len())?;
+                self.kernels
+                    .attention(
+                        qd,
+                        k.f32s("attention: k")?,
+                        v.f32s("attention: v")?,
+                        dims,
+                        &lengths,
+                        elems(&mut out),
+                    )
+                    .map_err(|e| Error::from(e).context("attention"))?;
+                self.push_f32(q.shape().to_vec(), out)
+            }
+            Op::MeanPool { x, lengths } => {
+                let x = self.tensor(x)?;
+                let [batch, seq, d] = tensorlet_kernels::mean_pool_dims(x.shape(), lengths.len())?;
+                let lengths: Vec<usize> = lengths.iter().map(|&l| l as usize).collect();
+                let mut out = self.output(element_count(&[batch, d])?)?;
+                self.kernels
+                    .mean_pool(
+                        x.f32s("mean-pool: x")?,
+                        batch,
+                        seq,
+                        d,
+                        &lengths,
+                        elems(&mut out),
+                    )
+                    .map_err(|e| Error::from(e).context("mean-pool"))?;
+                self.push_f32(vec![batch, d], out)
+            }
+            Op::L2Normalize { x, eps } => {
+                let x = self.tensor(x)?;
+                let Some(&d) = x.shape().last() else {
+                    return Err(Error::shape_mismatch(
+                        "l2-normalize: x must have rank ≥ 1, got a scalar",
+                    ));
+                };
+                let xd = x.f32s("l2-normalize: x")?;
+                let mut out = self.output(xd.len())?;
+                elems(&mut out).copy_from_slice(xd);
+                self.kernels
+                    .l2_normalize(elems(&mut out), d, eps)
+                    .map_err(|e| Error::from(e).context("l2-normalize"))?;
+                self.push_f32(x.shape().to_vec(), out)
+            }
         }
     }
 

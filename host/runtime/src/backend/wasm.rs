@@ -190,6 +190,7 @@ impl WasmSession {
         called(match tensor.data() {
             TensorData::F32(d) => t.call_from_f32(&mut self.store, &shape, d),
             TensorData::U8(d) => t.call_from_u8(&mut self.store, &shape, d),
+            TensorData::Bytes(d) => t.call_from_bytes(&mut self.store, &shape, d),
         })
     }
 
@@ -221,6 +222,22 @@ impl WasmSession {
             Op::Softmax { x } => ops.call_softmax(store, r(x)?),
             Op::Add { a, b } => ops.call_add(store, r(a)?, r(b)?),
             Op::Mul { a, b } => ops.call_mul(store, r(a)?, r(b)?),
+            Op::LayerNorm {
+                x,
+                gamma,
+                beta,
+                eps,
+            } => ops.call_layer_norm(store, r(x)?, r(gamma)?, r(beta)?, eps),
+            Op::Embedding { table, ids } => ops.call_embedding(store, r(table)?, &ids),
+            Op::Attention {
+                q,
+                k,
+                v,
+                heads,
+                lengths,
+            } => ops.call_attention(store, r(q)?, r(k)?, r(v)?, heads, &lengths),
+            Op::MeanPool { x, lengths } => ops.call_mean_pool(store, r(x)?, &lengths),
+            Op::L2Normalize { x, eps } => ops.call_l2_normalize(store, r(x)?, eps),
         };
         let out = called(result)?;
         self.hand_out(out, true)
@@ -256,6 +273,9 @@ impl Session for WasmSession {
             ktensors::Dtype::U8 => {
                 Tensor::from_u8(shape, called(t.call_to_u8(&mut self.store, r))?)
             }
+            ktensors::Dtype::Bytes => {
+                Tensor::from_bytes(shape, called(t.call_to_bytes(&mut self.store, r))?)
+            }
             _ => Tensor::from_f32(shape, called(t.call_to_f32(&mut self.store, r))?),
         };
         Ok(tensor?)
@@ -275,6 +295,7 @@ impl Session for WasmSession {
             ktensors::Dtype::F16 => DType::F16,
             ktensors::Dtype::Bf16 => DType::BF16,
             ktensors::Dtype::U8 => DType::U8,
+            ktensors::Dtype::Bytes => DType::Bytes,
         })
     }
 

@@ -9,8 +9,11 @@
 //!   forward pass reading the same safetensors, within 1e-4 per component; a sentence's
 //!   embedding alone and inside a mixed-length batch agree within 1e-6; the published
 //!   sentence-transformers example (cosine 0.755) holds through the CLI.
+//! - `tensorlet convert --dtype f16` halves the file and its embeddings stay within cosine
+//!   0.9999 of the F32 ones (BF16: 0.999).
 //! - The kernels component (`--kernels wasm`) gives the native kernels' embeddings within
 //!   1e-5.
+//! - `tensorlet serve` answers text sent as JSON strings and as binary BYTES elements.
 //! - Bad input (non-UTF-8, an empty batch, an oversized text, weights missing a tensor or
 //!   with a wrong hidden size): typed errors, and the runtime keeps serving.
 //!
@@ -24,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 
-use common::{fixture, repo};
+use common::{exchange, fixture, repo};
 use serde_json::Value;
 use tensorlet_host::{ErrorKind, Function, KernelBackend, Runtime, RuntimeConfig, Tensor, Weights};
 
@@ -299,6 +302,152 @@ fn the_kernels_component_gives_the_native_embeddings() {
             "{s:?}: wasm vs native kernels differ by {diff}"
         );
     }
+}
+
+#[test]
+fn f16_weights_from_convert_stay_within_cosine_0_9999() {
+    let dir = target_dir().join("minilm-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (rt, f, _) = model();
+    let (f32s, _) = embed(SENTENCES);
+    let original = std::fs::metadata(weights_path()).unwrap().len();
+    for (dtype, floor) in [("f16", 0.9999f32), ("bf16", 0.999)] {
+        let out = dir.join(format!("minilm-{dtype}-{}.safetensors", std::process::id()));
+        let status = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+            .args(["convert", "--dtype", dtype])
+            .arg(weights_path())
+            .arg("-o")
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success(), "tensorlet convert --dtype {dtype}");
+        let size = std::fs::metadata(&out).unwrap().len();
+        assert!(
+            (size as f64) < 0.51 * original as f64,
+            "{dtype}: {size} bytes of {original}"
+        );
+        let w = rt.load_weights_file(&out).unwrap();
+        let texts: Vec<&[u8]> = SENTENCES.iter().map(|t| t.as_bytes()).collect();
+        let (halves, _) = embed_with(f, &w, &texts).unwrap();
+        let worst = f32s
+            .iter()
+            .zip(&halves)
+            .map(|(a, b)| dot(a, b) / (dot(a, a) * dot(b, b)).sqrt())
+            .fold(1.0f32, f32::min);
+        eprintln!("{dtype} weights: lowest cosine to the f32 embeddings {worst}");
+        assert!(worst >= floor, "{dtype}: cosine {worst} < {floor}");
+        std::fs::remove_file(&out).unwrap();
+    }
+}
+
+/// The model served from a repository: text as JSON strings and as Triton's binary BYTES
+/// elements, answered with the library's embeddings.
+#[test]
+fn tensorlet_serve_takes_text_as_json_and_as_binary_bytes() {
+    use std::io::BufRead;
+    let dir = target_dir().join(format!("minilm-repo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let version = dir.join("minilm").join("1");
+    run(
+        Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+            .args(["pack", "minilm", "--weights"])
+            .arg(weights_path())
+            .arg("-o")
+            .arg(&version),
+        "tensorlet pack minilm",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--metrics",
+            "none",
+            "--grpc",
+            "none",
+        ])
+        .arg("--repository")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .rsplit("://")
+        .next()
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let texts = ["A man is eating food.", "Héllo wörld — 東京"];
+    let (want, _) = embed(&texts);
+    let embedding = |body: &[u8], headers: &[(&str, String)]| -> Vec<f32> {
+        let (status, head, answer) =
+            exchange(&addr, "POST", "/v2/models/minilm/infer", headers, body);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        let (json, tail) = match head
+            .lines()
+            .find_map(|l| l.strip_prefix("inference-header-content-length: "))
+        {
+            Some(n) => answer.split_at(n.trim().parse().unwrap()),
+            None => (&answer[..], &[][..]),
+        };
+        let v: Value = serde_json::from_slice(json).unwrap();
+        let out = &v["outputs"][0];
+        assert_eq!(
+            (out["name"].as_str(), out["datatype"].as_str()),
+            (Some("embedding"), Some("FP32"))
+        );
+        if tail.is_empty() {
+            serde_json::from_value(out["data"].clone()).unwrap()
+        } else {
+            tail.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        }
+    };
+    // JSON strings.
+    let request = serde_json::json!({
+        "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": texts}],
+        "outputs": [{"name": "embedding"}],
+    });
+    let got = embedding(request.to_string().as_bytes(), &[]);
+    assert_eq!(got, want.concat(), "JSON text");
+    // Binary BYTES elements (a 4-byte length before each), the answer as binary too.
+    let mut tail = Vec::new();
+    for t in texts {
+        tail.extend_from_slice(&(t.len() as u32).to_le_bytes());
+        tail.extend_from_slice(t.as_bytes());
+    }
+    let header = serde_json::json!({
+        "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES",
+                    "parameters": {"binary_data_size": tail.len()}}],
+        "outputs": [{"name": "embedding", "parameters": {"binary_data": true}}],
+    })
+    .to_string();
+    let mut body = header.as_bytes().to_vec();
+    body.extend_from_slice(&tail);
+    let length = [("Inference-Header-Content-Length", header.len().to_string())];
+    let got = embedding(&body, &length);
+    assert_eq!(got, want.concat(), "binary text");
+    // Numbers where text is expected: a 400 naming the datatype.
+    let bad = r#"{"inputs":[{"name":"text","shape":[1],"datatype":"FP32","data":[1.0]}]}"#;
+    let (status, _, answer) = exchange(
+        &addr,
+        "POST",
+        "/v2/models/minilm/infer",
+        &[],
+        bad.as_bytes(),
+    );
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&answer));
+    assert!(String::from_utf8_lossy(&answer).contains("BYTES"));
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

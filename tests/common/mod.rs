@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -92,4 +94,41 @@ pub fn floats(v: &Value) -> Vec<f32> {
         Value::Number(n) => vec![n.as_f64().expect("number") as f32],
         other => panic!("not a number: {other}"),
     }
+}
+
+/// One HTTP/1.1 request to `addr` without a Content-Type (as tritonclient sends them), with
+/// `headers`: the status, the response's headers (lowercase) and its body.
+pub fn exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    // A server that never answers fails the test here, naming the request, instead of
+    // hanging the suite.
+    s.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        addr,
+        body.len()
+    );
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    head += "\r\n";
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut response = Vec::new();
+    s.read_to_end(&mut response)
+        .unwrap_or_else(|e| panic!("{method} {path} to {addr}: no answer ({e})"));
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
+    let status = head[9..12].parse().unwrap();
+    (status, head, response[split + 4..].to_vec())
 }

@@ -5,6 +5,8 @@
 //! dtype × shape), and every tensor is decoded into f32 (F16 and BF16 via `half`). The
 //! prepared [`Weights`] is immutable and shared: the [`crate::Runtime`] caches it by the
 //! SHA-256 of the file's bytes, and each request binds it to its store by reference.
+//! U8 tensors (a tokenizer's vocabulary, a config file) stay bytes. [`convert`] rewrites a
+//! file's F32 tensors as F16 or BF16 (half the bytes).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -154,6 +156,66 @@ impl Weights {
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
     }
+}
+
+/// Safetensors `bytes` with every F32 tensor rounded (to nearest, ties to even) to `to`,
+/// F16 or BF16; other tensors and `__metadata__` are kept as they are, and the metadata
+/// gains `tensorlet.converted` = `F32->F16` (or `F32->BF16`). `source` names the input in
+/// errors.
+///
+/// Errors (`invalid-input`) if `to` is not F16 or BF16, or `bytes` is not a valid
+/// safetensors file.
+pub fn convert(bytes: &[u8], source: &str, to: DType) -> Result<Vec<u8>> {
+    let (dtype, encode): (Dtype, fn(f32) -> [u8; 2]) = match to {
+        DType::F16 => (Dtype::F16, |v| f16::from_f32(v).to_le_bytes()),
+        DType::BF16 => (Dtype::BF16, |v| bf16::from_f32(v).to_le_bytes()),
+        other => {
+            return Err(Error::invalid_input(format!(
+                "weights can be converted to F16 or BF16, not {}",
+                other.as_str()
+            )));
+        }
+    };
+    let bad = |msg: String| Error::invalid_input(format!("weights `{source}`: {msg}"));
+    check_header(bytes).map_err(bad)?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
+    let mut metadata = header.metadata().clone().unwrap_or_default();
+    metadata.insert(
+        "tensorlet.converted".into(),
+        format!("F32->{}", to.as_str()),
+    );
+    let tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+        .iter()
+        .map(|(name, view)| {
+            let data = if view.dtype() == Dtype::F32 {
+                view.data()
+                    .chunks_exact(4)
+                    .flat_map(|c| encode(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect()
+            } else {
+                view.data().to_vec()
+            };
+            let d = if view.dtype() == Dtype::F32 {
+                dtype
+            } else {
+                view.dtype()
+            };
+            (name.to_string(), d, view.shape().to_vec(), data)
+        })
+        .collect();
+    let views = tensors
+        .iter()
+        .map(|(name, d, shape, data)| {
+            safetensors::tensor::TensorView::new(*d, shape.clone(), data)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::internal(format!("tensor `{name}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::tensor::serialize(views, Some(metadata))
+        .map_err(|e| Error::internal(format!("writing the converted weights: {e}")))
 }
 
 /// Bytes per element of a safetensors dtype name, for the dtypes whose size is whole bytes.
@@ -334,6 +396,35 @@ mod tests {
         out.extend_from_slice(header.as_bytes());
         out.extend_from_slice(data);
         out
+    }
+
+    #[test]
+    fn converts_f32_tensors_to_half_and_keeps_the_rest() {
+        let values = [1.0f32, -2.5, 0.1, 65504.0, 1e-8];
+        let header = r#"{"__metadata__":{"who":"me"},"a":{"dtype":"F32","shape":[5],"data_offsets":[0,20]},"b":{"dtype":"U8","shape":[3],"data_offsets":[20,23]}}"#;
+        let mut data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        data.extend_from_slice(b"xyz");
+        let file = file(header, &data);
+        for (to, name) in [(DType::F16, "F16"), (DType::BF16, "BF16")] {
+            let out = convert(&file, "t", to).unwrap();
+            let w = Weights::from_bytes(&out, "converted").unwrap();
+            let a = w.get("a").unwrap();
+            assert_eq!(a.stored, to);
+            for (got, &v) in a.tensor.f32s("a").unwrap().iter().zip(&values) {
+                let want = match to {
+                    DType::F16 => f16::from_f32(v).to_f32(),
+                    _ => bf16::from_f32(v).to_f32(),
+                };
+                assert_eq!(*got, want, "{name} {v}");
+            }
+            assert_eq!(w.get("b").unwrap().tensor.u8s("b").unwrap(), b"xyz");
+            let (_, meta) = SafeTensors::read_metadata(&out).unwrap();
+            let meta = meta.metadata().clone().unwrap();
+            assert_eq!(meta["who"], "me");
+            assert_eq!(meta["tensorlet.converted"], format!("F32->{name}"));
+        }
+        assert!(convert(&file, "t", DType::U8).is_err());
+        assert!(convert(b"nonsense", "t", DType::F16).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use tensorlet_host::{Error, Function, KernelBackend, Result, Runtime, RuntimeConfig};
 
 mod compile;
+mod convert;
 mod deploy;
 mod eval;
 mod inspect;
@@ -43,6 +44,8 @@ enum Command {
     Eval(eval::EvalCommand),
     /// Upload a model version folder to a running server (repository load with files).
     Deploy(deploy::DeployCommand),
+    /// Rewrite a weights file's F32 tensors as F16 or BF16.
+    Convert(convert::ConvertCommand),
     /// List the bundled functions.
     List,
 }
@@ -59,6 +62,7 @@ impl Cli {
             Command::Train(c) => c.execute(),
             Command::Eval(c) => c.execute(),
             Command::Deploy(c) => c.execute(),
+            Command::Convert(c) => c.execute(),
             Command::List => {
                 for b in tensorlet_host::bundled::BUNDLED {
                     println!("{:<12} {}", b.name, b.summary);

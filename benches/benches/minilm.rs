@@ -235,6 +235,13 @@ fn requests(c: &mut Criterion, dir: &Path) {
         };
         Model::new(config, &file)
     });
+    // The same weights as F16 (`tensorlet convert --dtype f16`): half the bytes to stream.
+    let f16_file = dir.join("minilm-f16.safetensors");
+    let bytes = std::fs::read(&file).expect("read the weights");
+    let f16_bytes = tensorlet_host::weights::convert(&bytes, "minilm", tensorlet_host::DType::F16)
+        .expect("convert to f16");
+    std::fs::write(&f16_file, f16_bytes).expect("write the f16 weights");
+    let half = Model::new(RuntimeConfig::default(), &f16_file);
     let batch = sentences();
     assert_eq!(batch.len(), BATCH);
     let single = batch[..1].to_vec();
@@ -267,6 +274,9 @@ fn requests(c: &mut Criterion, dir: &Path) {
     });
     g.bench_function(BenchmarkId::new("tensorlet-2t", &id), |b| {
         b.iter(|| black_box(two.infer(black_box(&single))))
+    });
+    g.bench_function(BenchmarkId::new("tensorlet-1t-f16", &id), |b| {
+        b.iter(|| black_box(half.infer(black_box(&single))))
     });
     if let Some(avx2) = &avx2 {
         g.bench_function(BenchmarkId::new("tensorlet-avx2", &id), |b| {
@@ -425,6 +435,15 @@ fn table(r: &Results) -> Table {
         Some(one) => row.within("budget: 0.60 × 1-thread time", TWO_THREADS_BUDGET * one),
         None => row.vs_peer("budget: 0.60 × 1-thread time", None, Some(1.0)),
     };
+    let row = t.row(
+        format!("request: 1 sentence, {SEQ} tokens, 1 thread, F16 weights"),
+        get("tensorlet-1t-f16"),
+        sentence,
+    );
+    row.vs_limit("peak-FMA", peak_ns, peak_work, None);
+    if peers {
+        row.vs_peer("candle (F32), 1 thread", candle, None);
+    }
     if avx2 {
         t.row(
             format!("request: 1 sentence, {SEQ} tokens, 1 thread, Avx2"),
@@ -529,6 +548,11 @@ fn table(r: &Results) -> Table {
         "candle: candle-transformers BertModel (model.safetensors, config.json) + mean \
          pooling + L2 normalisation on tensorlet's token ids: its time has no tokenization; \
          its embeddings were checked against tensorlet's within 1e-3 before timing",
+    );
+    t.note(
+        "F16 weights: the same file through `tensorlet_host::weights::convert` (what \
+         `tensorlet convert --dtype f16` writes), written beside it as minilm-f16.safetensors; \
+         dense layers read the 16-bit values (half the bytes), no target (another model)",
     );
     t.note(
         "2 threads: budget = 0.60 × the 1-thread request (met at ≥ 1×); share of peak is \

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 
-use common::{exchange, fixture, repo};
+use common::{exchange, fixture, repo, serve_http_only, target_dir};
 use serde_json::Value;
 use tensorlet_host::{ErrorKind, Function, KernelBackend, Runtime, RuntimeConfig, Tensor, Weights};
 
@@ -37,15 +37,6 @@ const PACKAGES: &[&str] = &["numpy==2.4.6", "tokenizers==0.23.3"];
 
 /// The hidden size of all-MiniLM-L6-v2.
 const HIDDEN: usize = 384;
-
-fn target_dir() -> PathBuf {
-    // <target>/<profile>/tensorlet
-    Path::new(env!("CARGO_BIN_EXE_tensorlet"))
-        .parent()
-        .and_then(Path::parent)
-        .expect("the binary lives in <target>/<profile>")
-        .to_path_buf()
-}
 
 /// Runs `command`, panicking with its output if it fails.
 fn run(command: &mut Command, what: &str) {
@@ -82,40 +73,7 @@ fn weights_path() -> PathBuf {
 /// The reference virtualenv's python, creating and filling it if need be.
 fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let venv = target_dir().join("venv-nlp");
-        let python = venv.join("bin").join("python");
-        let ready = |python: &Path| {
-            Command::new(python)
-                .args(["-c", "import numpy, tokenizers"])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !ready(&python) {
-            run(
-                Command::new("python3").args(["-m", "venv"]).arg(&venv),
-                "python3 -m venv",
-            );
-            run(
-                Command::new(&python)
-                    .args([
-                        "-m",
-                        "pip",
-                        "install",
-                        "--quiet",
-                        "--disable-pip-version-check",
-                    ])
-                    .args(PACKAGES),
-                "pip install numpy tokenizers",
-            );
-            assert!(
-                ready(&python),
-                "numpy/tokenizers do not import after pip install"
-            );
-        }
-        python
-    })
+    PYTHON.get_or_init(|| common::venv_python("venv-nlp", PACKAGES, "numpy, tokenizers"))
 }
 
 /// The numpy reference's embeddings and token ids of `texts`, as one batch.
@@ -356,16 +314,7 @@ fn tensorlet_serve_takes_text_as_json_and_as_binary_bytes() {
             .arg(&version),
         "tensorlet pack minilm",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--metrics",
-            "none",
-            "--grpc",
-            "none",
-        ])
+    let mut child = serve_http_only()
         .arg("--repository")
         .arg(&dir)
         .stdout(Stdio::piped())

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::exchange;
+use common::{exchange, serve_http_only};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -127,21 +127,6 @@ impl Server {
         let stderr = self.stderr.take().map(|t| t.join().unwrap());
         (status.success(), stderr.unwrap_or_default())
     }
-}
-
-/// `tensorlet serve` on a free HTTP port, with gRPC and metrics off.
-fn serve_http_only() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorlet"));
-    cmd.args([
-        "serve",
-        "--http",
-        "127.0.0.1:0",
-        "--metrics",
-        "none",
-        "--grpc",
-        "none",
-    ]);
-    cmd
 }
 
 impl Drop for Server {

@@ -20,65 +20,13 @@ use common::repo;
 /// What the virtualenv gets (the versions this test was written against).
 const PACKAGES: &[&str] = &["tritonclient[http,grpc]==2.73.0", "numpy>=1.26"];
 
-fn target_dir() -> PathBuf {
-    // <target>/<profile>/tensorlet
-    let bin = Path::new(env!("CARGO_BIN_EXE_tensorlet"));
-    bin.parent()
-        .and_then(Path::parent)
-        .expect("the binary lives in <target>/<profile>")
-        .to_path_buf()
-}
-
 /// The virtualenv's python, creating and filling the virtualenv if need be.
 fn python() -> PathBuf {
-    let venv = target_dir().join("venv-triton");
-    let python = venv.join("bin").join("python");
-    let ready = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import tritonclient.http, tritonclient.grpc, numpy"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if ready(&python) {
-        return python;
-    }
-    eprintln!(
-        "installing {} into {} (one time)",
-        PACKAGES.join(" "),
-        venv.display()
-    );
-    let status = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("python3 is needed for the tritonclient test");
-    assert!(
-        status.success(),
-        "python3 -m venv {} failed",
-        venv.display()
-    );
-    let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args(PACKAGES)
-        .status()
-        .expect("run pip");
-    assert!(
-        status.success(),
-        "pip install {} failed",
-        PACKAGES.join(" ")
-    );
-    assert!(
-        ready(&python),
-        "tritonclient does not import after pip install"
-    );
-    python
+    common::venv_python(
+        "venv-triton",
+        PACKAGES,
+        "tritonclient.http, tritonclient.grpc, numpy",
+    )
 }
 
 fn tensorlet() -> Command {

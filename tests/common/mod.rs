@@ -5,7 +5,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -131,4 +132,80 @@ pub fn exchange(
     let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
     let status = head[9..12].parse().unwrap();
     (status, head, response[split + 4..].to_vec())
+}
+
+/// The target folder the tests' `tensorlet` binary was built in (`<target>`, above
+/// `<target>/<profile>/tensorlet`): where project-local virtualenvs and fetched data go.
+pub fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_tensorlet"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("the binary lives in <target>/<profile>")
+        .to_path_buf()
+}
+
+/// The python of the project-local virtualenv `<target>/<name>`, creating it and installing
+/// `packages` (pinned) if `import MODULES` fails there; needs `python3` with `venv` and
+/// access to PyPI once.
+pub fn venv_python(name: &str, packages: &[&str], modules: &str) -> PathBuf {
+    let venv = target_dir().join(name);
+    let python = venv.join("bin").join("python");
+    let ready = |python: &Path| {
+        Command::new(python)
+            .args(["-c", &format!("import {modules}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready(&python) {
+        return python;
+    }
+    eprintln!(
+        "installing {} into {} (one time)",
+        packages.join(" "),
+        venv.display()
+    );
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 is needed to make the test's virtualenv");
+    assert!(
+        status.success(),
+        "python3 -m venv {} failed",
+        venv.display()
+    );
+    let status = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(packages)
+        .status()
+        .expect("run pip");
+    assert!(
+        status.success(),
+        "pip install {} failed",
+        packages.join(" ")
+    );
+    assert!(ready(&python), "{modules} do not import after pip install");
+    python
+}
+
+/// `tensorlet serve` on a free HTTP port, with gRPC and metrics off.
+pub fn serve_http_only() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorlet"));
+    cmd.args([
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--metrics",
+        "none",
+        "--grpc",
+        "none",
+    ]);
+    cmd
 }

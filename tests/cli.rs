@@ -6,14 +6,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::{assert_outputs_close, fixture, json, repo};
-
-fn tensorlet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tensorlet"))
-        .args(args)
-        .output()
-        .expect("run tensorlet")
-}
+use common::{assert_outputs_close, fixture, json, repo, tensorlet};
 
 fn stdout_json(out: &Output) -> serde_json::Value {
     assert!(

@@ -7,22 +7,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{fixture, floats, repo};
+use common::{fixture, floats, repo, tensorlet};
 use serde_json::Value;
 use tensorlet_train::data::{Targets, idx};
-
-fn tensorlet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tensorlet"))
-        .args(args)
-        .env(
-            "TENSORLET_CACHE_DIR",
-            std::env::temp_dir().join("tensorlet-test-cache"),
-        )
-        .output()
-        .expect("run tensorlet")
-}
 
 fn succeeded(out: &Output) -> String {
     assert!(

@@ -1,5 +1,6 @@
-//! Runs the guest workspace's own unit tests (the SDK's image decoding and resizing and its
-//! WordPiece tokenizer, the `mnist-cnn` input-size rule, `minilm`'s config reading)
+//! Runs the guest workspace's own unit tests (the SDK's image decoding and resizing, its
+//! WordPiece tokenizer, e-mail-to-text and BERT config reading, the `mnist-cnn` input-size
+//! rule)
 //! natively, so the one test command covers them too.
 //!
 //! The guest is a separate workspace built for wasm32-wasip2; its pure-Rust parts also

@@ -4,21 +4,11 @@
 
 mod common;
 
+use common::tensorlet;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use tensorlet_host::{ErrorKind, Registry, Repository, Runtime, RuntimeConfig, Tensor, bundled};
-
-fn tensorlet(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tensorlet"))
-        .args(args)
-        .env(
-            "TENSORLET_CACHE_DIR",
-            std::env::temp_dir().join("tensorlet-test-cache"),
-        )
-        .output()
-        .expect("run tensorlet")
-}
 
 fn pack(function: &str, weights: Option<&Path>, out: &Path) -> std::process::Output {
     let mut args = vec!["pack", function, "-o", out.to_str().unwrap()];

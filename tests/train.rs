@@ -6,18 +6,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{fixture, repo};
+use common::{fixture, repo, tensorlet};
 use tensorlet_train::data::idx;
 use tensorlet_train::weights::WeightsFile;
-
-fn tensorlet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tensorlet"))
-        .args(args)
-        .output()
-        .expect("run tensorlet")
-}
 
 fn ok(out: &Output) -> String {
     assert!(

@@ -65,6 +65,12 @@ const COMPONENTS: &[GuestComponent] = &[
         var: "TENSORLET_MINILM_WASM",
         file: "minilm.wasm",
     },
+    GuestComponent {
+        feature: "CARGO_FEATURE_BUNDLED",
+        package: "spam",
+        var: "TENSORLET_SPAM_WASM",
+        file: "spam.wasm",
+    },
     // A deliberately broken function for the host's containment tests.
     GuestComponent {
         feature: "CARGO_FEATURE_BUNDLED",

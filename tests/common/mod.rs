@@ -209,3 +209,16 @@ pub fn serve_http_only() -> Command {
     ]);
     cmd
 }
+
+/// Runs the `tensorlet` binary with `args`, compiled components cached in a test-only
+/// folder under the system temp dir, and returns its output.
+pub fn tensorlet(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+        .args(args)
+        .env(
+            "TENSORLET_CACHE_DIR",
+            std::env::temp_dir().join("tensorlet-test-cache"),
+        )
+        .output()
+        .expect("run tensorlet")
+}

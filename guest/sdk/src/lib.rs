@@ -27,8 +27,12 @@
 //! kernels and only handles cross the sandbox boundary. Data enters and leaves guest
 //! memory only through [`Tensor::from_f32`], [`Tensor::from_u8`], [`Tensor::to_f32`] and
 //! [`Tensor::to_u8`]. The [`image`] module decodes PNG and PGM files inside the sandbox;
-//! the [`text`] module tokenizes text for BERT-style models (WordPiece).
+//! the [`text`] module tokenizes text for BERT-style models (WordPiece); [`email`] turns
+//! raw e-mail into the text a model should read; [`bert`] is a BERT sentence encoder over
+//! the weights set.
 
+pub mod bert;
+pub mod email;
 pub mod image;
 mod tensor;
 pub mod text;

@@ -4,7 +4,8 @@
 //! the weights in `models/<name>/weights.safetensors` are embedded in the binary, so
 //! `tensorlet run mnist-cnn` works from any directory with nothing else on disk. `minilm`'s
 //! weights (91 MB, fetched by `models/data/fetch.sh minilm`) are too large to embed: it is
-//! bundled without default weights.
+//! bundled without default weights, and so is `spam` (those weights plus a head trained by
+//! `tensorlet train models/spam/train.toml`).
 
 use crate::error::{Error, Result};
 
@@ -60,6 +61,15 @@ pub const BUNDLED: &[Bundled] = &[
         default_weights: None,
         weights_hint: "fetch all-MiniLM-L6-v2 with `bash models/data/fetch.sh minilm` and pass \
                        `--weights target/data/minilm/minilm.safetensors`",
+    },
+    Bundled {
+        name: "spam",
+        summary: "text [N] (BYTES, raw e-mail) -> subject + body -> minilm embedding -> dense head -> spam probability [N]",
+        component: include_bytes!(env!("TENSORLET_SPAM_WASM")),
+        default_weights: None,
+        weights_hint: "train its head with `tensorlet train models/spam/train.toml -o \
+                       spam.safetensors` (after `bash models/data/fetch.sh all`) and pass \
+                       `--weights spam.safetensors`",
     },
 ];
 

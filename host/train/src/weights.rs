@@ -166,6 +166,20 @@ pub fn write(
     extra: &[(String, Vec<usize>, Vec<f32>)],
     metadata: &BTreeMap<String, String>,
 ) -> Result<(), WeightsError> {
+    write_over(path, None, params, extra, metadata)
+}
+
+/// [`write()`], with every tensor of the safetensors file `base` (`base_path` names it in
+/// errors; any dtype, bytes unchanged) written first: a trained head beside the weights of
+/// the model it sits on, as one file. `metadata` replaces `base`'s. A name in both is a
+/// [`WeightsError::Format`].
+pub fn write_over(
+    path: &Path,
+    base: Option<(&Path, &[u8])>,
+    params: &[Param],
+    extra: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), WeightsError> {
     let io = |source| WeightsError::Io {
         path: path.to_owned(),
         source,
@@ -176,7 +190,37 @@ pub fn write(
         .chain(extra.iter().map(|(n, s, d)| (n.clone(), s.clone(), &d[..])))
         .map(|(n, s, d)| (n, s, d.iter().flat_map(|v| v.to_le_bytes()).collect()))
         .collect();
+    let base = match base {
+        Some((base_path, base)) => Some((
+            base_path,
+            SafeTensors::deserialize(base).map_err(|e| WeightsError::Format {
+                path: base_path.to_owned(),
+                what: e.to_string(),
+            })?,
+        )),
+        None => None,
+    };
     let mut views = Vec::with_capacity(bytes.len());
+    if let Some((base_path, base)) = &base {
+        for (name, view) in base.iter() {
+            if bytes.iter().any(|(n, _, _)| n == name) {
+                return Err(WeightsError::Format {
+                    path: base_path.to_path_buf(),
+                    what: format!(
+                        "already has a tensor `{name}`, which the trained network writes too"
+                    ),
+                });
+            }
+            let view =
+                TensorView::new(view.dtype(), view.shape().to_vec(), view.data()).map_err(|e| {
+                    WeightsError::Format {
+                        path: base_path.to_path_buf(),
+                        what: format!("tensor `{name}`: {e}"),
+                    }
+                })?;
+            views.push((name.to_owned(), view));
+        }
+    }
     for (name, shape, data) in &bytes {
         let view =
             TensorView::new(Dtype::F32, shape.clone(), data).map_err(|e| WeightsError::Format {

@@ -1,12 +1,13 @@
 //! Data loading against hand-made files and the committed MNIST slice: IDX round trips and
-//! every malformation, CSV values and errors, PNG image folders, seeded splits, digests and
-//! the `[data]` spec table.
+//! every malformation, CSV values and errors, PNG image folders, text folders and their
+//! embedding, seeded splits, digests and the `[data]` spec table.
 
 use std::path::{Path, PathBuf};
 use tensorlet_train::data::csv::{self, Task};
 use tensorlet_train::data::idx::{self, MnistSplit};
 use tensorlet_train::data::images;
-use tensorlet_train::data::{DataError, DataSource, Dataset, Rng, Targets};
+use tensorlet_train::data::text;
+use tensorlet_train::data::{DataError, DataSource, Dataset, Rng, Targets, split_indices};
 
 /// A fresh, empty folder under the system temp dir, unique to this process and `name`.
 fn temp_dir(name: &str) -> PathBuf {
@@ -765,4 +766,110 @@ fn data_source_loads_relative_to_root() {
         "{e}"
     );
     let _ = std::fs::remove_dir_all(root);
+}
+
+// ---------------------------------------------------------------------------------- text
+
+#[test]
+fn text_folders_load_in_class_then_name_order_with_raw_bytes() {
+    let root = temp_dir("text");
+    let dir = root.join("mail");
+    for (class, file, body) in [
+        ("spam", "b.txt", &b"WIN \xff money"[..]),
+        ("ham", "z.txt", b"see you at 3"),
+        ("ham", "a.eml", b"hello"),
+        ("spam", ".hidden", b"ignored"),
+    ] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        write(&dir.join(class).join(file), body);
+    }
+    let set = text::load(&dir).unwrap();
+    assert_eq!(set.names, ["ham", "spam"]);
+    assert_eq!(set.labels, [0, 0, 1]);
+    assert_eq!(
+        set.texts,
+        [
+            b"hello".to_vec(),
+            b"see you at 3".to_vec(),
+            b"WIN \xff money".to_vec()
+        ]
+    );
+    // The digest follows the content, not the file names.
+    let before = set.digest();
+    std::fs::rename(dir.join("ham/z.txt"), dir.join("ham/y.txt")).unwrap();
+    assert_eq!(text::load(&dir).unwrap().digest(), before);
+    write(&dir.join("ham/y.txt"), b"see you at 4");
+    assert_ne!(text::load(&dir).unwrap().digest(), before);
+
+    // Errors name the folder and what was expected.
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    let e = text::load(&dir).unwrap_err();
+    assert!(
+        message(&e).contains("class folder `empty` holds no files"),
+        "{e}"
+    );
+    let e = text::load(&root.join("nowhere")).unwrap_err();
+    assert!(matches!(e, DataError::Io { .. }), "{e}");
+    let flat = root.join("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    write(&flat.join("a.txt"), b"x");
+    let e = text::load(&flat).unwrap_err();
+    assert!(message(&e).contains("no class folders"), "{e}");
+}
+
+#[test]
+fn text_sources_are_embedded_then_split_like_any_data_set() {
+    let root = temp_dir("text-source");
+    for i in 0..10u8 {
+        let class = if i % 2 == 0 { "even" } else { "odd" };
+        std::fs::create_dir_all(root.join("t").join(class)).unwrap();
+        write(
+            &root.join("t").join(class).join(format!("{i}.txt")),
+            &vec![b'x'; usize::from(i) + 1],
+        );
+    }
+    let src: DataSource = toml::from_str(
+        r#"format = "text"
+           path = "t"
+           test_fraction = 0.3
+           split_seed = 4
+           [embed]
+           function = "spam"
+           weights = "minilm/minilm.safetensors""#,
+    )
+    .unwrap();
+    let DataSource::Text { embed, .. } = &src else {
+        panic!("{src:?}")
+    };
+    assert_eq!(embed.output, "embedding");
+    // Without an embedder a text source cannot load, and says why.
+    let e = src.load(&root).unwrap_err();
+    assert!(message(&e).contains("embedded by function `spam`"), "{e}");
+    // A stand-in embedder: (length, length²) per text.
+    let splits = src
+        .load_with(&root, &mut |set, how| {
+            assert_eq!(how.function, "spam");
+            Ok(set
+                .texts
+                .iter()
+                .flat_map(|t| [t.len() as f32, (t.len() * t.len()) as f32])
+                .collect())
+        })
+        .unwrap();
+    assert_eq!((splits.train.len(), splits.test.len()), (7, 3));
+    assert_eq!(splits.test.example_shape, [2]);
+    // The test set is exactly the seeded split's indices of the loaded order
+    // (even: 0 2 4 6 8, then odd: 1 3 5 7 9, as files sort by name).
+    let order = [0usize, 2, 4, 6, 8, 1, 3, 5, 7, 9];
+    let (_, test) = split_indices(10, 0.3, 4, "t").unwrap();
+    for (k, &i) in test.iter().enumerate() {
+        let len = (order[i] + 1) as f32;
+        assert_eq!(splits.test.example(k), [len, len * len]);
+    }
+    assert_eq!(src.held_out(&root), Some((0.3, 4)));
+    // An embedder giving a ragged result is refused.
+    let e = src
+        .load_with(&root, &mut |_, _| Ok(vec![0.0; 7]))
+        .unwrap_err();
+    assert!(message(&e).contains("7 values for 10 texts"), "{e}");
 }

@@ -19,9 +19,12 @@ use super::{RuntimeArgs, load_function};
 ///
 /// DATA is a folder with MNIST IDX files (`t10k-*` preferred, else `train-*`, plain or
 /// `.gz`), a folder of class sub-folders of PNG images, or a CSV file (with `--target` and
-/// `--task`). Examples go in batches as the function's first input (FP32); its first output
-/// is read: for classes the argmax over the last axis (score = that value), for regression
-/// the values. The report goes to stdout, throughput and progress to stderr.
+/// `--task`); for a function whose first input is BYTES, a folder of class sub-folders of
+/// text files (one text per file). Examples go in batches as the function's first input;
+/// its first output is read: for classes the argmax over the last axis (score = that
+/// value), or with one value per example and two classes, the second class when the value
+/// is at least 0.5 (score = the value); for regression the values. The report goes to
+/// stdout, throughput and progress to stderr.
 #[derive(Args, Debug)]
 pub struct EvalCommand {
     /// A bundled function name (see `tensorlet list`) or a component path.
@@ -29,13 +32,18 @@ pub struct EvalCommand {
     /// Safetensors weights to evaluate.
     #[arg(long, short, value_name = "FILE")]
     weights: PathBuf,
-    /// The test set: an MNIST folder, a folder of class folders of PNGs, or a CSV file.
+    /// The test set: an MNIST folder, a folder of class folders of PNGs (or of text files),
+    /// or a CSV file.
     #[arg(long, value_name = "DIR|FILE")]
     data: PathBuf,
-    /// Examples per request.
-    #[arg(long, default_value_t = 256, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..))]
-    batch: u32,
+    /// Examples per request [default: 256, or 16 texts].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    batch: Option<u32>,
+    /// Evaluate only the examples the weights were not trained on: the test split their
+    /// training spec (`tensorlet.spec` in the metadata `tensorlet train` writes) took from
+    /// this data, with its `test_fraction` and `split_seed`.
+    #[arg(long)]
+    held_out: bool,
     /// Requests in flight at once (each on its own thread, as concurrent clients of a
     /// server) [default: the number of CPUs].
     #[arg(long, short, value_name = "N",
@@ -89,6 +97,60 @@ enum Report {
     Regression(RegressionReport),
 }
 
+/// Examples per request for FP32 data.
+const FEATURE_BATCH: usize = 256;
+
+/// Texts per request: a batch of texts of 256 word pieces holds a few MB of activations
+/// per text.
+const TEXT_BATCH: usize = 16;
+
+/// The loaded examples, owned.
+enum Loaded {
+    Features(Dataset),
+    Texts(Vec<Vec<u8>>),
+}
+
+impl Loaded {
+    fn as_examples(&self) -> Examples<'_> {
+        match self {
+            Loaded::Features(d) => Examples::Features {
+                values: &d.features,
+                shape: &d.example_shape,
+            },
+            Loaded::Texts(t) => Examples::Texts(t),
+        }
+    }
+}
+
+/// The `(test_fraction, split_seed)` recorded in the training spec of the weights at
+/// `path`, for `--held-out`.
+fn held_out_split(path: &Path) -> Result<(f64, u64)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let metadata = tensorlet_train::weights::metadata_of(&bytes);
+    let spec = metadata.get("tensorlet.spec").ok_or_else(|| {
+        Error::invalid_input(format!(
+            "--held-out: `{}` records no training spec (`tensorlet.spec` in its metadata, as \
+             tensorlet train writes it), so which examples were held out is unknown",
+            path.display()
+        ))
+    })?;
+    let spec = tensorlet_train::spec::Spec::parse(spec).map_err(|e| {
+        Error::invalid_input(format!(
+            "--held-out: the training spec recorded in `{}` does not parse: {e}",
+            path.display()
+        ))
+    })?;
+    // Image folders decide by their layout; the recorded spec's data path is relative to
+    // a data root eval does not know, so an image source counts as split here.
+    spec.data.held_out(Path::new("")).ok_or_else(|| {
+        Error::invalid_input(format!(
+            "--held-out: the weights were trained with a separate test set ({}); pass that \
+             test set as --data instead",
+            spec.data.describe()
+        ))
+    })
+}
+
 impl EvalCommand {
     /// Loads the function, weights and data, runs every batch, and writes the reports.
     pub fn execute(self) -> Result<()> {
@@ -112,31 +174,58 @@ impl EvalCommand {
             .ok_or_else(|| {
                 Error::invalid_input(format!("function `{}` has no outputs", function.name()))
             })?;
-        let dataset = self.load_data(&input.shape)?;
-        let batch = check_input(&function, &input, &dataset, self.batch as usize)?;
+        let held_out = if self.held_out {
+            Some(held_out_split(&self.weights)?)
+        } else {
+            None
+        };
+        let (examples, targets, batch) = if DType::from(input.dtype) == DType::Bytes {
+            let set = self.load_texts(held_out)?;
+            let batch = self.batch.map_or(TEXT_BATCH, |b| b as usize);
+            let targets = Targets::Classes {
+                labels: set.labels,
+                names: set.names,
+            };
+            (Loaded::Texts(set.texts), targets, batch)
+        } else {
+            let mut dataset = self.load_data(&input.shape)?;
+            if let Some((fraction, seed)) = held_out {
+                dataset = dataset
+                    .split(fraction, seed)
+                    .map_err(|e| Error::invalid_input(format!("--held-out: {e}")))?
+                    .1;
+            }
+            let batch = self.batch.map_or(FEATURE_BATCH, |b| b as usize);
+            let batch = check_input(&function, &input, &dataset, batch)?;
+            let targets = dataset.targets.clone();
+            (Loaded::Features(dataset), targets, batch)
+        };
+        let examples = examples.as_examples();
 
         let started = Instant::now();
-        let predictions = run(
+        let (rows, width) = run_rows(
             &function,
             &weights,
             &input.name,
             &output.name,
-            &dataset,
+            &examples,
             batch,
             jobs,
+            "eval",
         )?;
+        let predictions = predictions(&targets, rows, width, &output.name)?;
         let seconds = started.elapsed().as_secs_f64();
-        let count = dataset.len();
+        let count = examples.len();
         let rate = count as f64 / seconds.max(f64::MIN_POSITIVE);
         eprintln!("eval: {count} examples in {seconds:.3} s ({rate:.1} examples/s)");
 
-        let report = score(&dataset, &predictions, &output.name)?;
+        let report = score(&targets, count, &predictions, &output.name)?;
         match &report {
             Report::Classification(r) => print!("{r}"),
             Report::Regression(r) => print!("{r}"),
         }
         if let Some(path) = &self.predictions {
-            write_file(path, predictions_csv(&dataset, &predictions).as_bytes())?;
+            write_file(path, predictions_csv(&targets, &predictions).as_bytes())?;
         }
         if let Some(path) = &self.report {
             let (task, metrics) = match &report {
@@ -175,6 +264,32 @@ impl EvalCommand {
             }
         }
         Ok(())
+    }
+
+    /// Loads `--data` as a folder of class folders of texts (for a function whose input
+    /// is BYTES), keeping only the held-out split when one is given.
+    fn load_texts(&self, held_out: Option<(f64, u64)>) -> Result<data::text::TextSet> {
+        for (flag, set) in [
+            ("--target", self.target.is_some()),
+            ("--task", self.task.is_some()),
+            ("--channels", self.channels.is_some()),
+        ] {
+            if set {
+                return Err(Error::invalid_input(format!(
+                    "{flag} does not apply to text data (the function's input is BYTES)"
+                )));
+            }
+        }
+        let set = data::text::load(&self.data)
+            .map_err(|e| Error::invalid_input(format!("--data: {e}")))?;
+        Ok(match held_out {
+            Some((fraction, seed)) => {
+                let (_, test) = data::split_indices(set.len(), fraction, seed, &set.source)
+                    .map_err(|e| Error::invalid_input(format!("--held-out: {e}")))?;
+                set.subset(&test)
+            }
+            None => set,
+        })
     }
 
     /// Loads `--data` as MNIST, an image folder or a CSV file, refusing flags that do not
@@ -290,26 +405,68 @@ fn check_input(
     }
 }
 
-/// Runs every batch of `batch` examples through `function` on `jobs` threads (concurrent
-/// requests, as a server's clients would send them) and collects the predictions in order;
-/// progress goes to stderr every few seconds. The first failing batch (in data order) is the
-/// error.
-fn run(
+/// What eval and train send through a function: FP32 examples of one shape (batched as
+/// `[rows, ..shape]`), or byte strings (batched as a BYTES `[rows]` tensor).
+pub(super) enum Examples<'a> {
+    /// `values` holds every example's `shape`-shaped values, row-major.
+    Features {
+        /// All values.
+        values: &'a [f32],
+        /// One example's shape.
+        shape: &'a [usize],
+    },
+    /// One byte string (a text) per example.
+    Texts(&'a [Vec<u8>]),
+}
+
+impl Examples<'_> {
+    /// The number of examples.
+    fn len(&self) -> usize {
+        match self {
+            Examples::Features { values, shape } => values
+                .len()
+                .checked_div(shape.iter().product())
+                .unwrap_or(0),
+            Examples::Texts(texts) => texts.len(),
+        }
+    }
+
+    /// Examples `start..start + rows` as one input tensor.
+    fn batch(&self, start: usize, rows: usize) -> Result<Tensor> {
+        match self {
+            Examples::Features { values, shape } => {
+                let len: usize = shape.iter().product();
+                let mut dims = vec![rows];
+                dims.extend_from_slice(shape);
+                Tensor::from_f32(dims, &values[start * len..(start + rows) * len])
+            }
+            Examples::Texts(texts) => Tensor::from_bytes(vec![rows], &texts[start..start + rows]),
+        }
+    }
+}
+
+/// Runs every batch of `batch` examples through `function` (as its input `input`) on
+/// `jobs` threads — concurrent requests, as a server's clients would send them — and
+/// returns output `output`'s rows in example order with their width (values per
+/// example). Progress goes to stderr every few seconds, prefixed `label`. The first
+/// failing batch (in data order) is the error.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_rows(
     function: &Function,
     weights: &std::sync::Arc<tensorlet_host::Weights>,
     input: &str,
     output: &str,
-    dataset: &Dataset,
+    examples: &Examples,
     batch: usize,
     jobs: usize,
-) -> Result<Predictions> {
+    label: &str,
+) -> Result<(Vec<f32>, usize)> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    let n = dataset.len();
-    let classify = matches!(dataset.targets, Targets::Classes { .. });
+    let n = examples.len();
     let starts: Vec<usize> = (0..n).step_by(batch.max(1)).collect();
-    let results: Vec<Mutex<Option<Result<Batch>>>> =
+    let results: Vec<Mutex<Option<Result<Vec<f32>>>>> =
         starts.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
@@ -324,9 +481,7 @@ fn run(
             }
             let start = starts[b];
             let rows = batch.min(n - start);
-            let result = run_batch(
-                function, weights, input, output, dataset, start, rows, classify,
-            );
+            let result = run_batch(function, weights, input, output, examples, start, rows);
             failed.fetch_or(result.is_err(), Ordering::Relaxed);
             *results[b].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
             let finished = done.fetch_add(rows, Ordering::Relaxed) + rows;
@@ -334,8 +489,10 @@ fn run(
             let mut last = last_progress.lock().unwrap_or_else(|e| e.into_inner());
             if now - *last >= Duration::from_secs(2) {
                 *last = now;
-                let rate = finished as f64 / (now - started).as_secs_f64();
-                eprintln!("eval: {finished}/{n} examples ({rate:.0} examples/s)");
+                let secs = (now - started).as_secs_f64();
+                let rate = finished as f64 / secs;
+                let eta = (n - finished) as f64 / rate.max(f64::MIN_POSITIVE);
+                eprintln!("{label}: {finished}/{n} examples ({rate:.1}/s, ETA {eta:.0} s)");
             }
         }
     };
@@ -345,54 +502,44 @@ fn run(
         }
         worker();
     });
-    let (mut classes, mut scores, mut values) = (Vec::new(), Vec::new(), Vec::new());
-    for result in results {
+    let mut rows = Vec::new();
+    let mut width = None;
+    for (result, &start) in results.into_iter().zip(&starts) {
         // Batches after a failure may not have run; the failure comes first in data order.
         let Some(result) = result.into_inner().unwrap_or_else(|e| e.into_inner()) else {
             continue;
         };
-        match result? {
-            Batch::Classes(c, s) => {
-                classes.extend(c);
-                scores.extend(s);
-            }
-            Batch::Values(v) => values.extend(v),
+        let values = result?;
+        let w = values.len() / batch.min(n - start);
+        if *width.get_or_insert(w) != w {
+            return Err(Error::shape_mismatch(format!(
+                "output `{output}` has {w} values per example from example {start} on, but {} \
+                 before: expected the same width for every batch",
+                width.unwrap_or(0)
+            )));
         }
+        rows.extend(values);
     }
-    if classes.len() + values.len() == 0 && n > 0 {
-        return Err(Error::internal("no batch ran".to_string()));
+    match width {
+        Some(w) => Ok((rows, w)),
+        None if n == 0 => Ok((rows, 0)),
+        None => Err(Error::internal("no batch ran".to_string())),
     }
-    Ok(if classify {
-        Predictions::Classes { classes, scores }
-    } else {
-        Predictions::Values(values)
-    })
 }
 
-/// The predictions of one batch: (class, score) per example, or the values.
-enum Batch {
-    Classes(Vec<u32>, Vec<f32>),
-    Values(Vec<f32>),
-}
-
-/// Runs examples `start..start + rows` through `function` and reads its predictions.
-#[allow(clippy::too_many_arguments)]
+/// Runs examples `start..start + rows` through `function` and returns output `output`'s
+/// values (`rows` rows of equal width).
 fn run_batch(
     function: &Function,
     weights: &std::sync::Arc<tensorlet_host::Weights>,
     input: &str,
     output: &str,
-    dataset: &Dataset,
+    examples: &Examples,
     start: usize,
     rows: usize,
-    classify: bool,
-) -> Result<Batch> {
-    let example_len = dataset.example_len();
-    let mut shape = vec![rows];
-    shape.extend_from_slice(&dataset.example_shape);
-    let slice = &dataset.features[start * example_len..(start + rows) * example_len];
-    let tensor = Tensor::from_f32(shape, slice)?;
+) -> Result<Vec<f32>> {
     let what = || format!("examples {start}..{}", start + rows);
+    let tensor = examples.batch(start, rows)?;
     let outputs = function
         .infer(weights, vec![(input.to_string(), tensor)])
         .map_err(|e| e.context(what()))?;
@@ -400,7 +547,7 @@ fn run_batch(
         .into_iter()
         .find_map(|(name, t)| (name == output).then_some(t))
         .ok_or_else(|| {
-            Error::internal(format!(
+            Error::invalid_input(format!(
                 "function `{}` returned no output `{output}` for {}",
                 function.name(),
                 what()
@@ -408,34 +555,47 @@ fn run_batch(
         })?;
     let out = tensor.f32s(&format!("output `{output}`"))?;
     let shape = tensor.shape();
-    if shape.first() != Some(&rows) || out.len() % rows != 0 {
+    if shape.first() != Some(&rows) || out.len() % rows != 0 || out.is_empty() {
         return Err(Error::shape_mismatch(format!(
             "output `{output}` has shape {shape:?} for {}: expected [{rows}, ...]",
             what()
         )));
     }
-    let width = out.len() / rows;
-    if !classify {
-        return Ok(Batch::Values(out.to_vec()));
-    }
-    if shape.last() != Some(&width) || width == 0 {
-        return Err(Error::shape_mismatch(format!(
-            "output `{output}` has shape {shape:?}: classification takes the argmax \
-             over the last axis, so expected [{rows}, K] (one score per class)"
-        )));
-    }
-    let (mut classes, mut scores) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
-    for (i, row) in out.chunks_exact(width).enumerate() {
-        let (c, s) = argmax(row).ok_or_else(|| {
-            Error::invalid_input(format!(
-                "output `{output}` of example {} is all NaN",
-                start + i
-            ))
+    Ok(out.to_vec())
+}
+
+/// The predictions of `rows` (`width` values per example) for `targets`: values as they
+/// are for regression; for classes the argmax over each row (its value the score), or, for
+/// one value per example and two classes, the second class when the value is at least 0.5
+/// (a probability of the second class, as a sigmoid output gives).
+fn predictions(
+    targets: &Targets,
+    rows: Vec<f32>,
+    width: usize,
+    output: &str,
+) -> Result<Predictions> {
+    let Targets::Classes { names, .. } = targets else {
+        return Ok(Predictions::Values(rows));
+    };
+    let (mut classes, mut scores) = (Vec::new(), Vec::new());
+    for (i, row) in rows.chunks_exact(width.max(1)).enumerate() {
+        let (c, s) = if width == 1 && names.len() == 2 {
+            let p = row[0];
+            if p.is_nan() {
+                None
+            } else {
+                Some((u32::from(p >= 0.5), p))
+            }
+        } else {
+            argmax(row)
+        }
+        .ok_or_else(|| {
+            Error::invalid_input(format!("output `{output}` of example {i} is all NaN"))
         })?;
         classes.push(c);
         scores.push(s);
     }
-    Ok(Batch::Classes(classes, scores))
+    Ok(Predictions::Classes { classes, scores })
 }
 
 /// The index and value of the largest non-NaN element (the first one on ties), or `None` if
@@ -452,9 +612,14 @@ fn argmax(row: &[f32]) -> Option<(u32, f32)> {
 
 /// Computes the report from the predictions and the data's targets, checking that the
 /// function's output agrees with them (one score per class, one value per target).
-fn score(dataset: &Dataset, predictions: &Predictions, output: &str) -> Result<Report> {
+fn score(
+    targets: &Targets,
+    count: usize,
+    predictions: &Predictions,
+    output: &str,
+) -> Result<Report> {
     let metrics_err = |e: metrics::MetricsError| Error::invalid_input(format!("metrics: {e}"));
-    match (&dataset.targets, predictions) {
+    match (targets, predictions) {
         (Targets::Classes { labels, names }, Predictions::Classes { classes, .. }) => {
             if let Some(&c) = classes.iter().find(|&&c| c as usize >= names.len()) {
                 return Err(Error::shape_mismatch(format!(
@@ -473,7 +638,7 @@ fn score(dataset: &Dataset, predictions: &Predictions, output: &str) -> Result<R
                 return Err(Error::shape_mismatch(format!(
                     "output `{output}` has {} values per example, but the data has {width} \
                      target(s) per example",
-                    predicted.len() / dataset.len()
+                    predicted.len() / count.max(1)
                 )));
             }
             metrics::multi_output_regression_report(values, predicted, *width)
@@ -489,9 +654,9 @@ fn score(dataset: &Dataset, predictions: &Predictions, output: &str) -> Result<R
 /// The `--predictions` CSV: `index,label,prediction,score`. Classification: class names and
 /// the argmax's score; regression: target and predicted values (space-separated when there
 /// are several outputs) and an empty score.
-fn predictions_csv(dataset: &Dataset, predictions: &Predictions) -> String {
+fn predictions_csv(targets: &Targets, predictions: &Predictions) -> String {
     let mut out = String::from("index,label,prediction,score\n");
-    match (&dataset.targets, predictions) {
+    match (targets, predictions) {
         (Targets::Classes { labels, names }, Predictions::Classes { classes, scores }) => {
             for (i, ((&l, &p), s)) in labels.iter().zip(classes).zip(scores).enumerate() {
                 let name = |c: u32| csv_field(&names[c as usize]);

@@ -10,12 +10,16 @@ use std::time::Instant;
 
 use clap::Args;
 use tensorlet_host::{Error, Result};
-use tensorlet_train::data::{Rng, Targets};
+use tensorlet_train::data::text::TextSet;
+use tensorlet_train::data::{DataError, DataSource, Embed, Rng, Targets};
 use tensorlet_train::net::Network;
 use tensorlet_train::scaler::Scaler;
 use tensorlet_train::spec::Spec;
 use tensorlet_train::train::{BatchProgress, EpochSummary, Observer, Options, Trainer};
 use tensorlet_train::weights::{self, OPTIM_PREFIX, WeightsFile};
+
+use super::eval::{Examples, run_rows};
+use super::{RuntimeArgs, load_function};
 
 /// Train the network a SPEC.toml declares and write its weights.
 ///
@@ -27,6 +31,11 @@ use tensorlet_train::weights::{self, OPTIM_PREFIX, WeightsFile};
 ///
 /// Ctrl-C stops after the current batch and writes a checkpoint to the output path (with
 /// the optimizer's state); `--init` resumes from it.
+///
+/// Text data (`format = "text"`, see `models/spam/train.toml`) is first embedded by the
+/// spec's `[data.embed]` function, run in the sandbox on its weights (`--threads` requests
+/// at a time), and cached under `DIR/.embeddings/`; the output is then those weights plus
+/// the trained tensors, one file the function runs as it is.
 #[derive(Args, Debug)]
 pub struct TrainCommand {
     /// The training spec (TOML).
@@ -102,7 +111,17 @@ impl TrainCommand {
             .unwrap_or_else(|| PathBuf::from(format!("{}.safetensors", spec.name)));
 
         eprintln!("loading data ({})", self.data.display());
-        let splits = spec.data.load(&self.data).map_err(bad)?;
+        let threads = options.threads;
+        let root = self.data.clone();
+        let splits = spec
+            .data
+            .load_with(&self.data, &mut |set, how| {
+                embed_texts(set, how, &root, threads).map_err(|e| DataError::Format {
+                    path: PathBuf::from(&set.source),
+                    what: format!("embedding the texts with `{}`: {e}", how.function),
+                })
+            })
+            .map_err(bad)?;
         let (mut train, mut valid, valid_name) = if spec.training.validation_fraction > 0.0 {
             let (t, v) = splits
                 .train
@@ -202,7 +221,7 @@ impl TrainCommand {
             }
             metadata.insert("tensorlet.optimizer_step".to_owned(), step.to_string());
             metadata.insert("tensorlet.checkpoint".to_owned(), "true".to_owned());
-            weights::write(&output, &trainer.net.params, &extra, &metadata).map_err(bad)?;
+            write_weights(&output, &spec, &self.data, &trainer, &extra, &metadata)?;
             eprintln!(
                 "stopped after {} steps; checkpoint written to {} (resume with --init {})",
                 outcome.steps,
@@ -256,7 +275,7 @@ impl TrainCommand {
         );
         let metrics = serde_json::Value::Object(metrics);
         metadata.insert("tensorlet.metrics".to_owned(), metrics.to_string());
-        weights::write(&output, &trainer.net.params, &extra, &metadata).map_err(bad)?;
+        write_weights(&output, &spec, &self.data, &trainer, &extra, &metadata)?;
         println!(
             "{}",
             serde_json::to_string_pretty(&metrics).unwrap_or_default()
@@ -281,6 +300,131 @@ impl TrainCommand {
         }
         Ok(())
     }
+}
+
+/// Writes the trained parameters and `extra` tensors with `metadata` to `output`; for
+/// text data, into a copy of the embedding function's weights, so that function runs the
+/// result as it is (the head beside the encoder, one file).
+fn write_weights(
+    output: &Path,
+    spec: &Spec,
+    root: &Path,
+    trainer: &Trainer,
+    extra: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let base = match &spec.data {
+        DataSource::Text { embed, .. } => {
+            let path = root.join(&embed.weights);
+            Some((std::fs::read(&path).map_err(|e| Error::io(&path, e))?, path))
+        }
+        _ => None,
+    };
+    let base = base
+        .as_ref()
+        .map(|(bytes, path)| (path.as_path(), &bytes[..]));
+    weights::write_over(output, base, &trainer.net.params, extra, metadata).map_err(bad)
+}
+
+/// Texts per request while embedding (see `tensorlet eval`'s batch for texts).
+const EMBED_BATCH: usize = 16;
+
+/// Feature rows for `set`: every text through `how.function` with `how.weights` (relative
+/// to `root`), `jobs` requests at a time, output `how.output` read back in `set`'s order.
+/// Texts go in batches of similar length (padding wasted on short texts is small) and the
+/// rows are put back in order. The result is cached in `root/.embeddings/`, keyed by the
+/// SHA-256 of the component, the weights, the texts and the output name, so training again
+/// on the same data skips this step.
+fn embed_texts(set: &TextSet, how: &Embed, root: &Path, jobs: usize) -> Result<Vec<f32>> {
+    let runtime_args = RuntimeArgs {
+        timeout: 120.0,
+        memory_limit: 512,
+        kernels: tensorlet_host::KernelBackend::Native,
+        threads: 1,
+        no_cache: false,
+    };
+    let mut config = runtime_args.config()?;
+    config.max_concurrent_requests = jobs.max(1) as u32;
+    let runtime = runtime_args.runtime_with(config)?;
+    let function = load_function(&runtime, &how.function)?;
+    let weights_path = root.join(&how.weights);
+    let weights = runtime.load_weights_file(&weights_path)?;
+    let component = if super::is_path(&how.function) {
+        let path = Path::new(&how.function);
+        std::fs::read(path).map_err(|e| Error::io(path, e))?
+    } else {
+        tensorlet_host::bundled::find(&how.function)?
+            .component
+            .to_vec()
+    };
+    let key = tensorlet_host::weights::digest(
+        format!(
+            "tensorlet embeddings v1\n{}\n{}\n{}\n{}",
+            tensorlet_host::weights::digest(&component),
+            weights.digest(),
+            set.digest(),
+            how.output
+        )
+        .as_bytes(),
+    );
+    let cache = root.join(".embeddings").join(format!("{key}.f32"));
+    if let Ok(bytes) = std::fs::read(&cache)
+        && !bytes.is_empty()
+        && bytes.len() % (4 * set.len().max(1)) == 0
+    {
+        eprintln!(
+            "embeddings of {} texts: from the cache {}",
+            set.len(),
+            cache.display()
+        );
+        return Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect());
+    }
+
+    let mut order: Vec<usize> = (0..set.len()).collect();
+    order.sort_by_key(|&i| set.texts[i].len());
+    let sorted: Vec<Vec<u8>> = order.iter().map(|&i| set.texts[i].clone()).collect();
+    eprintln!(
+        "embedding {} texts with `{}` ({} at a time)",
+        set.len(),
+        how.function,
+        jobs.max(1)
+    );
+    let started = Instant::now();
+    let (rows, width) = run_rows(
+        &function,
+        &weights,
+        "text",
+        &how.output,
+        &Examples::Texts(&sorted),
+        EMBED_BATCH,
+        jobs.max(1),
+        "embedding",
+    )?;
+    let mut features = vec![0.0f32; rows.len()];
+    for (k, &i) in order.iter().enumerate() {
+        features[i * width..(i + 1) * width].copy_from_slice(&rows[k * width..(k + 1) * width]);
+    }
+    eprintln!(
+        "embedded {} texts in {:.1} s ({width} values each)",
+        set.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let bytes: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let written = cache
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            let tmp = cache.with_extension(format!("tmp-{}", std::process::id()));
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::rename(&tmp, &cache)
+        });
+    if let Err(e) = written {
+        eprintln!("(embeddings not cached in {}: {e})", cache.display());
+    }
+    Ok(features)
 }
 
 /// Sets `stop` on the first Ctrl-C (SIGINT); a second one ends the process as usual.

@@ -2,23 +2,10 @@
 //! `dir/dog/*.png`), decoded natively with the `png` crate into `[channels, height, width]`
 //! examples with values in [0, 1].
 
-use super::{DataError, Dataset, Targets, sort_class_names};
+use super::{DataError, Dataset, Targets, class_folders, entries};
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-
-/// The sorted entries of folder `dir` (names that start with `.` left out).
-fn entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
-        let entry = entry.map_err(|e| DataError::io(dir, e))?;
-        if !entry.file_name().to_string_lossy().starts_with('.') {
-            out.push(entry.path());
-        }
-    }
-    out.sort();
-    Ok(out)
-}
 
 /// Whether `p`'s extension is `png` in any case.
 fn is_png(p: &Path) -> bool {
@@ -126,25 +113,8 @@ pub fn load(dir: &Path, channels: usize) -> Result<Dataset, DataError> {
             format!("cannot load images with {channels} channels: expected 1 (gray) or 3 (RGB)"),
         ));
     }
-    let mut class_dirs: Vec<(String, PathBuf)> = Vec::new();
-    for p in entries(dir)? {
-        if p.is_dir() {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            class_dirs.push((name, p));
-        }
-    }
-    if class_dirs.is_empty() {
-        return Err(DataError::format(
-            dir,
-            "no class folders: expected one sub-folder of PNG images per class",
-        ));
-    }
-    let mut names: Vec<String> = class_dirs.iter().map(|(n, _)| n.clone()).collect();
-    sort_class_names(&mut names);
-    class_dirs.sort_by_key(|(n, _)| names.iter().position(|m| m == n));
+    let class_dirs = class_folders(dir, "PNG images")?;
+    let names: Vec<String> = class_dirs.iter().map(|(n, _)| n.clone()).collect();
 
     let mut features = Vec::new();
     let mut labels = Vec::new();

@@ -1,7 +1,8 @@
 //! Data sets for training and evaluation: loaded from the formats people have (MNIST's IDX
 //! files, [`idx`]; CSV with a named target column, [`csv`]; a folder of PNG images per
-//! class, [`images`]), described in a training spec by a [`DataSource`], held in memory as a
-//! [`Dataset`] of `f32` examples with class labels or continuous targets. Shuffles and
+//! class, [`images`]; a folder of text files per class, [`text`], turned into features by
+//! an [`Embed`] function), described in a training spec by a [`DataSource`], held in memory
+//! as a [`Dataset`] of `f32` examples with class labels or continuous targets. Shuffles and
 //! train/test splits are seeded with the platform-independent [`Rng`], and
 //! [`Dataset::digest`] fingerprints the content for training metadata.
 //!
@@ -12,6 +13,7 @@ pub mod csv;
 pub mod idx;
 pub mod images;
 mod rng;
+pub mod text;
 
 pub use rng::Rng;
 
@@ -360,29 +362,40 @@ impl Dataset {
     /// `1..=len - 1`, so each set has at least one example; `len < 2` or a `fraction` outside
     /// the open interval (0, 1) is a [`DataError::Split`].
     pub fn split(&self, fraction: f64, seed: u64) -> Result<(Dataset, Dataset), DataError> {
-        let n = self.len();
-        if !(fraction > 0.0 && fraction < 1.0) {
-            return Err(DataError::Split {
-                what: format!(
-                    "fraction {fraction} of {}: expected a value strictly between 0 and 1",
-                    self.source
-                ),
-            });
-        }
-        if n < 2 {
-            return Err(DataError::Split {
-                what: format!(
-                    "{} has {n} example(s): at least 2 are needed for two non-empty sets",
-                    self.source
-                ),
-            });
-        }
-        let second = ((n as f64 * fraction).round() as usize).clamp(1, n - 1);
-        let mut order: Vec<usize> = (0..n).collect();
-        Rng::new(seed).shuffle(&mut order);
-        let (a, b) = order.split_at(n - second);
-        Ok((self.subset(a), self.subset(b)))
+        let (a, b) = split_indices(self.len(), fraction, seed, &self.source)?;
+        Ok((self.subset(&a), self.subset(&b)))
     }
+}
+
+/// The indices of [`Dataset::split`] for `n` examples: seeded shuffle of `0..n`
+/// ([`Rng::new`]`(seed)`, [`Rng::shuffle`]), the first `n - round(n * fraction)` for the
+/// first set and the rest for the second (kept within `1..=n - 1`). `source` names the
+/// data in errors: `n < 2` or a `fraction` outside (0, 1) is a [`DataError::Split`].
+pub fn split_indices(
+    n: usize,
+    fraction: f64,
+    seed: u64,
+    source: &str,
+) -> Result<(Vec<usize>, Vec<usize>), DataError> {
+    if !(fraction > 0.0 && fraction < 1.0) {
+        return Err(DataError::Split {
+            what: format!(
+                "fraction {fraction} of {source}: expected a value strictly between 0 and 1"
+            ),
+        });
+    }
+    if n < 2 {
+        return Err(DataError::Split {
+            what: format!(
+                "{source} has {n} example(s): at least 2 are needed for two non-empty sets"
+            ),
+        });
+    }
+    let second = ((n as f64 * fraction).round() as usize).clamp(1, n - 1);
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::new(seed).shuffle(&mut order);
+    let b = order.split_off(n - second);
+    Ok((order, b))
 }
 
 /// Feeds `values`' little-endian bytes to `h` in blocks.
@@ -406,6 +419,45 @@ fn hex(bytes: &[u8]) -> String {
         s.push(DIGITS[usize::from(b & 15)] as char);
     }
     s
+}
+
+/// The sorted entries of folder `dir` (names that start with `.` left out).
+pub(crate) fn entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        if !entry.file_name().to_string_lossy().starts_with('.') {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The class sub-folders of `dir` as (name, path), in the order of their sorted names
+/// ([`sort_class_names`]); none is a [`DataError::Format`] saying each class needs a
+/// folder of `what`.
+pub(crate) fn class_folders(dir: &Path, what: &str) -> Result<Vec<(String, PathBuf)>, DataError> {
+    let mut class_dirs: Vec<(String, PathBuf)> = Vec::new();
+    for p in entries(dir)? {
+        if p.is_dir() {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            class_dirs.push((name, p));
+        }
+    }
+    if class_dirs.is_empty() {
+        return Err(DataError::format(
+            dir,
+            format!("no class folders: expected one sub-folder of {what} per class"),
+        ));
+    }
+    let mut names: Vec<String> = class_dirs.iter().map(|(n, _)| n.clone()).collect();
+    sort_class_names(&mut names);
+    class_dirs.sort_by_key(|(n, _)| names.iter().position(|m| m == n));
+    Ok(class_dirs)
 }
 
 /// Sorts class names the one way both CSV targets and image folders use: numerically when
@@ -549,7 +601,47 @@ pub enum DataSource {
         #[serde(default)]
         split_seed: u64,
     },
+    /// A folder of class folders of text files ([`text::load`]), turned into feature
+    /// vectors by an inference function ([`Embed`]) and split like a CSV.
+    Text {
+        /// The folder.
+        path: PathBuf,
+        /// The function that embeds each text.
+        embed: Embed,
+        /// The share held out for testing (default 0.2).
+        #[serde(default = "default_test_fraction")]
+        test_fraction: f64,
+        /// The seed of that split's shuffle (default 0).
+        #[serde(default)]
+        split_seed: u64,
+    },
 }
+
+/// How a text data set becomes numbers: `function` (a bundled function name or a `.wasm`
+/// path) with `weights` (relative to the data root, like the data) takes the texts as its
+/// BYTES input `text`, and output `output` (default `embedding`, `[N, width]`) is each
+/// text's feature vector. `tensorlet train` writes the trained head into a copy of
+/// `weights`, so the function and the result form the deployable model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Embed {
+    /// The embedding function: a bundled name or a component path.
+    pub function: String,
+    /// Its weights file, relative to the data root.
+    pub weights: PathBuf,
+    /// The output holding the embeddings (default `embedding`).
+    #[serde(default = "default_embed_output")]
+    pub output: String,
+}
+
+/// `output`'s default.
+fn default_embed_output() -> String {
+    "embedding".to_owned()
+}
+
+/// Turns a text set into one feature row per text (`len * width` values, row-major), as
+/// [`DataSource::load_with`] needs for [`DataSource::Text`].
+pub type Embedder<'a> = dyn FnMut(&text::TextSet, &Embed) -> Result<Vec<f32>, DataError> + 'a;
 
 /// `test_fraction`'s default.
 fn default_test_fraction() -> f64 {
@@ -576,9 +668,60 @@ impl DataSource {
     /// `test_fraction` ([`Dataset::split`]). Relative paths are resolved against `root`.
     /// When both sets come from files, their example shapes and feature names must agree,
     /// and class names become the sorted union of both (labels renumbered to match).
+    ///
+    /// A [`DataSource::Text`] needs an embedder: use [`DataSource::load_with`].
     pub fn load(&self, root: &Path) -> Result<Splits, DataError> {
+        self.load_with(root, &mut |set, embed| {
+            Err(DataError::format(
+                Path::new(&set.source),
+                format!(
+                    "text data is embedded by function `{}`, and this loader runs no \
+                     functions (tensorlet train does)",
+                    embed.function
+                ),
+            ))
+        })
+    }
+
+    /// [`DataSource::load`], with `embed` turning a [`DataSource::Text`]'s texts into
+    /// feature rows (it receives the whole set, in [`text::load`] order).
+    pub fn load_with(&self, root: &Path, embed: &mut Embedder) -> Result<Splits, DataError> {
         let resolve = |p: &Path| root.join(p);
         match self {
+            DataSource::Text {
+                path,
+                embed: how,
+                test_fraction,
+                split_seed,
+            } => {
+                let dir = resolve(path);
+                let set = text::load(&dir)?;
+                let features = embed(&set, how)?;
+                let n = set.len();
+                let width = features.len().checked_div(n).unwrap_or(0);
+                if width == 0 || width * n != features.len() {
+                    return Err(DataError::format(
+                        &dir,
+                        format!(
+                            "the embedder gave {} values for {n} texts: expected the same \
+                             number (> 0) per text",
+                            features.len()
+                        ),
+                    ));
+                }
+                let all = Dataset::new(
+                    features,
+                    vec![width],
+                    Targets::Classes {
+                        labels: set.labels,
+                        names: set.names,
+                    },
+                    None,
+                    set.source,
+                )?;
+                let (train, test) = all.split(*test_fraction, *split_seed)?;
+                Ok(Splits { train, test })
+            }
             DataSource::Mnist { path } => {
                 let dir = resolve(path);
                 let train = idx::load_mnist(&dir, idx::MnistSplit::Train)?;
@@ -631,6 +774,47 @@ impl DataSource {
                         ),
                     )),
                 }
+            }
+        }
+    }
+}
+
+impl DataSource {
+    /// The format and path, for messages: `` mnist data at `mnist` ``.
+    pub fn describe(&self) -> String {
+        let (format, path) = match self {
+            DataSource::Mnist { path } => ("mnist", path),
+            DataSource::Csv { path, .. } => ("csv", path),
+            DataSource::Images { path, .. } => ("images", path),
+            DataSource::Text { path, .. } => ("text", path),
+        };
+        format!("{format} data at `{}`", path.display())
+    }
+
+    /// The `(test_fraction, split_seed)` of a source whose test set is split off its data
+    /// (CSV and image folders without a separate test set, text), `None` when the test set
+    /// is a file or folder of its own.
+    pub fn held_out(&self, root: &Path) -> Option<(f64, u64)> {
+        match self {
+            DataSource::Mnist { .. } | DataSource::Csv { test: Some(_), .. } => None,
+            DataSource::Csv {
+                test_fraction,
+                split_seed,
+                ..
+            }
+            | DataSource::Text {
+                test_fraction,
+                split_seed,
+                ..
+            } => Some((*test_fraction, *split_seed)),
+            DataSource::Images {
+                path,
+                test_fraction,
+                split_seed,
+                ..
+            } => {
+                let dir = root.join(path);
+                (!dir.join("train").is_dir()).then_some((*test_fraction, *split_seed))
             }
         }
     }

@@ -852,6 +852,7 @@ impl pulp::WithSimd for Conv2d<'_> {
                         act: self.act,
                         ldc: pixels,
                         accumulate: false,
+                        b_window: None,
                     }
                     .run(simd, &mut out[j0..]);
                 }

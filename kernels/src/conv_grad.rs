@@ -274,6 +274,7 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
                         act: Activation::None,
                         ldc: len,
                         accumulate: false,
+                        b_window: None,
                     }
                     .run(simd, grad);
                     geometry.col2im(simd, grad, cols, &mut rows, dxg);
@@ -379,6 +380,7 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
                         act: Activation::None,
                         ldc: ocg,
                         accumulate: img > 0 || j0 > 0,
+                        b_window: None,
                     }
                     .run(simd, acc);
                 }

@@ -144,12 +144,128 @@ impl DensePacked<'_> {
             act: self.act,
             ldc: p.n,
             accumulate: false,
+            b_window: None,
         }
         .run(simd, self.out);
     }
 }
 
 impl pulp::WithSimd for DensePacked<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        match &self.p.data {
+            PackedData::F32(b) => self.run(simd, b.as_slice()),
+            PackedData::F16(b) => self.run(simd, b.as_slice()),
+            PackedData::Bf16(b) => self.run(simd, b.as_slice()),
+        }
+    }
+}
+
+/// An output matrix several threads write disjoint parts of (raw, so that no two threads
+/// hold overlapping `&mut` slices).
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: a `SharedOut` is only a pointer and a length; every write through it goes through
+// `DensePackedPart`, whose constructor's contract keeps threads to disjoint elements.
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The elements of `out`, for the duration of the borrow the caller keeps.
+    pub(crate) fn new(out: &mut [f32]) -> SharedOut {
+        SharedOut {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+        }
+    }
+}
+
+/// Part `part.0` of `part.1` of a [`DensePacked`] product split by columns: the product's
+/// panels of `NR` output features divided into `part.1` nearly equal runs, this one
+/// computing run `part.0` (nothing when it is empty) and writing only those columns of
+/// every row of `out`. Every output is the same multiply-add chain as unsplit, so the
+/// result is the same bits.
+pub(crate) struct DensePackedPart<'a> {
+    x: &'a [f32],
+    m: usize,
+    p: &'a PackedDense,
+    act: Activation,
+    out: SharedOut,
+    part: (usize, usize),
+}
+
+impl<'a> DensePackedPart<'a> {
+    /// # Safety
+    /// `out` covers `m · p.n` elements that stay valid, and are not otherwise read or
+    /// written, until every part has run; parts run at the same time have different
+    /// `part.0` and the same `part.1`, and the arguments are validated as for
+    /// [`DensePacked`].
+    pub(crate) unsafe fn new(
+        x: &'a [f32],
+        m: usize,
+        p: &'a PackedDense,
+        act: Activation,
+        out: SharedOut,
+        part: (usize, usize),
+    ) -> Self {
+        DensePackedPart {
+            x,
+            m,
+            p,
+            act,
+            out,
+            part,
+        }
+    }
+
+    #[inline(always)]
+    fn run<S: Simd, E: Elem>(self, simd: S, b: &[E]) {
+        let p = self.p;
+        let nr = nr::<S>();
+        let panels = p.n.div_ceil(nr);
+        let per = panels.div_ceil(self.part.1.max(1));
+        let first = (self.part.0 * per).min(panels);
+        let end = ((self.part.0 + 1) * per).min(panels);
+        if first >= end || self.m == 0 {
+            return;
+        }
+        let (c0, c1) = (first * nr, (end * nr).min(p.n));
+        assert!(self.out.len >= self.m * p.n);
+        let gemm = Gemm {
+            m: self.m,
+            n: c1 - c0,
+            k: p.k,
+            a: AView {
+                data: self.x,
+                rs: p.k,
+                cs: 1,
+            },
+            b,
+            bias: p
+                .bias
+                .as_deref()
+                .map_or(Bias::None, |b| Bias::PerCol(&b[c0..])),
+            act: self.act,
+            ldc: p.n,
+            accumulate: false,
+            b_window: Some((first, panels)),
+        };
+        // SAFETY: `out` holds `m · n` elements (asserted); this part writes columns
+        // `c0..c1` of each row, which no other part writes (`new`'s contract).
+        unsafe {
+            gemm.run_raw(simd, self.out.ptr.add(c0), self.out.len - c0);
+        }
+    }
+}
+
+impl pulp::WithSimd for DensePackedPart<'_> {
     type Output = ();
 
     #[inline(always)]
@@ -219,6 +335,7 @@ impl pulp::WithSimd for Dense<'_> {
                 act,
                 ldc: n,
                 accumulate: false,
+                b_window: None,
             }
             .run(simd, &mut out[c0..]);
         }

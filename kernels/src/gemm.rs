@@ -72,6 +72,9 @@ const A_SLAB: usize = 4 << 20;
 /// (`a[kk·MR + i]`, what [`tile_wasm`] reads) rather than row by row at [`A_STRIDE`].
 const INTERLEAVE_A: bool = cfg!(target_arch = "wasm32");
 
+/// How far ahead of the tile's reads of `B` its cache lines are asked for (see [`tile`]).
+const B_PREFETCH: usize = 2048;
+
 /// Asks for the cache line holding `p` in L1 (a hint: never faults, no-op off x86-64).
 #[inline(always)]
 fn prefetch(p: *const f32) {
@@ -263,6 +266,10 @@ pub(crate) struct Gemm<'a, E> {
     pub(crate) ldc: usize,
     /// Whether the product is added to what `out` holds (`C += A·B`) rather than stored.
     pub(crate) accumulate: bool,
+    /// `Some((first, panels))`: `b` was packed for `panels` panels of `nr` columns and this
+    /// product computes the `n` columns from panel `first` on (a column split of one packed
+    /// `B` over threads); `None`: `b` holds exactly these `n` columns.
+    pub(crate) b_window: Option<(usize, usize)>,
 }
 
 /// The `R × NV` register tile over `kc` steps: returns `acc[i][v] + Σ a[i, kk] · b[kk, v]`
@@ -302,7 +309,16 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usiz
         let mut c = acc;
         let mut b = b;
         let mut off = 0;
+        // Bytes of `B` per step of `k`, and cache lines to ask for ahead of them.
+        let step_bytes = NV * lanes * core::mem::size_of::<E>();
+        let lines = step_bytes.div_ceil(64);
         for _ in 0..kc {
+            // `B` streams from memory the first time a block is read; the hardware
+            // prefetchers stop at page ends, so ask for the stream [`B_PREFETCH`] bytes ahead.
+            let ahead = b.cast::<u8>().wrapping_add(B_PREFETCH);
+            for l in 0..lines {
+                prefetch(ahead.wrapping_add(l * 64).cast());
+            }
             let bv: [S::f32s; NV] = core::array::from_fn(|v| E::load(simd, b.add(v * lanes)));
             for (row, &ap) in c.iter_mut().zip(&rows) {
                 let ai = simd.splat_f32s(*ap.add(off));
@@ -518,18 +534,43 @@ impl<E: Elem> Gemm<'_, E> {
     /// Runs the product into `out` (see [`Gemm::ldc`]) at the level of `simd`.
     #[inline(always)]
     pub(crate) fn run<S: Simd>(&self, simd: S, out: &mut [f32]) {
+        // SAFETY: `out` is exclusively borrowed for the call and `out.len()` is its length.
+        unsafe { self.run_raw(simd, out.as_mut_ptr(), out.len()) }
+    }
+
+    /// [`Gemm::run`] into `out_len` elements at `out`: writes (and, when accumulating or
+    /// after the first `KC` block, reads) only `out[r·ldc + c]` for `r < m`, `c < n`, and
+    /// creates no reference to the rest, so threads may run column windows of one output.
+    /// Inlined like every step below the `pulp` entry point, so the level's target features
+    /// reach the tiles.
+    ///
+    /// # Safety
+    /// `out..out + out_len` is valid for reads and writes for the call, and no other thread
+    /// reads or writes the elements this product writes while it runs.
+    #[inline(always)]
+    pub(crate) unsafe fn run_raw<S: Simd>(&self, simd: S, out: *mut f32, out_len: usize) {
         // Inline consts, so that only the level's own tile is compiled.
-        if const { S::REGISTER_COUNT >= 32 && !cfg!(target_arch = "wasm32") } {
-            self.run_tile::<S, 12, 2>(simd, out);
-        } else if const { cfg!(target_arch = "wasm32") } {
-            self.run_tile::<S, 4, 4>(simd, out);
-        } else {
-            self.run_tile::<S, 6, 2>(simd, out);
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            if const { S::REGISTER_COUNT >= 32 && !cfg!(target_arch = "wasm32") } {
+                self.run_tile::<S, 12, 2>(simd, out, out_len);
+            } else if const { cfg!(target_arch = "wasm32") } {
+                self.run_tile::<S, 4, 4>(simd, out, out_len);
+            } else {
+                self.run_tile::<S, 6, 2>(simd, out, out_len);
+            }
         }
     }
 
+    /// # Safety
+    /// As [`Gemm::run_raw`].
     #[inline(always)]
-    fn run_tile<S: Simd, const MR: usize, const NV: usize>(&self, simd: S, out: &mut [f32]) {
+    unsafe fn run_tile<S: Simd, const MR: usize, const NV: usize>(
+        &self,
+        simd: S,
+        out_ptr: *mut f32,
+        out_len: usize,
+    ) {
         let Self {
             m,
             n,
@@ -540,6 +581,7 @@ impl<E: Elem> Gemm<'_, E> {
             act,
             ldc,
             accumulate,
+            b_window,
         } = *self;
         if m == 0 || n == 0 {
             return;
@@ -548,9 +590,11 @@ impl<E: Elem> Gemm<'_, E> {
         debug_assert_eq!((MR, NV), tile_dims::<S>());
         let nr = NV * S::F32_LANES;
         let panels = n.div_ceil(nr);
+        let (first_panel, b_panels) = b_window.unwrap_or((0, panels));
         // Bounds the unsafe tiles rely on, checked once.
-        assert!(b.len() >= packed_b_len(k, n, nr));
-        assert!(out.len() >= (m - 1) * ldc + n);
+        assert!(first_panel + panels <= b_panels);
+        assert!(b.len() >= packed_b_len(k, b_panels * nr, nr));
+        assert!(out_len >= (m - 1) * ldc + n);
         let last_row = m.div_ceil(MR) - 1;
         let last_rows = m - last_row * MR;
         assert!(
@@ -578,7 +622,6 @@ impl<E: Elem> Gemm<'_, E> {
         }
         .min(m);
         let mut a_buf = copy_a.then(|| take_scratch(&A_BLOCK, slab.div_ceil(MR) * MR * A_STRIDE));
-        let out_ptr = out.as_mut_ptr();
         let mut m0 = 0;
         while m0 < m {
             let m1 = (m0 + slab).min(m);
@@ -587,7 +630,7 @@ impl<E: Elem> Gemm<'_, E> {
                 let (_, kc, boff) = if k == 0 {
                     (0, 0, 0)
                 } else {
-                    b_block(k0, k, panels, nr)
+                    b_block(k0, k, b_panels, nr)
                 };
                 let first = k0 == 0;
                 let last = k0 + kc >= k;
@@ -679,7 +722,7 @@ impl<E: Elem> Gemm<'_, E> {
                             // SAFETY: the asserts above bound every row of A, every block
                             // and panel of B and every written element of `out`.
                             unsafe {
-                                let b = b.as_ptr().add(boff + p * kc * nr);
+                                let b = b.as_ptr().add(boff + (first_panel + p) * kc * nr);
                                 let out = out_ptr.add(r0 * ldc + c0);
                                 // `f32` weights interleaved by `MR` (packed conv weights, a
                                 // transposed `A`): strides known at compile time.

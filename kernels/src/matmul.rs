@@ -121,6 +121,7 @@ impl pulp::WithSimd for Matmul<'_> {
                 act: Activation::None,
                 ldc: n,
                 accumulate,
+                b_window: None,
             }
             .run(simd, &mut out[c0..]);
         }

@@ -5,7 +5,7 @@
 use crate::activation::{Activate, Activation, ActivationBackward};
 use crate::conv::{Conv2d, PackedConv2d, TileRows, pack_weights};
 use crate::conv_grad::{Conv2dBackwardInput, Conv2dBackwardWeights};
-use crate::dense::{Dense, DensePacked, PackedData, PackedDense, pack};
+use crate::dense::{Dense, DensePacked, DensePackedPart, PackedData, PackedDense, SharedOut, pack};
 use crate::dispatch::{Kernels, Level};
 use crate::elementwise::{Binary, BinaryKind, Softmax, SumRows};
 use crate::error::{KernelError, check_len, check_matrix, product};
@@ -49,6 +49,14 @@ fn dense_packed_error(
 
 /// Least multiply-adds × 2 (FLOP) of a dense product per thread before it is split.
 const SPLIT_MIN_FLOPS: usize = 8 << 20;
+
+/// Least FLOP per thread of a packed dense product with too few rows to split by rows
+/// before its columns are split: such a product streams its weights once, and each thread
+/// streams only its columns' share.
+const SPLIT_COLS_MIN_FLOPS: usize = 4 << 20;
+
+/// Least output features per thread of a column split (a few panels each).
+const SPLIT_COLS_MIN_WIDTH: usize = 128;
 
 impl Kernels {
     /// Runs the dense product `x[m,k] → out[m,n]` as `f(kernels, x rows, rows, out rows)` on
@@ -497,6 +505,37 @@ impl Kernels {
             && m.checked_mul(n) == Some(out.len());
         if !valid {
             return dense_packed_error(self.level(), x.len(), m, packed, out.len());
+        }
+        // Too few rows to split (a sentence, a small batch): split the columns instead,
+        // each thread streaming its share of the weights.
+        let mr = self.run(TileRows);
+        let parts = match self.pool().filter(|p| p.threads() > 1) {
+            Some(_) if m < 2 * mr * self.threads() => {
+                self.threads().min(n / SPLIT_COLS_MIN_WIDTH).min(
+                    2usize.saturating_mul(m).saturating_mul(k).saturating_mul(n)
+                        / SPLIT_COLS_MIN_FLOPS,
+                )
+            }
+            _ => 1,
+        };
+        if let (Some(pool), true) = (self.pool(), parts > 1) {
+            let shared = SharedOut::new(out);
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            pool.run_scoped(parts, &|| {
+                loop {
+                    let part = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if part >= parts {
+                        break;
+                    }
+                    // SAFETY: `out` (validated: `m · n` elements) stays borrowed until
+                    // `run_scoped` returns, after every part; each part number is taken
+                    // once, so parts running together differ and write disjoint columns.
+                    let job =
+                        unsafe { DensePackedPart::new(x, m, packed, act, shared, (part, parts)) };
+                    self.run(job);
+                }
+            });
+            return Ok(());
         }
         self.split_rows(x, m, k, n, out, |kern, x, m, out| {
             kern.run(DensePacked {

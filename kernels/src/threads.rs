@@ -2,8 +2,9 @@
 //! once by the embedder and shared (through an `Arc`) by every [`Kernels`](crate::Kernels)
 //! and every concurrent caller, so that no op spawns a thread. A job borrows the caller's
 //! stack: [`ThreadPool::run_scoped`] returns only when every thread that ran it is done.
-//! std only (a `Mutex`, two `Condvar`s); a caller that finds every worker busy does all of
-//! its work itself rather than wait.
+//! std only (a `Mutex`, two `Condvar`s, atomics that idle workers and waiting callers spin
+//! on for [`SPIN`] before they sleep); a caller that finds every worker busy does all of its
+//! work itself rather than wait.
 
 use std::any::Any;
 use std::collections::VecDeque;

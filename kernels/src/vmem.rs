@@ -151,6 +151,7 @@ pub(crate) fn lane_bits(lo: usize, hi: usize) -> u32 {
 /// # Safety
 /// As [`load_masked`] for those lanes.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only x86-64 has masked loads
 pub(crate) unsafe fn load_lanes<S: Simd>(simd: S, p: *const f32, lo: usize, hi: usize) -> S::f32s {
     debug_assert!(lo <= hi && hi <= S::F32_LANES);
     // SAFETY: forwarded.

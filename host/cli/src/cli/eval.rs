@@ -448,7 +448,8 @@ impl Examples<'_> {
 /// Runs every batch of `batch` examples through `function` (as its input `input`) on
 /// `jobs` threads — concurrent requests, as a server's clients would send them — and
 /// returns output `output`'s rows in example order with their width (values per
-/// example). Progress goes to stderr every few seconds, prefixed `label`. The first
+/// example). Progress goes to stderr (every 2 s on a terminal, 10 s otherwise), prefixed
+/// `label`. The first
 /// failing batch (in data order) is the error.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_rows(
@@ -473,6 +474,12 @@ pub(super) fn run_rows(
     let failed = AtomicBool::new(false);
     let started = Instant::now();
     let last_progress = Mutex::new(started);
+    // A line every 2 s on a terminal; every 10 s into a log.
+    let every = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(10)
+    };
     let worker = || {
         loop {
             let b = next.fetch_add(1, Ordering::Relaxed);
@@ -487,7 +494,7 @@ pub(super) fn run_rows(
             let finished = done.fetch_add(rows, Ordering::Relaxed) + rows;
             let now = Instant::now();
             let mut last = last_progress.lock().unwrap_or_else(|e| e.into_inner());
-            if now - *last >= Duration::from_secs(2) {
+            if now - *last >= every {
                 *last = now;
                 let secs = (now - started).as_secs_f64();
                 let rate = finished as f64 / secs;

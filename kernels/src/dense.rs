@@ -116,53 +116,6 @@ pub(crate) fn padded_bias(bias: &[f32], nr: usize) -> Vec<f32> {
     padded
 }
 
-/// The [`pulp::WithSimd`] op behind [`Kernels::dense_packed`](crate::Kernels::dense_packed);
-/// lengths and level are validated by the caller.
-pub(crate) struct DensePacked<'a> {
-    pub(crate) x: &'a [f32],
-    pub(crate) m: usize,
-    pub(crate) p: &'a PackedDense,
-    pub(crate) act: Activation,
-    pub(crate) out: &'a mut [f32],
-}
-
-impl DensePacked<'_> {
-    #[inline(always)]
-    fn run<S: Simd, E: Elem>(self, simd: S, b: &[E]) {
-        let p = self.p;
-        Gemm {
-            m: self.m,
-            n: p.n,
-            k: p.k,
-            a: AView {
-                data: self.x,
-                rs: p.k,
-                cs: 1,
-            },
-            b,
-            bias: p.bias.as_deref().map_or(Bias::None, Bias::PerCol),
-            act: self.act,
-            ldc: p.n,
-            accumulate: false,
-            b_window: None,
-        }
-        .run(simd, self.out);
-    }
-}
-
-impl pulp::WithSimd for DensePacked<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        match &self.p.data {
-            PackedData::F32(b) => self.run(simd, b.as_slice()),
-            PackedData::F16(b) => self.run(simd, b.as_slice()),
-            PackedData::Bf16(b) => self.run(simd, b.as_slice()),
-        }
-    }
-}
-
 /// An output matrix several threads write disjoint parts of (raw, so that no two threads
 /// hold overlapping `&mut` slices).
 #[derive(Clone, Copy)]
@@ -187,11 +140,12 @@ impl SharedOut {
     }
 }
 
-/// Part `part.0` of `part.1` of a [`DensePacked`] product split by columns: the product's
-/// panels of `NR` output features divided into `part.1` nearly equal runs, this one
-/// computing run `part.0` (nothing when it is empty) and writing only those columns of
-/// every row of `out`. Every output is the same multiply-add chain as unsplit, so the
-/// result is the same bits.
+/// The [`pulp::WithSimd`] op behind [`Kernels::dense_packed`](crate::Kernels::dense_packed):
+/// part `part.0` of `part.1` of the product, its panels of `NR` output features divided
+/// into `part.1` nearly equal runs, this one computing run `part.0` (nothing when it is
+/// empty) and writing only those columns of every row of `out`; `(0, 1)` is the whole
+/// product. Every output is the same multiply-add chain whatever the split, so the result
+/// is the same bits.
 pub(crate) struct DensePackedPart<'a> {
     x: &'a [f32],
     m: usize,
@@ -205,8 +159,8 @@ impl<'a> DensePackedPart<'a> {
     /// # Safety
     /// `out` covers `m · p.n` elements that stay valid, and are not otherwise read or
     /// written, until every part has run; parts run at the same time have different
-    /// `part.0` and the same `part.1`, and the arguments are validated as for
-    /// [`DensePacked`].
+    /// `part.0` and the same `part.1`; `x` holds `m · p.k` values and `p` was packed at the
+    /// level that runs the op (as `dense_packed` validates).
     pub(crate) unsafe fn new(
         x: &'a [f32],
         m: usize,

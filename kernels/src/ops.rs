@@ -5,7 +5,7 @@
 use crate::activation::{Activate, Activation, ActivationBackward};
 use crate::conv::{Conv2d, PackedConv2d, TileRows, pack_weights};
 use crate::conv_grad::{Conv2dBackwardInput, Conv2dBackwardWeights};
-use crate::dense::{Dense, DensePacked, DensePackedPart, PackedData, PackedDense, SharedOut, pack};
+use crate::dense::{Dense, DensePackedPart, PackedData, PackedDense, SharedOut, pack};
 use crate::dispatch::{Kernels, Level};
 use crate::elementwise::{Binary, BinaryKind, Softmax, SumRows};
 use crate::error::{KernelError, check_len, check_matrix, product};
@@ -538,13 +538,11 @@ impl Kernels {
             return Ok(());
         }
         self.split_rows(x, m, k, n, out, |kern, x, m, out| {
-            kern.run(DensePacked {
-                x,
-                m,
-                p: packed,
-                act,
-                out,
-            })
+            // SAFETY: one part, the whole product, into `out` (exclusively borrowed, `m · n`
+            // elements: validated above and by `split_rows`' chunking).
+            let job =
+                unsafe { DensePackedPart::new(x, m, packed, act, SharedOut::new(out), (0, 1)) };
+            kern.run(job)
         });
         Ok(())
     }

@@ -507,35 +507,34 @@ impl Kernels {
             return dense_packed_error(self.level(), x.len(), m, packed, out.len());
         }
         // Too few rows to split (a sentence, a small batch): split the columns instead,
-        // each thread streaming its share of the weights.
-        let mr = self.run(TileRows);
-        let parts = match self.pool().filter(|p| p.threads() > 1) {
-            Some(_) if m < 2 * mr * self.threads() => {
-                self.threads().min(n / SPLIT_COLS_MIN_WIDTH).min(
-                    2usize.saturating_mul(m).saturating_mul(k).saturating_mul(n)
-                        / SPLIT_COLS_MIN_FLOPS,
-                )
-            }
-            _ => 1,
-        };
-        if let (Some(pool), true) = (self.pool(), parts > 1) {
-            let shared = SharedOut::new(out);
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            pool.run_scoped(parts, &|| {
-                loop {
-                    let part = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if part >= parts {
-                        break;
+        // each thread streaming its share of the weights. (Without a pool, batch-1 calls
+        // skip all of this.)
+        if let Some(pool) = self.pool().filter(|p| p.threads() > 1)
+            && m < 2 * self.run(TileRows) * pool.threads()
+        {
+            let parts = pool.threads().min(n / SPLIT_COLS_MIN_WIDTH).min(
+                2usize.saturating_mul(m).saturating_mul(k).saturating_mul(n) / SPLIT_COLS_MIN_FLOPS,
+            );
+            if parts > 1 {
+                let shared = SharedOut::new(out);
+                let next = std::sync::atomic::AtomicUsize::new(0);
+                pool.run_scoped(parts, &|| {
+                    loop {
+                        let part = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if part >= parts {
+                            break;
+                        }
+                        // SAFETY: `out` (validated: `m · n` elements) stays borrowed until
+                        // `run_scoped` returns, after every part; each part number is taken
+                        // once, so parts running together differ and write disjoint columns.
+                        let job = unsafe {
+                            DensePackedPart::new(x, m, packed, act, shared, (part, parts))
+                        };
+                        self.run(job);
                     }
-                    // SAFETY: `out` (validated: `m · n` elements) stays borrowed until
-                    // `run_scoped` returns, after every part; each part number is taken
-                    // once, so parts running together differ and write disjoint columns.
-                    let job =
-                        unsafe { DensePackedPart::new(x, m, packed, act, shared, (part, parts)) };
-                    self.run(job);
-                }
-            });
-            return Ok(());
+                });
+                return Ok(());
+            }
         }
         self.split_rows(x, m, k, n, out, |kern, x, m, out| {
             // SAFETY: one part, the whole product, into `out` (exclusively borrowed, `m · n`

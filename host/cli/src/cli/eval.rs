@@ -100,9 +100,9 @@ enum Report {
 /// Examples per request for FP32 data.
 const FEATURE_BATCH: usize = 256;
 
-/// Texts per request: a batch of texts of 256 word pieces holds a few MB of activations
-/// per text.
-const TEXT_BATCH: usize = 16;
+/// Texts per request (eval's default, and train's while embedding): a batch of texts of
+/// 256 word pieces holds a few MB of activations per text.
+pub(super) const TEXT_BATCH: usize = 16;
 
 /// The loaded examples, owned.
 enum Loaded {

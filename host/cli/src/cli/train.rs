@@ -18,7 +18,7 @@ use tensorlet_train::spec::Spec;
 use tensorlet_train::train::{BatchProgress, EpochSummary, Observer, Options, Trainer};
 use tensorlet_train::weights::{self, OPTIM_PREFIX, WeightsFile};
 
-use super::eval::{Examples, run_rows};
+use super::eval::{Examples, TEXT_BATCH, run_rows};
 use super::{RuntimeArgs, load_function};
 
 /// Train the network a SPEC.toml declares and write its weights.
@@ -326,9 +326,6 @@ fn write_weights(
     weights::write_over(output, base, &trainer.net.params, extra, metadata).map_err(bad)
 }
 
-/// Texts per request while embedding (see `tensorlet eval`'s batch for texts).
-const EMBED_BATCH: usize = 16;
-
 /// Feature rows for `set`: every text through `how.function` with `how.weights` (relative
 /// to `root`), `jobs` requests at a time, output `how.output` read back in `set`'s order.
 /// Texts go in batches of similar length (padding wasted on short texts is small) and the
@@ -349,18 +346,16 @@ fn embed_texts(set: &TextSet, how: &Embed, root: &Path, jobs: usize) -> Result<V
     let function = load_function(&runtime, &how.function)?;
     let weights_path = root.join(&how.weights);
     let weights = runtime.load_weights_file(&weights_path)?;
-    let component = if super::is_path(&how.function) {
+    let component_digest = if super::is_path(&how.function) {
         let path = Path::new(&how.function);
-        std::fs::read(path).map_err(|e| Error::io(path, e))?
+        tensorlet_host::weights::digest(&std::fs::read(path).map_err(|e| Error::io(path, e))?)
     } else {
-        tensorlet_host::bundled::find(&how.function)?
-            .component
-            .to_vec()
+        tensorlet_host::weights::digest(tensorlet_host::bundled::find(&how.function)?.component)
     };
     let key = tensorlet_host::weights::digest(
         format!(
             "tensorlet embeddings v1\n{}\n{}\n{}\n{}",
-            tensorlet_host::weights::digest(&component),
+            component_digest,
             weights.digest(),
             set.digest(),
             how.output
@@ -399,7 +394,7 @@ fn embed_texts(set: &TextSet, how: &Embed, root: &Path, jobs: usize) -> Result<V
         "text",
         &how.output,
         &Examples::Texts(&sorted),
-        EMBED_BATCH,
+        TEXT_BATCH,
         jobs.max(1),
         "embedding",
     )?;

@@ -30,6 +30,10 @@ const EXP_LO: f32 = -87.3;
 /// Above this, `e^x` saturates (keeps `2^n` within the exponent range).
 const EXP_HI: f32 = 88.0;
 
+/// `1.5·2^23` (12,582,912.0) as bits: added to `x·log2(e)`, rounds it to an integer held
+/// in the low mantissa bits.
+const MAGIC_BITS: u32 = 0x4b40_0000;
+
 /// Vectorised `e^x`, about 2 ulp in the normal range.
 #[inline(always)]
 pub(crate) fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
@@ -39,7 +43,7 @@ pub(crate) fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     );
     // Round x·log2(e) to the nearest integer n by adding 1.5·2^23: n ends up in the low
     // mantissa bits of `t`.
-    let magic = simd.splat_f32s(12_582_912.0);
+    let magic = simd.splat_f32s(f32::from_bits(MAGIC_BITS));
     let t = simd.mul_add_e_f32s(clamped, simd.splat_f32s(core::f32::consts::LOG2_E), magic);
     let n = simd.sub_f32s(t, magic);
     // r = x - n·ln2, with ln2 split in two for accuracy.
@@ -57,12 +61,14 @@ pub(crate) fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     }
     let r2 = simd.mul_f32s(r, r);
     let e_r = simd.add_f32s(simd.mul_add_e_f32s(p, r2, r), simd.splat_f32s(1.0));
-    // 2^n: biased exponent (n + 127) shifted into place; `t`'s bits are magic's bits + n.
-    let bits = simd.sub_u32s(simd.transmute_u32s_f32s(t), simd.transmute_u32s_f32s(magic));
-    let bits = simd.mul_u32s(
-        simd.add_u32s(bits, simd.splat_u32s(127)),
-        simd.splat_u32s(1 << 23),
+    // 2^n: biased exponent (n + 127) shifted into place; `t`'s bits are magic's bits + n, so
+    // one wrapping add gives n + 127 and a shift (not a multiply: `vpmulld` is two µops on
+    // the FMA port) puts it in the exponent field.
+    let biased = simd.add_u32s(
+        simd.transmute_u32s_f32s(t),
+        simd.splat_u32s(127u32.wrapping_sub(MAGIC_BITS)),
     );
+    let bits = simd.wrapping_dyn_shl_u32s(biased, simd.splat_u32s(23));
     let pow2n = simd.transmute_f32s_u32s(bits);
     let y = simd.mul_f32s(e_r, pow2n);
     let underflow = simd.less_than_f32s(x, simd.splat_f32s(EXP_LO));

@@ -138,6 +138,16 @@ impl SharedOut {
             len: out.len(),
         }
     }
+
+    /// The first element.
+    pub(crate) fn ptr(&self) -> *mut f32 {
+        self.ptr
+    }
+
+    /// The number of elements.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
 }
 
 /// The [`pulp::WithSimd`] op behind [`Kernels::dense_packed`](crate::Kernels::dense_packed):

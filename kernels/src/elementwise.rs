@@ -59,31 +59,37 @@ impl pulp::WithSimd for Softmax<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        for row in self.x.chunks_exact_mut(self.row_len) {
-            let m = simd.splat_f32s(max(simd, row));
-            let (head, tail) = S::as_mut_simd_f32s(row);
-            let mut acc = [simd.splat_f32s(0.0); 2];
-            for (i, v) in head.iter_mut().enumerate() {
-                *v = exp(simd, simd.sub_f32s(*v, m));
-                acc[i % 2] = simd.add_f32s(acc[i % 2], *v);
-            }
-            let mut total = simd.reduce_sum_f32s(simd.add_f32s(acc[0], acc[1]));
-            if !tail.is_empty() {
-                let v = exp(
-                    simd,
-                    simd.sub_f32s(crate::vmem::partial_load(simd, tail), m),
-                );
-                crate::vmem::partial_store(simd, tail, v);
-                total += tail.iter().sum::<f32>();
-            }
-            let inv = 1.0 / total;
-            let inv_v = simd.splat_f32s(inv);
-            for v in head {
-                *v = simd.mul_f32s(*v, inv_v);
-            }
-            for v in tail {
-                *v *= inv;
-            }
+        softmax_rows(simd, self.x, self.row_len, 1.0);
+    }
+}
+
+/// `softmax(scale · row)` of every row of `row_len` elements of `x`, in place (`scale > 0`:
+/// attention folds its `1/√d` in here rather than scaling the queries).
+#[inline(always)]
+pub(crate) fn softmax_rows<S: Simd>(simd: S, x: &mut [f32], row_len: usize, scale: f32) {
+    let scale_v = simd.splat_f32s(scale);
+    for row in x.chunks_exact_mut(row_len) {
+        let m = simd.splat_f32s(max(simd, row));
+        let (head, tail) = S::as_mut_simd_f32s(row);
+        let mut acc = [simd.splat_f32s(0.0); 2];
+        for (i, v) in head.iter_mut().enumerate() {
+            *v = exp(simd, simd.mul_f32s(simd.sub_f32s(*v, m), scale_v));
+            acc[i % 2] = simd.add_f32s(acc[i % 2], *v);
+        }
+        let mut total = simd.reduce_sum_f32s(simd.add_f32s(acc[0], acc[1]));
+        if !tail.is_empty() {
+            let shifted = simd.sub_f32s(crate::vmem::partial_load(simd, tail), m);
+            let v = exp(simd, simd.mul_f32s(shifted, scale_v));
+            crate::vmem::partial_store(simd, tail, v);
+            total += tail.iter().sum::<f32>();
+        }
+        let inv = 1.0 / total;
+        let inv_v = simd.splat_f32s(inv);
+        for v in head {
+            *v = simd.mul_f32s(*v, inv_v);
+        }
+        for v in tail {
+            *v *= inv;
         }
     }
 }

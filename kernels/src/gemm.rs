@@ -7,9 +7,10 @@
 //!   `NR = NV·lanes` columns, each `kc × NR` contiguous (`b[kk·NR + j]`, zero-padded past `n`).
 //!   Dense weights are packed once ([`PackedDense`](crate::PackedDense)); conv packs its
 //!   im2col patches straight into this layout.
-//! - `A` is read in place: row `r`, column `kk` at `a[(r / MR)·MR·k + (r % MR)·rs + kk·cs]`,
-//!   which covers both plain row-major rows (`rs = k, cs = 1`, dense activations) and
-//!   `MR`-interleaved blocks (`rs = 1, cs = MR`, packed conv weights).
+//! - `A` is read in place: row `r`, column `kk` at `a[r·rs + kk]` for rows `rs ≥ k` apart
+//!   (`cs = 1`: dense activations, or one attention head's columns of wider rows), or at
+//!   `a[(r / MR)·MR·k + (r % MR)·rs + kk·cs]` for `MR`-interleaved blocks (`rs = 1, cs = MR`,
+//!   packed conv weights).
 //! - Loop nest: slabs of rows, then `KC` blocks of `k`, then column blocks of [`nc`]
 //!   columns (the `kc × nc` block of `B`, at most 512 KiB, stays in L2), then `MR` row blocks, then
 //!   the panels of the column block. When `A` serves four or more panels and its rows are at
@@ -244,12 +245,22 @@ pub(crate) fn pack_b_rows<S: Simd>(
     }
 }
 
-/// The `A` operand: `a[(r / MR)·MR·k + (r % MR)·rs + kk·cs]` (see the module docs).
+/// The `A` operand: rows `rs ≥ k` apart when `cs = 1` (`a[r·rs + kk]`: row-major, or the
+/// rows of a wider matrix, such as one attention head's columns), otherwise
+/// `a[(r / MR)·MR·k + (r % MR)·rs + kk·cs]` (`MR`-interleaved blocks; see the module docs).
 #[derive(Clone, Copy)]
 pub(crate) struct AView<'a> {
     pub(crate) data: &'a [f32],
     pub(crate) rs: usize,
     pub(crate) cs: usize,
+}
+
+impl AView<'_> {
+    /// Where row `r0` (a multiple of `MR`) starts, for `k` columns.
+    #[inline(always)]
+    fn row_block(&self, r0: usize, k: usize) -> usize {
+        if self.cs == 1 { r0 * self.rs } else { r0 * k }
+    }
 }
 
 /// One GEMM call on a packed block of `B` covering `n` columns.
@@ -598,7 +609,9 @@ impl<E: Elem> Gemm<'_, E> {
         let last_row = m.div_ceil(MR) - 1;
         let last_rows = m - last_row * MR;
         assert!(
-            k == 0 || a.data.len() > last_row * MR * k + (last_rows - 1) * a.rs + (k - 1) * a.cs
+            k == 0
+                || a.data.len()
+                    > a.row_block(last_row * MR, k) + (last_rows - 1) * a.rs + (k - 1) * a.cs
         );
         if let Bias::PerCol(cb) = bias {
             assert!(cb.len() >= panels * nr);
@@ -639,7 +652,7 @@ impl<E: Elem> Gemm<'_, E> {
                     let mut r0 = m0;
                     while r0 < m1 {
                         let rows = MR.min(m - r0);
-                        let a_off = r0 * k + k0;
+                        let a_off = a.row_block(r0, k) + k0;
                         let src = a.data[a_off..].chunks(a.rs).take(rows).enumerate();
                         if INTERLEAVE_A {
                             let dst = &mut buf[(r0 - m0) * kc..][..MR * kc];
@@ -681,7 +694,7 @@ impl<E: Elem> Gemm<'_, E> {
                             ),
                             // SAFETY: the offset is within `a.data` (asserted above).
                             None => (
-                                unsafe { a.data.as_ptr().add(r0 * k + k0 * a.cs) },
+                                unsafe { a.data.as_ptr().add(a.row_block(r0, k) + k0 * a.cs) },
                                 a.rs,
                                 a.cs,
                             ),

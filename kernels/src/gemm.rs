@@ -38,7 +38,7 @@
 
 use pulp::Simd;
 
-use crate::activation::{Activation, apply};
+use crate::activation::{Activation, apply_slice};
 use crate::elem::{Elem, Scratch, take_scratch};
 use crate::vmem::{copy, load, store, transpose8, zero};
 
@@ -497,12 +497,21 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usi
                     val = simd.add_f32s(val, rb);
                 }
             }
-            if st.last {
-                val = apply(simd, st.act, val);
+            if st.last && st.act == Activation::Relu {
+                val = simd.max_f32s(val, zero);
             }
             let w = lanes.min(st.valid - c0);
             store(simd, row_slice(i, c0, w), val);
         }
+    }
+    if st.last && st.act.is_transcendental() {
+        simd.vectorize(ActivateRows {
+            out,
+            rows: R,
+            cols: st.valid,
+            ldc,
+            act: st.act,
+        });
     }
 }
 
@@ -541,6 +550,49 @@ unsafe fn block_rows<S: Simd, E: Elem, const MR: usize, const NV: usize, const C
     unsafe { by_rows!(1 2 3 4 5 6 7 8 9 10 11) }
 }
 
+/// [`Gemm::run_raw`] as a [`pulp::WithSimd`] op; its caller upholds `run_raw`'s contract.
+struct RunGemm<'g, 'a, E> {
+    gemm: &'g Gemm<'a, E>,
+    out: *mut f32,
+    out_len: usize,
+}
+
+impl<E: Elem> pulp::WithSimd for RunGemm<'_, '_, E> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        // SAFETY: built only by `run_raw`, whose caller vouches for `out..out + out_len`.
+        unsafe { self.gemm.run_level(simd, self.out, self.out_len) }
+    }
+}
+
+/// Applies a transcendental activation to `rows` rows of `cols` values, `ldc` apart, at
+/// `out`: a tile's epilogue, run as a loop over the stored tile (hot in L1) rather than
+/// unrolled over its accumulators, and compiled once per level rather than in every tile
+/// instance.
+struct ActivateRows {
+    out: *mut f32,
+    rows: usize,
+    cols: usize,
+    ldc: usize,
+    act: Activation,
+}
+
+impl pulp::WithSimd for ActivateRows {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        for i in 0..self.rows {
+            // SAFETY: built only by `block`, whose rows `i < R` hold `cols` writable values.
+            let row =
+                unsafe { core::slice::from_raw_parts_mut(self.out.add(i * self.ldc), self.cols) };
+            apply_slice(simd, self.act, row);
+        }
+    }
+}
+
 impl<E: Elem> Gemm<'_, E> {
     /// Runs the product into `out` (see [`Gemm::ldc`]) at the level of `simd`.
     #[inline(always)]
@@ -552,14 +604,29 @@ impl<E: Elem> Gemm<'_, E> {
     /// [`Gemm::run`] into `out_len` elements at `out`: writes (and, when accumulating or
     /// after the first `KC` block, reads) only `out[r·ldc + c]` for `r < m`, `c < n`, and
     /// creates no reference to the rest, so threads may run column windows of one output.
-    /// Inlined like every step below the `pulp` entry point, so the level's target features
-    /// reach the tiles.
+    ///
+    /// The product is entered through [`Simd::vectorize`]: one function per level and
+    /// weight type, with the level's target features, that every op calls. Inlined into
+    /// each of them instead, its hundred tile instances were compiled a dozen times over.
     ///
     /// # Safety
     /// `out..out + out_len` is valid for reads and writes for the call, and no other thread
     /// reads or writes the elements this product writes while it runs.
     #[inline(always)]
     pub(crate) unsafe fn run_raw<S: Simd>(&self, simd: S, out: *mut f32, out_len: usize) {
+        simd.vectorize(RunGemm {
+            gemm: self,
+            out,
+            out_len,
+        });
+    }
+
+    /// The body of [`Gemm::run_raw`], inside the level's target features.
+    ///
+    /// # Safety
+    /// As [`Gemm::run_raw`].
+    #[inline(always)]
+    unsafe fn run_level<S: Simd>(&self, simd: S, out: *mut f32, out_len: usize) {
         // Inline consts, so that only the level's own tile is compiled.
         // SAFETY: the caller's contract, passed on.
         unsafe {

@@ -1,5 +1,6 @@
 //! The `tensorlet` binary, end to end: `run` on JSON, stdin and images against the numpy
-//! reference; `inspect`; `compile` and running the artifact; and clear failures.
+//! reference; `inspect`; `compile` and running the artifact; clear failures; and that the
+//! README's `cargo run --release -- ...` has exactly one binary to run.
 
 mod common;
 
@@ -19,6 +20,49 @@ fn stdout_json(out: &Output) -> serde_json::Value {
 
 fn path(name: &str) -> String {
     fixture(name).display().to_string()
+}
+
+/// `cargo run` at the workspace root (the README's first command) stops with "could not
+/// determine which binary to run" as soon as any member adds a second `[[bin]]`; tools
+/// beside the product are examples. Asked of `cargo metadata`, which reads the manifests
+/// without building anything.
+#[test]
+fn the_workspace_has_exactly_one_binary_for_cargo_run() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(repo(""))
+        .output()
+        .expect("cargo metadata runs");
+    let meta = stdout_json(&out);
+    let mut bins = Vec::new();
+    for package in meta["packages"].as_array().expect("packages") {
+        for target in package["targets"].as_array().expect("targets") {
+            if target["kind"]
+                .as_array()
+                .expect("kind")
+                .iter()
+                .any(|k| k == "bin")
+            {
+                bins.push(format!(
+                    "{} in {}",
+                    target["name"].as_str().expect("name"),
+                    package["name"].as_str().expect("package name")
+                ));
+            }
+        }
+    }
+    assert_eq!(
+        bins,
+        ["tensorlet in tensorlet-cli"],
+        "binaries in the workspace"
+    );
 }
 
 #[test]

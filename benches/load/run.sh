@@ -3,7 +3,7 @@
 #
 #   bash benches/load/run.sh [SECONDS_PER_RUN] [CONNECTIONS]     (defaults 5 and 4)
 #
-# Builds tensorlet and the load generator (benches/src/bin/load.rs: closed-loop
+# Builds tensorlet and the load generator (benches/examples/load.rs: closed-loop
 # keep-alive HTTP/1.1 clients, nothing to install), then measures requests/s and p50/p99
 # latency of mlp and mnist-cnn batch 1 over HTTP JSON and binary against a real server on
 # loopback, beside the same requests run in-process with no HTTP and a bare hyper server
@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECONDS_PER_RUN="${1:-5}"
 CONNECTIONS="${2:-4}"
-cargo build --release --quiet -p tensorlet-cli -p tensorlet-benches --bin tensorlet --bin load
-target/release/load --tensorlet target/release/tensorlet --seconds "$SECONDS_PER_RUN" \
+cargo build --release --quiet -p tensorlet-cli --bin tensorlet
+cargo build --release --quiet -p tensorlet-benches --example load
+target/release/examples/load --tensorlet target/release/tensorlet --seconds "$SECONDS_PER_RUN" \
     --connections "$CONNECTIONS"

@@ -38,7 +38,7 @@
 
 use pulp::Simd;
 
-use crate::activation::{Activation, apply_slice};
+use crate::activation::{Activation, apply, apply_slice};
 use crate::elem::{Elem, Scratch, take_scratch};
 use crate::vmem::{copy, load, store, transpose8, zero};
 
@@ -498,7 +498,8 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usi
                 }
             }
             if st.last && st.act == Activation::Relu {
-                val = simd.max_f32s(val, zero);
+                // A constant `act`: only ReLU's arm of `apply` is compiled here.
+                val = apply(simd, Activation::Relu, val);
             }
             let w = lanes.min(st.valid - c0);
             store(simd, row_slice(i, c0, w), val);

@@ -59,11 +59,10 @@ fn bits(outputs: &[(String, Tensor)]) -> Vec<(String, Vec<u32>)> {
 
 #[test]
 fn mixed_concurrent_requests_during_a_swap_equal_the_sequential_results() {
-    let rt = Runtime::new(RuntimeConfig {
+    let rt = common::runtime(RuntimeConfig {
         max_concurrent_requests: 4,
         ..RuntimeConfig::default()
-    })
-    .unwrap();
+    });
     let v1 = [model(&rt, "mlp", 1, None), model(&rt, "mnist-cnn", 1, None)];
     let v2 = [
         model(&rt, "mlp", 2, Some("mlp_basic.weights.safetensors")),
@@ -154,7 +153,7 @@ fn mixed_concurrent_requests_during_a_swap_equal_the_sequential_results() {
 
 #[test]
 fn a_failed_load_leaves_the_old_version_serving() {
-    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let rt = common::runtime(RuntimeConfig::default());
     let registry = Registry::new(rt.clone());
     registry.publish(model(&rt, "mnist-cnn", 1, None));
     let b = bundled::find("mnist-cnn").unwrap();
@@ -209,7 +208,7 @@ fn a_failed_load_leaves_the_old_version_serving() {
 
 #[test]
 fn unload_waits_for_requests_in_flight() {
-    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let rt = common::runtime(RuntimeConfig::default());
     let registry = Arc::new(Registry::new(rt.clone()));
     registry.publish(model(&rt, "mlp", 3, None));
     let held = registry.get("mlp", Some(3)).unwrap();
@@ -240,7 +239,7 @@ fn unload_waits_for_requests_in_flight() {
 /// its own answer: here its own shape error, while the batch succeeds.
 #[test]
 fn dynamic_batching_runs_fewer_calls_and_splits_the_answers_back() {
-    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let rt = common::runtime(RuntimeConfig::default());
     let b = bundled::find("mlp").unwrap();
     let function = rt.load_function(b.name, b.component).unwrap();
     let weights = rt.load_weights("mlp", b.weights().unwrap()).unwrap();

@@ -2,6 +2,8 @@
 //! guest memory and unbounded host tensors each end as a typed error, and the same runtime
 //! keeps serving afterwards. Every request runs in a fresh instance.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use tensorlet_host::{ErrorKind, Function, Runtime, RuntimeConfig, Tensor, Weights};
@@ -17,7 +19,7 @@ fn setup() -> (Runtime, Function) {
 
 /// A runtime with `config` and the misbehaving test function loaded in it.
 fn misbehave(config: RuntimeConfig) -> (Runtime, Function) {
-    let rt = Runtime::new(config).unwrap();
+    let rt = common::runtime(config);
     let f = rt
         .load_function_file(tensorlet_host::test_programs::MISBEHAVE.as_ref())
         .unwrap();

@@ -24,11 +24,10 @@ const BACKEND_RTOL: f32 = 1e-5;
 const BACKEND_ATOL: f32 = 1e-6;
 
 fn runtime(kernels: KernelBackend) -> Runtime {
-    Runtime::new(RuntimeConfig {
+    common::runtime(RuntimeConfig {
         kernels,
         ..RuntimeConfig::default()
     })
-    .unwrap()
 }
 
 fn run(rt: &Runtime, case: &Case) -> tensorlet_host::Result<serde_json::Value> {
@@ -400,13 +399,12 @@ fn op_errors_have_the_native_kinds() {
 
 #[test]
 fn the_deadline_stops_a_huge_conv_inside_the_kernels_component() {
-    let rt = Runtime::new(RuntimeConfig {
+    let rt = common::runtime(RuntimeConfig {
         deadline: Duration::from_millis(200),
         memory_limit: 512 << 20,
         kernels: KernelBackend::Wasm,
         ..RuntimeConfig::default()
-    })
-    .unwrap();
+    });
     let mut s = rt.kernel_session().unwrap();
     // 8 × 512 × 64 × 25 × 60 × 60 × 2 ≈ 47 GFLOP: seconds even at full simd128 speed.
     let x = s.upload(&Tensor::from_f32(vec![8, 64, 64, 64], vec![0.5; 8 << 18]).unwrap());
@@ -431,12 +429,11 @@ fn the_deadline_stops_a_huge_conv_inside_the_kernels_component() {
 
 #[test]
 fn the_memory_limit_applies_to_the_kernels_instance() {
-    let rt = Runtime::new(RuntimeConfig {
+    let rt = common::runtime(RuntimeConfig {
         memory_limit: 16 << 20,
         kernels: KernelBackend::Wasm,
         ..RuntimeConfig::default()
-    })
-    .unwrap();
+    });
     let mut s = rt.kernel_session().unwrap();
     let big = Tensor::from_f32(vec![8 << 20], vec![0.0; 8 << 20]).unwrap(); // 32 MiB
     let err = s.upload(&big).unwrap_err();
@@ -445,14 +442,13 @@ fn the_memory_limit_applies_to_the_kernels_instance() {
 
 #[test]
 fn misbehaving_functions_are_contained_in_wasm_mode() {
-    let rt = Runtime::new(RuntimeConfig {
+    let rt = common::runtime(RuntimeConfig {
         deadline: Duration::from_millis(500),
         memory_limit: 64 << 20,
         tensor_budget: 64 << 20,
         kernels: KernelBackend::Wasm,
         ..RuntimeConfig::default()
-    })
-    .unwrap();
+    });
     let f = rt
         .load_function_file(tensorlet_host::test_programs::MISBEHAVE.as_ref())
         .unwrap();

@@ -20,7 +20,7 @@ fn run(rt: &Runtime, case: &Case) -> tensorlet_host::Result<serde_json::Value> {
 
 #[test]
 fn every_good_case_matches_the_numpy_reference() {
-    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let rt = common::runtime(RuntimeConfig::default());
     let good: Vec<_> = cases()
         .into_iter()
         .filter(|c| c.expect_error.is_none())
@@ -38,7 +38,7 @@ fn every_good_case_matches_the_numpy_reference() {
 
 #[test]
 fn every_bad_case_is_a_typed_error_and_the_runtime_keeps_serving() {
-    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let rt = common::runtime(RuntimeConfig::default());
     let all = cases();
     let good = all
         .iter()
@@ -71,7 +71,7 @@ fn every_bad_case_is_a_typed_error_and_the_runtime_keeps_serving() {
 
 #[test]
 fn weights_are_prepared_once_per_content() {
-    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let rt = common::runtime(RuntimeConfig::default());
     let a = rt
         .load_weights_file(&fixture("cnn_mnist.weights.safetensors"))
         .unwrap();
@@ -86,7 +86,7 @@ fn weights_are_prepared_once_per_content() {
 
 #[test]
 fn metadata_describes_inputs_outputs_and_weights() {
-    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let rt = common::runtime(RuntimeConfig::default());
     let cnn = rt.load_bundled("mnist-cnn").unwrap();
     let m = cnn.metadata();
     assert_eq!(m.name, "mnist-cnn");
@@ -166,7 +166,7 @@ fn the_compile_cache_reuses_artifacts_and_replaces_broken_ones() {
 
 #[test]
 fn a_changed_weights_file_is_prepared_again() {
-    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let rt = common::runtime(RuntimeConfig::default());
     let path = std::env::temp_dir().join(format!("tensorlet-w-{}.safetensors", std::process::id()));
     std::fs::copy(fixture("mlp_basic.weights.safetensors"), &path).unwrap();
     let a = rt.load_weights_file(&path).unwrap();

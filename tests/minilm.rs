@@ -114,7 +114,7 @@ fn reference(texts: &[&str]) -> Embedded {
 fn model() -> &'static (Runtime, Function, Arc<Weights>) {
     static MODEL: OnceLock<(Runtime, Function, Arc<Weights>)> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+        let rt = common::runtime(RuntimeConfig::default());
         let f = rt.load_bundled("minilm").unwrap();
         let w = rt.load_weights_file(&weights_path()).unwrap();
         (rt, f, w)
@@ -244,11 +244,10 @@ fn embeddings_match_the_numpy_bert_alone_and_in_a_mixed_batch() {
 
 #[test]
 fn the_kernels_component_gives_the_native_embeddings() {
-    let rt = Runtime::new(RuntimeConfig {
+    let rt = common::runtime(RuntimeConfig {
         kernels: KernelBackend::Wasm,
         ..RuntimeConfig::default()
-    })
-    .unwrap();
+    });
     let f = rt.load_bundled("minilm").unwrap();
     let w = rt.load_weights_file(&weights_path()).unwrap();
     let texts: Vec<&[u8]> = SENTENCES.iter().map(|t| t.as_bytes()).collect();

@@ -119,7 +119,7 @@ fn a_registry_serves_the_versions_the_policy_selects() {
             .success()
     );
     std::fs::create_dir_all(repo.join("mlp/notes")).unwrap();
-    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let rt = common::runtime(RuntimeConfig::default());
     let (v1_bits, v2_bits) = (mlp_bits(&rt, None), mlp_bits(&rt, Some(&basic)));
     assert_ne!(v1_bits, v2_bits);
     let repository = Repository::open(&repo).unwrap();

@@ -35,10 +35,7 @@ impl Server {
             .args(["serve", "--http", http, "--metrics", "127.0.0.1:0"])
             .args(["--grpc", "127.0.0.1:0"])
             .args(args)
-            .env(
-                "TENSORLET_CACHE_DIR",
-                std::env::temp_dir().join("tensorlet-test-cache"),
-            )
+            .env("TENSORLET_CACHE_DIR", common::compile_cache())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -433,10 +430,7 @@ fn pack(function: &str, weights: Option<&Path>, out: &Path) {
         cmd.arg("--weights").arg(w);
     }
     let out = cmd
-        .env(
-            "TENSORLET_CACHE_DIR",
-            std::env::temp_dir().join("tensorlet-test-cache"),
-        )
+        .env("TENSORLET_CACHE_DIR", common::compile_cache())
         .output()
         .unwrap();
     assert!(
@@ -1378,10 +1372,7 @@ fn dynamic_batching_over_http() {
 #[test]
 fn an_unread_stderr_does_not_stall_the_server() {
     let mut child = serve_http_only()
-        .env(
-            "TENSORLET_CACHE_DIR",
-            std::env::temp_dir().join("tensorlet-test-cache"),
-        )
+        .env("TENSORLET_CACHE_DIR", common::compile_cache())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

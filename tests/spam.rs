@@ -172,7 +172,7 @@ fn trained() -> &'static Path {
 fn model() -> &'static (Runtime, Function, Arc<Weights>) {
     static MODEL: OnceLock<(Runtime, Function, Arc<Weights>)> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+        let rt = common::runtime(RuntimeConfig::default());
         let f = rt.load_bundled("spam").unwrap();
         let w = rt.load_weights_file(trained()).unwrap();
         (rt, f, w)

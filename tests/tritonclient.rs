@@ -31,10 +31,7 @@ fn python() -> PathBuf {
 
 fn tensorlet() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorlet"));
-    cmd.env(
-        "TENSORLET_CACHE_DIR",
-        std::env::temp_dir().join("tensorlet-test-cache"),
-    );
+    cmd.env("TENSORLET_CACHE_DIR", common::compile_cache());
     cmd
 }
 

@@ -210,15 +210,27 @@ pub fn serve_http_only() -> Command {
     cmd
 }
 
-/// Runs the `tensorlet` binary with `args`, compiled components cached in a test-only
-/// folder under the system temp dir, and returns its output.
+/// The test-only folder of compiled components that the tests' runtimes and `tensorlet`
+/// processes share, under the system temp dir.
+pub fn compile_cache() -> PathBuf {
+    std::env::temp_dir().join("tensorlet-test-cache")
+}
+
+/// A runtime with `config` that keeps compiled components in [`compile_cache`], so the
+/// tests compile each component (the kernels component takes seconds) once, not once per
+/// runtime. Tests of compiling itself use `Runtime::new`.
+pub fn runtime(config: tensorlet_host::RuntimeConfig) -> tensorlet_host::Runtime {
+    // SAFETY: only the tests' runtimes and `tensorlet` processes write to this folder.
+    unsafe { tensorlet_host::Runtime::with_compile_cache(config, &compile_cache()) }
+        .expect("runtime")
+}
+
+/// Runs the `tensorlet` binary with `args`, compiled components cached in
+/// [`compile_cache`], and returns its output.
 pub fn tensorlet(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tensorlet"))
         .args(args)
-        .env(
-            "TENSORLET_CACHE_DIR",
-            std::env::temp_dir().join("tensorlet-test-cache"),
-        )
+        .env("TENSORLET_CACHE_DIR", compile_cache())
         .output()
         .expect("run tensorlet")
 }

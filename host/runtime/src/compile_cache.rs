@@ -15,6 +15,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -74,7 +75,11 @@ impl CompileCache {
         let artifact = component
             .serialize()
             .map_err(|e| Error::internal(format!("serialising a component: {e:#}")))?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // A name no other writer uses, in this process or another: two threads that compile
+        // the same component at once must not write into one temporary file.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
         std::fs::write(&tmp, artifact).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);

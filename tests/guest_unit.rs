@@ -4,7 +4,8 @@
 //! natively, so the one test command covers them too.
 //!
 //! The guest is a separate workspace built for wasm32-wasip2; its pure-Rust parts also
-//! build for the host, where a nested `cargo test` runs them in `target/guest-native`.
+//! build for the host, where a nested `cargo test` runs them in the guest build's folder
+//! `target/guest`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -16,11 +17,15 @@ fn guest_unit_tests_pass_natively() {
     let host = std::env::consts::ARCH.to_string() + "-unknown-linux-gnu";
     let out = Command::new(cargo)
         .current_dir(repo.join("guest"))
-        // The dev profile: the guest's release profile (fat LTO, one codegen unit, for
-        // the components) took 70 s to build these tests where dev takes 52 s, and the
-        // tests run in milliseconds either way.
+        // The guest build's own target folder and profile (`target/guest`, release), so the
+        // host-side crates it already built (wit-bindgen's macros and their dependencies)
+        // are reused; only the tested crates build, for the host, without the components'
+        // fat LTO and at opt-level 1 (12 s, against 44 s for a separate dev build). The
+        // environment overrides apply to the target's crates only: host macros keep their
+        // own build-override profile and so their fingerprints.
         .args([
             "test",
+            "--release",
             "-p",
             "tensorlet-sdk",
             "-p",
@@ -31,7 +36,9 @@ fn guest_unit_tests_pass_natively() {
             &host,
         ])
         .arg("--target-dir")
-        .arg(repo.join("target/guest-native"))
+        .arg(repo.join("target/guest"))
+        .env("CARGO_PROFILE_RELEASE_LTO", "false")
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")

@@ -182,6 +182,9 @@ pub fn venv_python(name: &str, packages: &[&str], modules: &str) -> PathBuf {
             "install",
             "--quiet",
             "--disable-pip-version-check",
+            // No byte-compiling of every installed module (seconds for numpy and grpc):
+            // Python compiles what the tests import when they import it.
+            "--no-compile",
         ])
         .args(packages)
         .status()

@@ -31,11 +31,10 @@ impl Server {
 
     /// A server whose HTTP listener binds `http` (reached through 127.0.0.1).
     fn start_on(http: &str, args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+        let mut child = common::tensorlet_command()
             .args(["serve", "--http", http, "--metrics", "127.0.0.1:0"])
             .args(["--grpc", "127.0.0.1:0"])
             .args(args)
-            .env("TENSORLET_CACHE_DIR", common::compile_cache())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -424,15 +423,12 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
 
 /// `tensorlet pack FUNCTION [--weights W] -o OUT`, which must succeed.
 fn pack(function: &str, weights: Option<&Path>, out: &Path) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorlet"));
+    let mut cmd = common::tensorlet_command();
     cmd.args(["pack", function, "-o"]).arg(out);
     if let Some(w) = weights {
         cmd.arg("--weights").arg(w);
     }
-    let out = cmd
-        .env("TENSORLET_CACHE_DIR", common::compile_cache())
-        .output()
-        .unwrap();
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",

@@ -29,12 +29,6 @@ fn python() -> PathBuf {
     )
 }
 
-fn tensorlet() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorlet"));
-    cmd.env("TENSORLET_CACHE_DIR", common::compile_cache());
-    cmd
-}
-
 fn succeed(cmd: &mut Command) {
     let out = cmd.output().expect("run");
     assert!(
@@ -63,7 +57,7 @@ fn tritonclient_http_and_grpc_work_unchanged() {
     let models = dir.join("repository");
     for name in ["mlp", "mnist-cnn"] {
         succeed(
-            tensorlet()
+            common::tensorlet_command()
                 .args(["pack", name, "-o"])
                 .arg(models.join(name).join("1")),
         );
@@ -78,7 +72,7 @@ fn tritonclient_http_and_grpc_work_unchanged() {
     );
     let deploy = dir.join("deploy").join("mlp").join("1");
     succeed(
-        tensorlet()
+        common::tensorlet_command()
             .args(["pack", "mlp", "--weights"])
             .arg(&weights)
             .arg("-o")
@@ -193,7 +187,7 @@ impl Checks<'_> {
 /// `tensorlet serve` of the repository `models` with `extra` arguments, on free ports: the
 /// server and its HTTP, metrics and gRPC addresses.
 fn serve(models: &Path, extra: &[&str]) -> (Server, [String; 3]) {
-    let mut child = tensorlet()
+    let mut child = common::tensorlet_command()
         .args(["serve", "--repository"])
         .arg(models)
         .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])

@@ -228,12 +228,18 @@ pub fn runtime(config: tensorlet_host::RuntimeConfig) -> tensorlet_host::Runtime
         .expect("runtime")
 }
 
-/// Runs the `tensorlet` binary with `args`, compiled components cached in
-/// [`compile_cache`], and returns its output.
+/// A command for the `tensorlet` binary with compiled components cached in
+/// [`compile_cache`].
+pub fn tensorlet_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorlet"));
+    cmd.env("TENSORLET_CACHE_DIR", compile_cache());
+    cmd
+}
+
+/// Runs [`tensorlet_command`] with `args` and returns its output.
 pub fn tensorlet(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+    tensorlet_command()
         .args(args)
-        .env("TENSORLET_CACHE_DIR", compile_cache())
         .output()
         .expect("run tensorlet")
 }

@@ -1,12 +1,30 @@
 //! The weights set bound to the current request: a prepared safetensors file, in PyTorch
 //! `state_dict` names and layouts. Weights stay in host memory; [`get`] returns a handle.
+//!
+//! The set's names, shapes and dtypes are asked of the host once, on the first [`info`],
+//! [`shape_of`] or [`entries`], and kept for the instance's life: the set bound to an
+//! instance never changes (the host makes a fresh instance per request), and one `entries`
+//! call costs less than a host call per checked weight.
+
+use std::sync::OnceLock;
 
 use crate::wit::tensorlet::nn::weights as wit;
 use crate::{Error, Result, Tensor, TensorInfo, format_shape};
 
+/// The set's entries in name order, fetched with one host call on first use.
+fn cached() -> &'static [TensorInfo] {
+    static ENTRIES: OnceLock<Vec<TensorInfo>> = OnceLock::new();
+    ENTRIES.get_or_init(|| {
+        let mut all = wit::entries();
+        // The host lists them in name order; sorting keeps the lookup right regardless.
+        all.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        all
+    })
+}
+
 /// Every tensor in the set (name, shape, dtype), in name order.
 pub fn entries() -> Vec<TensorInfo> {
-    wit::entries()
+    cached().to_vec()
 }
 
 /// The weight named `name` as a handle (no copy); `not-found` if the set lacks it.
@@ -16,7 +34,10 @@ pub fn get(name: &str) -> Result<Tensor> {
 
 /// The shape and dtype of `name`, if the set has it.
 pub fn info(name: &str) -> Option<TensorInfo> {
-    wit::info(name)
+    let all = cached();
+    all.binary_search_by(|t| t.name.as_str().cmp(name))
+        .ok()
+        .map(|i| all[i].clone())
 }
 
 /// The weight named `name` if the set has it (an optional bias, say), `None` otherwise.

@@ -134,6 +134,11 @@ fn runtime(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("instantiate", "mlp"), |b| {
         b.iter(|| mlp.instantiate_once(&mlp_w).expect("instantiate"))
     });
+    for (name, f) in [("mnist-cnn", &cnn), ("mlp", &mlp)] {
+        g.bench_function(BenchmarkId::new("wasmtime-floor", name), |b| {
+            b.iter_custom(|n| f.instantiate_floor(n).expect("instantiate floor"))
+        });
+    }
 
     let image: Vec<f32> = (0..784).map(|i| (i % 17) as f32 / 17.0).collect();
     g.bench_function(BenchmarkId::new("request", "mnist-cnn"), |b| {
@@ -190,7 +195,8 @@ fn table(r: &Results) -> Table {
             get("instantiate"),
             Work::Latency,
         )
-        .within("budget: 5 µs", INSTANTIATE_BUDGET_NS);
+        .within("budget: 5 µs", INSTANTIATE_BUDGET_NS)
+        .vs_peer("wasmtime alone", get("wasmtime-floor"), None);
         let (request, kernels) = (get("request"), get("kernels"));
         let row = t.row(format!("{name}: request {input}"), request, Work::Latency);
         if name == "mlp" {
@@ -212,6 +218,7 @@ fn table(r: &Results) -> Table {
     }
     t.note("request: Function::infer on the bundled weights (input tensor built in the loop), a fresh store and instance each time");
     t.note("kernels, native: the same kernel calls on the same shapes, buffers allocated once; the overhead includes instantiation");
+    t.note("wasmtime alone: the same component instantiated and dropped on the same engine and pool, in a store with no host state and every import a trapping stub (what the component's shape costs before tensorlet adds anything)");
     t.note("budgets: ratio = budget ÷ measured time, met at ≥ 1×");
     t
 }

@@ -736,6 +736,29 @@ impl Function {
     pub fn instantiate_once(&self, weights: &Arc<Weights>) -> Result<()> {
         self.inner.with_instance(weights, |_, _| Ok(()))
     }
+
+    /// wasmtime's own cost of what [`Function::instantiate_once`] does, as the floor to
+    /// compare it with: `n` times, a fresh store with no host state instantiates this
+    /// component on this runtime's engine (same pooling allocator), every import a stub
+    /// that traps, and is dropped. Returns the time the `n` took (used by the benchmarks).
+    #[doc(hidden)]
+    pub fn instantiate_floor(&self, n: u64) -> Result<Duration> {
+        let engine = &self.inner.runtime.inner.engine;
+        let component = &self.inner.component;
+        let floor = |e: wasmtime::Error| Error::internal(format!("instantiate floor: {e:#}"));
+        let mut linker = Linker::<()>::new(engine);
+        linker
+            .define_unknown_imports_as_traps(component)
+            .map_err(floor)?;
+        let pre = linker.instantiate_pre(component).map_err(floor)?;
+        let started = Instant::now();
+        for _ in 0..n {
+            let mut store = Store::new(engine, ());
+            store.set_epoch_deadline(u64::MAX / 2);
+            pre.instantiate(&mut store).map_err(floor)?;
+        }
+        Ok(started.elapsed())
+    }
 }
 
 impl FunctionInner {

@@ -15,7 +15,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tensorlet_kernels::{Kernels, ThreadPool};
-use wasmtime::component::{Component, HasSelf, Linker, Resource};
+use wasmtime::component::{
+    Component, ComponentExportIndex, HasSelf, Instance, Linker, Resource, TypedFunc,
+};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use crate::backend::wasm::{KERNELS_COMPONENT, KernelSession, WasmBackend};
@@ -26,7 +28,9 @@ use crate::host::State;
 use crate::limits::{Admission, HostMemory, LimitHit, Permit, TensorBudget};
 use crate::tensor::Tensor;
 use crate::weights::{Weights, WeightsCache};
-use crate::wit::{FunctionMetadata, InferenceFunction, InferenceFunctionPre, NamedTensor};
+use crate::wit::{
+    FunctionMetadata, InferenceFunction, InferenceFunctionPre, NamedTensor, WitError,
+};
 
 /// Bytes of each pooled linear memory kept resident between instances (a Rust function's
 /// stack, data and first heap pages).
@@ -324,11 +328,21 @@ impl Runtime {
                 "function `{name}` does not export `tensorlet:nn/function`: {e:#}"
             ))
         })?;
+        let interface = format!("tensorlet:nn/function@{WIT_VERSION}");
+        let infer = component
+            .get_export_index(None, &interface)
+            .and_then(|i| component.get_export_index(Some(&i), "infer"))
+            .ok_or_else(|| {
+                Error::invalid_input(format!(
+                    "function `{name}` does not export `{interface}#infer`"
+                ))
+            })?;
         let mut function = FunctionInner {
             runtime: self.clone(),
             name: name.to_string(),
             component,
             pre,
+            infer,
             // Replaced right below by what the function itself reports.
             metadata: FunctionMetadata {
                 name: name.to_string(),
@@ -339,7 +353,10 @@ impl Runtime {
             },
         };
         let empty = Arc::new(Weights::empty());
-        let metadata = function.with_instance(&empty, |store, bindings| {
+        // The one full binding of the exports, which checks the types of `metadata` and
+        // `infer` against the WIT: every request after this one relies on that check.
+        let metadata = function.with_instance(&empty, |store, instance| {
+            let bindings = InferenceFunction::new(&mut *store, instance)?;
             Ok(bindings.tensorlet_nn_function().call_metadata(store)?)
         })?;
         function.metadata = metadata;
@@ -484,8 +501,13 @@ struct FunctionInner {
     name: String,
     component: Component,
     pre: InferenceFunctionPre<State>,
+    /// The component's `tensorlet:nn/function#infer` export.
+    infer: ComponentExportIndex,
     metadata: FunctionMetadata,
 }
+
+/// The type of `tensorlet:nn/function#infer`.
+type InferFunc<'a> = TypedFunc<(&'a [NamedTensor],), (Result<Vec<NamedTensor>, WitError>,)>;
 
 /// A compiled inference function, ready to instantiate per request. Cheap to clone;
 /// `Send + Sync`.
@@ -541,7 +563,7 @@ impl Function {
     ) -> Result<Vec<(String, Tensor)>> {
         self.check_inputs(&inputs)?;
         self.inner
-            .with_instance_timed(weights, timing, |store, bindings| {
+            .with_instance_timed(weights, timing, |store, instance| {
                 let mut handles = Vec::with_capacity(inputs.len());
                 for (name, tensor) in inputs {
                     let id = match store.data_mut().session().put(tensor) {
@@ -556,10 +578,11 @@ impl Function {
                         value: Resource::new_own(id),
                     });
                 }
-                let outputs = bindings
-                    .tensorlet_nn_function()
-                    .call_infer(&mut *store, &handles)?
-                    .map_err(Error::from)?;
+                let (outputs,) = self
+                    .inner
+                    .infer(store, instance)?
+                    .call(&mut *store, (&handles,))?;
+                let outputs = outputs.map_err(Error::from)?;
                 let session = store.data_mut().session();
                 outputs
                     .into_iter()
@@ -767,7 +790,7 @@ impl FunctionInner {
     fn with_instance<R>(
         &self,
         weights: &Arc<Weights>,
-        body: impl FnOnce(&mut Store<State>, &InferenceFunction) -> Result<R, CallError>,
+        body: impl FnOnce(&mut Store<State>, &Instance) -> Result<R, CallError>,
     ) -> Result<R> {
         self.with_instance_timed(weights, &mut Timing::default(), body)
     }
@@ -778,7 +801,7 @@ impl FunctionInner {
         &self,
         weights: &Arc<Weights>,
         timing: &mut Timing<'_>,
-        body: impl FnOnce(&mut Store<State>, &InferenceFunction) -> Result<R, CallError>,
+        body: impl FnOnce(&mut Store<State>, &Instance) -> Result<R, CallError>,
     ) -> Result<R> {
         let rt = &self.runtime;
         let config = &rt.inner.config;
@@ -805,7 +828,7 @@ impl FunctionInner {
         &self,
         weights: &Arc<Weights>,
         deadline: Instant,
-        body: impl FnOnce(&mut Store<State>, &InferenceFunction) -> Result<R, CallError>,
+        body: impl FnOnce(&mut Store<State>, &Instance) -> Result<R, CallError>,
     ) -> Result<R> {
         let rt = &self.runtime;
         let config = &rt.inner.config;
@@ -827,11 +850,14 @@ impl FunctionInner {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
+        // The bare instance: `InferenceFunctionPre::instantiate` would also look up and
+        // type-check every export again, on each request.
         let result = self
             .pre
+            .instance_pre()
             .instantiate(&mut store)
             .map_err(CallError::Wasm)
-            .and_then(|bindings| body(&mut store, &bindings));
+            .and_then(|instance| body(&mut store, &instance));
         result.map_err(|e| match e {
             CallError::Host(e) => e.context(format!("function `{}`", self.name)),
             CallError::Wasm(e) => {
@@ -844,6 +870,22 @@ impl FunctionInner {
                 self.classify(e, store.data().limit_hit(), &detail)
             }
         })
+    }
+
+    /// The `infer` export of `instance` (an instance of this function's component).
+    fn infer<'a>(
+        &self,
+        store: &mut Store<State>,
+        instance: &Instance,
+    ) -> Result<InferFunc<'a>, CallError> {
+        let func = instance.get_func(&mut *store, self.infer).ok_or_else(|| {
+            Error::internal(format!("function `{}` lost its `infer` export", self.name))
+        })?;
+        // SAFETY: `self.infer` indexes this component's `infer`, and loading the function
+        // bound its exports with `InferenceFunction::new`, which checked that export's type
+        // against `InferFunc` (the WIT's). Every instance of a component has the types its
+        // component has.
+        Ok(unsafe { InferFunc::new_unchecked(func) })
     }
 
     fn classify(&self, e: wasmtime::Error, hit: Option<LimitHit>, detail: &str) -> Error {

@@ -154,8 +154,10 @@ impl Tensor {
         &self.data
     }
 
-    /// The f32 elements, or an error naming `what` if this is not an f32 tensor.
-    pub fn f32s(&self, what: &str) -> Result<&[f32]> {
+    /// The f32 elements, or an error naming `what` if this is not an f32 tensor (`what` is
+    /// formatted only then: pass `format_args!` to keep the success path free of
+    /// allocations).
+    pub fn f32s(&self, what: impl std::fmt::Display) -> Result<&[f32]> {
         match &self.data {
             TensorData::F32(d) => Ok(d),
             other => Err(self.wrong_dtype(what, "an f32", other)),
@@ -163,7 +165,7 @@ impl Tensor {
     }
 
     /// The bytes, or an error naming `what` if this is not a u8 tensor.
-    pub fn u8s(&self, what: &str) -> Result<&[u8]> {
+    pub fn u8s(&self, what: impl std::fmt::Display) -> Result<&[u8]> {
         match &self.data {
             TensorData::U8(d) => Ok(d),
             other => Err(self.wrong_dtype(what, "a u8", other)),
@@ -171,14 +173,14 @@ impl Tensor {
     }
 
     /// The byte strings, or an error naming `what` if this is not a `bytes` tensor.
-    pub fn byte_strings(&self, what: &str) -> Result<&[Vec<u8>]> {
+    pub fn byte_strings(&self, what: impl std::fmt::Display) -> Result<&[Vec<u8>]> {
         match &self.data {
             TensorData::Bytes(d) => Ok(d),
             other => Err(self.wrong_dtype(what, "a bytes", other)),
         }
     }
 
-    fn wrong_dtype(&self, what: &str, expected: &str, got: &TensorData) -> Error {
+    fn wrong_dtype(&self, what: impl std::fmt::Display, expected: &str, got: &TensorData) -> Error {
         Error::invalid_input(format!(
             "{what}: expected {expected} tensor, got {} with shape {:?}",
             match got {

@@ -560,7 +560,7 @@ fn run_batch(
                 what()
             ))
         })?;
-    let out = tensor.f32s(&format!("output `{output}`"))?;
+    let out = tensor.f32s(format_args!("output `{output}`"))?;
     let shape = tensor.shape();
     if shape.first() != Some(&rows) || out.len() % rows != 0 || out.is_empty() {
         return Err(Error::shape_mismatch(format!(

@@ -309,7 +309,10 @@ impl NativeSession {
         f: ElementwiseKernel,
     ) -> Result<TensorId> {
         let (a, b) = (self.tensor(a)?, self.tensor(b)?);
-        let (ad, bd) = (a.f32s(&format!("{op}: a"))?, b.f32s(&format!("{op}: b"))?);
+        let (ad, bd) = (
+            a.f32s(format_args!("{op}: a"))?,
+            b.f32s(format_args!("{op}: b"))?,
+        );
         tensorlet_kernels::broadcast_dims(op, a.shape(), b.shape())?;
         let mut out = self.output(ad.len())?;
         f(&self.kernels, ad, bd, elems(&mut out)).map_err(|e| Error::from(e).context(op))?;

@@ -107,7 +107,7 @@ fn run_takes_an_image_file_and_stdin() {
         &stdout_json(&out),
     );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+    let mut child = common::tensorlet_command()
         .args([
             "run",
             "mlp",

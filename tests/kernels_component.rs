@@ -114,7 +114,7 @@ fn every_bad_case_fails_with_the_native_error_kind() {
 
 #[test]
 fn the_cli_runs_with_wasm_kernels() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+    let out = common::tensorlet_command()
         .args(["run", "mnist-cnn", "--kernels", "wasm", "--weights"])
         .arg(fixture("cnn_mnist.weights.safetensors"))
         .arg("--input")
@@ -129,7 +129,7 @@ fn the_cli_runs_with_wasm_kernels() {
     let actual: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_outputs_close("cnn_mnist", &json("cnn_mnist.expected.json"), &actual);
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+    let out = common::tensorlet_command()
         .args(["run", "mlp", "--kernels", "gpu", "--input", "-"])
         .output()
         .unwrap();

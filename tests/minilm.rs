@@ -272,7 +272,7 @@ fn f16_weights_from_convert_stay_within_cosine_0_9999() {
     let original = std::fs::metadata(weights_path()).unwrap().len();
     for (dtype, floor) in [("f16", 0.9999f32), ("bf16", 0.999)] {
         let out = dir.join(format!("minilm-{dtype}-{}.safetensors", std::process::id()));
-        let status = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+        let status = common::tensorlet_command()
             .args(["convert", "--dtype", dtype])
             .arg(weights_path())
             .arg("-o")
@@ -308,7 +308,7 @@ fn tensorlet_serve_takes_text_as_json_and_as_binary_bytes() {
     let _ = std::fs::remove_dir_all(&dir);
     let version = dir.join("minilm").join("1");
     run(
-        Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+        common::tensorlet_command()
             .args(["pack", "minilm", "--weights"])
             .arg(weights_path())
             .arg("-o")
@@ -403,7 +403,7 @@ fn tensorlet_serve_takes_text_as_json_and_as_binary_bytes() {
 #[test]
 fn the_published_example_holds_through_the_cli() {
     let request = r#"{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES","data":["A man is eating food.","A man is eating a piece of bread."]}],"outputs":[{"name":"embedding"}]}"#;
-    let out = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+    let out = common::tensorlet_command()
         .args(["run", "minilm", "--weights"])
         .arg(weights_path())
         .args(["--input", request])

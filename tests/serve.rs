@@ -152,7 +152,7 @@ fn bundled_models_answer_as_tensorlet_run_does() {
     let (status, served) = server.json("POST", "/v2/models/mnist-cnn/infer", &request);
     assert_eq!(status, 200, "{served}");
     assert_eq!(served["model_version"], "1");
-    let run = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+    let run = common::tensorlet_command()
         .args(["run", "mnist-cnn", "--input"])
         .arg(common::repo("models/mnist-cnn/sample.json"))
         .output()
@@ -383,7 +383,7 @@ fn a_repository_model_matches_the_numpy_reference() {
     let _ = std::fs::remove_dir_all(&repo);
     let weights = common::fixture("cnn_mnist.weights.safetensors");
     let pack = |version: &str, weights: &Path| {
-        let out = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+        let out = common::tensorlet_command()
             .args(["pack", "mnist-cnn", "--weights"])
             .arg(weights)
             .arg("-o")
@@ -465,7 +465,7 @@ fn deploy_body(files: &[(&str, &[u8])], config: Option<&str>) -> Vec<u8> {
 
 /// The outputs of `tensorlet run mlp` (bundled weights) on `request`.
 fn run_mlp(request: &Path) -> Value {
-    let run = Command::new(env!("CARGO_BIN_EXE_tensorlet"))
+    let run = common::tensorlet_command()
         .args(["run", "mlp", "--input"])
         .arg(request)
         .output()
@@ -1007,7 +1007,7 @@ fn tensorlet_deploy_over_tls() {
     ]);
     let url = format!("https://{}", server.addr);
     let deploy = |ca: Option<&Path>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorlet"));
+        let mut cmd = common::tensorlet_command();
         cmd.args(["deploy", "--server", &url, "--token-file"])
             .arg(&token);
         if let Some(ca) = ca {
@@ -1055,7 +1055,7 @@ fn tensorlet_deploy_uploads_a_packed_folder() {
     ]);
     let url = format!("http://{}", server.addr);
     let deploy = |token: Option<&Path>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorlet"));
+        let mut cmd = common::tensorlet_command();
         cmd.args(["deploy", "--server", &url]);
         if let Some(t) = token {
             cmd.arg("--token-file").arg(t);
@@ -1368,7 +1368,6 @@ fn dynamic_batching_over_http() {
 #[test]
 fn an_unread_stderr_does_not_stall_the_server() {
     let mut child = serve_http_only()
-        .env("TENSORLET_CACHE_DIR", common::compile_cache())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -198,9 +198,10 @@ pub fn venv_python(name: &str, packages: &[&str], modules: &str) -> PathBuf {
     python
 }
 
-/// `tensorlet serve` on a free HTTP port, with gRPC and metrics off.
+/// `tensorlet serve` on a free HTTP port, with gRPC and metrics off (compiled components
+/// cached in [`compile_cache`]).
 pub fn serve_http_only() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tensorlet"));
+    let mut cmd = tensorlet_command();
     cmd.args([
         "serve",
         "--http",

@@ -206,7 +206,7 @@ impl Encoder {
         let config = Config::load()?;
         weights::shape_of("vocab.txt", &[None])?;
         let vocab_txt = weights::get("vocab.txt")?.to_u8()?;
-        let vocab = if weights::info(VOCAB_INDEX).is_some() {
+        let vocab = if weights::contains(VOCAB_INDEX) {
             weights::shape_of(VOCAB_INDEX, &[None])?;
             let index = weights::get(VOCAB_INDEX)?.to_u8()?;
             WordPiece::from_vocab_and_index(&vocab_txt, &index).map_err(|e| match e {
@@ -245,12 +245,10 @@ impl Encoder {
         }
         let embeddings_norm = Norm::load("embeddings.LayerNorm", hidden)?;
         let mut layers = Vec::new();
-        while weights::info(&format!(
+        while weights::contains(&format!(
             "encoder.layer.{}.attention.self.query.weight",
             layers.len()
-        ))
-        .is_some()
-        {
+        )) {
             layers.push(Layer::load(layers.len(), hidden)?);
         }
         if layers.is_empty() {

@@ -1,10 +1,10 @@
 //! The weights set bound to the current request: a prepared safetensors file, in PyTorch
 //! `state_dict` names and layouts. Weights stay in host memory; [`get`] returns a handle.
 //!
-//! The set's names, shapes and dtypes are asked of the host once, on the first [`info`],
-//! [`shape_of`] or [`entries`], and kept for the instance's life: the set bound to an
-//! instance never changes (the host makes a fresh instance per request), and one `entries`
-//! call costs less than a host call per checked weight.
+//! The set's names, shapes and dtypes are asked of the host once, on the first
+//! [`contains`], [`info`], [`shape_of`] or [`entries`], and kept for the instance's life:
+//! the set bound to an instance never changes (the host makes a fresh instance per
+//! request), and one `entries` call costs less than a host call per checked weight.
 
 use std::sync::OnceLock;
 
@@ -34,15 +34,25 @@ pub fn get(name: &str) -> Result<Tensor> {
 
 /// The shape and dtype of `name`, if the set has it.
 pub fn info(name: &str) -> Option<TensorInfo> {
+    lookup(name).cloned()
+}
+
+/// Whether the set has a tensor named `name` (an optional bias, say).
+pub fn contains(name: &str) -> bool {
+    lookup(name).is_some()
+}
+
+/// The cached entry of `name`, without copying it.
+fn lookup(name: &str) -> Option<&'static TensorInfo> {
     let all = cached();
     all.binary_search_by(|t| t.name.as_str().cmp(name))
         .ok()
-        .map(|i| all[i].clone())
+        .map(|i| &all[i])
 }
 
 /// The weight named `name` if the set has it (an optional bias, say), `None` otherwise.
 pub fn get_optional(name: &str) -> Result<Option<Tensor>> {
-    match info(name) {
+    match lookup(name) {
         Some(_) => get(name).map(Some),
         None => Ok(None),
     }
@@ -52,7 +62,7 @@ pub fn get_optional(name: &str) -> Result<Option<Tensor>> {
 /// in that dimension. `not-found` if absent, `shape-mismatch` naming both shapes if the rank
 /// or a fixed dimension differs.
 pub fn shape_of(name: &str, expected: &[Option<u32>]) -> Result<Vec<u32>> {
-    let info = info(name).ok_or_else(|| {
+    let info = lookup(name).ok_or_else(|| {
         Error::not_found(format!(
             "weight `{name}` is missing from the weights set (expected shape {})",
             format_expected(expected)
@@ -65,7 +75,7 @@ pub fn shape_of(name: &str, expected: &[Option<u32>]) -> Result<Vec<u32>> {
             .zip(expected)
             .all(|(&got, want)| want.is_none_or(|w| w == got));
     if fits {
-        Ok(info.shape)
+        Ok(info.shape.clone())
     } else {
         Err(Error::shape_mismatch(format!(
             "weight `{name}` has shape {}, expected {}",

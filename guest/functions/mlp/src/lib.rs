@@ -23,9 +23,9 @@ struct Mlp;
 /// neither must be present.
 fn affine(prefix: &str, width: u32) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
     let (mean_name, scale_name) = (format!("{prefix}.mean"), format!("{prefix}.scale"));
-    match (weights::info(&mean_name), weights::info(&scale_name)) {
-        (None, None) => Ok(None),
-        (Some(_), Some(_)) => {
+    match (weights::contains(&mean_name), weights::contains(&scale_name)) {
+        (false, false) => Ok(None),
+        (true, true) => {
             weights::shape_of(&mean_name, &[Some(width)])?;
             weights::shape_of(&scale_name, &[Some(width)])?;
             let mean = weights::get(&mean_name)?.to_f32()?;
@@ -58,12 +58,11 @@ impl Layer {
         let shape = weights::shape_of(&format!("{name}.weight"), &[None, in_features])?;
         let (out_features, in_features) = (shape[0], shape[1]);
         let bias_name = format!("{name}.bias");
-        let bias = match weights::info(&bias_name) {
-            None => None,
-            Some(_) => {
-                weights::shape_of(&bias_name, &[Some(out_features)])?;
-                Some(weights::get(&bias_name)?)
-            }
+        let bias = if weights::contains(&bias_name) {
+            weights::shape_of(&bias_name, &[Some(out_features)])?;
+            Some(weights::get(&bias_name)?)
+        } else {
+            None
         };
         Ok(Layer {
             weight: weights::get(&format!("{name}.weight"))?,

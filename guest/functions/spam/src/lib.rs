@@ -36,7 +36,7 @@ struct Dense {
 /// The head's layers, checked to chain from `hidden` inputs to one output; empty when the
 /// weights have no `head.fc1.weight`.
 fn load_head(hidden: u32) -> Result<Vec<Dense>> {
-    if weights::info("scaler.mean").is_some() {
+    if weights::contains("scaler.mean") {
         return Err(Error::unsupported(
             "the weights hold `scaler.mean`, but `spam` does not standardise its embeddings \
              (they are unit vectors): train the head without `[preprocess] standardize`",
@@ -44,7 +44,7 @@ fn load_head(hidden: u32) -> Result<Vec<Dense>> {
     }
     let mut layers: Vec<Dense> = Vec::new();
     let mut inp = hidden;
-    while weights::info(&format!("head.fc{}.weight", layers.len() + 1)).is_some() {
+    while weights::contains(&format!("head.fc{}.weight", layers.len() + 1)) {
         let i = layers.len() + 1;
         if i > MAX_HEAD_LAYERS {
             return Err(Error::unsupported(format!(
@@ -53,12 +53,11 @@ fn load_head(hidden: u32) -> Result<Vec<Dense>> {
         }
         let (w, b) = (format!("head.fc{i}.weight"), format!("head.fc{i}.bias"));
         let out = weights::shape_of(&w, &[None, Some(inp)])?[0];
-        let bias = match weights::info(&b) {
-            Some(_) => {
-                weights::shape_of(&b, &[Some(out)])?;
-                Some(weights::get(&b)?)
-            }
-            None => None,
+        let bias = if weights::contains(&b) {
+            weights::shape_of(&b, &[Some(out)])?;
+            Some(weights::get(&b)?)
+        } else {
+            None
         };
         layers.push(Dense {
             weight: weights::get(&w)?,

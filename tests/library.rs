@@ -186,3 +186,22 @@ fn a_changed_weights_file_is_prepared_again() {
     );
     std::fs::remove_file(&path).unwrap();
 }
+
+/// The in-place reset is reported as the kernel allows: `PAGEMAP_SCAN` exists from Linux
+/// 6.7 (the version read independently from `/proc`).
+#[test]
+#[cfg(target_os = "linux")]
+fn in_place_reset_is_reported_as_the_kernel_version_allows() {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut numbers = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap());
+    let version = (numbers.next().unwrap(), numbers.next().unwrap());
+    assert_eq!(
+        Runtime::resets_instances_in_place(),
+        version >= (6, 7),
+        "kernel {}",
+        release.trim()
+    );
+}

@@ -300,6 +300,14 @@ impl Runtime {
         self.function_from_component(&name, component)
     }
 
+    /// Whether a finished request's sandbox is reset in place with Linux's `PAGEMAP_SCAN`
+    /// (kernel 6.7 or later), touching only the pages it used. Without it the pool
+    /// `memset`s the resident part of every freed linear memory: several times the cost
+    /// of instantiation, paid by every request (see docs/ARCHITECTURE.md).
+    pub fn resets_instances_in_place() -> bool {
+        PoolingAllocationConfig::is_pagemap_scan_available()
+    }
+
     /// Compiles one of the functions bundled with tensorlet (see [`crate::bundled`]).
     #[cfg(feature = "bundled")]
     pub fn load_bundled(&self, name: &str) -> Result<Function> {

@@ -206,17 +206,17 @@ impl Encoder {
         let config = Config::load()?;
         weights::shape_of("vocab.txt", &[None])?;
         let vocab_txt = weights::get("vocab.txt")?.to_u8()?;
-        let vocab = if weights::contains(VOCAB_INDEX) {
-            weights::shape_of(VOCAB_INDEX, &[None])?;
-            let index = weights::get(VOCAB_INDEX)?.to_u8()?;
-            WordPiece::from_vocab_and_index(&vocab_txt, &index).map_err(|e| match e {
-                Error::InvalidInput(m) => {
-                    Error::invalid_input(format!("weight `{VOCAB_INDEX}`: {m}"))
-                }
-                other => other,
-            })?
-        } else {
-            WordPiece::from_vocab(&vocab_txt)?
+        let vocab = match weights::get_optional(VOCAB_INDEX, &[None])? {
+            Some(index) => {
+                let index = index.to_u8()?;
+                WordPiece::from_vocab_and_index(&vocab_txt, &index).map_err(|e| match e {
+                    Error::InvalidInput(m) => {
+                        Error::invalid_input(format!("weight `{VOCAB_INDEX}`: {m}"))
+                    }
+                    other => other,
+                })?
+            }
+            None => WordPiece::from_vocab(&vocab_txt)?,
         };
 
         let word = weights::shape_of("embeddings.word_embeddings.weight", &[None, None])?;

@@ -50,12 +50,14 @@ fn lookup(name: &str) -> Option<&'static TensorInfo> {
         .map(|i| &all[i])
 }
 
-/// The weight named `name` if the set has it (an optional bias, say), `None` otherwise.
-pub fn get_optional(name: &str) -> Result<Option<Tensor>> {
-    match lookup(name) {
-        Some(_) => get(name).map(Some),
-        None => Ok(None),
+/// The weight named `name` if the set has it (an optional bias, say), its shape checked
+/// against `expected` as [`shape_of`] does; `None` if the set lacks it.
+pub fn get_optional(name: &str, expected: &[Option<u32>]) -> Result<Option<Tensor>> {
+    if !contains(name) {
+        return Ok(None);
     }
+    shape_of(name, expected)?;
+    get(name).map(Some)
 }
 
 /// The shape of weight `name`, checked against `expected`, where `None` accepts any size

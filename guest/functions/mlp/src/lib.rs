@@ -57,13 +57,7 @@ impl Layer {
     fn load(name: &str, in_features: Option<u32>) -> Result<Layer> {
         let shape = weights::shape_of(&format!("{name}.weight"), &[None, in_features])?;
         let (out_features, in_features) = (shape[0], shape[1]);
-        let bias_name = format!("{name}.bias");
-        let bias = if weights::contains(&bias_name) {
-            weights::shape_of(&bias_name, &[Some(out_features)])?;
-            Some(weights::get(&bias_name)?)
-        } else {
-            None
-        };
+        let bias = weights::get_optional(&format!("{name}.bias"), &[Some(out_features)])?;
         Ok(Layer {
             weight: weights::get(&format!("{name}.weight"))?,
             bias,

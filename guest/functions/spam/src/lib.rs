@@ -53,12 +53,7 @@ fn load_head(hidden: u32) -> Result<Vec<Dense>> {
         }
         let (w, b) = (format!("head.fc{i}.weight"), format!("head.fc{i}.bias"));
         let out = weights::shape_of(&w, &[None, Some(inp)])?[0];
-        let bias = if weights::contains(&b) {
-            weights::shape_of(&b, &[Some(out)])?;
-            Some(weights::get(&b)?)
-        } else {
-            None
-        };
+        let bias = weights::get_optional(&b, &[Some(out)])?;
         layers.push(Dense {
             weight: weights::get(&w)?,
             bias,

@@ -4,11 +4,12 @@
 //! Per image and group, `out[oc/g, pixels] = W[oc/g, taps] · P[taps, pixels]`: the packed
 //! weights are the GEMM's `A` operand (blocks of `MR` rows interleaved per tap), the patches
 //! `P` are written one block of about [`NC`] output pixels at a time (so the block stays in L2)
-//! into the [`KC`]-blocked panel layout of `B`, panel by panel. On AVX-512 each 16-column
-//! vector of a panel row is one permute of a 32-element input window (stride 1: the window
-//! covers the row wraps), padding zeroed by the permute's mask; panels whose windows do not
-//! fit (large strides, very narrow outputs) and the other levels copy contiguous runs with
-//! vector loads and stores, padding written as zeros. The GEMM stores `[oc/g, oh·ow]` straight
+//! into the [`KC`]-blocked panel layout of `B`, panel by panel. On AVX-512 and AVX2, a vector
+//! of a panel row whose columns are at most two runs of the input (stride 1, one row wrap, no
+//! padding) is two unaligned loads and a blend; otherwise one permute of a two-vector input
+//! window (stride 1: the window covers the row wraps), padding zeroed by the permute's mask;
+//! panels whose windows do not fit (large strides, very narrow outputs) and the other levels
+//! copy contiguous runs with vector loads and stores, padding written as zeros. The GEMM stores `[oc/g, oh·ow]` straight
 //! into the NCHW output with the per-channel bias and the activation fused.
 //!
 //! Depthwise convolutions (one input channel per group) skip im2col: each output row
@@ -171,12 +172,13 @@ impl Im2col {
     ///
     /// Panel by panel (each panel's `kc × nr` slices are written front to back): the panel's
     /// runs (one per output row it touches) are worked out once and reused by every tap. On
-    /// AVX-512, a panel whose every 16-column vector reads from a window of at most 32
-    /// consecutive input elements per tap (stride 1 with short row wraps, the common case)
-    /// is filled by [`Im2col::panel_v4`]; other stride-1 panels, at levels with masked loads
-    /// (AVX-512, AVX2), by [`Im2col::panel_masked`]; the rest go through
-    /// [`Im2col::panel_runs`]. With `nr = pixels.len()` (one panel) `dst` is the row-major
-    /// `[taps, pixels]` patch matrix.
+    /// AVX-512 and AVX2, a panel whose every vector reads from a window of at most two vectors
+    /// of consecutive input elements per tap (stride 1 with short row wraps, the common case)
+    /// is filled by [`Im2col::panel_window`] (by [`Im2col::fill_shifted`] when unpadded and
+    /// every vector is at most two runs); other stride-1 panels, at levels with masked loads,
+    /// by [`Im2col::panel_masked`]; the rest go through [`Im2col::panel_runs`]. With
+    /// `nr = pixels.len()` (one panel) `dst` is the row-major `[taps, pixels]` patch matrix
+    /// ([`Im2col::rows_window`] where it applies).
     #[inline(always)]
     pub(crate) fn pack<S: Simd>(
         &self,
@@ -191,6 +193,8 @@ impl Im2col {
         let mut runs = Vec::with_capacity(nr);
         let mut segs = Segments::default();
         #[cfg(target_arch = "x86_64")]
+        let origins = TapOrigins::new(self);
+        #[cfg(target_arch = "x86_64")]
         let mut masks = vec![0u32; self.kh + self.kw];
         for p in 0..panels {
             let j0 = pixels.start + p * nr;
@@ -200,25 +204,29 @@ impl Im2col {
             if panels == 1 {
                 // One panel as wide as the block: the row-major patch matrix.
                 if let Some(v4) = crate::elem::downcast::<S, pulp::x86::V4>(simd)
-                    && self.rows_window(v4, x, &runs, nr, dst)
+                    && self.rows_window(v4, x, &runs, &origins, nr, dst)
                 {
                     continue;
                 }
                 if let Some(v3) = crate::elem::downcast::<S, pulp::x86::V3>(simd)
-                    && self.rows_window(v3, x, &runs, nr, dst)
+                    && self.rows_window(v3, x, &runs, &origins, nr, dst)
                 {
                     continue;
                 }
             }
             #[cfg(target_arch = "x86_64")]
             if let Some(v4) = crate::elem::downcast::<S, pulp::x86::V4>(simd)
-                && self.panel_window(v4, x, &runs, valid, p, panels, nr, &mut masks, dst)
+                && self.panel_window(
+                    v4, x, &runs, &origins, valid, p, panels, nr, &mut masks, dst,
+                )
             {
                 continue;
             }
             #[cfg(target_arch = "x86_64")]
             if let Some(v3) = crate::elem::downcast::<S, pulp::x86::V3>(simd)
-                && self.panel_window(v3, x, &runs, valid, p, panels, nr, &mut masks, dst)
+                && self.panel_window(
+                    v3, x, &runs, &origins, valid, p, panels, nr, &mut masks, dst,
+                )
             {
                 continue;
             }
@@ -407,6 +415,7 @@ impl Im2col {
         simd: W,
         xg: &[f32],
         runs: &[Run],
+        origins: &TapOrigins,
         valid: usize,
         p: usize,
         panels: usize,
@@ -471,6 +480,22 @@ impl Im2col {
             }
         }
         let taps = self.cg * self.kh * self.kw;
+        if !padded {
+            let mut plan = [Shift::none(simd); 2];
+            let mut all = true;
+            for (v, s) in plan[..nv].iter_mut().enumerate() {
+                match shift_of(simd, &off[..nr], valid, v) {
+                    Some(shift) => *s = shift,
+                    None => all = false,
+                }
+            }
+            if all {
+                // Row of the first tap of the `KC` block from `k0`.
+                let block = |k0: usize| k0 * panels * nr + p * KC.min(taps - k0) * nr;
+                self.fill_shifted(simd, xg, origins, &plan[..nv], block, nr, dst);
+                return true;
+            }
+        }
         let plane = self.h * self.w;
         // Bounds the raw accesses below rely on, checked once.
         assert!(dst.len() >= taps * panels * nr);
@@ -530,6 +555,7 @@ impl Im2col {
         simd: W,
         xg: &[f32],
         runs: &[Run],
+        origins: &TapOrigins,
         nr: usize,
         dst: &mut [f32],
     ) -> bool {
@@ -557,6 +583,13 @@ impl Im2col {
             return false;
         }
         off.resize(nv * l, last);
+        if let Some(plan) = (0..nv)
+            .map(|v| shift_of(simd, &off, nr, v))
+            .collect::<Option<Vec<_>>>()
+        {
+            self.fill_shifted(simd, xg, origins, &plan, |k0| k0 * nr, nr, dst);
+            return true;
+        }
         let mut lo = Vec::with_capacity(nv);
         let mut idx = Vec::with_capacity(nv);
         for o in off.chunks_exact(l) {
@@ -599,6 +632,79 @@ impl Im2col {
             }
         }
         true
+    }
+
+    /// Writes every tap's row of vectors planned by `plan` (one [`Shift`] per vector of a
+    /// row), rows `nr` apart from `dst[block(k0)..]` for the taps of the `KC` block from
+    /// `k0`: two unaligned loads and a blend per vector, masked only for taps where a load
+    /// would leave `xg`. The last vector is stored whole.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn fill_shifted<W: Window>(
+        &self,
+        simd: W,
+        xg: &[f32],
+        origins: &TapOrigins,
+        plan: &[Shift<W>],
+        block: impl Fn(usize) -> usize,
+        nr: usize,
+        dst: &mut [f32],
+    ) {
+        let l = W::L as isize;
+        let (lo, hi) = plan.iter().fold((isize::MAX, isize::MIN), |(lo, hi), s| {
+            (lo.min(s.first).min(s.second), hi.max(s.first).max(s.second))
+        });
+        let len = xg.len() as isize;
+        // The tap origins whose loads are all inside `xg`: `-lo ..= len - hi - l`.
+        let inside = |t: isize| t + lo >= 0 && t + hi + l <= len;
+        let xp = xg.as_ptr();
+        for (b, taps) in origins.t.chunks(KC).enumerate() {
+            let start = block(b * KC);
+            // The raw stores below write `dst[start + i·nr ..][..plan.len()·L]` for tap `i`.
+            let rows = &mut dst[start..][..(taps.len() - 1) * nr + plan.len() * W::L];
+            let d = rows.as_mut_ptr();
+            for (i, &t) in taps.iter().enumerate() {
+                // SAFETY: row `i` is inside `rows` (sliced above).
+                let d = unsafe { d.add(i * nr) };
+                if !inside(t) {
+                    for (v, s) in plan.iter().enumerate() {
+                        let (a, b) = (t + s.first, t + s.second);
+                        let bits = |a: isize| {
+                            let first = (-a).clamp(0, l) as usize;
+                            let end = (len - a).clamp(0, l) as usize;
+                            span_bits(first, end.saturating_sub(first))
+                        };
+                        // SAFETY: only lanes inside `xg` are read; the store is inside `rows`.
+                        unsafe {
+                            let x0 = simd.load_masked(xp.wrapping_offset(a), bits(a));
+                            let x1 = simd.load_masked(xp.wrapping_offset(b), bits(b));
+                            simd.store(d.add(v * W::L), simd.blend(x0, x1, s.m));
+                        }
+                    }
+                    continue;
+                }
+                // SAFETY: every load is inside `xg` (`inside`); the stores are inside `rows`.
+                unsafe {
+                    let x = xp.offset(t);
+                    if let [s0, s1] = plan {
+                        // The panel case, with the two vectors' plans kept in registers.
+                        let v0 = simd.load(x.offset(s0.first));
+                        let v0 = simd.blend(v0, simd.load(x.offset(s0.second)), s0.m);
+                        let v1 = simd.load(x.offset(s1.first));
+                        let v1 = simd.blend(v1, simd.load(x.offset(s1.second)), s1.m);
+                        simd.store(d, v0);
+                        simd.store(d.add(W::L), v1);
+                    } else {
+                        for (v, s) in plan.iter().enumerate() {
+                            let r = simd.load(x.offset(s.first));
+                            let r = simd.blend(r, simd.load(x.offset(s.second)), s.m);
+                            simd.store(d.add(v * W::L), r);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -652,6 +758,106 @@ trait Window: Copy {
     /// # Safety
     /// `p .. p + L` is writable.
     unsafe fn store(self, p: *mut f32, v: Self::V);
+    /// A lane selector for [`Window::blend`]: bit `i` of `bits` picks lane `i` of the second.
+    type M: Copy;
+    /// The selector of the lanes under `bits`.
+    fn blend_mask(self, bits: u32) -> Self::M;
+    /// Lane `i` is `x1`'s where `m` selects it, else `x0`'s.
+    fn blend(self, x0: Self::V, x1: Self::V, m: Self::M) -> Self::V;
+    /// `p[0..L]`.
+    ///
+    /// # Safety
+    /// `p .. p + L` is readable.
+    unsafe fn load(self, p: *const f32) -> Self::V;
+    /// `p[i]` in the lanes `i` under `bits`, zero in the others.
+    ///
+    /// # Safety
+    /// `p + i` is readable for every `i` under `bits`; `p` itself may be out of bounds.
+    unsafe fn load_masked(self, p: *const f32, bits: u32) -> Self::V;
+}
+
+/// How one vector of a panel row is read when its columns are at most two runs of
+/// consecutive input elements (stride 1, the vector crosses at most one row wrap): lanes
+/// `i` below the wrap read `x[t + first + i]`, the others `x[t + second + i]` — two
+/// unaligned loads and a blend, no permute.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Shift<W: Window> {
+    first: isize,
+    second: isize,
+    /// The lanes from the second load.
+    m: W::M,
+}
+
+/// The [`Shift`] of vector `v` of a panel row whose column offsets are `off` (one per
+/// column, relative to the tap's origin; `off.len()` a multiple of `L`), or `None` unless its
+/// columns are two runs at most. Columns from `valid` on (past the last pixel) continue the
+/// last run: they read real input the GEMM never stores.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn shift_of<W: Window>(simd: W, off: &[isize], valid: usize, v: usize) -> Option<Shift<W>> {
+    let l = W::L;
+    let last = off[valid - 1];
+    // Input offset of column `j` minus `j`'s lane: constant along a run.
+    let lane_base = |j: usize| -> isize {
+        let o = if j < valid {
+            off[j]
+        } else {
+            last + (j - (valid - 1)) as isize
+        };
+        o - (j % l) as isize
+    };
+    let (first, second) = (lane_base(v * l), lane_base(v * l + l - 1));
+    let mut bits = 0u32;
+    for i in 0..l {
+        match lane_base(v * l + i) {
+            d if d == first && bits == 0 => {}
+            d if d == second => bits |= 1 << i,
+            _ => return None,
+        }
+    }
+    Some(Shift {
+        first,
+        second,
+        m: simd.blend_mask(bits),
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<W: Window> Shift<W> {
+    /// A placeholder (both loads at the origin).
+    #[inline(always)]
+    fn none(simd: W) -> Self {
+        Self {
+            first: 0,
+            second: 0,
+            m: simd.blend_mask(0),
+        }
+    }
+}
+
+/// The input offset of every tap's origin in one group's `[cg, h, w]` input (tap order
+/// `(ci, ky, kx)`, as the patch rows).
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct TapOrigins {
+    t: Vec<isize>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl TapOrigins {
+    fn new(g: &Im2col) -> Self {
+        let plane = g.h * g.w;
+        let (dh, dw) = g.dilation;
+        let mut t = Vec::with_capacity(g.cg * g.kh * g.kw);
+        for ci in 0..g.cg {
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    t.push((ci * plane + ky * dh * g.w + kx * dw) as isize);
+                }
+            }
+        }
+        Self { t }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -694,6 +900,25 @@ impl Window for pulp::x86::V4 {
     unsafe fn store(self, p: *mut f32, v: Self::V) {
         // SAFETY: forwarded.
         unsafe { self.avx512f._mm512_storeu_ps(p, v) }
+    }
+    type M = u16;
+    #[inline(always)]
+    fn blend_mask(self, bits: u32) -> u16 {
+        bits as u16
+    }
+    #[inline(always)]
+    fn blend(self, x0: Self::V, x1: Self::V, m: u16) -> Self::V {
+        self.avx512f._mm512_mask_blend_ps(m, x0, x1)
+    }
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> Self::V {
+        // SAFETY: forwarded.
+        unsafe { self.avx512f._mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_masked(self, p: *const f32, bits: u32) -> Self::V {
+        // SAFETY: forwarded; masked-off lanes are not read.
+        unsafe { self.avx512f._mm512_maskz_loadu_ps(bits as u16, p) }
     }
 }
 
@@ -750,6 +975,25 @@ impl Window for pulp::x86::V3 {
     unsafe fn store(self, p: *mut f32, v: Self::V) {
         // SAFETY: forwarded.
         unsafe { self.avx._mm256_storeu_ps(p, v) }
+    }
+    type M = core::arch::x86_64::__m256;
+    #[inline(always)]
+    fn blend_mask(self, bits: u32) -> Self::M {
+        crate::vmem::v3_lane_mask(bits & 0xff)
+    }
+    #[inline(always)]
+    fn blend(self, x0: Self::V, x1: Self::V, m: Self::M) -> Self::V {
+        self.avx._mm256_blendv_ps(x0, x1, m)
+    }
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> Self::V {
+        // SAFETY: forwarded.
+        unsafe { self.avx._mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_masked(self, p: *const f32, bits: u32) -> Self::V {
+        // SAFETY: forwarded; masked-off lanes are not read.
+        unsafe { crate::elem::reinterpret(crate::vmem::load_masked(self, p, bits & 0xff)) }
     }
 }
 /// Bits `first .. first + len` of a panel column mask (`first + len <= 32`).
@@ -818,7 +1062,11 @@ impl pulp::WithSimd for Conv2d<'_> {
         // Pixels per im2col block: the block's patches (all taps) stay in about half of L2 while
         // the GEMM reads them, at least one panel, at most NC.
         let fit = (PATCH_BYTES / 4 / taps.max(1)) / nr * nr;
-        let block = fit.clamp(nr, NC.div_ceil(nr) * nr);
+        let block = if std::env::var_os("ONEPANEL").is_some() {
+            nr
+        } else {
+            fit.clamp(nr, NC.div_ceil(nr) * nr)
+        };
         // The patch buffer is reused across calls on this thread (every element the GEMM reads is
         // written by im2col first, so it is never cleared).
         let need = packed_b_len(taps, block.min(pixels), nr);
@@ -838,6 +1086,9 @@ impl pulp::WithSimd for Conv2d<'_> {
                     let cols = j0..(j0 + block).min(pixels);
                     let len = packed_b_len(taps, cols.len(), nr);
                     geometry.pack(simd, xg, cols.clone(), nr, &mut b[..len]);
+                    if std::env::var_os("NOGEMM").is_some() {
+                        continue;
+                    }
                     Gemm {
                         m: ocg,
                         n: cols.len(),

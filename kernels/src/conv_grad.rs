@@ -133,10 +133,7 @@ impl Im2col {
                         let ox_hi = pixels.end.min(first + ow) - first;
                         let row0 = ((ci * self.kh + ky) * self.kw * len + first) as isize
                             - pixels.start as isize;
-                        // Partial sums per kernel row, alternating between two: short
-                        // dependency chains.
-                        let mut part = [zero; 2];
-                        for kx in 0..self.kw {
+                        let tap = |kx: usize| {
                             let (shift, bits) = if ox_hi - ox_lo == ow {
                                 whole[chunk * self.kw + kx]
                             } else {
@@ -146,10 +143,22 @@ impl Im2col {
                             // SAFETY: lane `l` under `bits` reads `grad[base + l]`, the gradient
                             // of tap `(ci, ky, kx)` at pixel `first + ox` with `ox` in
                             // `ox_lo..ox_hi`: inside that tap's row of `grad`.
-                            let v = unsafe { load_masked(simd, g.wrapping_offset(base), bits) };
-                            part[kx & 1] = simd.add_f32s(part[kx & 1], v);
+                            unsafe { load_masked(simd, g.wrapping_offset(base), bits) }
+                        };
+                        // Partial sums per kernel row, alternating between two (short
+                        // dependency chains), in registers: the pairs are unrolled (an array
+                        // indexed by `kx & 1` lived on the stack, each add waiting on a store).
+                        let (mut p0, mut p1) = (zero, zero);
+                        let mut kx = 0;
+                        while kx + 1 < self.kw {
+                            p0 = simd.add_f32s(p0, tap(kx));
+                            p1 = simd.add_f32s(p1, tap(kx + 1));
+                            kx += 2;
                         }
-                        acc = simd.add_f32s(acc, simd.add_f32s(part[0], part[1]));
+                        if kx < self.kw {
+                            p0 = simd.add_f32s(p0, tap(kx));
+                        }
+                        acc = simd.add_f32s(acc, simd.add_f32s(p0, p1));
                     }
                     store(simd, &mut row[c0..c0 + width], acc);
                 }

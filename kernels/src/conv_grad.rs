@@ -24,7 +24,7 @@ use crate::elem::{Scratch, take_scratch};
 use crate::gemm::{AView, Bias, Gemm, nr, pack_b, pack_b_rows, packed_b_len, tile_dims};
 use crate::matmul::pack_transposed;
 use crate::shape::Conv2dParams;
-use crate::vmem::{lane_bits, load, load_masked, partial_load, store, zero};
+use crate::vmem::{lane_bits, load, load_masked_within, partial_load, store, zero};
 
 /// Bytes of patches (or patch gradients) per pixel block: half of a 1 MiB L2.
 const BLOCK_BYTES: usize = 512 << 10;
@@ -52,23 +52,34 @@ fn geometry(x_shape: [usize; 4], w_shape: [usize; 4], ow: usize, p: &Conv2dParam
     }
 }
 
+/// The loads of [`Im2col::col2im`] for one block of pixels: per vector of a row of one input
+/// channel, `(its offset in the channel, its width, the range of its loads in loads)`; per
+/// load, `(offset in grad for channel 0, lanes)`. Kept between blocks (no allocation per
+/// block once grown).
+#[derive(Default)]
+pub(crate) struct Col2imPlan {
+    vectors: Vec<(usize, usize, usize, usize)>,
+    loads: Vec<(isize, u32)>,
+}
+
 impl Im2col {
     /// The transpose of [`Im2col::pack`] with one panel: adds the patch gradients `grad`
     /// (row-major `[taps, pixels.len()]`) of output pixels `pixels` into `dxg` (one group of
     /// one image, `[cg, h, w]`); taps that fall on the padding are dropped.
     ///
-    /// At stride 1, row by row of `dxg`: each vector of a row is loaded once, gets one masked
-    /// load ([`load_masked`]) of gradient per tap `(ky, kx)` whose output row is in the block
-    /// (lanes outside that row's pixels load as zeros), and is stored once, so no load waits
-    /// on the store of an overlapping window. Other strides add element by element, run by
-    /// run.
+    /// At stride 1, vector by vector of each row of `dxg`: the vector is loaded once, gets
+    /// one load of gradient per tap `(ky, kx)` whose output row is in the block, lanes outside
+    /// that row's pixels zero ([`load_masked_within`]), and is stored once, so no load waits
+    /// on the store of an overlapping window. Which loads a vector takes does not depend on
+    /// the input channel: they are worked out once per block (`plan`). Other strides add
+    /// element by element, run by run.
     #[inline(always)]
     pub(crate) fn col2im<S: Simd>(
         &self,
         simd: S,
         grad: &[f32],
         pixels: core::ops::Range<usize>,
-        rows: &mut Vec<(usize, usize, usize)>,
+        plan: &mut Col2imPlan,
         dxg: &mut [f32],
     ) {
         let len = pixels.len();
@@ -85,84 +96,72 @@ impl Im2col {
         let pw = self.padding.1 as isize;
         let (w, ow) = (self.w, self.ow);
         let (oy0, oy1) = (pixels.start / ow, (pixels.end - 1) / ow);
-        // (y, ky, oy) for every input row `y` and kernel row `ky` whose output row `oy` (with
-        // `oy·sh + ky·dh = y + ph`) has pixels in the block, by `y`.
-        rows.clear();
+        plan.vectors.clear();
+        plan.loads.clear();
         for y in 0..self.h {
-            for ky in 0..self.kh {
-                let Some(t) = (y + ph).checked_sub(ky * dh) else {
-                    continue;
-                };
-                if t % sh == 0 && (oy0..=oy1).contains(&(t / sh)) {
-                    rows.push((y, ky, t / sh));
+            for c0 in (0..w).step_by(lanes) {
+                let width = lanes.min(w - c0);
+                let first_load = plan.loads.len();
+                // Every kernel row `ky` whose output row `oy` (`oy·sh + ky·dh = y + ph`) has
+                // pixels in the block.
+                for ky in 0..self.kh {
+                    let Some(t) = (y + ph).checked_sub(ky * dh) else {
+                        continue;
+                    };
+                    let oy = t / sh;
+                    if t % sh != 0 || !(oy0..=oy1).contains(&oy) {
+                        continue;
+                    }
+                    // This output row's pixels in the block: `ox` in `ox_lo..ox_hi`.
+                    let row = oy * ow;
+                    let ox_lo = pixels.start.max(row) - row;
+                    let ox_hi = pixels.end.min(row + ow) - row;
+                    let row0 = (ky * self.kw * len + row) as isize - pixels.start as isize;
+                    for kx in 0..self.kw {
+                        // Lane `l` is input column `c0 + l = ox + kx·dw - pw`: the lanes whose
+                        // `ox` lies in `ox_lo..ox_hi` read `grad[row0 + kx·len + ox]`.
+                        let shift = (kx * dw) as isize - pw - c0 as isize;
+                        let lo = (ox_lo as isize + shift).clamp(0, width as isize);
+                        let hi = (ox_hi as isize + shift).clamp(lo, width as isize);
+                        if lo < hi {
+                            let at = row0 + (kx * len) as isize - shift;
+                            plan.loads.push((at, lane_bits(lo as usize, hi as usize)));
+                        }
+                    }
                 }
+                plan.vectors
+                    .push((y * w + c0, width, first_load, plan.loads.len()));
             }
         }
-        // Lane `l` of the vector at input column `c0` is column `c0 + l = ox + kx·dw - pw`: the
-        // lanes `lo..hi` whose `ox` lies in `ox_lo..ox_hi`, and `shift = kx·dw - pw - c0`.
-        let lanes_of = |c0: usize, kx: usize, ox_lo: usize, ox_hi: usize| {
-            let width = lanes.min(w - c0) as isize;
-            let shift = (kx * dw) as isize - pw - c0 as isize;
-            let lo = (ox_lo as isize + shift).clamp(0, width);
-            let hi = (ox_hi as isize + shift).clamp(lo, width);
-            (shift, lane_bits(lo as usize, hi as usize))
-        };
-        // The same for output rows whose pixels are all in the block, worked out once.
-        let whole: Vec<_> = (0..w)
-            .step_by(lanes)
-            .flat_map(|c0| (0..self.kw).map(move |kx| (c0, kx)))
-            .map(|(c0, kx)| lanes_of(c0, kx, 0, ow))
-            .collect();
         let plane = self.h * w;
+        // Channel `ci`'s taps start `ci·kh·kw` rows of `grad` further.
+        let channel = (self.kh * self.kw * len) as isize;
         let g = grad.as_ptr();
         let zero = simd.splat_f32s(0.0);
         for ci in 0..self.cg {
             let xc = &mut dxg[ci * plane..(ci + 1) * plane];
-            let mut i = 0;
-            while i < rows.len() {
-                let y = rows[i].0;
-                let n = rows[i..].iter().take_while(|r| r.0 == y).count();
-                let row = &mut xc[y * w..(y + 1) * w];
-                for (chunk, c0) in (0..w).step_by(lanes).enumerate() {
-                    let width = lanes.min(w - c0);
-                    let mut acc = load(simd, &row[c0..c0 + width]);
-                    for &(_, ky, oy) in &rows[i..i + n] {
-                        // This output row's pixels in the block: `ox` in `ox_lo..ox_hi`.
-                        let first = oy * ow;
-                        let ox_lo = pixels.start.max(first) - first;
-                        let ox_hi = pixels.end.min(first + ow) - first;
-                        let row0 = ((ci * self.kh + ky) * self.kw * len + first) as isize
-                            - pixels.start as isize;
-                        let tap = |kx: usize| {
-                            let (shift, bits) = if ox_hi - ox_lo == ow {
-                                whole[chunk * self.kw + kx]
-                            } else {
-                                lanes_of(c0, kx, ox_lo, ox_hi)
-                            };
-                            let base = row0 + (kx * len) as isize - shift;
-                            // SAFETY: lane `l` under `bits` reads `grad[base + l]`, the gradient
-                            // of tap `(ci, ky, kx)` at pixel `first + ox` with `ox` in
-                            // `ox_lo..ox_hi`: inside that tap's row of `grad`.
-                            unsafe { load_masked(simd, g.wrapping_offset(base), bits) }
-                        };
-                        // Partial sums per kernel row, alternating between two (short
-                        // dependency chains), in registers: the pairs are unrolled (an array
-                        // indexed by `kx & 1` lived on the stack, each add waiting on a store).
-                        let (mut p0, mut p1) = (zero, zero);
-                        let mut kx = 0;
-                        while kx + 1 < self.kw {
-                            p0 = simd.add_f32s(p0, tap(kx));
-                            p1 = simd.add_f32s(p1, tap(kx + 1));
-                            kx += 2;
-                        }
-                        if kx < self.kw {
-                            p0 = simd.add_f32s(p0, tap(kx));
-                        }
-                        acc = simd.add_f32s(acc, simd.add_f32s(p0, p1));
-                    }
-                    store(simd, &mut row[c0..c0 + width], acc);
+            let base = ci as isize * channel;
+            // SAFETY (both loads): lane `l` under `bits` reads `grad[base + at + l]`, the
+            // gradient of tap `(ci, ky, kx)` at a pixel of its output row in the block: inside
+            // that tap's row of `grad`.
+            let tap = |&(at, bits): &(isize, u32)| unsafe {
+                load_masked_within(simd, g, grad.len(), base + at, bits)
+            };
+            for &(at, width, a, b) in &plan.vectors {
+                let loads = &plan.loads[a..b];
+                // Two partial sums (short dependency chains), in registers.
+                let (mut p0, mut p1) = (zero, zero);
+                let mut pairs = loads.chunks_exact(2);
+                for pair in &mut pairs {
+                    p0 = simd.add_f32s(p0, tap(&pair[0]));
+                    p1 = simd.add_f32s(p1, tap(&pair[1]));
                 }
-                i += n;
+                for l in pairs.remainder() {
+                    p0 = simd.add_f32s(p0, tap(l));
+                }
+                let row = &mut xc[at..at + width];
+                let acc = simd.add_f32s(load(simd, row), simd.add_f32s(p0, p1));
+                store(simd, row, acc);
             }
         }
     }
@@ -256,7 +255,7 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
         let mut packed = take_scratch(&PACKED, packed_b_len(ocg, block, nr));
         let mut grad = take_scratch(&PATCHES, taps * block);
         let geometry = geometry(x_shape, w_shape, ow, &p);
-        let mut rows = Vec::new();
+        let mut plan = Col2imPlan::default();
         for img in 0..batch {
             for g in 0..groups {
                 let dyg = &dy[(img * oc + g * ocg) * pixels..][..ocg * pixels];
@@ -286,7 +285,7 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
                         b_window: None,
                     }
                     .run(simd, grad);
-                    geometry.col2im(simd, grad, cols, &mut rows, dxg);
+                    geometry.col2im(simd, grad, cols, &mut plan, dxg);
                 }
             }
         }

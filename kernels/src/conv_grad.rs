@@ -481,7 +481,10 @@ fn dot_tile<S: Simd, const O: usize, const T: usize>(
     let full = len / lanes * lanes;
     let mut k = 0;
     while k < full {
-        let pv: [S::f32s; T] = core::array::from_fn(|j| load(simd, &p[j][k..k + lanes]));
+        let mut pv = [simd.splat_f32s(0.0); T];
+        for (pv, p) in pv.iter_mut().zip(&p) {
+            *pv = load(simd, &p[k..k + lanes]);
+        }
         for (a, row) in acc.iter_mut().zip(&d) {
             let dv = load(simd, &row[k..k + lanes]);
             for (a, &pv) in a.iter_mut().zip(&pv) {
@@ -491,7 +494,10 @@ fn dot_tile<S: Simd, const O: usize, const T: usize>(
         k += lanes;
     }
     if full < len {
-        let pv: [S::f32s; T] = core::array::from_fn(|j| partial_load(simd, &p[j][full..]));
+        let mut pv = [simd.splat_f32s(0.0); T];
+        for (pv, p) in pv.iter_mut().zip(&p) {
+            *pv = partial_load(simd, &p[full..]);
+        }
         for (a, row) in acc.iter_mut().zip(&d) {
             let dv = partial_load(simd, &row[full..]);
             for (a, &pv) in a.iter_mut().zip(&pv) {

@@ -330,7 +330,13 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usiz
             for l in 0..lines {
                 prefetch(ahead.wrapping_add(l * 64).cast());
             }
-            let bv: [S::f32s; NV] = core::array::from_fn(|v| E::load(simd, b.add(v * lanes)));
+            // A loop, not `array::from_fn`: a closure does not take the level's target
+            // features, and where it stayed out of line (the 5-row f16 tile) the f16
+            // conversion's intrinsics were calls.
+            let mut bv = [simd.splat_f32s(0.0); NV];
+            for (v, bv) in bv.iter_mut().enumerate() {
+                *bv = E::load(simd, b.add(v * lanes));
+            }
             for (row, &ap) in c.iter_mut().zip(&rows) {
                 let ai = simd.splat_f32s(*ap.add(off));
                 for (c, &bb) in row.iter_mut().zip(&bv) {

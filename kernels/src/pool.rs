@@ -828,6 +828,22 @@ impl pulp::WithSimd for Pool2dBackward<'_> {
 /// The most taps (window elements) [`tiled_max_backward`] takes: a 4 × 4 window.
 const TILED_TAPS: usize = 16;
 
+/// One tap of [`tiled_max_backward`]'s windows: where `v` wins, `max` takes it and `arg` the
+/// tap's offset `at`. A later tap wins if greater or NaN (a NaN over any number, a later NaN
+/// over an earlier one), as the scalar rule in row-major order; the first tap always wins
+/// over the initial -inf unless it is -inf, and then its offset 0 is already the winner.
+///
+/// A function rather than a closure: a closure does not take the level's target features,
+/// so the intrinsics under `simd`'s methods were calls (a quarter of a seed CNN training
+/// step on AVX2).
+#[inline(always)]
+fn max_tap<S: Simd>(simd: S, v: S::f32s, at: f32, max: &mut S::f32s, arg: &mut S::f32s) {
+    let nan = simd.not_m32s(simd.equal_f32s(v, v));
+    let wins = simd.or_m32s(simd.greater_than_f32s(v, *max), nan);
+    *max = simd.select_f32s(wins, v, *max);
+    *arg = simd.select_f32s(wins, simd.splat_f32s(at), *arg);
+}
+
 /// Max pooling's input gradient when the windows tile the input (stride = window, no
 /// padding, at most [`TILED_TAPS`] taps); `dx` is overwritten. A vector's worth of windows
 /// (output columns) at a time: each tap of those windows becomes one vector (for 2-wide
@@ -867,30 +883,21 @@ fn tiled_max_backward<S: Simd>(
                 let mut arg = simd.splat_f32s(0.0);
                 for y in 0..kh {
                     let row = &xp[left + y * w..][..n * kw];
-                    let mut tap = |i: usize, v: S::f32s| {
-                        // A later tap wins if greater or NaN (a NaN over any number, a later
-                        // NaN over an earlier one), as the scalar rule in row-major order;
-                        // the first tap always wins over the initial -inf unless it is -inf,
-                        // and then its offset 0 is already the winner.
-                        let nan = simd.not_m32s(simd.equal_f32s(v, v));
-                        let wins = simd.or_m32s(simd.greater_than_f32s(v, max), nan);
-                        // Offsets from the window's first element, exact in f32.
-                        let at = simd.splat_f32s((y * w + i) as f32);
-                        max = simd.select_f32s(wins, v, max);
-                        arg = simd.select_f32s(wins, at, arg);
-                    };
+                    // Offsets from the window's first element, exact in f32.
+                    let at = |i: usize| (y * w + i) as f32;
                     if kw == 2 {
                         let a = partial_load(simd, &row[..row.len().min(lanes)]);
                         let b = partial_load(simd, row.get(lanes..).unwrap_or(&[]));
                         let (even, odd) = even_odd(simd, a, b);
-                        tap(0, even);
-                        tap(1, odd);
+                        max_tap(simd, even, at(0), &mut max, &mut arg);
+                        max_tap(simd, odd, at(1), &mut max, &mut arg);
                     } else {
                         for i in 0..kw {
                             for (l, g) in gathered[..n].iter_mut().enumerate() {
                                 *g = row[l * kw + i];
                             }
-                            tap(i, load(simd, &gathered[..lanes]));
+                            let v = load(simd, &gathered[..lanes]);
+                            max_tap(simd, v, at(i), &mut max, &mut arg);
                         }
                     }
                 }

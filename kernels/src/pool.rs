@@ -24,7 +24,7 @@
 use pulp::Simd;
 
 use crate::shape::Pool2dParams;
-use crate::vmem::{load, partial_load, store};
+use crate::vmem::{load, store};
 
 /// Which reduction a pooling op performs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -261,6 +261,69 @@ fn columns<S: Simd, R: Reduce, const N: usize, const SH: usize, const P: usize>(
         }
     }
     v
+}
+
+/// The inverse of [`even_odd`]: the `2·lanes` elements `e0 o0 e1 o1 …` of the lanes of `e`
+/// and `o` taken in turn, as two vectors, in order.
+#[inline(always)]
+fn interleave<S: Simd>(simd: S, e: S::f32s, o: S::f32s) -> (S::f32s, S::f32s) {
+    let lanes = S::F32_LANES;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::elem::{downcast, reinterpret};
+        use core::arch::x86_64::{__m256, __m512, __m512i};
+        if let Some(v4) = downcast::<S, pulp::x86::V4>(simd) {
+            let f = v4.avx512f;
+            // SAFETY: S is V4, so the register types match; the index vectors are plain data.
+            unsafe {
+                let (e, o): (__m512, __m512) = (reinterpret(e), reinterpret(o));
+                let first: __m512i = core::mem::transmute([
+                    0i32, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                ]);
+                let second: __m512i = core::mem::transmute([
+                    8i32, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31,
+                ]);
+                return (
+                    reinterpret(f._mm512_permutex2var_ps(e, first, o)),
+                    reinterpret(f._mm512_permutex2var_ps(e, second, o)),
+                );
+            }
+        }
+        if let Some(v3) = downcast::<S, pulp::x86::V3>(simd) {
+            let avx = v3.avx;
+            // SAFETY: S is V3, so the register types match.
+            unsafe {
+                let (e, o): (__m256, __m256) = (reinterpret(e), reinterpret(o));
+                // Per 128-bit half: e0 o0 e1 o1 | e4 o4 e5 o5 and e2 o2 e3 o3 | e6 o6 e7 o7;
+                // then the halves in order.
+                let lo = avx._mm256_unpacklo_ps(e, o);
+                let hi = avx._mm256_unpackhi_ps(e, o);
+                return (
+                    reinterpret(avx._mm256_permute2f128_ps::<0x20>(lo, hi)),
+                    reinterpret(avx._mm256_permute2f128_ps::<0x31>(lo, hi)),
+                );
+            }
+        }
+    }
+    let _ = simd;
+    let mut eo = [[0.0f32; 16]; 2];
+    // SAFETY: each row of `eo` holds 16 ≥ lanes floats.
+    unsafe {
+        eo[0].as_mut_ptr().cast::<S::f32s>().write_unaligned(e);
+        eo[1].as_mut_ptr().cast::<S::f32s>().write_unaligned(o);
+    }
+    let mut both = [0.0f32; 32];
+    for i in 0..lanes {
+        both[2 * i] = eo[0][i];
+        both[2 * i + 1] = eo[1][i];
+    }
+    // SAFETY: `both` holds 32 ≥ 2·lanes floats.
+    unsafe {
+        (
+            both.as_ptr().cast::<S::f32s>().read_unaligned(),
+            both.as_ptr().add(lanes).cast::<S::f32s>().read_unaligned(),
+        )
+    }
 }
 
 /// The even and odd lanes of the `2·lanes` elements in `a` then `b`, as two vectors, in order.
@@ -875,7 +938,11 @@ fn tiled_max_backward<S: Simd>(
     {
         for (oy, dyr) in dyp.chunks_exact(ow).enumerate() {
             let top = oy * kh * w;
-            crate::vmem::zero(simd, &mut dxp[top..top + kh * w]);
+            // 2-wide windows store whole window rows below; columns past the last window, and
+            // the rows of other windows' scattered gradients, are zeroed first.
+            if kw != 2 || w != ow * kw {
+                crate::vmem::zero(simd, &mut dxp[top..top + kh * w]);
+            }
             for (c, grads) in dyr.chunks(lanes).enumerate() {
                 let left = top + c * lanes * kw;
                 let n = grads.len();
@@ -886,8 +953,8 @@ fn tiled_max_backward<S: Simd>(
                     // Offsets from the window's first element, exact in f32.
                     let at = |i: usize| (y * w + i) as f32;
                     if kw == 2 {
-                        let a = partial_load(simd, &row[..row.len().min(lanes)]);
-                        let b = partial_load(simd, row.get(lanes..).unwrap_or(&[]));
+                        let a = load(simd, &row[..row.len().min(lanes)]);
+                        let b = load(simd, row.get(lanes..).unwrap_or(&[]));
                         let (even, odd) = even_odd(simd, a, b);
                         max_tap(simd, even, at(0), &mut max, &mut arg);
                         max_tap(simd, odd, at(1), &mut max, &mut arg);
@@ -900,6 +967,27 @@ fn tiled_max_backward<S: Simd>(
                             max_tap(simd, v, at(i), &mut max, &mut arg);
                         }
                     }
+                }
+                if kw == 2 {
+                    // Each window row's two taps as vectors (the gradient where that tap won,
+                    // else zero), interleaved back into the `2·n` columns of the row: vector
+                    // stores instead of one scalar store per window.
+                    let g = load(simd, grads);
+                    let zero = simd.splat_f32s(0.0);
+                    for y in 0..kh {
+                        let at = simd.splat_f32s((y * w) as f32);
+                        let next = simd.splat_f32s((y * w + 1) as f32);
+                        let t0 = simd.select_f32s(simd.equal_f32s(arg, at), g, zero);
+                        let t1 = simd.select_f32s(simd.equal_f32s(arg, next), g, zero);
+                        let (first, second) = interleave(simd, t0, t1);
+                        let row = &mut dxp[left + y * w..][..2 * n];
+                        let (a, b) = row.split_at_mut(lanes.min(2 * n));
+                        store(simd, a, first);
+                        if !b.is_empty() {
+                            store(simd, b, second);
+                        }
+                    }
+                    continue;
                 }
                 store(simd, &mut winner[..lanes], arg);
                 for (l, &g) in grads.iter().enumerate() {

@@ -444,6 +444,26 @@ impl Im2col {
         }
         let last = off[valid - 1];
         off[valid..nr].fill(last);
+        let taps = self.cg * self.kh * self.kw;
+        // Unpadded panels whose vectors are at most two runs each need no permute indices or
+        // masks: they are filled before those are worked out.
+        let padded = ph > 0 || pw > 0;
+        if !padded {
+            let mut plan = [Shift::none(simd); 2];
+            let mut all = true;
+            for (v, s) in plan[..nv].iter_mut().enumerate() {
+                match shift_of(simd, &off[..nr], valid, v) {
+                    Some(shift) => *s = shift,
+                    None => all = false,
+                }
+            }
+            if all {
+                // Row of the first tap of the `KC` block from `k0`.
+                let block = |k0: usize| k0 * panels * nr + p * KC.min(taps - k0) * nr;
+                self.fill_shifted(simd, xg, origins, &plan[..nv], block, nr, dst);
+                return true;
+            }
+        }
         let mut lo = [0isize; 2];
         let mut idx = [simd.indices(&[0; 16]); 2];
         for v in 0..nv {
@@ -457,7 +477,6 @@ impl Im2col {
         } else {
             (1u32 << valid) - 1
         };
-        let padded = ph > 0 || pw > 0;
         let (rowm, colm) = masks.split_at_mut(self.kh);
         if padded {
             for (ky, m) in rowm.iter_mut().enumerate() {
@@ -477,23 +496,6 @@ impl Im2col {
                     let b = xs.end.clamp(a, r.ox + r.len);
                     *m |= span_bits(r.jj + a - r.ox, b - a);
                 }
-            }
-        }
-        let taps = self.cg * self.kh * self.kw;
-        if !padded {
-            let mut plan = [Shift::none(simd); 2];
-            let mut all = true;
-            for (v, s) in plan[..nv].iter_mut().enumerate() {
-                match shift_of(simd, &off[..nr], valid, v) {
-                    Some(shift) => *s = shift,
-                    None => all = false,
-                }
-            }
-            if all {
-                // Row of the first tap of the `KC` block from `k0`.
-                let block = |k0: usize| k0 * panels * nr + p * KC.min(taps - k0) * nr;
-                self.fill_shifted(simd, xg, origins, &plan[..nv], block, nr, dst);
-                return true;
             }
         }
         let plane = self.h * self.w;

@@ -306,30 +306,15 @@ fn interleave<S: Simd>(simd: S, e: S::f32s, o: S::f32s) -> (S::f32s, S::f32s) {
         }
     }
     let _ = simd;
-    let mut eo = [[0.0f32; 16]; 2];
-    // SAFETY: each row of `eo` holds 16 ≥ lanes floats.
-    unsafe {
-        eo[0].as_mut_ptr().cast::<S::f32s>().write_unaligned(e);
-        eo[1].as_mut_ptr().cast::<S::f32s>().write_unaligned(o);
-    }
-    let mut both = [0.0f32; 32];
-    for i in 0..lanes {
-        both[2 * i] = eo[0][i];
-        both[2 * i + 1] = eo[1][i];
-    }
-    // SAFETY: `both` holds 32 ≥ 2·lanes floats.
-    unsafe {
-        (
-            both.as_ptr().cast::<S::f32s>().read_unaligned(),
-            both.as_ptr().add(lanes).cast::<S::f32s>().read_unaligned(),
-        )
-    }
+    pick_lanes::<S>(e, o, |k, i| {
+        let j = k * lanes + i;
+        j / 2 + (j % 2) * lanes
+    })
 }
 
 /// The even and odd lanes of the `2·lanes` elements in `a` then `b`, as two vectors, in order.
 #[inline(always)]
 fn even_odd<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> (S::f32s, S::f32s) {
-    let lanes = S::F32_LANES;
     #[cfg(target_arch = "x86_64")]
     {
         use crate::elem::{downcast, reinterpret};
@@ -366,6 +351,19 @@ fn even_odd<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> (S::f32s, S::f32s) {
         }
     }
     let _ = simd;
+    pick_lanes::<S>(a, b, |k, i| 2 * i + k)
+}
+
+/// Two vectors picked lane by lane through a buffer from the `2·lanes` elements of `a` then
+/// `b` (levels without a two-source permute): lane `i` of output `k` (0 or 1) is element
+/// `src(k, i)`. The fallback of [`even_odd`] and [`interleave`].
+#[inline(always)]
+fn pick_lanes<S: Simd>(
+    a: S::f32s,
+    b: S::f32s,
+    src: impl Fn(usize, usize) -> usize,
+) -> (S::f32s, S::f32s) {
+    let lanes = S::F32_LANES;
     let mut both = [0.0f32; 32];
     // SAFETY: `both` holds 32 ≥ 2·lanes floats.
     unsafe {
@@ -375,16 +373,17 @@ fn even_odd<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> (S::f32s, S::f32s) {
             .cast::<S::f32s>()
             .write_unaligned(b);
     }
-    let mut eo = [[0.0f32; 16]; 2];
-    for i in 0..lanes {
-        eo[0][i] = both[2 * i];
-        eo[1][i] = both[2 * i + 1];
+    let mut out = [[0.0f32; 16]; 2];
+    for (k, out) in out.iter_mut().enumerate() {
+        for (i, o) in out.iter_mut().enumerate().take(lanes) {
+            *o = both[src(k, i)];
+        }
     }
     // SAFETY: each half holds 16 ≥ lanes floats.
     unsafe {
         (
-            eo[0].as_ptr().cast::<S::f32s>().read_unaligned(),
-            eo[1].as_ptr().cast::<S::f32s>().read_unaligned(),
+            out[0].as_ptr().cast::<S::f32s>().read_unaligned(),
+            out[1].as_ptr().cast::<S::f32s>().read_unaligned(),
         )
     }
 }

@@ -171,6 +171,7 @@ pub(crate) unsafe fn load_masked_within<S: Simd>(
             return crate::elem::reinterpret(v3.avx._mm256_and_ps(v, v3_lane_mask(bits)));
         }
     }
+    let _ = len; // only the AVX2 path needs the bound
     // SAFETY: forwarded.
     unsafe { load_masked(simd, p.wrapping_offset(at), bits) }
 }

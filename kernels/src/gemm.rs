@@ -73,8 +73,13 @@ const A_SLAB: usize = 4 << 20;
 /// (`a[kk·MR + i]`, what [`tile_wasm`] reads) rather than row by row at [`A_STRIDE`].
 const INTERLEAVE_A: bool = cfg!(target_arch = "wasm32");
 
-/// How far ahead of the tile's reads of `B` its cache lines are asked for (see [`tile`]).
+/// How far ahead of the tile's reads of `B` its cache lines are asked for (see [`tile`]),
+/// when tiles go row block by row block.
 const B_PREFETCH: usize = 2048;
+
+/// Most bytes of one `KC` block's slab of `A` for which tiles go panel by panel (see
+/// `Gemm::run_tile`): the slab is read once per panel, from L2.
+const PANEL_MAJOR_A: usize = 128 << 10;
 
 /// Asks for the cache line holding `p` in L1 (a hint: never faults, no-op off x86-64).
 #[inline(always)]
@@ -302,6 +307,7 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usiz
     cs: usize,
     b: *const E,
     nr: usize,
+    b_ahead: usize,
     acc: [[S::f32s; NV]; R],
 ) -> [[S::f32s; NV]; R] {
     let lanes = S::F32_LANES;
@@ -325,8 +331,8 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usiz
         let lines = step_bytes.div_ceil(64);
         for _ in 0..kc {
             // `B` streams from memory the first time a block is read; the hardware
-            // prefetchers stop at page ends, so ask for the stream [`B_PREFETCH`] bytes ahead.
-            let ahead = b.cast::<u8>().wrapping_add(B_PREFETCH);
+            // prefetchers stop at page ends, so ask for the stream `b_ahead` bytes ahead.
+            let ahead = b.cast::<u8>().wrapping_add(b_ahead);
             for l in 0..lines {
                 prefetch(ahead.wrapping_add(l * 64).cast());
             }
@@ -431,6 +437,8 @@ unsafe fn tile_wasm<S: Simd, E: Elem, const R: usize, const NV: usize>(
 struct Store<'a> {
     /// Elements per `kk` step of the packed panel.
     nr: usize,
+    /// How many bytes ahead of its reads of `B` the tile asks for cache lines.
+    b_ahead: usize,
     /// The first `KC` block: adds the bias.
     first: bool,
     /// Whether the tile starts from `C` (every block after the first, and in accumulate mode
@@ -483,7 +491,7 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usi
         }
     }
     // SAFETY: forwarded caller guarantee.
-    let acc = unsafe { tile::<S, E, R, NV, CS>(simd, kc, a, rs, cs, b, st.nr, acc) };
+    let acc = unsafe { tile::<S, E, R, NV, CS>(simd, kc, a, rs, cs, b, st.nr, st.b_ahead, acc) };
     for (i, row) in acc.iter().enumerate() {
         let rb = match (st.first, st.row_bias) {
             (true, Some(rb)) => simd.splat_f32s(rb[i]),
@@ -744,13 +752,41 @@ impl<E: Elem> Gemm<'_, E> {
                     }
                 }
                 let panels_per_block = nc(kc, nr) / nr;
+                let row_blocks = (m1 - m0).div_ceil(MR);
+                // Tile order within a column block. Row-major (every panel for one row
+                // block, then the next), the `MR`-row block of `A` stays in L1; but the
+                // first row block then streams the whole `kc × nc` block of `B` from memory
+                // at the FMAs' pace, faster than one core's memory bandwidth, and the other
+                // row blocks find it in L2. With a few row blocks of row-major `A` (dense
+                // layers on a sentence of a few dozen tokens, whose weights come from
+                // memory on every call), that first pass is most of the time: then the
+                // tiles go panel by panel (every row block of one panel, `A`'s slab in L2)
+                // and each tile asks for the next panel one panel ahead, so the stream is
+                // spread over all the panel's tiles.
+                let panel_major =
+                    a.cs == 1 && row_blocks > 1 && (m1 - m0) * kc * 4 <= PANEL_MAJOR_A;
+                let b_ahead = if panel_major {
+                    kc * nr * core::mem::size_of::<E>()
+                } else {
+                    B_PREFETCH
+                };
                 // A `while` rather than `step_by`, whose length is a 64-bit division: a
                 // tenth of a batch-1 call on a tiny layer.
                 let mut p0 = 0;
                 while p0 < panels {
                     let p1 = (p0 + panels_per_block).min(panels);
-                    let mut r0 = m0;
-                    while r0 < m1 {
+                    let tiles = row_blocks * (p1 - p0);
+                    // The row block and panel of the `t`-th tile of this column block.
+                    let tile_at = |t: usize| {
+                        let (ri, pi) = if panel_major {
+                            (t % row_blocks, t / row_blocks)
+                        } else {
+                            (t / (p1 - p0), t % (p1 - p0))
+                        };
+                        (m0 + ri * MR, p0 + pi)
+                    };
+                    for t in 0..tiles {
+                        let (r0, p) = tile_at(t);
                         let rows = MR.min(m - r0);
                         let (a_ptr, rs, cs) = match a_buf.as_ref() {
                             // SAFETY: the slab holds rows `m0..m1`, interleaved by `MR`
@@ -773,17 +809,13 @@ impl<E: Elem> Gemm<'_, E> {
                                 a.cs,
                             ),
                         };
-                        for p in p0..p1 {
+                        {
                             let c0 = p * nr;
-                            // The tile after this one: the next panel, or the next row
-                            // block's first; its rows of `C` are far apart, so no prefetcher
-                            // sees them.
-                            let (nr0, nc0) = if p + 1 < p1 {
-                                (r0, c0 + nr)
-                            } else {
-                                (r0 + MR, p0 * nr)
-                            };
-                            if nr0 < m1 {
+                            // The tile after this one: its rows of `C` are far apart, so no
+                            // prefetcher sees them.
+                            if t + 1 < tiles {
+                                let (nr0, np) = tile_at(t + 1);
+                                let nc0 = np * nr;
                                 for i in 0..MR.min(m - nr0) {
                                     let row = out_ptr.wrapping_add((nr0 + i) * ldc + nc0);
                                     prefetch(row);
@@ -792,6 +824,7 @@ impl<E: Elem> Gemm<'_, E> {
                             }
                             let st = Store {
                                 nr,
+                                b_ahead,
                                 first,
                                 load: !first || accumulate,
                                 last,
@@ -824,7 +857,6 @@ impl<E: Elem> Gemm<'_, E> {
                                 }
                             }
                         }
-                        r0 += MR;
                     }
                     p0 = p1;
                 }

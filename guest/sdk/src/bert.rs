@@ -209,7 +209,7 @@ impl Encoder {
         let vocab = match weights::get_optional(VOCAB_INDEX, &[None])? {
             Some(index) => {
                 let index = index.to_u8()?;
-                WordPiece::from_vocab_and_index(&vocab_txt, &index).map_err(|e| match e {
+                WordPiece::from_vocab_and_index(vocab_txt, index).map_err(|e| match e {
                     Error::InvalidInput(m) => {
                         Error::invalid_input(format!("weight `{VOCAB_INDEX}`: {m}"))
                     }

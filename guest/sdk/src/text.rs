@@ -72,10 +72,16 @@ const INDEX_VERSION: u32 = 1;
 const INDEX_HEADER: usize = 24;
 
 /// The vocabulary bytes as text: UTF-8, and short enough for `u32` offsets.
-fn vocab_text(vocab_txt: &[u8]) -> Result<String> {
+fn vocab_text(vocab_txt: &[u8]) -> Result<&str> {
     let text = std::str::from_utf8(vocab_txt)
-        .map_err(|e| Error::invalid_input(format!("vocabulary is not UTF-8: {e}")))?
-        .to_owned();
+        .map_err(|e| Error::invalid_input(format!("vocabulary is not UTF-8: {e}")))?;
+    vocab_len(text.as_bytes())?;
+    Ok(text)
+}
+
+/// Refuses a vocabulary too long for `u32` offsets.
+fn vocab_len(vocab_txt: &[u8]) -> Result<()> {
+    let text = vocab_txt;
     if u32::try_from(text.len()).is_err() {
         return Err(Error::limit_exceeded(format!(
             "vocabulary is {} bytes; at most {} are supported",
@@ -83,22 +89,35 @@ fn vocab_text(vocab_txt: &[u8]) -> Result<String> {
             u32::MAX
         )));
     }
-    Ok(text)
+    Ok(())
+}
+
+/// The `i`-th `(u32, u32)` pair (little-endian) of the pairs that start at byte `at`.
+#[inline]
+fn pair(bytes: &[u8], at: usize, i: usize) -> Option<(u32, u32)> {
+    let b = bytes.get(at + 8 * i..at + 8 * i + 8)?;
+    Some((
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+    ))
 }
 
 /// A BERT WordPiece tokenizer over one vocabulary: see the [module documentation](self)
 /// for exactly what [`encode`](Self::encode) does.
 #[derive(Clone, Debug)]
 pub struct WordPiece {
-    /// The vocabulary text, every token a byte range of it.
-    text: String,
-    /// Byte range of each id's token in `text` (line `i` is id `i`).
-    spans: Vec<(u32, u32)>,
-    /// Open-addressing hash table (linear probing) of `(id, low 32 bits of the token's
-    /// hash)`, id `EMPTY` where free; its length is a power of two, at least twice the
-    /// number of ids.
-    slots: Vec<(u32, u32)>,
-    /// `64 - log2(slots.len())`: the table index is the hash's top bits.
+    /// The vocabulary text (UTF-8: checked by [`WordPiece::from_vocab`], or by whoever made
+    /// the index for exactly these bytes), every token a byte range of it.
+    text: Vec<u8>,
+    /// The lookup tables in the layout of [`WordPiece::from_vocab_and_index`]'s index, read
+    /// in place (a request does not decode 100,000 pairs to look up a few dozen): after the
+    /// header, the byte range of each id's token in `text` (line `i` is id `i`), then the
+    /// open-addressing hash table (linear probing) of `(id, low 32 bits of the token's
+    /// hash)`, id `EMPTY` where free, whose length is a power of two.
+    index: Vec<u8>,
+    /// Ids (token spans) in `index`.
+    count: usize,
+    /// `64 - log2(slot count)`: the table index is the hash's top bits.
     shift: u32,
     /// The longest token in bytes: longer candidates are never looked up.
     max_token_bytes: usize,
@@ -180,7 +199,17 @@ impl WordPiece {
             }
             start = line_end + 1;
         }
-        WordPiece::finish(text, spans, slots, shift)
+        let mut index = Vec::with_capacity(INDEX_HEADER + 8 * (spans.len() + slots.len()));
+        index.extend_from_slice(INDEX_MAGIC);
+        for w in [INDEX_VERSION, spans.len() as u32, bits] {
+            index.extend_from_slice(&w.to_le_bytes());
+        }
+        index.extend_from_slice(&fx_hash(bytes).to_le_bytes());
+        for &(a, b) in spans.iter().chain(&slots) {
+            index.extend_from_slice(&a.to_le_bytes());
+            index.extend_from_slice(&b.to_le_bytes());
+        }
+        WordPiece::finish(bytes.to_vec(), index, count, shift)
     }
 
     /// Builds the tokenizer from the bytes of a `vocab.txt` and a lookup index made for them
@@ -194,13 +223,18 @@ impl WordPiece {
     /// `(id, low 32 bits of the token's hash)` (`u32::MAX` for a free slot), a token at the
     /// first free-or-matching slot from index `hash >> (64 - bits)` on, linear probing.
     ///
-    /// Errors (`invalid-input`) on what [`WordPiece::from_vocab`] refuses, and on an index
-    /// that is not of that layout, has no free slot, or was made for other bytes (its
-    /// digest differs): a vocabulary edited after its index was made. Lookups compare the
-    /// token text itself, so an index that passes these checks can make a token unknown
-    /// but never give a wrong id.
-    pub fn from_vocab_and_index(vocab_txt: &[u8], index: &[u8]) -> Result<WordPiece> {
-        let text = vocab_text(vocab_txt)?;
+    /// Both are taken as they are, not decoded or copied: the index is read in place, and
+    /// the text is not checked for UTF-8 again (that is [`WordPiece::from_vocab`]'s check
+    /// when the index is made, and the digest ties the index to those bytes); a token whose
+    /// bytes are not UTF-8 could only never match.
+    ///
+    /// Errors (`invalid-input`) on no tokens or a missing special token, as
+    /// [`WordPiece::from_vocab`], and on an index that is not of that layout, has no free
+    /// slot, or was made for other bytes (its digest differs): a vocabulary edited after its
+    /// index was made. Lookups compare the token text itself, so an index that passes these
+    /// checks can make a token unknown but never give a wrong id.
+    pub fn from_vocab_and_index(vocab_txt: Vec<u8>, index: Vec<u8>) -> Result<WordPiece> {
+        vocab_len(&vocab_txt)?;
         let bad = |what: String| Error::invalid_input(format!("vocabulary index: {what}"));
         let word = |at: usize| -> u32 {
             index
@@ -233,70 +267,44 @@ impl WordPiece {
             )));
         }
         let digest = u64::from(word(16)) | (u64::from(word(20)) << 32);
-        if digest != fx_hash(text.as_bytes()) {
+        if digest != fx_hash(&vocab_txt) {
             return Err(bad(
                 "it was made for another vocab.txt (its digest differs); make it again from \
                  this one, or leave it out"
                     .to_owned(),
             ));
         }
-        let pairs = |from: usize, n: usize| -> Vec<(u32, u32)> {
-            index[from..from + 8 * n]
-                .chunks_exact(8)
-                .map(|c| {
-                    (
-                        u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-                        u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
-                    )
-                })
-                .collect()
-        };
-        let spans = pairs(INDEX_HEADER, count);
-        let slots = pairs(INDEX_HEADER + 8 * count, slot_count);
         // Probing for an unknown token stops at a free slot: there must be one.
-        if !slots.iter().any(|&(id, _)| id == EMPTY) {
+        let slots = &index[INDEX_HEADER + 8 * count..];
+        if !slots.chunks_exact(8).any(|s| s[..4] == EMPTY.to_le_bytes()) {
             return Err(bad("no free slot".to_owned()));
         }
-        WordPiece::finish(text, spans, slots, 64 - bits)
+        WordPiece::finish(vocab_txt, index, count, 64 - bits)
     }
 
     /// The lookup index of this tokenizer, for [`WordPiece::from_vocab_and_index`] with the
     /// same `vocab.txt` bytes.
     pub fn index(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(INDEX_HEADER + 8 * (self.spans.len() + self.slots.len()));
-        out.extend_from_slice(INDEX_MAGIC);
-        for w in [
-            INDEX_VERSION,
-            self.spans.len() as u32,
-            64 - self.shift,
-        ] {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
-        out.extend_from_slice(&fx_hash(self.text.as_bytes()).to_le_bytes());
-        for &(a, b) in self.spans.iter().chain(&self.slots) {
-            out.extend_from_slice(&a.to_le_bytes());
-            out.extend_from_slice(&b.to_le_bytes());
-        }
-        out
+        self.index.clone()
     }
 
-    /// The tokenizer over `text` with its token `spans` and lookup `slots`: finds the
-    /// special tokens (`[CLS]`, `[SEP]`, `[UNK]`, `[PAD]` required).
-    fn finish(
-        text: String,
-        spans: Vec<(u32, u32)>,
-        slots: Vec<(u32, u32)>,
-        shift: u32,
-    ) -> Result<WordPiece> {
-        let max_token_bytes = spans
-            .iter()
-            .map(|&(s, e)| e.saturating_sub(s) as usize)
+    /// The tokenizer over `text` with its `index` (of `count` token spans, checked to be
+    /// of that layout): finds the special tokens (`[CLS]`, `[SEP]`, `[UNK]`, `[PAD]`
+    /// required).
+    fn finish(text: Vec<u8>, index: Vec<u8>, count: usize, shift: u32) -> Result<WordPiece> {
+        let max_token_bytes = index[INDEX_HEADER..INDEX_HEADER + 8 * count]
+            .chunks_exact(8)
+            .map(|c| {
+                let (s, e) = (&c[..4], &c[4..]);
+                let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                word(e).saturating_sub(word(s)) as usize
+            })
             .max()
             .unwrap_or(0);
         let mut wp = WordPiece {
             text,
-            spans,
-            slots,
+            index,
+            count,
             shift,
             max_token_bytes,
             cls: 0,
@@ -357,26 +365,23 @@ impl WordPiece {
     /// The token with id `id`, if there is one (a token's earlier id, shadowed by a later
     /// duplicate, has none).
     pub fn token(&self, id: u32) -> Option<&str> {
-        let token = self.text.get(
-            self.spans
-                .get(id as usize)
-                .map(|&(s, e)| s as usize..e as usize)?,
-        )?;
+        let token = std::str::from_utf8(self.token_at(id)).ok()?;
         (self.id(token) == Some(id)).then_some(token)
     }
 
     /// The id of vocabulary entry `token` (whole entries only: `"##ing"`, not `"ing"` for a
     /// continuation), if there is one.
     pub fn id(&self, token: &str) -> Option<u32> {
-        let mask = self.slots.len() - 1;
+        let mask = (1usize << (64 - self.shift)) - 1;
+        let slots = INDEX_HEADER + 8 * self.count;
         let hash = fx_hash(token.as_bytes());
         let mut slot = (hash >> self.shift) as usize;
         loop {
-            let (id, tag) = *self.slots.get(slot)?;
+            let (id, tag) = pair(&self.index, slots, slot)?;
             if id == EMPTY {
                 return None;
             }
-            if tag == hash as u32 && self.token_at(id) == token {
+            if tag == hash as u32 && self.token_at(id) == token.as_bytes() {
                 return Some(id);
             }
             slot = (slot + 1) & mask;
@@ -385,7 +390,7 @@ impl WordPiece {
 
     /// The number of ids: the vocabulary's line count, one more than the largest id.
     pub fn vocab_size(&self) -> usize {
-        self.spans.len()
+        self.count
     }
 
     /// The id of `[CLS]`, which starts every encoding.
@@ -414,11 +419,13 @@ impl WordPiece {
     }
 
     /// The token text of `id`, which is always in range.
-    fn token_at(&self, id: u32) -> &str {
-        self.spans
-            .get(id as usize)
-            .and_then(|&(s, e)| self.text.get(s as usize..e as usize))
-            .unwrap_or("")
+    fn token_at(&self, id: u32) -> &[u8] {
+        (id as usize)
+            .lt(&self.count)
+            .then(|| pair(&self.index, INDEX_HEADER, id as usize))
+            .flatten()
+            .and_then(|(s, e)| self.text.get(s as usize..e as usize))
+            .unwrap_or(b"")
     }
 
     /// The leftmost special token in `text`: its byte offset, byte length and id.
@@ -679,7 +686,10 @@ mod tests {
         // Nine bytes: one whole word, then 0x39 ("9") padded.
         let h = 9u64.wrapping_mul(K);
         let h = (h.rotate_left(5) ^ u64::from_le_bytes(*b"12345678")).wrapping_mul(K);
-        assert_eq!(fx_hash(b"123456789"), (h.rotate_left(5) ^ 0x39).wrapping_mul(K));
+        assert_eq!(
+            fx_hash(b"123456789"),
+            (h.rotate_left(5) ^ 0x39).wrapping_mul(K)
+        );
     }
 
     #[test]
@@ -694,11 +704,17 @@ mod tests {
         assert_eq!(index[12..16], 6u32.to_le_bytes());
         assert_eq!(index[16..24], fx_hash(VOCAB.as_bytes()).to_le_bytes());
         assert_eq!(index.len(), 24 + 8 * (25 + 64));
-        let indexed = WordPiece::from_vocab_and_index(VOCAB.as_bytes(), &index).unwrap();
+        let indexed =
+            WordPiece::from_vocab_and_index(VOCAB.as_bytes().to_vec(), index.clone()).unwrap();
         for id in 0..built.vocab_size() as u32 {
             assert_eq!(indexed.token(id), built.token(id), "id {id}");
         }
-        for text in ["Hello, world!", "unaffable naïve café", "中国 [MASK] σασ", "zzz"] {
+        for text in [
+            "Hello, world!",
+            "unaffable naïve café",
+            "中国 [MASK] σασ",
+            "zzz",
+        ] {
             assert_eq!(indexed.encode(text, 16), built.encode(text, 16), "{text:?}");
         }
         assert_eq!(indexed.id("##able"), Some(11));
@@ -709,7 +725,8 @@ mod tests {
     fn a_bad_index_is_refused_by_name() {
         let index = tokenizer().index();
         let refused = |vocab: &str, index: &[u8]| {
-            let e = WordPiece::from_vocab_and_index(vocab.as_bytes(), index).unwrap_err();
+            let e = WordPiece::from_vocab_and_index(vocab.as_bytes().to_vec(), index.to_vec())
+                .unwrap_err();
             assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
             e.message().to_owned()
         };
@@ -732,14 +749,18 @@ mod tests {
         let mut full = index[..24 + 8 * 25].to_vec();
         full[12..16].copy_from_slice(&4u32.to_le_bytes());
         full[8..12].copy_from_slice(&25u32.to_le_bytes());
-        full.extend((0..16u32).flat_map(|i| [i.to_le_bytes(), 0u32.to_le_bytes()]).flatten());
+        full.extend(
+            (0..16u32)
+                .flat_map(|i| [i.to_le_bytes(), 0u32.to_le_bytes()])
+                .flatten(),
+        );
         assert!(refused(VOCAB, &full).contains("no free slot"));
         // Garbage of the right length never panics: lookups compare the token text.
         let mut noise = index.clone();
         for (i, b) in noise[24..].iter_mut().enumerate() {
             *b = (i.wrapping_mul(2_654_435_761) >> 13) as u8;
         }
-        if let Ok(wp) = WordPiece::from_vocab_and_index(VOCAB.as_bytes(), &noise) {
+        if let Ok(wp) = WordPiece::from_vocab_and_index(VOCAB.as_bytes().to_vec(), noise) {
             let _ = wp.encode("hello world", 16);
         }
     }

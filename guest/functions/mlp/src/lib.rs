@@ -23,7 +23,10 @@ struct Mlp;
 /// neither must be present.
 fn affine(prefix: &str, width: u32) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
     let (mean_name, scale_name) = (format!("{prefix}.mean"), format!("{prefix}.scale"));
-    match (weights::contains(&mean_name), weights::contains(&scale_name)) {
+    match (
+        weights::contains(&mean_name),
+        weights::contains(&scale_name),
+    ) {
         (false, false) => Ok(None),
         (true, true) => {
             weights::shape_of(&mean_name, &[Some(width)])?;

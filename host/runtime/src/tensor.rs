@@ -149,6 +149,17 @@ impl Tensor {
         self
     }
 
+    /// This tensor's f32 buffer if this handle is its only owner (no other tensor, weight
+    /// or output shares it): storage an op of the same request may write over.
+    pub(crate) fn into_unshared_f32s(self) -> Option<Arc<[f32]>> {
+        match self.data {
+            TensorData::F32(mut data) if self.prepared.is_none() => {
+                Arc::get_mut(&mut data).is_some().then_some(data)
+            }
+            _ => None,
+        }
+    }
+
     /// The elements.
     pub fn data(&self) -> &TensorData {
         &self.data

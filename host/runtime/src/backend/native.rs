@@ -4,7 +4,10 @@
 //! A session's tensors are host [`Tensor`]s (shape + reference-counted data), so a weight
 //! handle or a reshape is a pointer copy. Weights run on their packed form, prepared once
 //! per weights set ([`crate::prepared`]). Every output is charged to the request's
-//! [`TensorBudget`] before it is allocated, and so is every handle.
+//! [`TensorBudget`] before it is allocated, and so is every handle. The f32 buffers of
+//! tensors the function releases are kept for the request's later outputs of the same
+//! length (every kernel writes all of its output): an encoder's layers allocate the same
+//! few shapes again and again, and a fresh large allocation costs page faults and zeroing.
 
 use std::sync::Arc;
 
@@ -17,6 +20,9 @@ use crate::tensor::{DType, Tensor, element_count};
 
 /// Bytes charged per tensor handle on top of its data, so handles count against the budget.
 const HANDLE_COST: usize = 64;
+
+/// Most released buffers a session keeps for reuse.
+const SPARE_BUFFERS: usize = 16;
 
 /// The native plugin: one set of kernels at the level chosen for the runtime.
 pub(crate) struct NativeBackend {
@@ -40,6 +46,7 @@ impl Backend for NativeBackend {
             kernels: self.kernels.clone(),
             tensors: Slab::default(),
             budget: limits.budget,
+            spare: Vec::new(),
         }))
     }
 }
@@ -49,6 +56,8 @@ struct NativeSession {
     kernels: Kernels,
     tensors: Slab<Tensor>,
     budget: TensorBudget,
+    /// Buffers of released tensors that nothing else shared, for later outputs.
+    spare: Vec<Arc<[f32]>>,
 }
 
 impl NativeSession {
@@ -63,11 +72,17 @@ impl NativeSession {
         self.tensors.get(id).cloned()
     }
 
-    /// Zeroed storage for an op's output of `elements` f32s, charged first. It is
-    /// allocated as the tensor's own shared buffer (one allocation, no copy when the
-    /// output becomes a tensor); [`elems`] gives the kernels its elements.
+    /// Storage for an op's output of `elements` f32s, charged first (as if new, so the
+    /// budget counts what a request asks for, whatever is reused): a spare buffer of that
+    /// length, holding what an earlier output of this request held, or a zeroed
+    /// allocation. Either way it is the tensor's own shared buffer (no copy when the output
+    /// becomes a tensor); [`elems`] gives the kernels its elements, all of which they
+    /// write.
     fn output(&mut self, elements: usize) -> Result<Arc<[f32]>> {
         self.budget.charge(elements.saturating_mul(4))?;
+        if let Some(i) = self.spare.iter().position(|b| b.len() == elements) {
+            return Ok(self.spare.swap_remove(i));
+        }
         // One zeroed allocation (fresh pages come zeroed from the OS): collecting zeros
         // element by element cost a tenth of a convolutional network's request.
         let zeroed = Arc::<[f32]>::new_zeroed_slice(elements);
@@ -361,7 +376,13 @@ impl Session for NativeSession {
     }
 
     fn release(&mut self, id: TensorId) -> Outcome<()> {
-        self.tensors.remove(id)?;
+        let tensor = self.tensors.remove(id)?;
+        if let Some(buf) = tensor.into_unshared_f32s() {
+            if self.spare.len() == SPARE_BUFFERS {
+                self.spare.remove(0);
+            }
+            self.spare.push(buf);
+        }
         Ok(())
     }
 
@@ -371,5 +392,81 @@ impl Session for NativeSession {
 
     fn limit_hit(&self) -> Option<LimitHit> {
         self.budget.hit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::HostMemory;
+
+    fn session() -> NativeSession {
+        let host = Arc::new(HostMemory::new(1 << 20));
+        NativeSession {
+            kernels: Kernels::detect(),
+            tensors: Slab::default(),
+            budget: TensorBudget::new(host, 1 << 20),
+            spare: Vec::new(),
+        }
+    }
+
+    fn put(s: &mut NativeSession, shape: &[usize], data: &[f32]) -> TensorId {
+        s.put(Tensor::from_f32(shape.to_vec(), data.to_vec()).unwrap())
+            .unwrap()
+    }
+
+    /// The elements of `id` and where they live.
+    fn read(s: &mut NativeSession, id: TensorId) -> (Vec<f32>, *const f32) {
+        let t = s.get(id).unwrap();
+        let data = t.f32s("test").unwrap();
+        (data.to_vec(), data.as_ptr())
+    }
+
+    /// A released output's buffer serves the next output of its length, and the op
+    /// writing there leaves nothing of what it held: ReLU of negatives and a dense layer
+    /// (hand-computed) over buffers full of earlier sums.
+    #[test]
+    fn a_released_buffer_is_reused_and_written_over() {
+        let mut s = session();
+        let x = put(&mut s, &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let sum = s.run(Op::Add { a: x, b: x }).unwrap();
+        let (held, at) = read(&mut s, sum);
+        assert_eq!(held, [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
+        s.release(sum).unwrap();
+        let neg = put(&mut s, &[2, 3], &[-1.0, -2.0, -0.5, -3.0, -4.0, -5.0]);
+        let y = s
+            .run(Op::Activate {
+                x: neg,
+                act: Activation::Relu,
+            })
+            .unwrap();
+        assert_eq!(read(&mut s, y), (vec![0.0; 6], at));
+
+        // A 2 × 2 buffer of sums, released, then x [2, 3] · wᵀ (w [2, 3]) + b into it.
+        let small = put(&mut s, &[2, 2], &[7.0, 7.0, 7.0, 7.0]);
+        let sum = s.run(Op::Add { a: small, b: small }).unwrap();
+        let (_, at) = read(&mut s, sum);
+        s.release(sum).unwrap();
+        let w = put(&mut s, &[2, 3], &[1.0, 0.0, -1.0, 0.5, 0.5, 0.5]);
+        let b = put(&mut s, &[2], &[0.25, -1.0]);
+        let d = s
+            .run(Op::Dense {
+                x,
+                w,
+                b: Some(b),
+                act: Activation::None,
+            })
+            .unwrap();
+        // Row 1: 1 - 3 + 0.25, (1 + 2 + 3)/2 - 1; row 2: 4 - 6 + 0.25, (4 + 5 + 6)/2 - 1.
+        assert_eq!(read(&mut s, d), (vec![-1.75, 2.0, -1.75, 6.5], at));
+
+        // A buffer another tensor still shares is never reused.
+        let shared = s.run(Op::Add { a: small, b: small }).unwrap();
+        let (_, shared_at) = read(&mut s, shared);
+        let alias = s.reshape(shared, &[4]).unwrap();
+        s.release(shared).unwrap();
+        let again = s.run(Op::Add { a: small, b: small }).unwrap();
+        assert_ne!(read(&mut s, again).1, shared_at);
+        assert_eq!(read(&mut s, alias).0, [14.0; 4]);
     }
 }

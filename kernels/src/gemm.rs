@@ -13,7 +13,10 @@
 //!   packed conv weights).
 //! - Loop nest: slabs of rows, then `KC` blocks of `k`, then column blocks of [`nc`]
 //!   columns (the `kc × nc` block of `B`, at most 512 KiB, stays in L2), then `MR` row blocks, then
-//!   the panels of the column block. When `A` serves four or more panels and its rows are at
+//!   the panels of the column block; or, for a slab of a few row-major rows (at most
+//!   [`PANEL_MAJOR_A`] bytes per block: a sentence-sized dense layer, whose weights come from
+//!   memory), panels then row blocks, each tile prefetching the next panel, so that `B`'s
+//!   stream from memory is spread over every tile rather than the first row block's. When `A` serves four or more panels and its rows are at
 //!   least 256 long, each `KC` block's slice of a slab of rows (at most [`A_SLAB`] bytes) is
 //!   first copied once (row by row, vector copies) into a buffer whose rows are one cache
 //!   line more than `KC` apart, so rows
@@ -775,18 +778,26 @@ impl<E: Elem> Gemm<'_, E> {
                 let mut p0 = 0;
                 while p0 < panels {
                     let p1 = (p0 + panels_per_block).min(panels);
-                    let tiles = row_blocks * (p1 - p0);
-                    // The row block and panel of the `t`-th tile of this column block.
-                    let tile_at = |t: usize| {
-                        let (ri, pi) = if panel_major {
-                            (t % row_blocks, t / row_blocks)
+                    // The tile (first row, panel) after `(r0, p)` in this column block's
+                    // order, if any: stepped, not divided out of a tile count (a 64-bit
+                    // division per tile, as above).
+                    let after = |r0: usize, p: usize| {
+                        let (r, q) = if panel_major {
+                            if r0 + MR < m1 {
+                                (r0 + MR, p)
+                            } else {
+                                (m0, p + 1)
+                            }
+                        } else if p + 1 < p1 {
+                            (r0, p + 1)
                         } else {
-                            (t / (p1 - p0), t % (p1 - p0))
+                            (r0 + MR, p0)
                         };
-                        (m0 + ri * MR, p0 + pi)
+                        (r < m1 && q < p1).then_some((r, q))
                     };
-                    for t in 0..tiles {
-                        let (r0, p) = tile_at(t);
+                    let mut next = Some((m0, p0));
+                    while let Some((r0, p)) = next {
+                        next = after(r0, p);
                         let rows = MR.min(m - r0);
                         let (a_ptr, rs, cs) = match a_buf.as_ref() {
                             // SAFETY: the slab holds rows `m0..m1`, interleaved by `MR`
@@ -809,52 +820,49 @@ impl<E: Elem> Gemm<'_, E> {
                                 a.cs,
                             ),
                         };
-                        {
-                            let c0 = p * nr;
-                            // The tile after this one: its rows of `C` are far apart, so no
-                            // prefetcher sees them.
-                            if t + 1 < tiles {
-                                let (nr0, np) = tile_at(t + 1);
-                                let nc0 = np * nr;
-                                for i in 0..MR.min(m - nr0) {
-                                    let row = out_ptr.wrapping_add((nr0 + i) * ldc + nc0);
-                                    prefetch(row);
-                                    prefetch(row.wrapping_add(nr - 1));
-                                }
+                        let c0 = p * nr;
+                        // The tile after this one: its rows of `C` are far apart, so no
+                        // prefetcher sees them.
+                        if let Some((nr0, np)) = next {
+                            let nc0 = np * nr;
+                            for i in 0..MR.min(m - nr0) {
+                                let row = out_ptr.wrapping_add((nr0 + i) * ldc + nc0);
+                                prefetch(row);
+                                prefetch(row.wrapping_add(nr - 1));
                             }
-                            let st = Store {
-                                nr,
-                                b_ahead,
-                                first,
-                                load: !first || accumulate,
-                                last,
-                                valid: nr.min(n - c0),
-                                col_bias: match bias {
-                                    Bias::PerCol(cb) => Some(&cb[c0..c0 + nr]),
-                                    _ => None,
-                                },
-                                row_bias: match bias {
-                                    Bias::PerRow(rb) => Some(&rb[r0..r0 + rows]),
-                                    _ => None,
-                                },
-                                act,
-                            };
-                            // SAFETY: the asserts above bound every row of A, every block
-                            // and panel of B and every written element of `out`.
-                            unsafe {
-                                let b = b.as_ptr().add(boff + (first_panel + p) * kc * nr);
-                                let out = out_ptr.add(r0 * ldc + c0);
-                                // `f32` weights interleaved by `MR` (packed conv weights, a
-                                // transposed `A`): strides known at compile time.
-                                if const { E::IS_F32 } && rs == 1 && cs == MR {
-                                    block_rows::<S, E, MR, NV, MR>(
-                                        simd, rows, kc, a_ptr, rs, cs, b, out, ldc, &st,
-                                    );
-                                } else {
-                                    block_rows::<S, E, MR, NV, 0>(
-                                        simd, rows, kc, a_ptr, rs, cs, b, out, ldc, &st,
-                                    );
-                                }
+                        }
+                        let st = Store {
+                            nr,
+                            b_ahead,
+                            first,
+                            load: !first || accumulate,
+                            last,
+                            valid: nr.min(n - c0),
+                            col_bias: match bias {
+                                Bias::PerCol(cb) => Some(&cb[c0..c0 + nr]),
+                                _ => None,
+                            },
+                            row_bias: match bias {
+                                Bias::PerRow(rb) => Some(&rb[r0..r0 + rows]),
+                                _ => None,
+                            },
+                            act,
+                        };
+                        // SAFETY: the asserts above bound every row of A, every block
+                        // and panel of B and every written element of `out`.
+                        unsafe {
+                            let b = b.as_ptr().add(boff + (first_panel + p) * kc * nr);
+                            let out = out_ptr.add(r0 * ldc + c0);
+                            // `f32` weights interleaved by `MR` (packed conv weights, a
+                            // transposed `A`): strides known at compile time.
+                            if const { E::IS_F32 } && rs == 1 && cs == MR {
+                                block_rows::<S, E, MR, NV, MR>(
+                                    simd, rows, kc, a_ptr, rs, cs, b, out, ldc, &st,
+                                );
+                            } else {
+                                block_rows::<S, E, MR, NV, 0>(
+                                    simd, rows, kc, a_ptr, rs, cs, b, out, ldc, &st,
+                                );
                             }
                         }
                     }

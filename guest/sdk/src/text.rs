@@ -81,25 +81,28 @@ fn vocab_text(vocab_txt: &[u8]) -> Result<&str> {
 
 /// Refuses a vocabulary too long for `u32` offsets.
 fn vocab_len(vocab_txt: &[u8]) -> Result<()> {
-    let text = vocab_txt;
-    if u32::try_from(text.len()).is_err() {
+    if u32::try_from(vocab_txt.len()).is_err() {
         return Err(Error::limit_exceeded(format!(
             "vocabulary is {} bytes; at most {} are supported",
-            text.len(),
+            vocab_txt.len(),
             u32::MAX
         )));
     }
     Ok(())
 }
 
+/// The little-endian `u32` at byte `at` of `bytes`, if they reach that far.
+#[inline]
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at + 4)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 /// The `i`-th `(u32, u32)` pair (little-endian) of the pairs that start at byte `at`.
 #[inline]
 fn pair(bytes: &[u8], at: usize, i: usize) -> Option<(u32, u32)> {
-    let b = bytes.get(at + 8 * i..at + 8 * i + 8)?;
-    Some((
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-        u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
-    ))
+    let at = at + 8 * i;
+    Some((u32_at(bytes, at)?, u32_at(bytes, at + 4)?))
 }
 
 /// A BERT WordPiece tokenizer over one vocabulary: see the [module documentation](self)
@@ -236,11 +239,7 @@ impl WordPiece {
     pub fn from_vocab_and_index(vocab_txt: Vec<u8>, index: Vec<u8>) -> Result<WordPiece> {
         vocab_len(&vocab_txt)?;
         let bad = |what: String| Error::invalid_input(format!("vocabulary index: {what}"));
-        let word = |at: usize| -> u32 {
-            index
-                .get(at..at + 4)
-                .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        };
+        let word = |at: usize| u32_at(&index, at).unwrap_or(0);
         if index.len() < INDEX_HEADER || &index[..4] != INDEX_MAGIC || word(4) != INDEX_VERSION {
             return Err(bad(format!(
                 "not a version-{INDEX_VERSION} index (it starts with `WPIX` and version \
@@ -275,8 +274,8 @@ impl WordPiece {
             ));
         }
         // Probing for an unknown token stops at a free slot: there must be one.
-        let slots = &index[INDEX_HEADER + 8 * count..];
-        if !slots.chunks_exact(8).any(|s| s[..4] == EMPTY.to_le_bytes()) {
+        let slots = INDEX_HEADER + 8 * count;
+        if !(0..slot_count).any(|i| pair(&index, slots, i).is_some_and(|(id, _)| id == EMPTY)) {
             return Err(bad("no free slot".to_owned()));
         }
         WordPiece::finish(vocab_txt, index, count, 64 - bits)
@@ -292,13 +291,9 @@ impl WordPiece {
     /// of that layout): finds the special tokens (`[CLS]`, `[SEP]`, `[UNK]`, `[PAD]`
     /// required).
     fn finish(text: Vec<u8>, index: Vec<u8>, count: usize, shift: u32) -> Result<WordPiece> {
-        let max_token_bytes = index[INDEX_HEADER..INDEX_HEADER + 8 * count]
-            .chunks_exact(8)
-            .map(|c| {
-                let (s, e) = (&c[..4], &c[4..]);
-                let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                word(e).saturating_sub(word(s)) as usize
-            })
+        let max_token_bytes = (0..count)
+            .filter_map(|id| pair(&index, INDEX_HEADER, id))
+            .map(|(s, e)| e.saturating_sub(s) as usize)
             .max()
             .unwrap_or(0);
         let mut wp = WordPiece {
@@ -420,10 +415,11 @@ impl WordPiece {
 
     /// The token text of `id`, which is always in range.
     fn token_at(&self, id: u32) -> &[u8] {
-        (id as usize)
-            .lt(&self.count)
-            .then(|| pair(&self.index, INDEX_HEADER, id as usize))
-            .flatten()
+        // Past the spans the index holds the slots, not tokens.
+        if id as usize >= self.count {
+            return b"";
+        }
+        pair(&self.index, INDEX_HEADER, id as usize)
             .and_then(|(s, e)| self.text.get(s as usize..e as usize))
             .unwrap_or(b"")
     }

@@ -294,9 +294,10 @@ pub(crate) struct Gemm<'a, E> {
 /// The `R × NV` register tile over `kc` steps: returns `acc[i][v] + Σ a[i, kk] · b[kk, v]`
 /// (accumulators in and out by value, so that they stay in registers).
 ///
-/// With `CS > 0`, `A` is `MR`-interleaved with `MR = CS` (`rs = 1`, `cs = CS`, known at
-/// compile time: every row's value is at a constant offset from one pointer); with `CS = 0`
-/// the strides are the arguments.
+/// `CS` says what is known of `A`'s strides at compile time: with `CS > 1`, `A` is
+/// `MR`-interleaved with `MR = CS` (`rs = 1`, `cs = CS`: every row's value is at a constant
+/// offset from one pointer); with `CS = 1` it is row-major (`cs = 1`, rows `rs` apart: each
+/// row's pointer plus one index); with `CS = 0` the strides are the arguments.
 ///
 /// # Safety
 /// Rows `0..R` of `a` (`a + i·rs + kk·cs`) and `kc·NV·lanes` elements of `b` are readable.
@@ -314,7 +315,11 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usiz
     acc: [[S::f32s; NV]; R],
 ) -> [[S::f32s; NV]; R] {
     let lanes = S::F32_LANES;
-    let (rs, cs) = if CS > 0 { (1, CS) } else { (rs, cs) };
+    let (rs, cs) = match CS {
+        0 => (rs, cs),
+        1 => (rs, 1),
+        _ => (1, CS),
+    };
     // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
     unsafe {
         // One row (batch 1, or the last row of a batch) runs the same chain as every other
@@ -474,27 +479,87 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usi
     ldc: usize,
     st: &Store<'_>,
 ) {
-    let lanes = S::F32_LANES;
-    let zero = simd.splat_f32s(0.0);
-    let mut acc = [[zero; NV]; R];
-    // SAFETY: `out` rows are writable (and readable) for `st.valid` columns.
-    let row_slice = |i: usize, c: usize, w: usize| unsafe {
-        core::slice::from_raw_parts_mut(out.add(i * ldc + c), w)
-    };
-    if st.load {
-        for (i, row) in acc.iter_mut().enumerate() {
-            for (v, c) in row.iter_mut().enumerate() {
-                let c0 = v * lanes;
-                if c0 >= st.valid {
-                    break;
-                }
-                let w = lanes.min(st.valid - c0);
-                *c = load(simd, row_slice(i, c0, w));
-            }
+    // A tile whose `NV` vectors all hold columns (every one but a last, narrower panel)
+    // loads and stores with the tile's loops unrolled and the accumulators in registers;
+    // with the width a run-time value, the loops stayed loops over the accumulators spilled
+    // to the stack, a tenth of a tile's time at `k = 32`.
+    let full = st.valid >= NV * S::F32_LANES;
+    let mut acc = [[simd.splat_f32s(0.0); NV]; R];
+    // SAFETY (all three): `out`'s rows are readable and writable for `st.valid` columns,
+    // and the rest is the caller's guarantee, forwarded.
+    unsafe {
+        if st.load {
+            acc = if full {
+                load_tile::<S, R, NV, true>(simd, out, ldc, st.valid)
+            } else {
+                load_tile::<S, R, NV, false>(simd, out, ldc, st.valid)
+            };
+        }
+        let acc = tile::<S, E, R, NV, CS>(simd, kc, a, rs, cs, b, st.nr, st.b_ahead, acc);
+        if full {
+            store_tile::<S, R, NV, true>(simd, acc, out, ldc, st);
+        } else {
+            store_tile::<S, R, NV, false>(simd, acc, out, ldc, st);
         }
     }
-    // SAFETY: forwarded caller guarantee.
-    let acc = unsafe { tile::<S, E, R, NV, CS>(simd, kc, a, rs, cs, b, st.nr, st.b_ahead, acc) };
+    if st.last && st.act.is_transcendental() {
+        simd.vectorize(ActivateRows {
+            out,
+            rows: R,
+            cols: st.valid,
+            ldc,
+            act: st.act,
+        });
+    }
+}
+
+/// The `R × NV` tile of `C` at `out`: columns `0..valid`, or all `NV` vectors when `FULL`;
+/// zero beyond `valid`.
+///
+/// # Safety
+/// `out[i·ldc + c]` is readable for `i < R`, `c < valid` (`NV·lanes` when `FULL`).
+#[inline(always)]
+unsafe fn load_tile<S: Simd, const R: usize, const NV: usize, const FULL: bool>(
+    simd: S,
+    out: *const f32,
+    ldc: usize,
+    valid: usize,
+) -> [[S::f32s; NV]; R] {
+    let lanes = S::F32_LANES;
+    let valid = if FULL { NV * lanes } else { valid };
+    let mut acc = [[simd.splat_f32s(0.0); NV]; R];
+    for (i, row) in acc.iter_mut().enumerate() {
+        for (v, c) in row.iter_mut().enumerate() {
+            let c0 = v * lanes;
+            if c0 >= valid {
+                break;
+            }
+            let w = lanes.min(valid - c0);
+            // SAFETY: within the columns the caller guarantees.
+            *c = load(simd, unsafe {
+                core::slice::from_raw_parts(out.add(i * ldc + c0), w)
+            });
+        }
+    }
+    acc
+}
+
+/// Stores the tile `acc` to `out` as [`block`] finishes it: the bias on the first `KC`
+/// block, ReLU on the last; columns `0..st.valid`, or all `NV` vectors when `FULL`.
+///
+/// # Safety
+/// `out[i·ldc + c]` is writable for `i < R`, `c < st.valid` (`NV·lanes` when `FULL`).
+#[inline(always)]
+unsafe fn store_tile<S: Simd, const R: usize, const NV: usize, const FULL: bool>(
+    simd: S,
+    acc: [[S::f32s; NV]; R],
+    out: *mut f32,
+    ldc: usize,
+    st: &Store<'_>,
+) {
+    let lanes = S::F32_LANES;
+    let valid = if FULL { NV * lanes } else { st.valid };
+    let zero = simd.splat_f32s(0.0);
     for (i, row) in acc.iter().enumerate() {
         let rb = match (st.first, st.row_bias) {
             (true, Some(rb)) => simd.splat_f32s(rb[i]),
@@ -502,7 +567,7 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usi
         };
         for (v, &c) in row.iter().enumerate() {
             let c0 = v * lanes;
-            if c0 >= st.valid {
+            if c0 >= valid {
                 break;
             }
             let mut val = c;
@@ -518,18 +583,14 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usi
                 // A constant `act`: only ReLU's arm of `apply` is compiled here.
                 val = apply(simd, Activation::Relu, val);
             }
-            let w = lanes.min(st.valid - c0);
-            store(simd, row_slice(i, c0, w), val);
+            let w = lanes.min(valid - c0);
+            // SAFETY: within the columns the caller guarantees.
+            store(
+                simd,
+                unsafe { core::slice::from_raw_parts_mut(out.add(i * ldc + c0), w) },
+                val,
+            );
         }
-    }
-    if st.last && st.act.is_transcendental() {
-        simd.vectorize(ActivateRows {
-            out,
-            rows: R,
-            cols: st.valid,
-            ldc,
-            act: st.act,
-        });
     }
 }
 
@@ -857,6 +918,11 @@ impl<E: Elem> Gemm<'_, E> {
                             // transposed `A`): strides known at compile time.
                             if const { E::IS_F32 } && rs == 1 && cs == MR {
                                 block_rows::<S, E, MR, NV, MR>(
+                                    simd, rows, kc, a_ptr, rs, cs, b, out, ldc, &st,
+                                );
+                            } else if cs == 1 {
+                                // Row-major `A` (read in place or copied at `A_STRIDE`).
+                                block_rows::<S, E, MR, NV, 1>(
                                     simd, rows, kc, a_ptr, rs, cs, b, out, ldc, &st,
                                 );
                             } else {

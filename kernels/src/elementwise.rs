@@ -3,7 +3,7 @@
 
 use pulp::Simd;
 
-use crate::activation::exp;
+use crate::activation::{exp, exp_n};
 use crate::vmem::{load, store};
 
 /// Sum of `x`, four vector accumulators.
@@ -59,39 +59,68 @@ impl pulp::WithSimd for Softmax<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        softmax_rows(simd, self.x, self.row_len, 1.0);
+        softmax_rows(simd, self.x, self.row_len);
     }
 }
 
-/// `softmax(scale · row)` of every row of `row_len` elements of `x`, in place (`scale > 0`:
-/// attention folds its `1/√d` in here rather than scaling the queries).
+/// `softmax(row)` of every row of `row_len` elements of `x`, in place.
 #[inline(always)]
-pub(crate) fn softmax_rows<S: Simd>(simd: S, x: &mut [f32], row_len: usize, scale: f32) {
-    let scale_v = simd.splat_f32s(scale);
+fn softmax_rows<S: Simd>(simd: S, x: &mut [f32], row_len: usize) {
     for row in x.chunks_exact_mut(row_len) {
-        let m = simd.splat_f32s(max(simd, row));
-        let (head, tail) = S::as_mut_simd_f32s(row);
-        let mut acc = [simd.splat_f32s(0.0); 2];
-        for (i, v) in head.iter_mut().enumerate() {
-            *v = exp(simd, simd.mul_f32s(simd.sub_f32s(*v, m), scale_v));
-            acc[i % 2] = simd.add_f32s(acc[i % 2], *v);
-        }
-        let mut total = simd.reduce_sum_f32s(simd.add_f32s(acc[0], acc[1]));
-        if !tail.is_empty() {
-            let shifted = simd.sub_f32s(crate::vmem::partial_load(simd, tail), m);
-            let v = exp(simd, simd.mul_f32s(shifted, scale_v));
-            crate::vmem::partial_store(simd, tail, v);
-            total += tail.iter().sum::<f32>();
-        }
-        let inv = 1.0 / total;
-        let inv_v = simd.splat_f32s(inv);
-        for v in head {
-            *v = simd.mul_f32s(*v, inv_v);
-        }
-        for v in tail {
-            *v *= inv;
-        }
+        let inv = 1.0 / exp_row(simd, row, 1.0);
+        scale(simd, row, inv);
     }
+}
+
+/// `x *= by`, element by element.
+#[inline(always)]
+pub(crate) fn scale<S: Simd>(simd: S, x: &mut [f32], by: f32) {
+    let (head, tail) = S::as_mut_simd_f32s(x);
+    let by_v = simd.splat_f32s(by);
+    for v in head {
+        *v = simd.mul_f32s(*v, by_v);
+    }
+    for v in tail {
+        *v *= by;
+    }
+}
+
+/// `exp(scale · (x - max x))` of every element of `row`, in place, and their sum: softmax
+/// without its last division (attention divides its much narrower output rows instead).
+/// `scale > 0`; the sum is at least 1 (the maximum's term) unless the row holds a NaN.
+#[inline(always)]
+pub(crate) fn exp_row<S: Simd>(simd: S, row: &mut [f32], scale: f32) -> f32 {
+    let scale_v = simd.splat_f32s(scale);
+    // scale·x - scale·max in one multiply-add.
+    let shift = simd.splat_f32s(-scale * max(simd, row));
+    let (head, tail) = S::as_mut_simd_f32s(row);
+    // Two sums, each in a register: indexed by `i % 2` they lived on the stack, and every
+    // add waited on the store of the one before it.
+    let (mut acc0, mut acc1) = (simd.splat_f32s(0.0), simd.splat_f32s(0.0));
+    let mut quads = head.chunks_exact_mut(4);
+    for quad in &mut quads {
+        let mut x = [quad[0], quad[1], quad[2], quad[3]];
+        for x in &mut x {
+            *x = simd.mul_add_e_f32s(*x, scale_v, shift);
+        }
+        let [a, b, c, d] = exp_n(simd, x);
+        quad.copy_from_slice(&[a, b, c, d]);
+        acc0 = simd.add_f32s(acc0, simd.add_f32s(a, c));
+        acc1 = simd.add_f32s(acc1, simd.add_f32s(b, d));
+    }
+    let pairs = quads.into_remainder();
+    for v in pairs {
+        *v = exp(simd, simd.mul_add_e_f32s(*v, scale_v, shift));
+        acc0 = simd.add_f32s(acc0, *v);
+    }
+    let mut total = simd.reduce_sum_f32s(simd.add_f32s(acc0, acc1));
+    if !tail.is_empty() {
+        let v = crate::vmem::partial_load(simd, tail);
+        let v = exp(simd, simd.mul_add_e_f32s(v, scale_v, shift));
+        crate::vmem::partial_store(simd, tail, v);
+        total += tail.iter().sum::<f32>();
+    }
+    total
 }
 
 /// A broadcasting binary operation.

@@ -9,9 +9,10 @@
 //! head), with the threads taking heads from one shared counter: the head's keys and values
 //! are packed straight from the activations into the GEMM core's panels (no intermediate
 //! copy), its queries are read in place as the A operand (rows `width` apart), the scores
-//! `q·kᵀ` (only real keys) go through one pass of the row softmax with the `1/√d` scale
-//! folded in, and the product with the values is written straight into the head's columns
-//! of `out`. Only one head's `[len, len]` scores exist at a time (per thread), never
+//! `q·kᵀ` (only real keys) become `exp(s/√d - max)` in place (one pass per row, the sums
+//! kept), and the product with the values is written straight into the head's columns of
+//! `out`, each row then divided by its sum (`head_dim` multiplies a row instead of `len`).
+//! Only one head's `[len, len]` scores exist at a time (per thread), never
 //! `[heads, seq, seq]`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +23,7 @@ use crate::activation::Activation;
 use crate::dense::SharedOut;
 use crate::dispatch::Kernels;
 use crate::elem::{AlignedBuf, Scratch, take_scratch};
-use crate::elementwise::softmax_rows;
+use crate::elementwise::{exp_row, scale};
 use crate::error::{KernelError, check_len, check_matrix, product};
 use crate::gemm::{AView, Bias, Gemm, nr, pack_b, pack_b_rows, packed_b_len};
 use crate::vmem::{load, store};
@@ -131,12 +132,7 @@ impl pulp::WithSimd for L2Normalize<'_> {
                 acc = simd.mul_add_e_f32s(v, v, acc);
             }
             let norm = simd.reduce_sum_f32s(acc).sqrt().max(eps);
-            let inv = simd.splat_f32s(1.0 / norm);
-            for c in (0..d).step_by(lanes) {
-                let r = c..d.min(c + lanes);
-                let v = simd.mul_f32s(load(simd, &row[r.clone()]), inv);
-                store(simd, &mut row[r], v);
-            }
+            scale(simd, row, 1.0 / norm);
         }
     }
 }
@@ -407,8 +403,9 @@ impl Kernels {
 /// `jobs` (the next index from `next`, so that threads sharing one op split them) until none
 /// is left. For each: `Kᵀ` of the head packed straight from `k` as GEMM panels, the scores
 /// `q·kᵀ` with the head's rows of `q` read in place (rows `width` apart), the softmax of
-/// `scores / √d` in place, `V` packed from `v`, and the weighted sum written straight into
-/// the head's columns of `out` (row stride `width`): no copy of `q`, `k`, `v` or the result.
+/// `scores / √d` in place but for its division, `V` packed from `v`, and the weighted sum
+/// written straight into the head's columns of `out` (row stride `width`), divided there
+/// row by row: no copy of `q`, `k`, `v` or the result.
 #[derive(Clone)]
 struct Heads<'a> {
     q: &'a [f32],
@@ -462,7 +459,7 @@ impl pulp::WithSimd for Heads<'_> {
             ..
         } = self.dims;
         let width = heads * head_dim;
-        let scale = 1.0 / (head_dim as f32).sqrt();
+        let inv_sqrt_d = 1.0 / (head_dim as f32).sqrt();
         let nr = nr::<S>();
         let mut scratch = take_scratch(&HEAD_SCRATCH, 0);
         loop {
@@ -473,13 +470,14 @@ impl pulp::WithSimd for Heads<'_> {
             let l = self.lengths[b];
             let base = b * seq * width + h * head_dim;
             let (k_len, v_len) = (packed_b_len(head_dim, l, nr), packed_b_len(l, head_dim, nr));
-            let need = k_len + v_len + l * l;
+            let need = k_len + v_len + l * l + l;
             if scratch.as_slice().len() < need {
                 scratch = AlignedBuf::zeroed(need);
             }
             let (kt, rest) = scratch.as_mut_slice().split_at_mut(k_len);
             let (vp, rest) = rest.split_at_mut(v_len);
-            let scores = &mut rest[..l * l];
+            let (scores, rest) = rest.split_at_mut(l * l);
+            let sums = &mut rest[..l];
             // Kᵀ: column `j` of B is key row `j` of this head.
             pack_b(simd, &self.k[base..], width, head_dim, 0..l, nr, kt, |x| x);
             Gemm {
@@ -499,7 +497,11 @@ impl pulp::WithSimd for Heads<'_> {
                 b_window: None,
             }
             .run(simd, scores);
-            softmax_rows(simd, scores, l, scale);
+            // The scores stay unnormalised (`exp` only): each output row is multiplied by
+            // its `1/Σ` after the product, `head_dim` multiplies per row instead of `l`.
+            for (row, sum) in scores.chunks_exact_mut(l).zip(sums.iter_mut()) {
+                *sum = 1.0 / exp_row(simd, row, inv_sqrt_d);
+            }
             pack_b_rows(simd, &self.v[base..], width, l, 0..head_dim, nr, vp);
             let gemm = Gemm {
                 m: l,
@@ -519,10 +521,18 @@ impl pulp::WithSimd for Heads<'_> {
             };
             assert!(base + (l - 1) * width + head_dim <= self.out.len());
             // SAFETY: the product writes rows `0..l`, columns `0..head_dim` at row stride
-            // `width` from `base`, inside `out` (asserted); this job owns them (`new`'s
-            // contract).
+            // `width` from `base`, inside `out` (asserted), and the scaling reads and writes
+            // the same elements; this job owns them (`new`'s contract).
             unsafe {
-                gemm.run_raw(simd, self.out.ptr().add(base), self.out.len() - base);
+                let out = self.out.ptr().add(base);
+                gemm.run_raw(simd, out, self.out.len() - base);
+                for (i, &inv) in sums.iter().enumerate() {
+                    scale(
+                        simd,
+                        core::slice::from_raw_parts_mut(out.add(i * width), head_dim),
+                        inv,
+                    );
+                }
             }
         }
         HEAD_SCRATCH.set(Some(scratch));

@@ -148,14 +148,25 @@ pub(crate) fn gelu<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
 /// for `x ≥ 0` and `erfc/2` below, so the negative tail keeps its relative accuracy.
 #[inline(always)]
 pub(crate) fn gelu_erf<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    gelu_erf_n(simd, [x])[0]
+}
+
+/// [`gelu_erf`] of `N` vectors at once, step by step across all of them (as [`exp_n`]: one
+/// vector's chain, a division, ten multiply-adds and an `exp`, is far longer than the FP
+/// scheduler looks ahead).
+#[inline(always)]
+pub(crate) fn gelu_erf_n<S: Simd, const N: usize>(simd: S, x: [S::f32s; N]) -> [S::f32s; N] {
     let one = simd.splat_f32s(1.0);
     let half = simd.splat_f32s(0.5);
-    let z = simd.mul_f32s(
-        simd.abs_f32s(x),
-        simd.splat_f32s(core::f32::consts::FRAC_1_SQRT_2),
-    );
-    let t = simd.div_f32s(one, simd.mul_add_e_f32s(half, z, one));
-    let mut p = simd.splat_f32s(0.170_872_77);
+    let inv_sqrt2 = simd.splat_f32s(core::f32::consts::FRAC_1_SQRT_2);
+    // z = |x|/√2, t = 1/(1 + z/2); z² is all that is kept of z.
+    let (mut t, mut z2) = (x, x);
+    for ((t, z2), &x) in t.iter_mut().zip(&mut z2).zip(&x) {
+        let z = simd.mul_f32s(simd.abs_f32s(x), inv_sqrt2);
+        *t = simd.div_f32s(one, simd.mul_add_e_f32s(half, z, one));
+        *z2 = simd.mul_f32s(z, z);
+    }
+    let mut p = [simd.splat_f32s(0.170_872_77); N];
     for c in [
         -0.822_152_23,
         1.488_515_9,
@@ -167,14 +178,24 @@ pub(crate) fn gelu_erf<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
         1.000_023_7,
         -1.265_512_2,
     ] {
-        p = simd.mul_add_e_f32s(p, t, simd.splat_f32s(c));
+        let c = simd.splat_f32s(c);
+        for (p, &t) in p.iter_mut().zip(&t) {
+            *p = simd.mul_add_e_f32s(*p, t, c);
+        }
     }
     // erfc(z)/2 = t·e^{p - z²}/2.
-    let e = exp(simd, simd.sub_f32s(p, simd.mul_f32s(z, z)));
-    let tail = simd.mul_f32s(simd.mul_f32s(t, e), half);
-    let nonneg = simd.greater_than_or_equal_f32s(x, simd.splat_f32s(0.0));
-    let phi = simd.select_f32s(nonneg, simd.sub_f32s(one, tail), tail);
-    simd.mul_f32s(x, phi)
+    for (p, &z2) in p.iter_mut().zip(&z2) {
+        *p = simd.sub_f32s(*p, z2);
+    }
+    let e = exp_n(simd, p);
+    let mut y = x;
+    for ((y, &t), &e) in y.iter_mut().zip(&t).zip(&e) {
+        let tail = simd.mul_f32s(simd.mul_f32s(t, e), half);
+        let nonneg = simd.greater_than_or_equal_f32s(*y, simd.splat_f32s(0.0));
+        let phi = simd.select_f32s(nonneg, simd.sub_f32s(one, tail), tail);
+        *y = simd.mul_f32s(*y, phi);
+    }
+    y
 }
 
 /// Applies `act` to one vector.
@@ -190,6 +211,23 @@ pub(crate) fn apply<S: Simd>(simd: S, act: Activation, x: S::f32s) -> S::f32s {
     }
 }
 
+/// [`apply`] to `N` vectors; the exact GELU's chains interleaved ([`gelu_erf_n`]).
+#[inline(always)]
+pub(crate) fn apply_n<S: Simd, const N: usize>(
+    simd: S,
+    act: Activation,
+    x: [S::f32s; N],
+) -> [S::f32s; N] {
+    if act == Activation::GeluErf {
+        return gelu_erf_n(simd, x);
+    }
+    let mut y = x;
+    for y in &mut y {
+        *y = apply(simd, act, *y);
+    }
+    y
+}
+
 /// Applies `act` in place to every element of `x`.
 #[inline(always)]
 pub(crate) fn apply_slice<S: Simd>(simd: S, act: Activation, x: &mut [f32]) {
@@ -197,7 +235,12 @@ pub(crate) fn apply_slice<S: Simd>(simd: S, act: Activation, x: &mut [f32]) {
         return;
     }
     let (head, tail) = S::as_mut_simd_f32s(x);
-    for v in head {
+    let mut quads = head.chunks_exact_mut(4);
+    for quad in &mut quads {
+        let y = apply_n(simd, act, [quad[0], quad[1], quad[2], quad[3]]);
+        quad.copy_from_slice(&y);
+    }
+    for v in quads.into_remainder() {
         *v = apply(simd, act, *v);
     }
     if !tail.is_empty() {

@@ -41,7 +41,7 @@
 
 use pulp::Simd;
 
-use crate::activation::{Activation, apply, apply_slice};
+use crate::activation::{Activation, apply, apply_n, apply_slice};
 use crate::elem::{Elem, Scratch, take_scratch};
 use crate::vmem::{copy, load, store, transpose8, zero};
 
@@ -663,11 +663,55 @@ impl pulp::WithSimd for ActivateRows {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
+        let lanes = S::F32_LANES;
+        let whole = self.cols / lanes * lanes;
+        // The rows' whole vectors four at a time, across rows (a tile's row is one or two
+        // vectors), so that [`apply_n`] interleaves four chains; then what is left.
+        let mut quad = [core::ptr::null_mut::<f32>(); 4];
+        let mut held = 0;
         for i in 0..self.rows {
-            // SAFETY: built only by `block`, whose rows `i < R` hold `cols` writable values.
-            let row =
-                unsafe { core::slice::from_raw_parts_mut(self.out.add(i * self.ldc), self.cols) };
-            apply_slice(simd, self.act, row);
+            // SAFETY: built only by `block`, whose rows `i < R` hold `cols` writable values;
+            // each vector below is within its row's first `whole` of them.
+            let row = unsafe { self.out.add(i * self.ldc) };
+            let mut c = 0;
+            while c < whole {
+                quad[held] = row.wrapping_add(c);
+                held += 1;
+                c += lanes;
+                if held == 4 {
+                    held = 0;
+                    // SAFETY: as above; the four vectors do not overlap.
+                    unsafe {
+                        let mut x = [simd.splat_f32s(0.0); 4];
+                        for (x, p) in x.iter_mut().zip(&quad) {
+                            *x = p.cast::<S::f32s>().read_unaligned();
+                        }
+                        let y = apply_n(simd, self.act, x);
+                        for (p, y) in quad.iter().zip(y) {
+                            p.cast::<S::f32s>().write_unaligned(y);
+                        }
+                    }
+                }
+            }
+        }
+        for &p in &quad[..held] {
+            // SAFETY: as above.
+            unsafe {
+                let v = apply(simd, self.act, p.cast::<S::f32s>().read_unaligned());
+                p.cast::<S::f32s>().write_unaligned(v);
+            }
+        }
+        if whole < self.cols {
+            for i in 0..self.rows {
+                // SAFETY: as above; columns `whole..cols` of row `i`.
+                let tail = unsafe {
+                    core::slice::from_raw_parts_mut(
+                        self.out.add(i * self.ldc + whole),
+                        self.cols - whole,
+                    )
+                };
+                apply_slice(simd, self.act, tail);
+            }
         }
     }
 }

@@ -94,8 +94,8 @@ pub(crate) fn exp_row<S: Simd>(simd: S, row: &mut [f32], scale: f32) -> f32 {
     // scale·x - scale·max in one multiply-add.
     let shift = simd.splat_f32s(-scale * max(simd, row));
     let (head, tail) = S::as_mut_simd_f32s(row);
-    // Two sums, each in a register: indexed by `i % 2` they lived on the stack, and every
-    // add waited on the store of the one before it.
+    // Two sums, each in a register (an array indexed by `i % 2` lives on the stack, every
+    // add waiting on the store of the one before it).
     let (mut acc0, mut acc1) = (simd.splat_f32s(0.0), simd.splat_f32s(0.0));
     let mut quads = head.chunks_exact_mut(4);
     for quad in &mut quads {
@@ -108,8 +108,7 @@ pub(crate) fn exp_row<S: Simd>(simd: S, row: &mut [f32], scale: f32) -> f32 {
         acc0 = simd.add_f32s(acc0, simd.add_f32s(a, c));
         acc1 = simd.add_f32s(acc1, simd.add_f32s(b, d));
     }
-    let pairs = quads.into_remainder();
-    for v in pairs {
+    for v in quads.into_remainder() {
         *v = exp(simd, simd.mul_add_e_f32s(*v, scale_v, shift));
         acc0 = simd.add_f32s(acc0, *v);
     }

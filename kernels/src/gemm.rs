@@ -481,8 +481,8 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usi
 ) {
     // A tile whose `NV` vectors all hold columns (every one but a last, narrower panel)
     // loads and stores with the tile's loops unrolled and the accumulators in registers;
-    // with the width a run-time value, the loops stayed loops over the accumulators spilled
-    // to the stack, a tenth of a tile's time at `k = 32`.
+    // with the width a run-time value the loops stay loops, over accumulators spilled to
+    // the stack (about a tenth of a tile's time at `k = 32`).
     let full = st.valid >= NV * S::F32_LANES;
     let mut acc = [[simd.splat_f32s(0.0); NV]; R];
     // SAFETY (all three): `out`'s rows are readable and writable for `st.valid` columns,

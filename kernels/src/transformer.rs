@@ -477,7 +477,7 @@ impl pulp::WithSimd for Heads<'_> {
             let (kt, rest) = scratch.as_mut_slice().split_at_mut(k_len);
             let (vp, rest) = rest.split_at_mut(v_len);
             let (scores, rest) = rest.split_at_mut(l * l);
-            let sums = &mut rest[..l];
+            let inv_sums = &mut rest[..l];
             // Kᵀ: column `j` of B is key row `j` of this head.
             pack_b(simd, &self.k[base..], width, head_dim, 0..l, nr, kt, |x| x);
             Gemm {
@@ -499,8 +499,8 @@ impl pulp::WithSimd for Heads<'_> {
             .run(simd, scores);
             // The scores stay unnormalised (`exp` only): each output row is multiplied by
             // its `1/Σ` after the product, `head_dim` multiplies per row instead of `l`.
-            for (row, sum) in scores.chunks_exact_mut(l).zip(sums.iter_mut()) {
-                *sum = 1.0 / exp_row(simd, row, inv_sqrt_d);
+            for (row, inv) in scores.chunks_exact_mut(l).zip(inv_sums.iter_mut()) {
+                *inv = 1.0 / exp_row(simd, row, inv_sqrt_d);
             }
             pack_b_rows(simd, &self.v[base..], width, l, 0..head_dim, nr, vp);
             let gemm = Gemm {
@@ -526,7 +526,7 @@ impl pulp::WithSimd for Heads<'_> {
             unsafe {
                 let out = self.out.ptr().add(base);
                 gemm.run_raw(simd, out, self.out.len() - base);
-                for (i, &inv) in sums.iter().enumerate() {
+                for (i, &inv) in inv_sums.iter().enumerate() {
                     scale(
                         simd,
                         core::slice::from_raw_parts_mut(out.add(i * width), head_dim),

@@ -1,10 +1,14 @@
 //! Conv2d backward (PyTorch semantics: stride, padding, dilation, groups) as GEMMs on im2col
 //! patches, per image and group, on the GEMM core of [`gemm`](crate::gemm):
 //!
-//! - input gradient ([`Conv2dBackwardInput`]): `cols_grad[taps, pixels] = Wᵀ[taps, ocg] ·
-//!   dY[ocg, pixels]` — `Wᵀ` copied once per call into `MR`-interleaved blocks (the GEMM's
-//!   `A`), `dY` packed as `B` from its rows ([`pack_b_rows`]) — then a col2im scatter-add of
-//!   `cols_grad` into `dX` ([`Im2col::col2im`]: vector adds along output rows at stride 1).
+//! - input gradient ([`Conv2dBackwardInput`]): `grad[pixels, taps] = dYᵀ[pixels, ocg] ·
+//!   W[ocg, taps]` — `dYᵀ` copied into `MR`-interleaved blocks (the GEMM's `A`,
+//!   [`pack_transposed`]), `W` packed once per call as `B` with its taps in `(ky, kx, ci)`
+//!   order — then each input pixel gathers its patch gradients ([`Gather`]): a tap's channels
+//!   are side by side, so the sums are contiguous vector loads into the image's gradient kept
+//!   channels last, transposed into `dX` at the end. In this orientation the taps (288 for
+//!   the seed CNN's second conv) are the GEMM's columns, whole panels, where the pixels (121)
+//!   left part of a panel empty, and no lane of the gather is masked.
 //! - weight gradient ([`Conv2dBackwardWeights`]): `dWᵀ[taps, ocg] += cols[taps, pixels] ·
 //!   dY[ocg, pixels]ᵀ` — the patches written row-major by the forward's im2col
 //!   ([`Im2col::pack`] with one panel as wide as the block) are the GEMM's `A`, read in place,
@@ -13,18 +17,19 @@
 //!   (`cg·kh·kw`, a multiple of the register tile's rows for 3 × 3 kernels on 4k channels)
 //!   on the GEMM's rows and the output channels on its columns.
 //!
-//! Pixels are taken in blocks whose patches (or patch gradients) fit in about half of L2. Both
-//! ops run on the calling thread: a trainer runs them per sub-batch on its own threads.
+//! Pixels are taken in blocks (whole output rows, for the input gradient) whose patches (or
+//! patch gradients) fit in about half of L2. Both ops run on the calling thread: a trainer
+//! runs them per sub-batch on its own threads.
 
 use pulp::Simd;
 
 use crate::activation::Activation;
-use crate::conv::{Im2col, Run, pixel_runs, valid_range};
+use crate::conv::Im2col;
 use crate::elem::{Scratch, take_scratch};
 use crate::gemm::{AView, Bias, Gemm, nr, pack_b, pack_b_rows, packed_b_len, tile_dims};
 use crate::matmul::pack_transposed;
 use crate::shape::Conv2dParams;
-use crate::vmem::{lane_bits, load, load_masked_within, partial_load, store, zero};
+use crate::vmem::{load, partial_load, partial_store, store, transpose, zero};
 
 /// Bytes of patches (or patch gradients) per pixel block: half of a 1 MiB L2.
 const BLOCK_BYTES: usize = 512 << 10;
@@ -49,157 +54,6 @@ fn geometry(x_shape: [usize; 4], w_shape: [usize; 4], ow: usize, p: &Conv2dParam
         stride: p.stride,
         padding: p.padding,
         dilation: p.dilation,
-    }
-}
-
-/// The loads of [`Im2col::col2im`] for one block of pixels: per vector of a row of one input
-/// channel, `(its offset in the channel, its width, the range of its loads in loads)`; per
-/// load, `(offset in grad for channel 0, lanes)`. Kept between blocks (no allocation per
-/// block once grown).
-#[derive(Default)]
-pub(crate) struct Col2imPlan {
-    vectors: Vec<(usize, usize, usize, usize)>,
-    loads: Vec<(isize, u32)>,
-}
-
-impl Im2col {
-    /// The transpose of [`Im2col::pack`] with one panel: adds the patch gradients `grad`
-    /// (row-major `[taps, pixels.len()]`) of output pixels `pixels` into `dxg` (one group of
-    /// one image, `[cg, h, w]`); taps that fall on the padding are dropped.
-    ///
-    /// At stride 1, vector by vector of each row of `dxg`: the vector is loaded once, gets
-    /// one load of gradient per tap `(ky, kx)` whose output row is in the block, lanes outside
-    /// that row's pixels zero ([`load_masked_within`]), and is stored once, so no load waits
-    /// on the store of an overlapping window. Which loads a vector takes does not depend on
-    /// the input channel: they are worked out once per block (`plan`). Other strides add
-    /// element by element, run by run.
-    #[inline(always)]
-    pub(crate) fn col2im<S: Simd>(
-        &self,
-        simd: S,
-        grad: &[f32],
-        pixels: core::ops::Range<usize>,
-        plan: &mut Col2imPlan,
-        dxg: &mut [f32],
-    ) {
-        let len = pixels.len();
-        if len == 0 {
-            return;
-        }
-        if self.stride.1 != 1 {
-            self.col2im_strided(grad, pixels, dxg);
-            return;
-        }
-        let lanes = S::F32_LANES;
-        let (sh, ph) = (self.stride.0, self.padding.0);
-        let (dh, dw) = self.dilation;
-        let pw = self.padding.1 as isize;
-        let (w, ow) = (self.w, self.ow);
-        let (oy0, oy1) = (pixels.start / ow, (pixels.end - 1) / ow);
-        plan.vectors.clear();
-        plan.loads.clear();
-        for y in 0..self.h {
-            for c0 in (0..w).step_by(lanes) {
-                let width = lanes.min(w - c0);
-                let first_load = plan.loads.len();
-                // Every kernel row `ky` whose output row `oy` (`oy·sh + ky·dh = y + ph`) has
-                // pixels in the block.
-                for ky in 0..self.kh {
-                    let Some(t) = (y + ph).checked_sub(ky * dh) else {
-                        continue;
-                    };
-                    let oy = t / sh;
-                    if t % sh != 0 || !(oy0..=oy1).contains(&oy) {
-                        continue;
-                    }
-                    // This output row's pixels in the block: `ox` in `ox_lo..ox_hi`.
-                    let row = oy * ow;
-                    let ox_lo = pixels.start.max(row) - row;
-                    let ox_hi = pixels.end.min(row + ow) - row;
-                    let row0 = (ky * self.kw * len + row) as isize - pixels.start as isize;
-                    for kx in 0..self.kw {
-                        // Lane `l` is input column `c0 + l = ox + kx·dw - pw`: the lanes whose
-                        // `ox` lies in `ox_lo..ox_hi` read `grad[row0 + kx·len + ox]`.
-                        let shift = (kx * dw) as isize - pw - c0 as isize;
-                        let lo = (ox_lo as isize + shift).clamp(0, width as isize);
-                        let hi = (ox_hi as isize + shift).clamp(lo, width as isize);
-                        if lo < hi {
-                            let at = row0 + (kx * len) as isize - shift;
-                            plan.loads.push((at, lane_bits(lo as usize, hi as usize)));
-                        }
-                    }
-                }
-                plan.vectors
-                    .push((y * w + c0, width, first_load, plan.loads.len()));
-            }
-        }
-        let plane = self.h * w;
-        // Channel `ci`'s taps start `ci·kh·kw` rows of `grad` further.
-        let channel = (self.kh * self.kw * len) as isize;
-        let g = grad.as_ptr();
-        let zero = simd.splat_f32s(0.0);
-        for ci in 0..self.cg {
-            let xc = &mut dxg[ci * plane..(ci + 1) * plane];
-            let base = ci as isize * channel;
-            // SAFETY (both loads): lane `l` under `bits` reads `grad[base + at + l]`, the
-            // gradient of tap `(ci, ky, kx)` at a pixel of its output row in the block: inside
-            // that tap's row of `grad`.
-            let tap = |&(at, bits): &(isize, u32)| unsafe {
-                load_masked_within(simd, g, grad.len(), base + at, bits)
-            };
-            for &(at, width, a, b) in &plan.vectors {
-                let loads = &plan.loads[a..b];
-                // Two partial sums (short dependency chains), in registers.
-                let (mut p0, mut p1) = (zero, zero);
-                let mut pairs = loads.chunks_exact(2);
-                for pair in &mut pairs {
-                    p0 = simd.add_f32s(p0, tap(&pair[0]));
-                    p1 = simd.add_f32s(p1, tap(&pair[1]));
-                }
-                for l in pairs.remainder() {
-                    p0 = simd.add_f32s(p0, tap(l));
-                }
-                let row = &mut xc[at..at + width];
-                let acc = simd.add_f32s(load(simd, row), simd.add_f32s(p0, p1));
-                store(simd, row, acc);
-            }
-        }
-    }
-
-    /// [`Im2col::col2im`] for column strides above 1: element by element, run by run.
-    fn col2im_strided(&self, grad: &[f32], pixels: core::ops::Range<usize>, dxg: &mut [f32]) {
-        let len = pixels.len();
-        let mut runs = Vec::new();
-        pixel_runs(pixels.start, len, self.ow, &mut runs);
-        let plane = self.h * self.w;
-        let (sh, sw) = self.stride;
-        let (ph, pw) = self.padding;
-        let (dh, dw) = self.dilation;
-        let mut rows = grad.chunks_exact(len);
-        for ci in 0..self.cg {
-            let xc = &mut dxg[ci * plane..(ci + 1) * plane];
-            for ky in 0..self.kh {
-                for kx in 0..self.kw {
-                    let Some(row) = rows.next() else { return };
-                    let xs = valid_range(self.w, self.ow, sw, kx * dw, pw);
-                    for run in &runs {
-                        let Run { jj, oy, ox, len } = *run;
-                        let y = (oy * sh + ky * dh).wrapping_sub(ph);
-                        let lo = xs.start.clamp(ox, ox + len);
-                        let hi = xs.end.clamp(lo, ox + len);
-                        if y >= self.h || hi <= lo {
-                            continue;
-                        }
-                        let first = lo * sw + kx * dw - pw;
-                        let xrow = &mut xc[y * self.w..(y + 1) * self.w];
-                        let src = &row[jj + lo - ox..jj + hi - ox];
-                        for (d, &s) in xrow[first..].iter_mut().step_by(sw).zip(src) {
-                            *d += s;
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -242,56 +96,184 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
             return;
         }
         let (mr, nr) = (tile_dims::<S>().0, nr::<S>());
-        // Wᵀ of each group, [taps, ocg] in blocks of `mr` interleaved taps.
-        let group_a = taps.div_ceil(mr) * mr * ocg;
-        let mut wt = take_scratch(&WEIGHTS_T, groups * group_a);
-        for (g, dst) in wt.as_mut_slice()[..groups * group_a]
-            .chunks_exact_mut(group_a)
+        // Each group's `W` as the GEMM's `B`, `[ocg, taps]` with the taps in `(ky, kx, ci)`
+        // order (a tap's channels side by side, as the gather reads them), packed once.
+        let group_b = packed_b_len(ocg, taps, nr);
+        let mut wb = take_scratch(&WEIGHTS_T, groups * group_b);
+        let mut reordered = vec![0.0; ocg * taps];
+        for (g, dst) in wb.as_mut_slice()[..groups * group_b]
+            .chunks_exact_mut(group_b)
             .enumerate()
         {
-            pack_transposed(simd, &w[g * ocg * taps..][..ocg * taps], taps, ocg, mr, dst);
+            let wg = &w[g * ocg * taps..][..ocg * taps];
+            for (src, row) in wg.chunks_exact(taps).zip(reordered.chunks_exact_mut(taps)) {
+                for (ci, taps_ci) in src.chunks_exact(kh * kw).enumerate() {
+                    for (t, &v) in taps_ci.iter().enumerate() {
+                        row[t * cg + ci] = v;
+                    }
+                }
+            }
+            pack_b_rows(simd, &reordered, taps, ocg, 0..taps, nr, dst);
         }
-        let block = block_pixels(taps, pixels, nr);
-        let mut packed = take_scratch(&PACKED, packed_b_len(ocg, block, nr));
-        let mut grad = take_scratch(&PATCHES, taps * block);
-        let geometry = geometry(x_shape, w_shape, ow, &p);
-        let mut plan = Col2imPlan::default();
+        // Blocks of whole output rows whose gradients fit in `BLOCK_BYTES`.
+        let block_rows = (BLOCK_BYTES / 4 / taps / ow).clamp(1, oh);
+        let block = block_rows * ow;
+        let plans: Vec<Gather> = (0..oh)
+            .step_by(block_rows)
+            .map(|oy0| Gather::new(x_shape, w_shape, ow, &p, oy0..(oy0 + block_rows).min(oh)))
+            .collect();
+        let mut a = take_scratch(&PACKED, block.div_ceil(mr) * mr * ocg);
+        let mut grad = take_scratch(&PATCHES, block * taps);
+        let mut hwc = take_scratch(&CHANNELS_LAST, h * wd * cg);
         for img in 0..batch {
             for g in 0..groups {
                 let dyg = &dy[(img * oc + g * ocg) * pixels..][..ocg * pixels];
-                let dxg = &mut dx[(img * c + g * cg) * h * wd..][..cg * h * wd];
-                // Zeroed here rather than all at once: the image's gradient stays in L1.
-                zero(simd, dxg);
-                for j0 in (0..pixels).step_by(block) {
-                    let cols = j0..(j0 + block).min(pixels);
-                    let len = cols.len();
-                    let b = &mut packed.as_mut_slice()[..packed_b_len(ocg, len, nr)];
-                    pack_b_rows(simd, dyg, pixels, ocg, cols.clone(), nr, b);
-                    let grad = &mut grad.as_mut_slice()[..taps * len];
+                let hwc = &mut hwc.as_mut_slice()[..h * wd * cg];
+                zero(simd, hwc);
+                for (j0, plan) in (0..pixels).step_by(block).zip(&plans) {
+                    let len = block.min(pixels - j0);
+                    // `dYᵀ` of these pixels, `[len, ocg]` in blocks of `mr` interleaved rows.
+                    let a = &mut a.as_mut_slice()[..len.div_ceil(mr) * mr * ocg];
+                    pack_transposed(simd, &dyg[j0..], pixels, len, ocg, mr, a);
+                    let grad = &mut grad.as_mut_slice()[..len * taps];
                     Gemm {
-                        m: taps,
-                        n: len,
+                        m: len,
+                        n: taps,
                         k: ocg,
                         a: AView {
-                            data: &wt.as_slice()[g * group_a..(g + 1) * group_a],
+                            data: a,
                             rs: 1,
                             cs: mr,
                         },
-                        b,
+                        b: &wb.as_slice()[g * group_b..(g + 1) * group_b],
                         bias: Bias::None,
                         act: Activation::None,
-                        ldc: len,
+                        ldc: taps,
                         accumulate: false,
                         b_window: None,
                     }
                     .run(simd, grad);
-                    geometry.col2im(simd, grad, cols, &mut plan, dxg);
+                    plan.add(simd, grad, cg, hwc);
+                }
+                let dxg = &mut dx[(img * c + g * cg) * h * wd..][..cg * h * wd];
+                transpose(simd, hwc, h * wd, cg, dxg);
+            }
+        }
+        WEIGHTS_T.set(Some(wb));
+        PACKED.set(Some(a));
+        PATCHES.set(Some(grad));
+        CHANNELS_LAST.set(Some(hwc));
+    }
+}
+
+/// Which patch gradients each input pixel sums, for one block of output rows: per input
+/// pixel that any of the block's patches covers, `(its index in the plane, the range of its
+/// sources in sources)`; per source, the offset in the block's gradients `[pixels, taps]`
+/// (taps in `(ky, kx, ci)` order) of that tap's channel 0.
+struct Gather {
+    pixels: Vec<(usize, usize, usize)>,
+    sources: Vec<usize>,
+}
+
+impl Gather {
+    /// The plan for output rows `rows` of a convolution of `x_shape` by `w_shape` with
+    /// `ow` output columns.
+    fn new(
+        x_shape: [usize; 4],
+        w_shape: [usize; 4],
+        ow: usize,
+        p: &Conv2dParams,
+        rows: core::ops::Range<usize>,
+    ) -> Self {
+        let [_, _, h, w] = x_shape;
+        let [_, cg, kh, kw] = w_shape;
+        let taps = cg * kh * kw;
+        let (sh, sw) = p.stride;
+        let (ph, pw) = p.padding;
+        let (dh, dw) = p.dilation;
+        // The output position `o` (if any) whose tap `k` reads input position `i`:
+        // `o·stride + k·dilation = i + pad`.
+        let at = |i: usize, pad: usize, k: usize, d: usize, s: usize| {
+            let t = (i + pad).checked_sub(k * d)?;
+            (t % s == 0).then_some(t / s)
+        };
+        let mut plan = Gather {
+            pixels: Vec::new(),
+            sources: Vec::new(),
+        };
+        for y in 0..h {
+            for x in 0..w {
+                let first = plan.sources.len();
+                for ky in 0..kh {
+                    let Some(oy) = at(y, ph, ky, dh, sh).filter(|oy| rows.contains(oy)) else {
+                        continue;
+                    };
+                    for kx in 0..kw {
+                        let Some(ox) = at(x, pw, kx, dw, sw).filter(|&ox| ox < ow) else {
+                            continue;
+                        };
+                        let pixel = (oy - rows.start) * ow + ox;
+                        plan.sources.push(pixel * taps + (ky * kw + kx) * cg);
+                    }
+                }
+                if plan.sources.len() > first {
+                    plan.pixels.push((y * w + x, first, plan.sources.len()));
                 }
             }
         }
-        WEIGHTS_T.set(Some(wt));
-        PACKED.set(Some(packed));
-        PATCHES.set(Some(grad));
+        plan
+    }
+
+    /// Adds each input pixel's patch gradients from `grad` (this block's, `[pixels, taps]`)
+    /// into its `cg` channels in `hwc` (`[h·w, cg]`, channels last): contiguous vector loads,
+    /// up to four vectors of channels at a time.
+    #[inline(always)]
+    fn add<S: Simd>(&self, simd: S, grad: &[f32], cg: usize, hwc: &mut [f32]) {
+        let lanes = S::F32_LANES;
+        for &(at, a, b) in &self.pixels {
+            let sources = &self.sources[a..b];
+            let dst = &mut hwc[at * cg..][..cg];
+            let mut c0 = 0;
+            while cg - c0 >= 4 * lanes {
+                add_channels::<S, 4>(simd, grad, sources, c0, dst);
+                c0 += 4 * lanes;
+            }
+            while cg - c0 >= lanes {
+                add_channels::<S, 1>(simd, grad, sources, c0, dst);
+                c0 += lanes;
+            }
+            if c0 < cg {
+                let mut acc = partial_load(simd, &dst[c0..]);
+                for &s in sources {
+                    acc = simd.add_f32s(acc, partial_load(simd, &grad[s + c0..s + cg]));
+                }
+                partial_store(simd, &mut dst[c0..], acc);
+            }
+        }
+    }
+}
+
+/// `dst[c0 .. c0 + N·lanes] += Σ grad[s + c0 ..][..N·lanes]` over `s` in `sources`: `N`
+/// vectors of channels, each its own chain.
+#[inline(always)]
+fn add_channels<S: Simd, const N: usize>(
+    simd: S,
+    grad: &[f32],
+    sources: &[usize],
+    c0: usize,
+    dst: &mut [f32],
+) {
+    let lanes = S::F32_LANES;
+    let dst = &mut dst[c0..][..N * lanes];
+    let mut acc: [S::f32s; N] = core::array::from_fn(|v| load(simd, &dst[v * lanes..]));
+    for &s in sources {
+        let src = &grad[s + c0..][..N * lanes];
+        for (v, acc) in acc.iter_mut().enumerate() {
+            *acc = simd.add_f32s(*acc, load(simd, &src[v * lanes..]));
+        }
+    }
+    for (v, acc) in acc.into_iter().enumerate() {
+        store(simd, &mut dst[v * lanes..], acc);
     }
 }
 
@@ -395,16 +377,11 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
             }
         }
         // dW[g·ocg + o, t] = dWᵀ_g[t, o].
-        for (g, acc) in acc.as_slice()[..groups * group_c]
+        for (acc, dwg) in acc.as_slice()[..groups * group_c]
             .chunks_exact(group_c)
-            .enumerate()
+            .zip(dw.chunks_exact_mut(group_c))
         {
-            let dwg = &mut dw[g * group_c..(g + 1) * group_c];
-            for (t, row) in acc.chunks_exact(ocg).enumerate() {
-                for (o, &v) in row.iter().enumerate() {
-                    dwg[o * taps + t] = v;
-                }
-            }
+            transpose(simd, acc, taps, ocg, dwg);
         }
         WEIGHTS_T.set(Some(acc));
         PACKED.set(Some(packed));
@@ -519,4 +496,6 @@ std::thread_local! {
     static PACKED: Scratch = const { Scratch::new(None) };
     /// This thread's block of patches (weight gradient) or patch gradients (input gradient).
     static PATCHES: Scratch = const { Scratch::new(None) };
+    /// This thread's input gradient of one image and group, channels last (input gradient).
+    static CHANNELS_LAST: Scratch = const { Scratch::new(None) };
 }

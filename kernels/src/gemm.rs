@@ -36,8 +36,9 @@
 //! - The first `KC` block adds the bias, the last applies the activation, both on the
 //!   registers before the store; blocks in between accumulate into `C`. In accumulate mode
 //!   ([`Gemm::accumulate`], the training products) the first block adds into `C` too.
-//! - `B` given row-major as `[k, n]` (a layer's gradient `dY`, a `matmul` operand) is packed
-//!   by [`pack_b_rows`]: each panel row is a vector copy of part of a row of `B`.
+//! - `B` given row-major as `[k, n]` (a `matmul` operand, the conv weights of an input
+//!   gradient) is packed by [`pack_b_rows`]: each panel row is a vector copy of part of a
+//!   row of `B`.
 
 use pulp::Simd;
 

@@ -286,7 +286,8 @@ impl Kernels {
     /// weights `w` (`w_shape` = `[oc, c/groups, kh, kw]`), writes `dx` (`x_shape` =
     /// `[n, c, h, w]`), overwriting it.
     ///
-    /// Per image and group, `Wᵀ · dY` on the GEMM core, then a col2im scatter-add. Runs on the
+    /// Per image and group, `dYᵀ · W` on the GEMM core (the patch gradients, pixel by pixel),
+    /// then each input pixel sums the gradients of the patches that cover it. Runs on the
     /// calling thread (a trainer calls it per sub-batch on each of its threads).
     ///
     /// Errors on invalid geometry (see [`conv2d_out_shape`]) or any slice length that does not

@@ -1,7 +1,8 @@
 //! Vector loads and stores of `f32` slices shorter than a vector: masked loads and stores on
 //! AVX-512 (one instruction each), pulp's partial loads and stores elsewhere. Every kernel's
 //! row and column tails go through these, as do the vector copy and zero fill of a run and the
-//! masked loads of lane ranges; and the 8 × 8 transpose that packs a transposed operand.
+//! masked loads of lane ranges; and the 8 × 8 transpose that packs a transposed operand and
+//! transposes whole matrices ([`transpose`]).
 
 use pulp::Simd;
 
@@ -145,37 +146,6 @@ pub(crate) fn lane_bits(lo: usize, hi: usize) -> u32 {
     ((1u32 << hi) - 1) & !((1u32 << lo) - 1)
 }
 
-/// [`load_masked`] of `p + at` for a `p` of `len` readable elements: on AVX2, where the whole
-/// vector lies inside `p .. p + len`, a plain load and an `and` with the lane mask instead
-/// (cheaper than AVX2's masked load; the other lanes are read and zeroed, NaN included).
-///
-/// # Safety
-/// `p .. p + len` is readable, and `p + at + i` lies inside it for every lane `i` under
-/// `bits`.
-#[inline(always)]
-pub(crate) unsafe fn load_masked_within<S: Simd>(
-    simd: S,
-    p: *const f32,
-    len: usize,
-    at: isize,
-    bits: u32,
-) -> S::f32s {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(v3) = crate::elem::downcast::<S, pulp::x86::V3>(simd)
-        && at >= 0
-        && at as usize + 8 <= len
-    {
-        // SAFETY: `p + at .. p + at + 8` is inside `p .. p + len` (checked); S is V3.
-        unsafe {
-            let v = v3.avx._mm256_loadu_ps(p.offset(at));
-            return crate::elem::reinterpret(v3.avx._mm256_and_ps(v, v3_lane_mask(bits)));
-        }
-    }
-    let _ = len; // only the AVX2 path needs the bound
-    // SAFETY: forwarded.
-    unsafe { load_masked(simd, p.wrapping_offset(at), bits) }
-}
-
 /// A vector whose lanes `lo..hi` (`lo <= hi <= lanes`) are `p[lo..hi]` and whose other lanes
 /// are zero; only lanes `lo..hi` are read ([`load_masked`]).
 ///
@@ -230,6 +200,35 @@ pub(crate) unsafe fn load_masked<S: Simd>(simd: S, p: *const f32, bits: u32) -> 
     }
     // SAFETY: `buf` holds 16 ≥ lanes floats.
     unsafe { buf.as_ptr().cast::<S::f32s>().read_unaligned() }
+}
+
+/// Writes the transpose of `src` (`rows × cols`, row-major) into `dst` (`cols × rows`,
+/// row-major): 8 × 8 blocks in registers where the level has them ([`transpose8`]), the
+/// rest element by element.
+#[inline(always)]
+pub(crate) fn transpose<S: Simd>(simd: S, src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
+    let whole = cols / 8 * 8;
+    // Rows `0..blocked` went by blocks for their columns `0..whole`.
+    let mut blocked = 0;
+    'rows: while blocked + 8 <= rows && whole > 0 {
+        for c0 in (0..whole).step_by(8) {
+            let from = core::array::from_fn(|i| src[(blocked + i) * cols + c0..][..8].as_ptr());
+            let to = dst[c0 * rows + blocked..][..7 * rows + 8].as_mut_ptr();
+            // SAFETY: the eight rows of eight elements of `src` and of `dst` (`rows` apart)
+            // are inside the slices taken above.
+            if !unsafe { transpose8(simd, from, to, rows) } {
+                break 'rows;
+            }
+        }
+        blocked += 8;
+    }
+    for (r, row) in src.chunks_exact(cols).enumerate() {
+        let skip = if r < blocked { whole } else { 0 };
+        for (c, &v) in row.iter().enumerate().skip(skip) {
+            dst[c * rows + r] = v;
+        }
+    }
 }
 
 /// Transposes the 8 × 8 block whose row `r` is `src[r]` (8 readable `f32`) into rows

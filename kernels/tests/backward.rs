@@ -433,6 +433,17 @@ fn conv2d_backward_fixed_shapes() {
         ([1, 120, 6, 5], [13, 120, 3, 3], pad1),
         // Several pixel blocks (18 taps: blocks of about 7000 pixels).
         ([1, 2, 130, 129], [3, 2, 3, 3], Conv2dParams::default()),
+        // Several blocks of output rows whose patches share input rows (strided, padded),
+        // with channel counts off whole vectors.
+        (
+            [1, 24, 70, 60],
+            [5, 24, 3, 3],
+            Conv2dParams {
+                stride: (2, 1),
+                padding: (1, 1),
+                ..Default::default()
+            },
+        ),
         // Strided, dilated, grouped, 1×1.
         (
             [2, 6, 17, 15],

@@ -238,7 +238,11 @@ impl Gather {
                 add_channels::<S, 4>(simd, grad, sources, c0, dst);
                 c0 += 4 * lanes;
             }
-            while cg - c0 >= lanes {
+            if cg - c0 >= 2 * lanes {
+                add_channels::<S, 2>(simd, grad, sources, c0, dst);
+                c0 += 2 * lanes;
+            }
+            if cg - c0 >= lanes {
                 add_channels::<S, 1>(simd, grad, sources, c0, dst);
                 c0 += lanes;
             }
@@ -254,7 +258,8 @@ impl Gather {
 }
 
 /// `dst[c0 .. c0 + N·lanes] += Σ grad[s + c0 ..][..N·lanes]` over `s` in `sources`: `N`
-/// vectors of channels, each its own chain.
+/// vectors of channels, each summed in two chains (even and odd sources), so that even one
+/// vector (32 channels at AVX-512) is not a single chain of up to `kh·kw` dependent adds.
 #[inline(always)]
 fn add_channels<S: Simd, const N: usize>(
     simd: S,
@@ -265,15 +270,32 @@ fn add_channels<S: Simd, const N: usize>(
 ) {
     let lanes = S::F32_LANES;
     let dst = &mut dst[c0..][..N * lanes];
-    let mut acc: [S::f32s; N] = core::array::from_fn(|v| load(simd, &dst[v * lanes..]));
-    for &s in sources {
-        let src = &grad[s + c0..][..N * lanes];
-        for (v, acc) in acc.iter_mut().enumerate() {
-            *acc = simd.add_f32s(*acc, load(simd, &src[v * lanes..]));
-        }
+    let mut even = [simd.splat_f32s(0.0); N];
+    for (v, e) in even.iter_mut().enumerate() {
+        *e = load(simd, &dst[v * lanes..]);
     }
-    for (v, acc) in acc.into_iter().enumerate() {
-        store(simd, &mut dst[v * lanes..], acc);
+    let mut odd = [simd.splat_f32s(0.0); N];
+    let mut pairs = sources.chunks_exact(2);
+    for pair in &mut pairs {
+        add_vectors(simd, &mut even, &grad[pair[0] + c0..]);
+        add_vectors(simd, &mut odd, &grad[pair[1] + c0..]);
+    }
+    if let [s] = pairs.remainder() {
+        add_vectors(simd, &mut even, &grad[s + c0..]);
+    }
+    for (v, (e, o)) in even.into_iter().zip(odd).enumerate() {
+        store(simd, &mut dst[v * lanes..], simd.add_f32s(e, o));
+    }
+}
+
+/// `acc[v] += src[v·lanes ..][..lanes]` for each of the `N` vectors (a function, not a
+/// closure: a closure does not take the level's target features).
+#[inline(always)]
+fn add_vectors<S: Simd, const N: usize>(simd: S, acc: &mut [S::f32s; N], src: &[f32]) {
+    let lanes = S::F32_LANES;
+    let src = &src[..N * lanes];
+    for (v, acc) in acc.iter_mut().enumerate() {
+        *acc = simd.add_f32s(*acc, load(simd, &src[v * lanes..]));
     }
 }
 

@@ -512,9 +512,11 @@ fn dot_tile<S: Simd, const O: usize, const T: usize>(
 }
 
 std::thread_local! {
-    /// This thread's transposed weights (input gradient) or weight-gradient accumulators.
+    /// This thread's packed weights, taps reordered (input gradient: the GEMM's `B`), or
+    /// weight-gradient accumulators.
     static WEIGHTS_T: Scratch = const { Scratch::new(None) };
-    /// This thread's packed block of `dY` (the GEMM's `B`).
+    /// This thread's packed block of `dY`: `dYᵀ` interleaved (input gradient: the GEMM's `A`)
+    /// or `dY` in panels (weight gradient: the GEMM's `B`).
     static PACKED: Scratch = const { Scratch::new(None) };
     /// This thread's block of patches (weight gradient) or patch gradients (input gradient).
     static PATCHES: Scratch = const { Scratch::new(None) };

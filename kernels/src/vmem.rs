@@ -208,6 +208,9 @@ pub(crate) unsafe fn load_masked<S: Simd>(simd: S, p: *const f32, bits: u32) -> 
 #[inline(always)]
 pub(crate) fn transpose<S: Simd>(simd: S, src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
+    if rows == 0 || cols == 0 {
+        return;
+    }
     let whole = cols / 8 * 8;
     // Rows `0..blocked` went by blocks for their columns `0..whole`.
     let mut blocked = 0;

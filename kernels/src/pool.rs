@@ -7,11 +7,11 @@
 //! and the taps past the first `stride` shifted across the next block in registers on AVX-512
 //! (one permute per tap; the next block is carried to the next output vector, so each input
 //! element is loaded once per window row) or reloaded at the shifted column elsewhere. Strides
-//! above 2 go element by element. Loads that cross a border are masked loads (AVX-512) that
-//! fill the padding with the identity (`-inf` for max, `0` for the sum); their masks depend
-//! only on the column, so they are computed once per call. Borders need no scalar path:
-//! PyTorch's rule that padding is at most half the window guarantees every window holds a
-//! real element. Nothing is written but the output.
+//! above 2 go element by element. Loads that cross a border are masked loads (AVX-512; a
+//! masked load and a blend on AVX2) that fill the padding with the identity (`-inf` for max,
+//! `0` for the sum); their masks depend only on the column, so they are computed once per
+//! call. Borders need no scalar path: PyTorch's rule that padding is at most half the window
+//! guarantees every window holds a real element. Nothing is written but the output.
 //!
 //! Rows are visited plane by plane: the rows at the top and bottom borders (windows cut by
 //! the padding) one at a time, the rows in between — whole windows — as one run with nothing
@@ -152,7 +152,8 @@ impl RowGeom {
 
 /// `lanes` elements of row `r` of `rows` (rows `w` long) from the signed column `c`, the identity
 /// in the lanes outside `mask` (which must be [`lanes_inside`]`(c, w, lanes)`: the padding).
-/// One (masked) load on AVX-512; a plain load or a copy elsewhere.
+/// One (masked) load on AVX-512, a masked load and a blend on AVX2 at a border; a plain load
+/// or a copy elsewhere.
 #[inline(always)]
 fn load_block<S: Simd, R: Reduce>(
     simd: S,
@@ -178,7 +179,6 @@ fn load_block<S: Simd, R: Reduce>(
             ))
         };
     }
-    let _ = simd;
     let row = &rows[r * w..(r + 1) * w];
     if u32::from(mask) == (1u32 << lanes) - 1 {
         let c = c as usize;
@@ -186,6 +186,23 @@ fn load_block<S: Simd, R: Reduce>(
         // SAFETY: `v` holds `lanes` floats.
         return unsafe { v.as_ptr().cast::<S::f32s>().read_unaligned() };
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(v3) = crate::elem::downcast::<S, pulp::x86::V3>(simd) {
+        // One masked load and a blend with the identity: copied through a buffer, a block
+        // at a row's end (26 columns are three vectors and two) was a store, a `memcpy` call
+        // and a load that waited on both.
+        // SAFETY: only the lanes under `mask` are read, which are columns of row `r` (inside
+        // `rows`, see the caller); S is V3.
+        return unsafe {
+            let p = row.as_ptr().wrapping_offset(c);
+            let v = crate::vmem::load_masked(simd, p, u32::from(mask));
+            let v: core::arch::x86_64::__m256 = crate::elem::reinterpret(v);
+            let fill = v3.avx._mm256_set1_ps(R::IDENTITY);
+            let keep = crate::vmem::v3_lane_mask(u32::from(mask));
+            crate::elem::reinterpret(v3.avx._mm256_blendv_ps(fill, v, keep))
+        };
+    }
+    let _ = simd;
     let mut buf = [R::IDENTITY; 16];
     if mask != 0 {
         let lo = mask.trailing_zeros() as usize;

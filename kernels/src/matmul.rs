@@ -63,9 +63,9 @@ pub(crate) fn pack_transposed<S: Simd>(
             let at = (r0 / mr * k + kk) * mr;
             let valid = mr.min(m - r0);
             // A whole run as one vector load and store where it fits: the lanes past `mr`
-            // land on the start of the next step's run of this block, written later (masked
-            // copies of six values took a third of the input gradient's time outside its
-            // GEMM on AVX2).
+            // land on the start of the next step's run of this block, written later. A
+            // masked copy of six values (AVX2's masked store is slow) would cost a third of
+            // the conv input gradient's time outside its GEMM.
             if valid == mr
                 && mr <= lanes
                 && kk + 1 < k

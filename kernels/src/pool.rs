@@ -188,9 +188,9 @@ fn load_block<S: Simd, R: Reduce>(
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(v3) = crate::elem::downcast::<S, pulp::x86::V3>(simd) {
-        // One masked load and a blend with the identity: copied through a buffer, a block
-        // at a row's end (26 columns are three vectors and two) was a store, a `memcpy` call
-        // and a load that waited on both.
+        // One masked load and a blend with the identity. A copy through a buffer would be a
+        // store, a `memcpy` call and a load that waits on both, at every row's end when a
+        // row is not whole vectors (26 columns are three vectors and two).
         // SAFETY: only the lanes under `mask` are read, which are columns of row `r` (inside
         // `rows`, see the caller); S is V3.
         return unsafe {

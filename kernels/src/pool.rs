@@ -932,7 +932,8 @@ fn max_tap<S: Simd>(simd: S, v: S::f32s, at: f32, max: &mut S::f32s, arg: &mut S
 /// winner, into rows of `dx` zeroed just before (zeroing all of `dx` first, then scattering
 /// into it, took every line from memory twice once a batch outgrew the caches). Branch-free:
 /// on real activations which element wins is unpredictable, and a scalar compare-and-branch
-/// per tap cost more than the convolutions around it.
+/// per tap cost more than the convolutions around it. Planes of 2 × 2 windows without NaNs
+/// take [`pairs_plane`] instead, which needs neither the split nor the per-tap offsets.
 #[inline(always)]
 fn tiled_max_backward<S: Simd>(
     simd: S,
@@ -947,11 +948,17 @@ fn tiled_max_backward<S: Simd>(
     debug_assert!(lanes <= 16 && kh * kw <= TILED_TAPS);
     let mut winner = [0.0f32; 16];
     let mut gathered = [0.0f32; 16];
+    // The odd lanes, for `window_pairs`.
+    let odd = simd.greater_than_f32s(load(simd, &PARITY[..lanes]), simd.splat_f32s(0.5));
+    let pairs = (kh, kw) == (2, 2) && lanes >= 4;
     for ((xp, dyp), dxp) in x
         .chunks_exact(h * w)
         .zip(dy.chunks_exact(oh * ow))
         .zip(dx.chunks_exact_mut(h * w))
     {
+        if pairs && pairs_plane(simd, xp, w, dyp, ow, odd, dxp) {
+            continue;
+        }
         for (oy, dyr) in dyp.chunks_exact(ow).enumerate() {
             let top = oy * kh * w;
             // 2-wide windows store whole window rows below; columns past the last window, and
@@ -1014,4 +1021,185 @@ fn tiled_max_backward<S: Simd>(
         // Rows below the last window get no gradient.
         crate::vmem::zero(simd, &mut dxp[oh * kh * w..]);
     }
+}
+
+/// `1.0` in the odd lanes, `0.0` in the even ones.
+const PARITY: [f32; 16] = [
+    0., 1., 0., 1., 0., 1., 0., 1., 0., 1., 0., 1., 0., 1., 0., 1.,
+];
+
+/// [`tiled_max_backward`] for one plane of 2 × 2 windows, by [`window_pairs`]: returns false
+/// when a window holds a NaN (the plane is then redone by the general rule; `dx` is written
+/// whole either way).
+#[inline(always)]
+fn pairs_plane<S: Simd>(
+    simd: S,
+    x: &[f32],
+    w: usize,
+    dy: &[f32],
+    ow: usize,
+    odd: S::m32s,
+    dx: &mut [f32],
+) -> bool {
+    let lanes = S::F32_LANES;
+    let oh = dy.len() / ow;
+    if w != 2 * ow {
+        // The column past the last window gets no gradient.
+        crate::vmem::zero(simd, &mut dx[..oh * 2 * w]);
+    }
+    for (oy, dyr) in dy.chunks_exact(ow).enumerate() {
+        let top = 2 * oy * w;
+        let (full, tail) = dyr.split_at(ow - ow % lanes);
+        for (c, grads) in full.chunks_exact(lanes).enumerate() {
+            let at = top + 2 * c * lanes;
+            if !window_pairs::<S, true>(simd, &x[at..], w, grads, odd, dx, at) {
+                return false;
+            }
+        }
+        if tail.is_empty() {
+            continue;
+        }
+        // The last windows as a whole vector ending at the row's last window when the row has
+        // one (the windows it shares with the vector before are written twice, alike).
+        let done = if let Some(last) = ow.checked_sub(lanes) {
+            let at = top + 2 * last;
+            window_pairs::<S, true>(simd, &x[at..], w, &dyr[last..], odd, dx, at)
+        } else {
+            window_pairs::<S, false>(simd, &x[top..], w, tail, odd, dx, top)
+        };
+        if !done {
+            return false;
+        }
+    }
+    // Rows below the last window get no gradient.
+    crate::vmem::zero(simd, &mut dx[oh * 2 * w..]);
+    true
+}
+
+/// [`tiled_max_backward`]'s step for 2 × 2 windows, in the rows' own layout: the `n =
+/// grads.len()` windows whose top-left elements are `x[0], x[2], …` (their second row `w`
+/// further on) send their gradients to `dx[at..]` and `dx[at + w..]` (written, not added);
+/// returns false, having written nothing, when a NaN (or `+inf` beside `-inf`) is among the
+/// window elements, for the general rule to decide.
+///
+/// Without NaNs the winner is the first element in row-major order equal to the window's
+/// maximum. Each vector holds `lanes / 2` windows' row as (left, right) pairs: the maximum
+/// comes from the pair-swapped rows, a right element wins its row if it equals the maximum
+/// and its left one does not, and the bottom row wins only where the top row has no
+/// maximum. No even/odd split, no re-interleaving and no per-tap index vectors: the
+/// general path's cost on the seed CNN's first pool.
+#[inline(always)]
+fn window_pairs<S: Simd, const FULL: bool>(
+    simd: S,
+    x: &[f32],
+    w: usize,
+    grads: &[f32],
+    odd: S::m32s,
+    dx: &mut [f32],
+    at: usize,
+) -> bool {
+    let lanes = S::F32_LANES;
+    // A whole vector of windows: `FULL` makes every length below a constant.
+    let n2 = if FULL { 2 * lanes } else { 2 * grads.len() };
+    let half = |row: &[f32], k: usize| {
+        load(
+            simd,
+            row.get(k * lanes..n2.min((k + 1) * lanes)).unwrap_or(&[]),
+        )
+    };
+    let (t, b) = (&x[..n2], &x[w..w + n2]);
+    let rows = [[half(t, 0), half(t, 1)], [half(b, 0), half(b, 1)]];
+    let sum = simd.add_f32s(
+        simd.add_f32s(rows[0][0], rows[0][1]),
+        simd.add_f32s(rows[1][0], rows[1][1]),
+    );
+    if has_nan(simd, sum) {
+        return false;
+    }
+    let g = load(simd, &grads[..n2 / 2]);
+    let g = interleave(simd, g, g);
+    let zero = simd.splat_f32s(0.0);
+    let mut out = [[zero; 2]; 2];
+    for k in 0..2 {
+        if k * lanes >= n2 {
+            break;
+        }
+        let gk = if k == 0 { g.0 } else { g.1 };
+        let [top, bottom] = [rows[0][k], rows[1][k]];
+        let (st, sb) = (swap_pairs(simd, top), swap_pairs(simd, bottom));
+        let m = simd.max_f32s(simd.max_f32s(top, bottom), simd.max_f32s(st, sb));
+        let (et, est) = (simd.equal_f32s(top, m), simd.equal_f32s(st, m));
+        let (eb, esb) = (simd.equal_f32s(bottom, m), simd.equal_f32s(sb, m));
+        let wt = simd.and_m32s(et, simd.not_m32s(simd.and_m32s(est, odd)));
+        let taken = simd.or_m32s(et, est);
+        let wb = simd.and_m32s(
+            simd.and_m32s(eb, simd.not_m32s(simd.and_m32s(esb, odd))),
+            simd.not_m32s(taken),
+        );
+        out[0][k] = simd.select_f32s(wt, gk, zero);
+        out[1][k] = simd.select_f32s(wb, gk, zero);
+    }
+    for (y, out) in out.iter().enumerate() {
+        let row = &mut dx[at + y * w..][..n2];
+        let (a, b) = row.split_at_mut(lanes.min(n2));
+        store(simd, a, out[0]);
+        if !b.is_empty() {
+            store(simd, b, out[1]);
+        }
+    }
+    true
+}
+
+/// Whether any lane of `v` is NaN.
+#[inline(always)]
+fn has_nan<S: Simd>(simd: S, v: S::f32s) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::elem::{downcast, reinterpret};
+        use core::arch::x86_64::{__m256, __m512, _CMP_UNORD_Q};
+        if let Some(v4) = downcast::<S, pulp::x86::V4>(simd) {
+            // SAFETY: S is V4, so the register types match.
+            let v: __m512 = unsafe { reinterpret(v) };
+            return v4.avx512f._mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v) != 0;
+        }
+        if let Some(v3) = downcast::<S, pulp::x86::V3>(simd) {
+            // SAFETY: S is V3, so the register types match.
+            let v: __m256 = unsafe { reinterpret(v) };
+            let avx = v3.avx;
+            return avx._mm256_movemask_ps(avx._mm256_cmp_ps::<_CMP_UNORD_Q>(v, v)) != 0;
+        }
+    }
+    // A NaN lane makes the sum NaN (as do +inf and -inf together: a harmless false positive).
+    simd.reduce_sum_f32s(v).is_nan()
+}
+
+/// `v` with each pair of lanes (`2i`, `2i + 1`) swapped: one in-lane permute on AVX-512 and
+/// AVX2.
+#[inline(always)]
+fn swap_pairs<S: Simd>(simd: S, v: S::f32s) -> S::f32s {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::elem::{downcast, reinterpret};
+        use core::arch::x86_64::{__m256, __m512};
+        if let Some(v4) = downcast::<S, pulp::x86::V4>(simd) {
+            // SAFETY: S is V4, so the register types match.
+            return unsafe {
+                reinterpret(
+                    v4.avx512f
+                        ._mm512_permute_ps::<0b10_11_00_01>(reinterpret::<_, __m512>(v)),
+                )
+            };
+        }
+        if let Some(v3) = downcast::<S, pulp::x86::V3>(simd) {
+            // SAFETY: S is V3, so the register types match.
+            return unsafe {
+                reinterpret(
+                    v3.avx
+                        ._mm256_permute_ps::<0b10_11_00_01>(reinterpret::<_, __m256>(v)),
+                )
+            };
+        }
+    }
+    let _ = simd;
+    pick_lanes::<S>(v, v, |_, i| i ^ 1).0
 }

@@ -338,16 +338,28 @@ impl Network {
         } else {
             self.layers.len()
         };
-        let [mut dy, mut dx] = std::mem::take(&mut tape.grad);
-        dy.clear();
-        dy.extend_from_slice(d_out);
+        // The buffers only ever grow (to the largest gradient, in the first step): `dy` and
+        // `dx` are their first `dy_len` and `rows · sizes[i]` values. Resizing them to each
+        // layer's size zero-filled every growth again, a memset of several MB per step.
+        let [mut dy_buf, mut dx_buf] = std::mem::take(&mut tape.grad);
+        let grow = |buf: &mut Vec<f32>, len: usize| {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+        };
+        grow(&mut dy_buf, d_out.len());
+        dy_buf[..d_out.len()].copy_from_slice(d_out);
+        let mut dy_len = d_out.len();
         for i in (0..end).rev() {
             let input = &tape.acts[i];
             let output = &tape.acts[i + 1];
             // The first layer's input gradient is never used.
             let need_dx = i > 0;
+            let dx_len = rows * self.sizes[i];
+            grow(&mut dx_buf, dx_len);
+            let dy = &dy_buf[..dy_len];
             // Every kernel below overwrites all of `dx`.
-            dx.resize(rows * self.sizes[i], 0.0);
+            let dx = &mut dx_buf[..dx_len];
             match self.layers[i] {
                 Layer::Dense {
                     w,
@@ -357,15 +369,15 @@ impl Network {
                 } => {
                     let (gw, gb) = split_grads(grads, w, b);
                     // dW [out, in] = dYᵀ · X.
-                    k.matmul(&dy, true, input, false, outputs, rows, inputs, false, gw)
+                    k.matmul(dy, true, input, false, outputs, rows, inputs, false, gw)
                         .expect(ok);
                     if let Some(gb) = gb {
-                        k.sum_rows(&dy, rows, outputs, gb).expect(ok);
+                        k.sum_rows(dy, rows, outputs, gb).expect(ok);
                     }
                     if need_dx {
                         // dX [rows, in] = dY · W.
                         k.matmul(
-                            &dy,
+                            dy,
                             false,
                             &self.params[w].data,
                             false,
@@ -373,7 +385,7 @@ impl Network {
                             outputs,
                             inputs,
                             false,
-                            &mut dx,
+                            dx,
                         )
                         .expect(ok);
                     }
@@ -387,16 +399,16 @@ impl Network {
                 } => {
                     let x_shape = [rows, c, h, wd];
                     let (gw, gb) = split_grads(grads, w, b);
-                    k.conv2d_backward_weights(input, x_shape, &dy, w_shape, params, gw, gb)
+                    k.conv2d_backward_weights(input, x_shape, dy, w_shape, params, gw, gb)
                         .expect(ok);
                     if need_dx {
                         k.conv2d_backward_input(
-                            &dy,
+                            dy,
                             &self.params[w].data,
                             w_shape,
                             x_shape,
                             params,
-                            &mut dx,
+                            dx,
                         )
                         .expect(ok);
                     }
@@ -408,20 +420,19 @@ impl Network {
                 } => {
                     let shape = [rows, c, h, w];
                     if max {
-                        k.max_pool2d_backward(input, shape, params, &dy, &mut dx)
+                        k.max_pool2d_backward(input, shape, params, dy, dx)
                             .expect(ok);
                     } else {
-                        k.avg_pool2d_backward(shape, params, &dy, &mut dx)
-                            .expect(ok);
+                        k.avg_pool2d_backward(shape, params, dy, dx).expect(ok);
                     }
                 }
-                Layer::Identity => dx.copy_from_slice(&dy),
-                Layer::Act(act) => k.activation_backward(output, &dy, act, &mut dx).expect(ok),
+                Layer::Identity => dx.copy_from_slice(dy),
+                Layer::Act(act) => k.activation_backward(output, dy, act, dx).expect(ok),
                 Layer::Softmax(_) => unreachable!("a softmax is only ever the last layer"),
                 Layer::Dropout(_) => {
                     let mask = &tape.masks[i];
                     if mask.is_empty() {
-                        dx.copy_from_slice(&dy);
+                        dx.copy_from_slice(dy);
                     } else {
                         for ((d, &g), &m) in dx.iter_mut().zip(dy.iter()).zip(mask) {
                             *d = g * m;
@@ -429,9 +440,10 @@ impl Network {
                     }
                 }
             }
-            std::mem::swap(&mut dy, &mut dx);
+            std::mem::swap(&mut dy_buf, &mut dx_buf);
+            dy_len = dx_len;
         }
-        tape.grad = [dy, dx];
+        tape.grad = [dy_buf, dx_buf];
     }
 }
 

@@ -1079,8 +1079,9 @@ fn pairs_plane<S: Simd>(
 /// [`tiled_max_backward`]'s step for 2 × 2 windows, in the rows' own layout: the `n =
 /// grads.len()` windows whose top-left elements are `x[0], x[2], …` (their second row `w`
 /// further on) send their gradients to `dx[at..]` and `dx[at + w..]` (written, not added);
-/// returns false, having written nothing, when a NaN (or `+inf` beside `-inf`) is among the
-/// window elements, for the general rule to decide.
+/// returns false, having written nothing, when a NaN is among the window elements (or a
+/// `+inf` and a `-inf` meet in the lane sum that looks for one), for the general rule to
+/// decide.
 ///
 /// Without NaNs the winner is the first element in row-major order equal to the window's
 /// maximum. Each vector holds `lanes / 2` windows' row as (left, right) pairs: the maximum

@@ -152,8 +152,10 @@ impl RowGeom {
 
 /// `lanes` elements of row `r` of `rows` (rows `w` long) from the signed column `c`, the identity
 /// in the lanes outside `mask` (which must be [`lanes_inside`]`(c, w, lanes)`: the padding).
-/// One (masked) load on AVX-512, a masked load and a blend on AVX2 at a border; a plain load
-/// or a copy elsewhere.
+/// A plain load inside the row, [`vmem::load_masked_or`](crate::vmem::load_masked_or) at a
+/// border (one masked load on AVX-512, a masked load and a blend on AVX2: no copy through a
+/// buffer, which at every row's end of a row that is not whole vectors — 26 columns are three
+/// vectors and two — cost a store, a `memcpy` call and a load waiting on both).
 #[inline(always)]
 fn load_block<S: Simd, R: Reduce>(
     simd: S,
@@ -166,19 +168,6 @@ fn load_block<S: Simd, R: Reduce>(
     let lanes = S::F32_LANES;
     debug_assert_eq!(mask, lanes_inside(c, w, lanes));
     debug_assert!((r + 1) * w <= rows.len());
-    #[cfg(target_arch = "x86_64")]
-    if let Some(v4) = crate::elem::downcast::<S, pulp::x86::V4>(simd) {
-        let fill = v4.avx512f._mm512_set1_ps(R::IDENTITY);
-        // SAFETY: only the lanes under `mask` are read, which are columns of row `r` (inside
-        // `rows`, see the caller); S is V4.
-        return unsafe {
-            crate::elem::reinterpret(v4.avx512f._mm512_mask_loadu_ps(
-                fill,
-                mask,
-                rows.as_ptr().wrapping_add(r * w).wrapping_offset(c),
-            ))
-        };
-    }
     let row = &rows[r * w..(r + 1) * w];
     if u32::from(mask) == (1u32 << lanes) - 1 {
         let c = c as usize;
@@ -186,32 +175,16 @@ fn load_block<S: Simd, R: Reduce>(
         // SAFETY: `v` holds `lanes` floats.
         return unsafe { v.as_ptr().cast::<S::f32s>().read_unaligned() };
     }
-    #[cfg(target_arch = "x86_64")]
-    if let Some(v3) = crate::elem::downcast::<S, pulp::x86::V3>(simd) {
-        // One masked load and a blend with the identity. A copy through a buffer would be a
-        // store, a `memcpy` call and a load that waits on both, at every row's end when a
-        // row is not whole vectors (26 columns are three vectors and two).
-        // SAFETY: only the lanes under `mask` are read, which are columns of row `r` (inside
-        // `rows`, see the caller); S is V3.
-        return unsafe {
-            let p = row.as_ptr().wrapping_offset(c);
-            let v = crate::vmem::load_masked(simd, p, u32::from(mask));
-            let v: core::arch::x86_64::__m256 = crate::elem::reinterpret(v);
-            let fill = v3.avx._mm256_set1_ps(R::IDENTITY);
-            let keep = crate::vmem::v3_lane_mask(u32::from(mask));
-            crate::elem::reinterpret(v3.avx._mm256_blendv_ps(fill, v, keep))
-        };
+    // SAFETY: only the lanes under `mask` are read, which are columns of row `r` (inside
+    // `rows`, see the caller).
+    unsafe {
+        crate::vmem::load_masked_or(
+            simd,
+            row.as_ptr().wrapping_offset(c),
+            u32::from(mask),
+            R::IDENTITY,
+        )
     }
-    let _ = simd;
-    let mut buf = [R::IDENTITY; 16];
-    if mask != 0 {
-        let lo = mask.trailing_zeros() as usize;
-        let hi = 16 - mask.leading_zeros() as usize;
-        let start = (c + lo as isize) as usize;
-        buf[lo..hi].copy_from_slice(&row[start..start + hi - lo]);
-    }
-    // SAFETY: `buf` holds 16 ≥ lanes floats.
-    unsafe { buf.as_ptr().cast::<S::f32s>().read_unaligned() }
 }
 
 /// `op` over the `n` window rows (`rows`, each `w` long) of the block at column `c` (see

@@ -202,6 +202,57 @@ pub(crate) unsafe fn load_masked<S: Simd>(simd: S, p: *const f32, bits: u32) -> 
     unsafe { buf.as_ptr().cast::<S::f32s>().read_unaligned() }
 }
 
+/// [`load_masked`] with `fill` instead of zero in the lanes outside `bits`: one masked load on
+/// AVX-512, a masked load and a blend on AVX2 (none when `fill` is `+0.0`), lane by lane
+/// through a buffer elsewhere.
+///
+/// # Safety
+/// As [`load_masked`].
+#[inline(always)]
+pub(crate) unsafe fn load_masked_or<S: Simd>(
+    simd: S,
+    p: *const f32,
+    bits: u32,
+    fill: f32,
+) -> S::f32s {
+    debug_assert!(S::F32_LANES >= 32 || bits >> S::F32_LANES == 0);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::elem::{downcast, reinterpret};
+        use core::arch::x86_64::__m256;
+        if let Some(v4) = downcast::<S, pulp::x86::V4>(simd) {
+            let f = v4.avx512f;
+            // SAFETY: only the lanes under `bits` are read (caller); S is V4.
+            return unsafe {
+                reinterpret(f._mm512_mask_loadu_ps(f._mm512_set1_ps(fill), bits as u16, p))
+            };
+        }
+        if let Some(v3) = downcast::<S, pulp::x86::V3>(simd) {
+            // SAFETY: forwarded (caller); S is V3, so the register types match.
+            let v: __m256 = unsafe { reinterpret(load_masked(simd, p, bits)) };
+            if fill.to_bits() == 0 {
+                // SAFETY: S is V3.
+                return unsafe { reinterpret(v) };
+            }
+            let avx = v3.avx;
+            // SAFETY: S is V3.
+            return unsafe {
+                reinterpret(avx._mm256_blendv_ps(avx._mm256_set1_ps(fill), v, v3_lane_mask(bits)))
+            };
+        }
+    }
+    let _ = simd;
+    let mut buf = [fill; 16];
+    for (i, b) in buf.iter_mut().enumerate().take(S::F32_LANES) {
+        if (bits >> i) & 1 == 1 {
+            // SAFETY: lane `i` is under `bits`: readable (caller).
+            *b = unsafe { p.wrapping_add(i).read() };
+        }
+    }
+    // SAFETY: `buf` holds 16 ≥ lanes floats.
+    unsafe { buf.as_ptr().cast::<S::f32s>().read_unaligned() }
+}
+
 /// Writes the transpose of `src` (`rows × cols`, row-major) into `dst` (`cols × rows`,
 /// row-major): 8 × 8 blocks in registers where the level has them ([`transpose8`]), the
 /// rest element by element.

@@ -56,47 +56,65 @@ pub(crate) fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
 #[inline(always)]
 pub(crate) fn exp_n<S: Simd, const N: usize>(simd: S, x: [S::f32s; N]) -> [S::f32s; N] {
     let (lo, hi) = (simd.splat_f32s(EXP_LO), simd.splat_f32s(EXP_HI));
-    let mut clamped = x;
-    for v in &mut clamped {
-        *v = simd.min_f32s(simd.max_f32s(*v, lo), hi);
+    let mut t = x;
+    let mut r = x;
+    for ((t, r), &x) in t.iter_mut().zip(&mut r).zip(&x) {
+        (*t, *r) = exp_reduce(simd, simd.min_f32s(simd.max_f32s(x, lo), hi));
     }
-    // Round x·log2(e) to the nearest integer n by adding 1.5·2^23: n ends up in the low
-    // mantissa bits of `t`.
-    let magic = simd.splat_f32s(f32::from_bits(MAGIC_BITS));
-    let log2e = simd.splat_f32s(core::f32::consts::LOG2_E);
-    let mut t = clamped;
-    for v in &mut t {
-        *v = simd.mul_add_e_f32s(*v, log2e, magic);
-    }
-    // r = x - n·ln2, with ln2 split in two for accuracy.
-    let mut r = clamped;
-    for (r, &t) in r.iter_mut().zip(&t) {
-        let n = simd.sub_f32s(t, magic);
-        *r = simd.mul_add_e_f32s(n, simd.splat_f32s(-0.693_359_4), *r);
-        *r = simd.mul_add_e_f32s(n, simd.splat_f32s(2.121_944_4e-4), *r);
-    }
-    // e^r on [-ln2/2, ln2/2]: a degree-5 polynomial with e^0 = 1 exactly, fitted for least
-    // maximum relative error (9.2e-8; 1.6e-7 in f32 with the reduction above).
-    let mut p = [simd.splat_f32s(8.290_303e-3); N];
-    for c in [4.189_792_3e-2, 0.166_676_36, 0.499_991_5, 0.999_999_7, 1.0] {
+    // e^r by Horner: alone, `exp` is bound by throughput, not by this chain.
+    let mut p = [simd.splat_f32s(EXP_POLY[5]); N];
+    for &c in EXP_POLY[..5].iter().rev() {
         let c = simd.splat_f32s(c);
         for (p, &r) in p.iter_mut().zip(&r) {
             *p = simd.mul_add_e_f32s(*p, r, c);
         }
     }
-    // 2^n: biased exponent (n + 127) shifted into place; `t`'s bits are magic's bits + n, so
-    // one wrapping add gives n + 127 and a shift (not a multiply: `vpmulld` is two µops on
-    // the FMA port) puts it in the exponent field. Below `EXP_LO` the result is zero.
-    let bias = simd.splat_u32s(127u32.wrapping_sub(MAGIC_BITS));
+    // Below `EXP_LO` the result is zero.
     let mut y = p;
     for ((y, &t), &x) in y.iter_mut().zip(&t).zip(&x) {
-        let biased = simd.add_u32s(simd.transmute_u32s_f32s(t), bias);
-        let bits = simd.wrapping_dyn_shl_u32s(biased, simd.splat_u32s(23));
-        let v = simd.mul_f32s(*y, simd.transmute_f32s_u32s(bits));
+        let v = simd.mul_f32s(*y, exp_scale(simd, t));
         let underflow = simd.less_than_f32s(x, lo);
         *y = simd.select_f32s(underflow, simd.splat_f32s(0.0), v);
     }
     y
+}
+
+/// `e^r` on `[-ln2/2, ln2/2]`: the coefficients of `r⁰ … r⁵` of a degree-5 polynomial with
+/// `e^0 = 1` exactly, fitted for least maximum relative error (9.2e-8; 1.6e-7 in f32 with the
+/// reduction of [`exp_reduce`]).
+const EXP_POLY: [f32; 6] = [
+    1.0,
+    0.999_999_7,
+    0.499_991_5,
+    0.166_676_36,
+    4.189_792_3e-2,
+    8.290_303e-3,
+];
+
+/// `exp`'s range reduction of `a` (within `[EXP_LO, EXP_HI]`): `(t, r)` with `a = n·ln2 + r`,
+/// `|r| ≤ ln2/2`, and `n` held in the low mantissa bits of `t` (for [`exp_scale`]).
+#[inline(always)]
+fn exp_reduce<S: Simd>(simd: S, a: S::f32s) -> (S::f32s, S::f32s) {
+    // Round a·log2(e) to the nearest integer n by adding 1.5·2^23.
+    let magic = simd.splat_f32s(f32::from_bits(MAGIC_BITS));
+    let t = simd.mul_add_e_f32s(a, simd.splat_f32s(core::f32::consts::LOG2_E), magic);
+    // r = a - n·ln2, with ln2 split in two for accuracy.
+    let n = simd.sub_f32s(t, magic);
+    let r = simd.mul_add_e_f32s(n, simd.splat_f32s(-0.693_359_4), a);
+    (
+        t,
+        simd.mul_add_e_f32s(n, simd.splat_f32s(2.121_944_4e-4), r),
+    )
+}
+
+/// `2^n` for the `t` of [`exp_reduce`]: `t`'s bits are magic's bits + n, so one wrapping add
+/// gives the biased exponent n + 127 and a shift (not a multiply: `vpmulld` is two µops on
+/// the FMA port) puts it in the exponent field.
+#[inline(always)]
+fn exp_scale<S: Simd>(simd: S, t: S::f32s) -> S::f32s {
+    let bias = simd.splat_u32s(127u32.wrapping_sub(MAGIC_BITS));
+    let biased = simd.add_u32s(simd.transmute_u32s_f32s(t), bias);
+    simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(biased, simd.splat_u32s(23)))
 }
 
 /// Vectorised logistic sigmoid, accurate in both tails.
@@ -151,47 +169,77 @@ pub(crate) fn gelu_erf<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     gelu_erf_n(simd, [x])[0]
 }
 
-/// [`gelu_erf`] of `N` vectors at once, step by step across all of them (as [`exp_n`]: one
-/// vector's chain, a division, ten multiply-adds and an `exp`, is far longer than the FP
-/// scheduler looks ahead).
+/// [`gelu_erf`] of `N` vectors at once, step by step across all of them. One vector's chain
+/// (a division, the erfc polynomial, an `exp`) is far longer than the FP scheduler looks
+/// ahead, so both polynomials are evaluated by Estrin's scheme (powers of `t` and `r` beside
+/// pairs of terms) rather than by Horner's, which halves the chain for three more multiplies;
+/// and the `exp` argument is clamped through `z²` (off the chain) instead of at the `exp`.
+/// Zen 3 AVX2, 128 × 1536 values: 1.00 → 0.81 ns each.
 #[inline(always)]
 pub(crate) fn gelu_erf_n<S: Simd, const N: usize>(simd: S, x: [S::f32s; N]) -> [S::f32s; N] {
+    // Numerical Recipes' `erfcc`: erfc(z) = t·e^{P(t) - z²}, t = 1/(1 + z/2), coefficients
+    // of t⁰ … t⁹.
+    const ERFC_POLY: [f32; 10] = [
+        -1.265_512_2,
+        1.000_023_7,
+        0.374_091_96,
+        0.096_784_18,
+        -0.186_288_06,
+        0.278_868_07,
+        -1.135_204,
+        1.488_515_9,
+        -0.822_152_23,
+        0.170_872_77,
+    ];
+    // P(t) lies in [-1.27, 0.001], so with z² clamped to 80 the exponent stays above
+    // `EXP_LO`. Beyond it (|x| > 12.6, erfc/2 < 1e-35) the tail is taken as zero: not
+    // clamped to a subnormal, which costs a microcode assist per product on AMD cores.
+    const Z2_MAX: f32 = 80.0;
     let one = simd.splat_f32s(1.0);
     let half = simd.splat_f32s(0.5);
+    let c = |i: usize| simd.splat_f32s(ERFC_POLY[i]);
+    let e = |i: usize| simd.splat_f32s(EXP_POLY[i]);
     let inv_sqrt2 = simd.splat_f32s(core::f32::consts::FRAC_1_SQRT_2);
-    // z = |x|/√2, t = 1/(1 + z/2); z² is all that is kept of z.
+    // z = |x|/√2, t = 1/(1 + z/2); z² (clamped) is all that is kept of z, and where it was
+    // clamped.
     let (mut t, mut z2) = (x, x);
-    for ((t, z2), &x) in t.iter_mut().zip(&mut z2).zip(&x) {
+    let zero = simd.splat_f32s(0.0);
+    let mut far = [simd.less_than_f32s(zero, zero); N];
+    for (((t, z2), far), &x) in t.iter_mut().zip(&mut z2).zip(&mut far).zip(&x) {
         let z = simd.mul_f32s(simd.abs_f32s(x), inv_sqrt2);
         *t = simd.div_f32s(one, simd.mul_add_e_f32s(half, z, one));
-        *z2 = simd.mul_f32s(z, z);
+        let zz = simd.mul_f32s(z, z);
+        *far = simd.greater_than_or_equal_f32s(zz, simd.splat_f32s(Z2_MAX));
+        *z2 = simd.min_f32s(zz, simd.splat_f32s(Z2_MAX));
     }
-    let mut p = [simd.splat_f32s(0.170_872_77); N];
-    for c in [
-        -0.822_152_23,
-        1.488_515_9,
-        -1.135_204,
-        0.278_868_07,
-        -0.186_288_06,
-        0.096_784_18,
-        0.374_091_96,
-        1.000_023_7,
-        -1.265_512_2,
-    ] {
-        let c = simd.splat_f32s(c);
-        for (p, &t) in p.iter_mut().zip(&t) {
-            *p = simd.mul_add_e_f32s(*p, t, c);
-        }
+    // a = P(t) - z² (in [EXP_LO, 0.001]).
+    let mut a = x;
+    for ((a, &t), &z2) in a.iter_mut().zip(&t).zip(&z2) {
+        let t2 = simd.mul_f32s(t, t);
+        let t4 = simd.mul_f32s(t2, t2);
+        let q0 = simd.mul_add_e_f32s(c(1), t, simd.sub_f32s(c(0), z2));
+        let q1 = simd.mul_add_e_f32s(c(3), t, c(2));
+        let q2 = simd.mul_add_e_f32s(c(5), t, c(4));
+        let q3 = simd.mul_add_e_f32s(c(7), t, c(6));
+        let q4 = simd.mul_add_e_f32s(c(9), t, c(8));
+        let low = simd.mul_add_e_f32s(q1, t2, q0);
+        let high = simd.mul_add_e_f32s(q4, t4, simd.mul_add_e_f32s(q3, t2, q2));
+        *a = simd.mul_add_e_f32s(high, t4, low);
     }
-    // erfc(z)/2 = t·e^{p - z²}/2.
-    for (p, &z2) in p.iter_mut().zip(&z2) {
-        *p = simd.sub_f32s(*p, z2);
-    }
-    let e = exp_n(simd, p);
+    // erfc(z)/2 = (t/2 · 2^n) · e^r; Φ(x) = 1 - erfc/2 for x ≥ 0 and erfc/2 below, so the
+    // negative tail keeps its relative accuracy (and x = ±∞ gives x·1 or x·0 as the oracle).
     let mut y = x;
-    for ((y, &t), &e) in y.iter_mut().zip(&t).zip(&e) {
-        let tail = simd.mul_f32s(simd.mul_f32s(t, e), half);
-        let nonneg = simd.greater_than_or_equal_f32s(*y, simd.splat_f32s(0.0));
+    for (((y, &a), &t), &far) in y.iter_mut().zip(&a).zip(&t).zip(&far) {
+        let (n, r) = exp_reduce(simd, a);
+        let r2 = simd.mul_f32s(r, r);
+        let r4 = simd.mul_f32s(r2, r2);
+        let p01 = simd.mul_add_e_f32s(e(1), r, e(0));
+        let p23 = simd.mul_add_e_f32s(e(3), r, e(2));
+        let p45 = simd.mul_add_e_f32s(e(5), r, e(4));
+        let p = simd.mul_add_e_f32s(p45, r4, simd.mul_add_e_f32s(p23, r2, p01));
+        let tail = simd.mul_f32s(simd.mul_f32s(simd.mul_f32s(t, half), exp_scale(simd, n)), p);
+        let tail = simd.select_f32s(far, zero, tail);
+        let nonneg = simd.greater_than_or_equal_f32s(*y, zero);
         let phi = simd.select_f32s(nonneg, simd.sub_f32s(one, tail), tail);
         *y = simd.mul_f32s(*y, phi);
     }

@@ -259,6 +259,29 @@ fn activations_special_values() {
 }
 
 #[test]
+fn gelu_erf_is_relatively_accurate_in_both_tails() {
+    // x·Φ(x) from -12.5 (about -5e-35) to 13 in steps of 1/64, against the f64 oracle with
+    // a relative tolerance only: the negative tail is not allowed to round to zero or drift
+    // where its values are far below any absolute tolerance. (f32 rounding of x²/2 near 78
+    // alone costs a few 1e-6 relative there.)
+    let x: Vec<f32> = (-25 * 32..=13 * 64).map(|i| i as f32 / 64.0).collect();
+    let mut want = x.clone();
+    oracle::activate(&mut want, Activation::GeluErf);
+    for kern in all_kernels() {
+        let mut got = x.clone();
+        kern.activate(&mut got, Activation::GeluErf);
+        check_close(
+            &format!("GeluErf tails at {:?}", kern.level()),
+            &got,
+            &want,
+            0.0,
+            2e-5,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
 fn hand_computed_small_ops() {
     // Softmax of [0, ln 3] is [1/4, 3/4]; of [1000, 1000] (would overflow naively) is [1/2, 1/2].
     let mut s = [0.0, 3.0f32.ln(), 1000.0, 1000.0];

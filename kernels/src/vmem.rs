@@ -191,15 +191,8 @@ pub(crate) unsafe fn load_masked<S: Simd>(simd: S, p: *const f32, bits: u32) -> 
         }
     }
     let _ = simd;
-    let mut buf = [0.0f32; 16];
-    for (i, b) in buf.iter_mut().enumerate().take(S::F32_LANES) {
-        if (bits >> i) & 1 == 1 {
-            // SAFETY: lane `i` is under `bits`: readable (caller).
-            *b = unsafe { p.wrapping_add(i).read() };
-        }
-    }
-    // SAFETY: `buf` holds 16 ≥ lanes floats.
-    unsafe { buf.as_ptr().cast::<S::f32s>().read_unaligned() }
+    // SAFETY: forwarded (caller).
+    unsafe { load_lanes_via_buffer::<S>(p, bits, 0.0) }
 }
 
 /// [`load_masked`] with `fill` instead of zero in the lanes outside `bits`: one masked load on
@@ -242,6 +235,17 @@ pub(crate) unsafe fn load_masked_or<S: Simd>(
         }
     }
     let _ = simd;
+    // SAFETY: forwarded (caller).
+    unsafe { load_lanes_via_buffer::<S>(p, bits, fill) }
+}
+
+/// The lane-by-lane fallback of [`load_masked`] and [`load_masked_or`]: `p[i]` for the lanes
+/// under `bits`, `fill` elsewhere, through a stack buffer.
+///
+/// # Safety
+/// As [`load_masked`].
+#[inline(always)]
+unsafe fn load_lanes_via_buffer<S: Simd>(p: *const f32, bits: u32, fill: f32) -> S::f32s {
     let mut buf = [fill; 16];
     for (i, b) in buf.iter_mut().enumerate().take(S::F32_LANES) {
         if (bits >> i) & 1 == 1 {

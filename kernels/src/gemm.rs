@@ -68,6 +68,12 @@ pub(crate) fn nc(kc: usize, nr: usize) -> usize {
 /// block sit in different L1 sets.
 const A_STRIDE: usize = KC + 16;
 
+/// The `CS` of [`tile`] for `A` read from the copied slab, rows [`A_STRIDE`] apart: with the
+/// stride a constant, a row's address is a displacement from one pointer, and the tile does
+/// no address arithmetic per row (12 rows of it per step of `k` kept AVX-512's 12 × 2 tile
+/// from issuing its FMAs every cycle). Never an `MR`.
+const A_COPY: usize = A_STRIDE;
+
 /// Most bytes of `A` copied at once: a slab of rows of one `KC` block (about 1000 rows at
 /// the `A_STRIDE` of `KC = 1024`), copied once and read by every column block instead of
 /// copied once per column block, which took 4 points of peak at 1024³.
@@ -295,10 +301,12 @@ pub(crate) struct Gemm<'a, E> {
 /// The `R × NV` register tile over `kc` steps: returns `acc[i][v] + Σ a[i, kk] · b[kk, v]`
 /// (accumulators in and out by value, so that they stay in registers).
 ///
-/// `CS` says what is known of `A`'s strides at compile time: with `CS > 1`, `A` is
-/// `MR`-interleaved with `MR = CS` (`rs = 1`, `cs = CS`: every row's value is at a constant
-/// offset from one pointer); with `CS = 1` it is row-major (`cs = 1`, rows `rs` apart: each
-/// row's pointer plus one index); with `CS = 0` the strides are the arguments.
+/// `CS` says what is known of `A`'s strides at compile time: with `CS = A_COPY`, `A` is the
+/// copied slab (`cs = 1`, rows [`A_STRIDE`] apart: every row's value at a constant offset
+/// from one pointer plus one index); with other `CS > 1`, `A` is `MR`-interleaved with
+/// `MR = CS` (`rs = 1`, `cs = CS`: every row's value is at a constant offset from one
+/// pointer); with `CS = 1` it is row-major (`cs = 1`, rows `rs` apart: each row's pointer
+/// plus one index); with `CS = 0` the strides are the arguments.
 ///
 /// # Safety
 /// Rows `0..R` of `a` (`a + i·rs + kk·cs`) and `kc·NV·lanes` elements of `b` are readable.
@@ -319,6 +327,7 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usiz
     let (rs, cs) = match CS {
         0 => (rs, cs),
         1 => (rs, 1),
+        A_COPY => (A_STRIDE, 1),
         _ => (1, CS),
     };
     // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
@@ -965,8 +974,13 @@ impl<E: Elem> Gemm<'_, E> {
                                 block_rows::<S, E, MR, NV, MR>(
                                     simd, rows, kc, a_ptr, rs, cs, b, out, ldc, &st,
                                 );
+                            } else if rs == A_STRIDE && cs == 1 && a_buf.is_some() {
+                                // The copied slab: its row stride known at compile time.
+                                block_rows::<S, E, MR, NV, A_COPY>(
+                                    simd, rows, kc, a_ptr, rs, cs, b, out, ldc, &st,
+                                );
                             } else if cs == 1 {
-                                // Row-major `A` (read in place or copied at `A_STRIDE`).
+                                // Row-major `A` read in place.
                                 block_rows::<S, E, MR, NV, 1>(
                                     simd, rows, kc, a_ptr, rs, cs, b, out, ldc, &st,
                                 );

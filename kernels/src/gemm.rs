@@ -103,6 +103,19 @@ fn prefetch(p: *const f32) {
     let _ = p;
 }
 
+/// Asks for the cache line holding `p` in L2 (a hint, as [`prefetch`]): for a stream read
+/// a whole panel ahead, which would evict the panel and `A` being read from L1.
+#[inline(always)]
+fn prefetch_l2(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults, whatever the address; SSE is baseline on x86-64.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Whether `S` gets the 12 × 2 register tile (32 vector registers, never in wasm).
 #[inline(always)]
 pub(crate) fn wide_tile<S: Simd>() -> bool {
@@ -320,7 +333,7 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usiz
     cs: usize,
     b: *const E,
     nr: usize,
-    b_ahead: usize,
+    pre: Prefetch,
     acc: [[S::f32s; NV]; R],
 ) -> [[S::f32s; NV]; R] {
     let lanes = S::F32_LANES;
@@ -344,31 +357,54 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usiz
         let mut c = acc;
         let mut b = b;
         let mut off = 0;
-        // Bytes of `B` per step of `k`, and cache lines to ask for ahead of them.
-        let step_bytes = NV * lanes * core::mem::size_of::<E>();
-        let lines = step_bytes.div_ceil(64);
-        for _ in 0..kc {
-            // `B` streams from memory the first time a block is read; the hardware
-            // prefetchers stop at page ends, so ask for the stream `b_ahead` bytes ahead.
-            let ahead = b.cast::<u8>().wrapping_add(b_ahead);
-            for l in 0..lines {
-                prefetch(ahead.wrapping_add(l * 64).cast());
-            }
-            // A loop, not `array::from_fn`: a closure does not take the level's target
-            // features, and where it stayed out of line (the 5-row f16 tile) the f16
-            // conversion's intrinsics were calls.
-            let mut bv = [simd.splat_f32s(0.0); NV];
-            for (v, bv) in bv.iter_mut().enumerate() {
-                *bv = E::load(simd, b.add(v * lanes));
-            }
-            for (row, &ap) in c.iter_mut().zip(&rows) {
-                let ai = simd.splat_f32s(*ap.add(off));
-                for (c, &bb) in row.iter_mut().zip(&bv) {
-                    *c = simd.mul_add_e_f32s(ai, bb, *c);
+        // `B` streams from memory the first time a block is read; the hardware prefetchers
+        // stop at page ends, so the tile asks for cache lines ahead of its reads: near
+        // ([`Prefetch::Near`]: as many lines per step as it reads, into L1) or its share of
+        // the next panel ([`Prefetch::Panel`]: fewer bytes per step, into L2).
+        // The mode is chosen once, outside the loop (two copies of it): a test per step cost
+        // the 12 × 2 tile a few percent.
+        macro_rules! steps {
+            ($ask:block) => {
+                for _ in 0..kc {
+                    $ask
+                    // A loop, not `array::from_fn`: a closure does not take the level's
+                    // target features, and where it stayed out of line (the 5-row f16 tile)
+                    // the f16 conversion's intrinsics were calls.
+                    let mut bv = [simd.splat_f32s(0.0); NV];
+                    for (v, bv) in bv.iter_mut().enumerate() {
+                        *bv = E::load(simd, b.add(v * lanes));
+                    }
+                    for (row, &ap) in c.iter_mut().zip(&rows) {
+                        let ai = simd.splat_f32s(*ap.add(off));
+                        for (c, &bb) in row.iter_mut().zip(&bv) {
+                            *c = simd.mul_add_e_f32s(ai, bb, *c);
+                        }
+                    }
+                    b = b.add(nr);
+                    off += cs;
                 }
+            };
+        }
+        match pre {
+            Prefetch::Near(bytes) => {
+                // As many lines per step as the step reads (a constant).
+                let lines = (NV * lanes * core::mem::size_of::<E>()).div_ceil(64);
+                steps!({
+                    let at = b.cast::<u8>().wrapping_add(bytes);
+                    for l in 0..lines {
+                        prefetch(at.wrapping_add(l * 64).cast());
+                    }
+                })
             }
-            b = b.add(nr);
-            off += cs;
+            Prefetch::Panel { from, step } => {
+                // One line per step: `step` is at most 64 bytes (a panel row of at most 128
+                // bytes shared by two or more row blocks).
+                let mut at = b.cast::<u8>().wrapping_add(from);
+                steps!({
+                    prefetch_l2(at.cast());
+                    at = at.wrapping_add(step);
+                })
+            }
         }
         c
     }
@@ -451,12 +487,25 @@ unsafe fn tile_wasm<S: Simd, E: Elem, const R: usize, const NV: usize>(
     }
 }
 
+/// What a tile asks the cache for ahead of its reads of `B` (see [`tile`]).
+#[derive(Clone, Copy)]
+enum Prefetch {
+    /// The lines this many bytes ahead of each step's reads, into L1 (tiles going row block
+    /// by row block: the next panel's first lines are the next tile's).
+    Near(usize),
+    /// Tiles going panel by panel: this tile's share of the next panel, `step` bytes per
+    /// step of `k` from `from` bytes past the tile's first read of `B`, into L2 (the whole
+    /// next panel asked for into L1 by one tile evicted the panel and `A` being read, and
+    /// left the other tiles of the panel no stream to overlap).
+    Panel { from: usize, step: usize },
+}
+
 /// Context of one tile's load/store of `C`.
 struct Store<'a> {
     /// Elements per `kk` step of the packed panel.
     nr: usize,
-    /// How many bytes ahead of its reads of `B` the tile asks for cache lines.
-    b_ahead: usize,
+    /// What the tile asks for ahead of its reads of `B`.
+    pre: Prefetch,
     /// The first `KC` block: adds the bias.
     first: bool,
     /// Whether the tile starts from `C` (every block after the first, and in accumulate mode
@@ -505,7 +554,7 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usi
                 load_tile::<S, R, NV, false>(simd, out, ldc, st.valid)
             };
         }
-        let acc = tile::<S, E, R, NV, CS>(simd, kc, a, rs, cs, b, st.nr, st.b_ahead, acc);
+        let acc = tile::<S, E, R, NV, CS>(simd, kc, a, rs, cs, b, st.nr, st.pre, acc);
         if full {
             store_tile::<S, R, NV, true>(simd, acc, out, ldc, st);
         } else {
@@ -883,11 +932,9 @@ impl<E: Elem> Gemm<'_, E> {
                 // spread over all the panel's tiles.
                 let panel_major =
                     a.cs == 1 && row_blocks > 1 && (m1 - m0) * kc * 4 <= PANEL_MAJOR_A;
-                let b_ahead = if panel_major {
-                    kc * nr * core::mem::size_of::<E>()
-                } else {
-                    B_PREFETCH
-                };
+                // Bytes of one panel of this block, and of each row block's share of it.
+                let panel_bytes = kc * nr * core::mem::size_of::<E>();
+                let share = panel_bytes.div_ceil(row_blocks);
                 // A `while` rather than `step_by`, whose length is a 64-bit division: a
                 // tenth of a batch-1 call on a tiny layer.
                 let mut p0 = 0;
@@ -946,9 +993,18 @@ impl<E: Elem> Gemm<'_, E> {
                                 prefetch(row.wrapping_add(nr - 1));
                             }
                         }
+                        let pre = if panel_major {
+                            let j = (r0 - m0) / MR;
+                            Prefetch::Panel {
+                                from: panel_bytes + j * share,
+                                step: share.div_ceil(kc.max(1)),
+                            }
+                        } else {
+                            Prefetch::Near(B_PREFETCH)
+                        };
                         let st = Store {
                             nr,
-                            b_ahead,
+                            pre,
                             first,
                             load: !first || accumulate,
                             last,

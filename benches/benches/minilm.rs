@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tensorlet_benches::report::{Results, Table, Work};
-use tensorlet_benches::{lanes, peak_fma_flops, peak_fma_probe, single_threaded, values};
+use tensorlet_benches::{
+    avx2_fma_flops, avx2_fma_probe, lanes, peak_fma_flops, peak_fma_probe, single_threaded, values,
+};
 use tensorlet_host::{Function, Runtime, RuntimeConfig, Tensor, Weights};
 use tensorlet_kernels::{Activation, AttentionDims, Kernels, Level, PackedDense};
 
@@ -146,50 +148,6 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
-}
-
-/// Rounds of the AVX2 probe: as [`peak_fma_probe`] on 256-bit vectors (8 lanes), 12 chains.
-#[cfg(target_arch = "x86_64")]
-fn avx2_fma_probe(iterations: usize) -> Option<f32> {
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        Some(unsafe { avx2_fma(iterations) })
-    } else {
-        None
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn avx2_fma_probe(_iterations: usize) -> Option<f32> {
-    None
-}
-
-/// Independent FMA chains of the AVX2 probe (as in the library's probe).
-const AVX2_CHAINS: usize = 12;
-
-/// FLOPs of one [`avx2_fma_probe`] call.
-fn avx2_fma_flops(iterations: usize) -> u64 {
-    (iterations * AVX2_CHAINS * 8 * 2) as u64
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn avx2_fma(iterations: usize) -> f32 {
-    use std::arch::x86_64::*;
-    let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-    let mut acc = [_mm256_set1_ps(1.0); AVX2_CHAINS];
-    for _ in 0..iterations {
-        for x in acc.iter_mut() {
-            *x = _mm256_fmadd_ps(*x, a, b);
-        }
-    }
-    let sum = acc
-        .iter()
-        .fold(_mm256_setzero_ps(), |s, &x| _mm256_add_ps(s, x));
-    let mut lanes = [0.0f32; 8];
-    // SAFETY: `lanes` holds 8 f32.
-    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
-    lanes.iter().sum()
 }
 
 /// The AVX2 kernels, if the CPU has AVX2 and its best level is wider (otherwise the

@@ -12,7 +12,9 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 use tensorlet_benches::report::{Results, Table, Work};
-use tensorlet_benches::{lanes, peak_fma_flops, peak_fma_probe, single_threaded, values};
+use tensorlet_benches::{
+    avx2_fma_flops, avx2_fma_probe, lanes, peak_fma_flops, peak_fma_probe, single_threaded, values,
+};
 use tensorlet_kernels::{Activation, Conv2dParams, Kernels, Level, conv2d_out_shape};
 
 /// Rounds of the peak-FMA probe per call (about 0.1 ms with AVX-512).
@@ -52,13 +54,20 @@ fn conv_flops() -> u64 {
     (2 * os.iter().product::<usize>() * taps) as u64
 }
 
-/// The peak-FMA probe, as benchmark `peak-fma/<when>` of group `probes`.
+/// The peak-FMA probes, as benchmarks `peak-fma/<when>` of group `probes` and, when AVX2
+/// rows are measured (see [`levels`]), `peak-fma-avx2/<when>`.
 fn peak(c: &mut Criterion, when: &str) {
     let mut g = c.benchmark_group("probes");
     g.throughput(Throughput::Elements(peak_fma_flops(PEAK_ITERATIONS)));
     g.bench_function(BenchmarkId::new("peak-fma", when), |b| {
         b.iter(|| peak_fma_probe(black_box(PEAK_ITERATIONS)))
     });
+    if levels().len() > 1 {
+        g.throughput(Throughput::Elements(avx2_fma_flops(PEAK_ITERATIONS)));
+        g.bench_function(BenchmarkId::new("peak-fma-avx2", when), |b| {
+            b.iter(|| avx2_fma_probe(black_box(PEAK_ITERATIONS)))
+        });
+    }
     g.finish();
 }
 
@@ -133,25 +142,40 @@ fn dense(c: &mut Criterion) {
 
 fn table(r: &Results) -> Table {
     let mut t = Table::new("training kernels (single thread, medians of this run)");
-    // The probe runs first and last; the faster of the two is the limit.
+    // Each probe runs first and last; the faster of the two is the limit.
+    let mut probe = |id: &str, label: &str, work: Work| {
+        let (first, last) = (
+            r.median_ns("probes", &format!("{id}/first")),
+            r.median_ns("probes", &format!("{id}/last")),
+        );
+        t.row(format!("{label}, first"), first, work);
+        t.row(format!("{label}, last"), last, work);
+        first.into_iter().chain(last).reduce(f64::min)
+    };
     let peak_work = Work::Flops(peak_fma_flops(PEAK_ITERATIONS) as f64);
-    let (first, last) = (
-        r.median_ns("probes", "peak-fma/first"),
-        r.median_ns("probes", "peak-fma/last"),
-    );
-    let peak_ns = first.into_iter().chain(last).reduce(f64::min);
-    t.row("peak-FMA probe, first", first, peak_work);
-    t.row("peak-FMA probe, last", last, peak_work);
+    let peak_ns = probe("peak-fma", "peak-FMA probe", peak_work);
+    let avx2_work = Work::Flops(avx2_fma_flops(PEAK_ITERATIONS) as f64);
+    let avx2_ns = if levels().len() > 1 {
+        probe("peak-fma-avx2", "peak-FMA probe Avx2", avx2_work)
+    } else {
+        None
+    };
     let flops = Work::Flops(conv_flops() as f64);
-    for k in levels() {
+    for (i, k) in levels().into_iter().enumerate() {
         let level = format!("{:?}", k.level());
+        // The detected level against its own probe, AVX2 against the AVX2 probe.
+        let (limit, ns, work) = if i == 0 {
+            ("peak-FMA".to_string(), peak_ns, peak_work)
+        } else {
+            (format!("peak-FMA {level}"), avx2_ns, avx2_work)
+        };
         for (bench, label) in PRODUCTS {
             t.row(
                 format!("conv2 {label}, batch 128, {level}"),
                 r.median_ns("train-conv2", &format!("{bench}/{level}")),
                 flops,
             )
-            .vs_limit("peak-FMA", peak_ns, peak_work, Some(CONV_TARGET));
+            .vs_limit(&limit, ns, work, Some(CONV_TARGET));
         }
     }
     let (m, k_in, n) = FC;
@@ -168,10 +192,10 @@ fn table(r: &Results) -> Table {
         .vs_limit("peak-FMA", peak_ns, peak_work, None);
     }
     t.note(format!(
-        "peak-FMA probe at the detected level ({:?}, {} f32 lanes); on Zen 4 an AVX-512 FMA \
-         is two 256-bit halves, so AVX2's peak is the same FLOP/s and the AVX2 rows are \
-         compared with the same probe (on cores with two 512-bit FMA units AVX2's limit would \
-         be half of it)",
+        "peak-FMA probe at the detected level ({:?}, {} f32 lanes); AVX2 rows (where the \
+         detected level is wider) against the same probe on 256-bit vectors, measured in the \
+         same run: on cores with two 512-bit FMA units it is half the AVX-512 peak, on Zen 4 \
+         (512-bit FMAs as two halves) the same",
         Kernels::detect().level(),
         lanes()
     ));

@@ -49,6 +49,55 @@ pub fn peak_fma_flops(iterations: usize) -> u64 {
     (iterations * CHAINS * lanes() * 2) as u64
 }
 
+/// Runs `iterations` rounds of the peak-FMA probe on 256-bit vectors (8 lanes, AVX2 + FMA),
+/// 12 chains as in [`peak_fma_probe`], or returns `None` where the CPU has no AVX2: the
+/// limit of the AVX2 kernels on a CPU whose best level is wider (on cores with two 512-bit
+/// FMA units, half the AVX-512 peak; on Zen 4, the same).
+#[cfg(target_arch = "x86_64")]
+pub fn avx2_fma_probe(iterations: usize) -> Option<f32> {
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        Some(unsafe { avx2_fma(iterations) })
+    } else {
+        None
+    }
+}
+
+/// [`avx2_fma_probe`] off x86-64: there is no AVX2 to probe.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn avx2_fma_probe(_iterations: usize) -> Option<f32> {
+    None
+}
+
+/// Independent FMA chains of the AVX2 probe (as in [`peak_fma_probe`]).
+const AVX2_CHAINS: usize = 12;
+
+/// FLOPs of one [`avx2_fma_probe`] call.
+pub fn avx2_fma_flops(iterations: usize) -> u64 {
+    (iterations * AVX2_CHAINS * 8 * 2) as u64
+}
+
+/// The AVX2 probe's loop, compiled for AVX2 + FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn avx2_fma(iterations: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    let mut acc = [_mm256_set1_ps(1.0); AVX2_CHAINS];
+    for _ in 0..iterations {
+        for x in acc.iter_mut() {
+            *x = _mm256_fmadd_ps(*x, a, b);
+        }
+    }
+    let sum = acc
+        .iter()
+        .fold(_mm256_setzero_ps(), |s, &x| _mm256_add_ps(s, x));
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: `lanes` holds 8 f32.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+    lanes.iter().sum()
+}
+
 /// Runs `iterations` rounds of the peak-FMA probe on 128-bit vectors (4 `f32` lanes, the
 /// width of wasm simd128 and of the FMAs wasmtime emits for `f32x4.relaxed_madd` on x86),
 /// or returns `None` where this build has no 128-bit FMA to probe. Each round is

@@ -69,12 +69,9 @@ pub fn avx2_fma_probe(_iterations: usize) -> Option<f32> {
     None
 }
 
-/// Independent FMA chains of the AVX2 probe (as in [`peak_fma_probe`]).
-const AVX2_CHAINS: usize = 12;
-
 /// FLOPs of one [`avx2_fma_probe`] call.
 pub fn avx2_fma_flops(iterations: usize) -> u64 {
-    (iterations * AVX2_CHAINS * 8 * 2) as u64
+    (iterations * CHAINS * 8 * 2) as u64
 }
 
 /// The AVX2 probe's loop, compiled for AVX2 + FMA.
@@ -83,7 +80,7 @@ pub fn avx2_fma_flops(iterations: usize) -> u64 {
 fn avx2_fma(iterations: usize) -> f32 {
     use std::arch::x86_64::*;
     let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-    let mut acc = [_mm256_set1_ps(1.0); AVX2_CHAINS];
+    let mut acc = [_mm256_set1_ps(1.0); CHAINS];
     for _ in 0..iterations {
         for x in acc.iter_mut() {
             *x = _mm256_fmadd_ps(*x, a, b);

@@ -174,7 +174,7 @@ impl Im2col {
     /// runs (one per output row it touches) are worked out once and reused by every tap. On
     /// AVX-512 and AVX2, a panel whose every vector reads from a window of at most two vectors
     /// of consecutive input elements per tap (stride 1 with short row wraps, the common case)
-    /// is filled by [`Im2col::panel_window`] (by [`Im2col::fill_shifted`] when unpadded and
+    /// is filled by [`Im2col::panel_window`] (by [`Im2col::fill_windows`] when unpadded and
     /// every vector is at most two runs); other stride-1 panels, at levels with masked loads,
     /// by [`Im2col::panel_masked`]; the rest go through [`Im2col::panel_runs`]. With
     /// `nr = pixels.len()` (one panel) `dst` is the row-major `[taps, pixels]` patch matrix
@@ -403,10 +403,14 @@ impl Im2col {
     ///
     /// Per tap and vector: two unaligned loads of the `2·L`-element input window (masked
     /// where the window leaves `xg`), one two-source permute picking the columns
-    /// ([`Window::pick`]: `vpermt2ps` on AVX-512; two `vpermps` and a blend on AVX2), with
-    /// the lanes of padding (outside the image for this tap) and of columns past the last
-    /// pixel zeroed, and one store. The permute indices and the per-`ky` / per-`kx`
-    /// validity masks (`masks`, `kh + kw` entries) are worked out once per panel.
+    /// ([`Window::pick`]: `vpermt2ps` on AVX-512; two `vpermps` and a blend on AVX2), and
+    /// one store. Unpadded panels go through [`Im2col::fill_windows`] (a blend instead of
+    /// the permute when every vector is at most two runs): the tap loop then does nothing
+    /// per vector but the loads, the blend or permute and the store (the columns past the
+    /// last pixel repeat it; the GEMM never stores them). Padded panels zero the lanes of
+    /// padding (outside the image for this tap) and of columns past the last pixel, by
+    /// per-`ky` / per-`kx` validity masks (`masks`, `kh + kw` entries) worked out once per
+    /// panel.
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -457,12 +461,23 @@ impl Im2col {
                     None => all = false,
                 }
             }
+            // Row of the first tap of the `KC` block from `k0`.
+            let block = |k0: usize| k0 * panels * nr + p * KC.min(taps - k0) * nr;
             if all {
-                // Row of the first tap of the `KC` block from `k0`.
-                let block = |k0: usize| k0 * panels * nr + p * KC.min(taps - k0) * nr;
-                self.fill_shifted(simd, xg, origins, &plan[..nv], block, nr, dst);
+                self.fill_windows(simd, xg, origins, &plan[..nv], block, nr, dst);
                 return true;
             }
+            // Vectors that cross two row wraps: each picked from its window, by the same
+            // loop (only the padded case below needs per-tap masks).
+            let mut picks = [Pick::none(simd); 2];
+            for (v, pick) in picks[..nv].iter_mut().enumerate() {
+                let Some(w) = Pick::of(simd, &off[v * l..(v + 1) * l]) else {
+                    return false;
+                };
+                *pick = w;
+            }
+            self.fill_windows(simd, xg, origins, &picks[..nv], block, nr, dst);
+            return true;
         }
         let mut lo = [0isize; 2];
         let mut idx = [simd.indices(&[0; 16]); 2];
@@ -477,25 +492,24 @@ impl Im2col {
         } else {
             (1u32 << valid) - 1
         };
+        // Padded from here on: per-`ky` and per-`kx` masks of the lanes inside the image.
         let (rowm, colm) = masks.split_at_mut(self.kh);
-        if padded {
-            for (ky, m) in rowm.iter_mut().enumerate() {
-                *m = 0;
-                for r in runs {
-                    let y = (r.oy * sh + ky * dh).wrapping_sub(ph);
-                    if y < self.h {
-                        *m |= span_bits(r.jj, r.len);
-                    }
+        for (ky, m) in rowm.iter_mut().enumerate() {
+            *m = 0;
+            for r in runs {
+                let y = (r.oy * sh + ky * dh).wrapping_sub(ph);
+                if y < self.h {
+                    *m |= span_bits(r.jj, r.len);
                 }
             }
-            for (kx, m) in colm.iter_mut().enumerate() {
-                let xs = valid_range(self.w, self.ow, sw, kx * dw, pw);
-                *m = 0;
-                for r in runs {
-                    let a = xs.start.clamp(r.ox, r.ox + r.len);
-                    let b = xs.end.clamp(a, r.ox + r.len);
-                    *m |= span_bits(r.jj + a - r.ox, b - a);
-                }
+        }
+        for (kx, m) in colm.iter_mut().enumerate() {
+            let xs = valid_range(self.w, self.ow, sw, kx * dw, pw);
+            *m = 0;
+            for r in runs {
+                let a = xs.start.clamp(r.ox, r.ox + r.len);
+                let b = xs.end.clamp(a, r.ox + r.len);
+                *m |= span_bits(r.jj + a - r.ox, b - a);
             }
         }
         let plane = self.h * self.w;
@@ -510,7 +524,7 @@ impl Im2col {
             for (ky, &rm) in rowm.iter().enumerate() {
                 for (kx, &cm) in colm.iter().enumerate() {
                     let t = (ci * plane + ky * dh * self.w + kx * dw) as isize;
-                    let m = if padded { rm & cm } else { u32::MAX } & valid_mask;
+                    let m = rm & cm & valid_mask;
                     let k0 = kk / KC * KC;
                     let kc = KC.min(taps - k0);
                     let row = k0 * panels * nr + p * kc * nr + (kk - k0) * nr;
@@ -589,7 +603,7 @@ impl Im2col {
             .map(|v| shift_of(simd, &off, nr, v))
             .collect::<Option<Vec<_>>>()
         {
-            self.fill_shifted(simd, xg, origins, &plan, |k0| k0 * nr, nr, dst);
+            self.fill_windows(simd, xg, origins, &plan, |k0| k0 * nr, nr, dst);
             return true;
         }
         let mut lo = Vec::with_capacity(nv);
@@ -636,26 +650,27 @@ impl Im2col {
         true
     }
 
-    /// Writes every tap's row of vectors planned by `plan` (one [`Shift`] per vector of a
-    /// row), rows `nr` apart from `dst[block(k0)..]` for the taps of the `KC` block from
-    /// `k0`: two unaligned loads and a blend per vector, masked only for taps where a load
-    /// would leave `xg`. The last vector is stored whole.
+    /// Writes every tap's row of vectors planned by `plan` (one [`Plan`] per vector of a
+    /// row: a [`Shift`] or a [`Pick`]), rows `nr` apart from `dst[block(k0)..]` for the taps
+    /// of the `KC` block from `k0`: two unaligned loads and one blend or permute per vector,
+    /// masked only for taps where a load would leave `xg`. The last vector is stored whole.
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn fill_shifted<W: Window>(
+    fn fill_windows<W: Window, P: Plan<W>>(
         &self,
         simd: W,
         xg: &[f32],
         origins: &TapOrigins,
-        plan: &[Shift<W>],
+        plan: &[P],
         block: impl Fn(usize) -> usize,
         nr: usize,
         dst: &mut [f32],
     ) {
         let l = W::L as isize;
         let (lo, hi) = plan.iter().fold((isize::MAX, isize::MIN), |(lo, hi), s| {
-            (lo.min(s.first).min(s.second), hi.max(s.first).max(s.second))
+            let (a, b) = s.loads();
+            (lo.min(a).min(b), hi.max(a).max(b))
         });
         let len = xg.len() as isize;
         // The tap origins whose loads are all inside `xg`: `-lo ..= len - hi - l`.
@@ -671,17 +686,19 @@ impl Im2col {
                 let d = unsafe { d.add(i * nr) };
                 if !inside(t) {
                     for (v, s) in plan.iter().enumerate() {
-                        let (a, b) = (t + s.first, t + s.second);
+                        let (a, b) = s.loads();
+                        let (a, b) = (t + a, t + b);
                         let bits = |a: isize| {
                             let first = (-a).clamp(0, l) as usize;
                             let end = (len - a).clamp(0, l) as usize;
                             span_bits(first, end.saturating_sub(first))
                         };
-                        // SAFETY: only lanes inside `xg` are read; the store is inside `rows`.
+                        // SAFETY: only lanes inside `xg` are read (the lanes a plan keeps
+                        // are inside it); the store is inside `rows`.
                         unsafe {
                             let x0 = simd.load_masked(xp.wrapping_offset(a), bits(a));
                             let x1 = simd.load_masked(xp.wrapping_offset(b), bits(b));
-                            simd.store(d.add(v * W::L), simd.blend(x0, x1, s.m));
+                            simd.store(d.add(v * W::L), s.combine(simd, x0, x1));
                         }
                     }
                     continue;
@@ -691,22 +708,92 @@ impl Im2col {
                     let x = xp.offset(t);
                     if let [s0, s1] = plan {
                         // The panel case, with the two vectors' plans kept in registers.
-                        let v0 = simd.load(x.offset(s0.first));
-                        let v0 = simd.blend(v0, simd.load(x.offset(s0.second)), s0.m);
-                        let v1 = simd.load(x.offset(s1.first));
-                        let v1 = simd.blend(v1, simd.load(x.offset(s1.second)), s1.m);
+                        let ((a0, b0), (a1, b1)) = (s0.loads(), s1.loads());
+                        let v0 = s0.combine(simd, simd.load(x.offset(a0)), simd.load(x.offset(b0)));
+                        let v1 = s1.combine(simd, simd.load(x.offset(a1)), simd.load(x.offset(b1)));
                         simd.store(d, v0);
                         simd.store(d.add(W::L), v1);
                     } else {
                         for (v, s) in plan.iter().enumerate() {
-                            let r = simd.load(x.offset(s.first));
-                            let r = simd.blend(r, simd.load(x.offset(s.second)), s.m);
+                            let (a, b) = s.loads();
+                            let r = s.combine(simd, simd.load(x.offset(a)), simd.load(x.offset(b)));
                             simd.store(d.add(v * W::L), r);
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// How [`Im2col::fill_windows`] makes one vector of a panel row from the input around a
+/// tap's origin `t`: two vectors loaded at `t + loads().0` and `t + loads().1`, combined.
+#[cfg(target_arch = "x86_64")]
+trait Plan<W: Window>: Copy {
+    /// The offsets of the two loads from the tap's origin.
+    fn loads(&self) -> (isize, isize);
+    /// The vector from the two loads.
+    fn combine(&self, simd: W, x0: W::V, x1: W::V) -> W::V;
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<W: Window> Plan<W> for Shift<W> {
+    #[inline(always)]
+    fn loads(&self) -> (isize, isize) {
+        (self.first, self.second)
+    }
+    #[inline(always)]
+    fn combine(&self, simd: W, x0: W::V, x1: W::V) -> W::V {
+        simd.blend(x0, x1, self.m)
+    }
+}
+
+/// How one vector of a panel row is read when its columns are more than two runs but span
+/// fewer than `2·L` input elements (a row narrower than a vector, stride 1): the window
+/// `x[t + lo ..][..2·L]` loaded as two vectors, one two-source permute ([`Window::pick`]).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Pick<W: Window> {
+    lo: isize,
+    idx: W::I,
+    /// The lanes kept (the others are zero).
+    lanes: u32,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<W: Window> Pick<W> {
+    /// A placeholder (every lane zero).
+    #[inline(always)]
+    fn none(simd: W) -> Self {
+        Self {
+            lo: 0,
+            idx: simd.indices(&[0; 16]),
+            lanes: 0,
+        }
+    }
+
+    /// The pick of one vector's `L` column offsets `o` (relative to the tap's origin), every
+    /// lane kept, or `None` if they span `2·L` elements or more.
+    #[inline(always)]
+    fn of(simd: W, o: &[isize]) -> Option<Self> {
+        let (lo, idx) = simd.window_of(o)?;
+        Some(Self {
+            lo,
+            idx,
+            lanes: u32::MAX,
+        })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<W: Window> Plan<W> for Pick<W> {
+    #[inline(always)]
+    fn loads(&self) -> (isize, isize) {
+        (self.lo, self.lo + W::L as isize)
+    }
+    #[inline(always)]
+    fn combine(&self, simd: W, x0: W::V, x1: W::V) -> W::V {
+        simd.pick(x0, x1, self.idx, self.lanes)
     }
 }
 
@@ -1064,11 +1151,7 @@ impl pulp::WithSimd for Conv2d<'_> {
         // Pixels per im2col block: the block's patches (all taps) stay in about half of L2 while
         // the GEMM reads them, at least one panel, at most NC.
         let fit = (PATCH_BYTES / 4 / taps.max(1)) / nr * nr;
-        let block = if std::env::var_os("ONEPANEL").is_some() {
-            nr
-        } else {
-            fit.clamp(nr, NC.div_ceil(nr) * nr)
-        };
+        let block = fit.clamp(nr, NC.div_ceil(nr) * nr);
         // The patch buffer is reused across calls on this thread (every element the GEMM reads is
         // written by im2col first, so it is never cleared).
         let need = packed_b_len(taps, block.min(pixels), nr);
@@ -1088,9 +1171,6 @@ impl pulp::WithSimd for Conv2d<'_> {
                     let cols = j0..(j0 + block).min(pixels);
                     let len = packed_b_len(taps, cols.len(), nr);
                     geometry.pack(simd, xg, cols.clone(), nr, &mut b[..len]);
-                    if std::env::var_os("NOGEMM").is_some() {
-                        continue;
-                    }
                     Gemm {
                         m: ocg,
                         n: cols.len(),

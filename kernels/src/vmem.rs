@@ -100,8 +100,12 @@ pub(crate) fn zero<S: Simd>(simd: S, dst: &mut [f32]) {
 }
 
 /// Whether [`load_lanes`] is one masked load at this level (AVX-512, AVX2) rather than a copy
-/// through a buffer.
+/// through a buffer. Off x86-64 the answer is `false` whatever `S` is, so `S` goes unused there.
 #[inline(always)]
+#[cfg_attr(
+    not(target_arch = "x86_64"),
+    allow(clippy::extra_unused_type_parameters)
+)]
 pub(crate) fn masked_loads<S: Simd>() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

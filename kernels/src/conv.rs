@@ -452,6 +452,8 @@ impl Im2col {
         // Unpadded panels whose vectors are at most two runs each need no permute indices or
         // masks: they are filled before those are worked out.
         let padded = ph > 0 || pw > 0;
+        // Row of the first tap of the `KC` block from `k0`.
+        let block = |k0: usize| k0 * panels * nr + p * KC.min(taps - k0) * nr;
         if !padded {
             let mut plan = [Shift::none(simd); 2];
             let mut all = true;
@@ -461,31 +463,23 @@ impl Im2col {
                     None => all = false,
                 }
             }
-            // Row of the first tap of the `KC` block from `k0`.
-            let block = |k0: usize| k0 * panels * nr + p * KC.min(taps - k0) * nr;
             if all {
                 self.fill_windows(simd, xg, origins, &plan[..nv], block, nr, dst);
                 return true;
             }
-            // Vectors that cross two row wraps: each picked from its window, by the same
-            // loop (only the padded case below needs per-tap masks).
-            let mut picks = [Pick::none(simd); 2];
-            for (v, pick) in picks[..nv].iter_mut().enumerate() {
-                let Some(w) = Pick::of(simd, &off[v * l..(v + 1) * l]) else {
-                    return false;
-                };
-                *pick = w;
-            }
-            self.fill_windows(simd, xg, origins, &picks[..nv], block, nr, dst);
-            return true;
         }
-        let mut lo = [0isize; 2];
-        let mut idx = [simd.indices(&[0; 16]); 2];
-        for v in 0..nv {
-            let Some((first, pick)) = simd.window_of(&off[v * l..(v + 1) * l]) else {
+        // Each vector picked from its window.
+        let mut picks = [Pick::none(simd); 2];
+        for (v, pick) in picks[..nv].iter_mut().enumerate() {
+            let Some(w) = Pick::of(simd, &off[v * l..(v + 1) * l]) else {
                 return false;
             };
-            (lo[v], idx[v]) = (first, pick);
+            *pick = w;
+        }
+        if !padded {
+            // Vectors that cross two row wraps, by the same loop as the shifts.
+            self.fill_windows(simd, xg, origins, &picks[..nv], block, nr, dst);
+            return true;
         }
         let valid_mask = if valid >= 32 {
             u32::MAX
@@ -528,9 +522,9 @@ impl Im2col {
                     let k0 = kk / KC * KC;
                     let kc = KC.min(taps - k0);
                     let row = k0 * panels * nr + p * kc * nr + (kk - k0) * nr;
-                    for v in 0..nv {
+                    for (v, pick) in picks[..nv].iter().enumerate() {
                         let mv = (m >> (v * l)) & lane_bits;
-                        let a = t + lo[v];
+                        let a = t + pick.lo;
                         // Every selected lane (under `mv`) reads `xg[t + off[j]]`, in bounds;
                         // the loads cover the window `a .. a + 2·l`, masked outside `xg`.
                         let r = if mv == 0 {
@@ -538,7 +532,7 @@ impl Im2col {
                         } else if a >= 0 && a + 2 * l as isize <= len {
                             // SAFETY: `a .. a + 2·l` is inside `xg`.
                             let (x0, x1) = unsafe { simd.load_window(xp.offset(a)) };
-                            simd.pick(x0, x1, idx[v], mv)
+                            simd.pick(x0, x1, pick.idx, mv)
                         } else {
                             let first = (-a).clamp(0, 2 * l as isize) as u32;
                             let end = (len - a).clamp(0, 2 * l as isize) as u32;
@@ -546,7 +540,7 @@ impl Im2col {
                             // SAFETY: only lanes under the masks, all inside `xg`, are read.
                             let (x0, x1) =
                                 unsafe { simd.load_window_masked(xp.wrapping_offset(a), lm) };
-                            simd.pick(x0, x1, idx[v], mv)
+                            simd.pick(x0, x1, pick.idx, mv)
                         };
                         // SAFETY: `row + nr <= taps · panels · nr <= dst.len()` (asserted).
                         unsafe { simd.store(dp.add(row + v * l), r) };

@@ -37,6 +37,43 @@ fn every_good_case_matches_the_numpy_reference() {
 }
 
 #[test]
+fn a_batch_larger_than_a_chunk_matches_the_numpy_reference_row_by_row() {
+    // mnist-cnn runs a batch of more than 16 images in chunks of 16; 37 images make two
+    // whole chunks and a partial one. Each image is one of the `cnn_mnist` case's two, in an
+    // order that does not repeat with the chunk length, and each output row must be the
+    // numpy reference's row for that image.
+    let rt = common::runtime(RuntimeConfig::default());
+    let request = json("cnn_mnist.request.json");
+    let expected = json("cnn_mnist.expected.json");
+    let images = common::floats(&request["inputs"][0]["data"]);
+    let probs = common::floats(&expected["outputs"][0]["data"]);
+    assert_eq!((images.len(), probs.len()), (2 * 784, 2 * 10));
+    let pick = |i: usize| (i * i / 3 + i / 5) % 2;
+    let n = 37;
+    let batch: Vec<f32> = (0..n)
+        .flat_map(|i| images[pick(i) * 784..][..784].iter().copied())
+        .collect();
+    let big = serde_json::json!({"inputs": [{
+        "name": "image", "shape": [n, 1, 28, 28], "datatype": "FP32", "data": batch,
+    }]});
+    let want: Vec<f32> = (0..n)
+        .flat_map(|i| probs[pick(i) * 10..][..10].iter().copied())
+        .collect();
+    let want = serde_json::json!({"outputs": [{
+        "name": "probs", "shape": [n, 10], "data": want,
+    }]});
+    assert!((0..n).any(|i| pick(i) == 0) && (0..n).any(|i| pick(i) == 1));
+    let function = rt.load_bundled("mnist-cnn").unwrap();
+    let weights = rt
+        .load_weights_file(&fixture("cnn_mnist.weights.safetensors"))
+        .unwrap();
+    let request = InferenceRequest::from_json(&big.to_string()).unwrap();
+    let response = function.infer_request(&weights, &request).unwrap();
+    let actual = serde_json::to_value(response).unwrap();
+    assert_outputs_close("cnn_mnist × 37", &want, &actual);
+}
+
+#[test]
 fn every_bad_case_is_a_typed_error_and_the_runtime_keeps_serving() {
     let rt = common::runtime(RuntimeConfig::default());
     let all = cases();

@@ -6,8 +6,11 @@
 //! batches); [`Network::backward`] walks it in reverse and writes each parameter's gradient
 //! for that batch into a [`Grads`]. The trainer splits a batch over its threads, each with
 //! its own tape and gradients, and sums them: every kernel call here is single-threaded.
+//! Each thread runs its share in passes of at most [`Network::rows_per_pass`] examples
+//! whose gradients add up (`accumulate`), so a pass's activations stay in cache; dense
+//! weights are packed once per update ([`Network::pack`]) for all passes.
 
-use tensorlet_kernels::{Activation, Conv2dParams, Kernels, Pool2dParams};
+use tensorlet_kernels::{Activation, Conv2dParams, Kernels, PackedDense, Pool2dParams};
 
 use crate::data::Rng;
 use crate::spec::{LayerSpec, Spec, SpecError, pool_params};
@@ -70,11 +73,18 @@ pub struct Tape {
     masks: Vec<Vec<f32>>,
     /// Two gradient buffers, swapped layer by layer.
     grad: [Vec<f32>; 2],
+    /// One layer's parameter gradients for a pass that adds them to the batch's.
+    part: Vec<f32>,
     rows: usize,
 }
 
 /// One gradient per parameter, same shapes as [`Network::params`].
 pub type Grads = Vec<Vec<f32>>;
+
+/// The dense layers' weights packed for the kernels ([`Network::pack`]), by layer index:
+/// packed once after each update and shared by every pass until the next, instead of packed
+/// again by each pass.
+pub struct Packed(Vec<Option<PackedDense>>);
 
 impl Network {
     /// Builds the network of `spec` with PyTorch's default initialisation (weights and
@@ -185,6 +195,44 @@ impl Network {
         *self.sizes.last().unwrap_or(&0)
     }
 
+    /// The dense layers' current weights packed for [`Network::forward`]; pack again after
+    /// the parameters change.
+    pub fn pack(&self, k: &Kernels) -> Packed {
+        let ok = "shapes checked by Network::new";
+        Packed(
+            self.layers
+                .iter()
+                .map(|layer| match *layer {
+                    Layer::Dense {
+                        w,
+                        b,
+                        inputs,
+                        outputs,
+                    } => Some(
+                        k.pack_dense(
+                            &self.params[w].data,
+                            outputs,
+                            inputs,
+                            b.map(|b| &self.params[b].data[..]),
+                        )
+                        .expect(ok),
+                    ),
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+
+    /// Most examples per forward and backward pass: as many as keep one pass's activations
+    /// (every layer's output for those examples) within [`PASS_BYTES`], at least one. A
+    /// worker's share of a batch goes through in passes of at most this many and sums their
+    /// gradients, so that each layer's output is read back by the next layer and by the
+    /// backward pass from cache rather than from memory.
+    pub fn rows_per_pass(&self) -> usize {
+        let per_row = self.sizes.iter().sum::<usize>().max(1) * 4;
+        (PASS_BYTES / per_row).max(1)
+    }
+
     /// Whether the last layer is a softmax (skipped by [`Network::forward`] when it is asked
     /// for logits).
     pub fn ends_in_softmax(&self) -> bool {
@@ -202,10 +250,12 @@ impl Network {
     /// Runs `rows` examples `x` through the network, recording every output in `tape`, and
     /// returns the output: logits when `logits` is set (a final softmax is skipped), else
     /// what the deployed function computes. `dropout` is the RNG of a training pass (dropout
-    /// active), `None` in evaluation.
+    /// active), `None` in evaluation. `packed` is [`Network::pack`] of these parameters.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward<'t>(
         &self,
         k: &Kernels,
+        packed: &Packed,
         x: &[f32],
         rows: usize,
         logits: bool,
@@ -247,23 +297,12 @@ impl Network {
             // so a kernel error here is a bug, not bad input.
             let ok = "shapes checked by Network::new";
             match *layer {
-                Layer::Dense {
-                    w,
-                    b,
-                    inputs,
-                    outputs,
-                } => k
-                    .dense(
-                        input,
-                        rows,
-                        inputs,
-                        &self.params[w].data,
-                        outputs,
-                        b.map(|b| &self.params[b].data[..]),
-                        act,
-                        out,
-                    )
-                    .expect(ok),
+                Layer::Dense { .. } => {
+                    let Some(Some(w)) = packed.0.get(i) else {
+                        panic!("layer {i} is dense but was not packed: Network::pack")
+                    };
+                    k.dense_packed(input, rows, w, act, out).expect(ok)
+                }
                 Layer::Conv {
                     w,
                     b,
@@ -329,8 +368,16 @@ impl Network {
 
     /// Back-propagates `d_out` (the loss's gradient with respect to the output
     /// [`Network::forward`] returned with `logits` set, for the tape's rows) and writes
-    /// every parameter's gradient into `grads` (overwritten).
-    pub fn backward(&self, k: &Kernels, tape: &mut Tape, d_out: &[f32], grads: &mut Grads) {
+    /// every parameter's gradient into `grads`: overwritten, or added to what `grads` holds
+    /// when `accumulate` (the later passes of a batch).
+    pub fn backward(
+        &self,
+        k: &Kernels,
+        tape: &mut Tape,
+        d_out: &[f32],
+        grads: &mut Grads,
+        accumulate: bool,
+    ) {
         let rows = tape.rows;
         let ok = "shapes checked by Network::new";
         let end = if self.ends_in_softmax() {
@@ -342,6 +389,9 @@ impl Network {
         // `dx` are their first `dy_len` and `rows · sizes[i]` values. Resizing them to each
         // layer's size zero-filled every growth again, a memset of several MB per step.
         let [mut dy_buf, mut dx_buf] = std::mem::take(&mut tape.grad);
+        // A layer's weight and bias gradients for this pass when they are added to `grads`
+        // afterwards (the conv kernel and the bias sums overwrite their output).
+        let mut part = std::mem::take(&mut tape.part);
         let grow = |buf: &mut Vec<f32>, len: usize| {
             if buf.len() < len {
                 buf.resize(len, 0.0);
@@ -369,10 +419,18 @@ impl Network {
                 } => {
                     let (gw, gb) = split_grads(grads, w, b);
                     // dW [out, in] = dYᵀ · X.
-                    k.matmul(dy, true, input, false, outputs, rows, inputs, false, gw)
-                        .expect(ok);
+                    k.matmul(
+                        dy, true, input, false, outputs, rows, inputs, accumulate, gw,
+                    )
+                    .expect(ok);
                     if let Some(gb) = gb {
-                        k.sum_rows(dy, rows, outputs, gb).expect(ok);
+                        if accumulate {
+                            part.resize(outputs, 0.0);
+                            k.sum_rows(dy, rows, outputs, &mut part).expect(ok);
+                            add(gb, &part);
+                        } else {
+                            k.sum_rows(dy, rows, outputs, gb).expect(ok);
+                        }
                     }
                     if need_dx {
                         // dX [rows, in] = dY · W.
@@ -399,8 +457,21 @@ impl Network {
                 } => {
                     let x_shape = [rows, c, h, wd];
                     let (gw, gb) = split_grads(grads, w, b);
-                    k.conv2d_backward_weights(input, x_shape, dy, w_shape, params, gw, gb)
-                        .expect(ok);
+                    if accumulate {
+                        let wl = gw.len();
+                        part.resize(wl + gb.as_ref().map_or(0, |b| b.len()), 0.0);
+                        let (pw, pb) = part.split_at_mut(wl);
+                        let pb = gb.is_some().then_some(pb);
+                        k.conv2d_backward_weights(input, x_shape, dy, w_shape, params, pw, pb)
+                            .expect(ok);
+                        add(gw, &part[..wl]);
+                        if let Some(gb) = gb {
+                            add(gb, &part[wl..]);
+                        }
+                    } else {
+                        k.conv2d_backward_weights(input, x_shape, dy, w_shape, params, gw, gb)
+                            .expect(ok);
+                    }
                     if need_dx {
                         k.conv2d_backward_input(
                             dy,
@@ -444,6 +515,20 @@ impl Network {
             dy_len = dx_len;
         }
         tape.grad = [dy_buf, dx_buf];
+        tape.part = part;
+    }
+}
+
+/// Bytes of activations per training pass (see [`Network::rows_per_pass`]): on the seed
+/// CNN (156 KB of activations per example) passes of 26 examples trained an epoch 13%
+/// faster than whole shares of a batch of 128 (10 MB each), and faster than passes of 1, 2
+/// or 8 MiB.
+pub const PASS_BYTES: usize = 4 << 20;
+
+/// `acc += g`.
+fn add(acc: &mut [f32], g: &[f32]) {
+    for (a, &b) in acc.iter_mut().zip(g) {
+        *a += b;
     }
 }
 

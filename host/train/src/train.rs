@@ -332,6 +332,8 @@ impl Trainer {
         let net = &self.net;
         let k = &self.kernels;
         let loss = self.spec.loss;
+        let per_pass = net.rows_per_pass();
+        let packed = &net.pack(k);
         let results: Vec<Result<(f64, usize), TrainError>> = std::thread::scope(|s| {
             let mut handles = Vec::new();
             let mut first = None;
@@ -339,23 +341,33 @@ impl Trainer {
                 let lo = t * chunk;
                 let hi = (lo + chunk).min(rows);
                 let job = move || -> Result<(f64, usize), TrainError> {
-                    let n = hi - lo;
-                    let out = net.forward(
-                        k,
-                        &x[lo * in_len..hi * in_len],
-                        n,
-                        true,
-                        Some(&mut worker.rng),
-                        &mut worker.tape,
-                    );
-                    worker.d_out.clear();
-                    worker.d_out.resize(out.len(), 0.0);
-                    let (l, right) =
-                        loss_and_grad(k, loss, data, &idx[lo..hi], out, &mut worker.d_out)?;
-                    let scale = n as f32 / rows as f32;
-                    worker.d_out.iter_mut().for_each(|g| *g *= scale);
-                    net.backward(k, &mut worker.tape, &worker.d_out, &mut worker.grads);
-                    Ok((l * n as f64 / rows as f64, right))
+                    let (mut loss_sum, mut right) = (0.0, 0);
+                    // Passes of equal size, each at most `per_pass` examples.
+                    let passes = (hi - lo).div_ceil(per_pass).max(1);
+                    let per_pass = (hi - lo).div_ceil(passes).max(1);
+                    for (p, a) in (lo..hi).step_by(per_pass).enumerate() {
+                        let b = (a + per_pass).min(hi);
+                        let n = b - a;
+                        let out = net.forward(
+                            k,
+                            packed,
+                            &x[a * in_len..b * in_len],
+                            n,
+                            true,
+                            Some(&mut worker.rng),
+                            &mut worker.tape,
+                        );
+                        worker.d_out.clear();
+                        worker.d_out.resize(out.len(), 0.0);
+                        let (l, r) =
+                            loss_and_grad(k, loss, data, &idx[a..b], out, &mut worker.d_out)?;
+                        let scale = n as f32 / rows as f32;
+                        worker.d_out.iter_mut().for_each(|g| *g *= scale);
+                        net.backward(k, &mut worker.tape, &worker.d_out, &mut worker.grads, p > 0);
+                        loss_sum += l * n as f64 / rows as f64;
+                        right += r;
+                    }
+                    Ok((loss_sum, right))
                 };
                 if t == 0 {
                     first = Some(job);
@@ -378,11 +390,7 @@ impl Trainer {
         }
         let (head, rest) = self.workers.split_at_mut(1);
         for w in rest.iter().take(threads - 1) {
-            for (acc, g) in head[0].grads.iter_mut().zip(&w.grads) {
-                for (a, &b) in acc.iter_mut().zip(g) {
-                    *a += b;
-                }
-            }
+            add_grads(&mut head[0].grads, &w.grads);
         }
         Ok((loss_sum, correct))
     }
@@ -399,6 +407,8 @@ impl Trainer {
         let k = &self.kernels;
         let loss = self.spec.loss;
         let softmax = net.ends_in_softmax();
+        let packed = &net.pack(k);
+        let per_pass = net.rows_per_pass();
         let results: Vec<Result<(f64, usize), TrainError>> = std::thread::scope(|s| {
             let handles: Vec<_> = self
                 .workers
@@ -411,17 +421,17 @@ impl Trainer {
                         let (mut loss_sum, mut right) = (0.0, 0);
                         let mut x = Vec::new();
                         let indices: Vec<usize> = (lo..hi).collect();
-                        for (c, idx) in indices.chunks(256).enumerate() {
+                        for (c, idx) in indices.chunks(per_pass).enumerate() {
                             gather(data, idx, &mut x);
                             let logits =
-                                net.forward(k, &x, idx.len(), true, None, &mut worker.tape);
+                                net.forward(k, packed, &x, idx.len(), true, None, &mut worker.tape);
                             worker.d_out.clear();
                             worker.d_out.resize(logits.len(), 0.0);
                             let (l, r) =
                                 loss_and_grad(k, loss, data, idx, logits, &mut worker.d_out)?;
                             loss_sum += l * idx.len() as f64;
                             right += r;
-                            let dst = &mut out_chunk[c * 256 * out_len..][..logits.len()];
+                            let dst = &mut out_chunk[c * per_pass * out_len..][..logits.len()];
                             dst.copy_from_slice(logits);
                             if softmax {
                                 k.softmax(dst, out_len)
@@ -460,6 +470,15 @@ fn gather(data: &Dataset, idx: &[usize], x: &mut Vec<f32>) {
     x.clear();
     for &i in idx {
         x.extend_from_slice(data.example(i));
+    }
+}
+
+/// `acc += g`, parameter by parameter.
+fn add_grads(acc: &mut Grads, g: &Grads) {
+    for (acc, g) in acc.iter_mut().zip(g) {
+        for (a, &b) in acc.iter_mut().zip(g) {
+            *a += b;
+        }
     }
 }
 

@@ -6,7 +6,8 @@ Same network as models/mnist-cnn/train.toml: conv 3x3 1->32, relu, maxpool 2, co
 (lr 1e-3), batch 128, cross-entropy, on the 60k MNIST training images read from the IDX
 files `models/data/fetch.sh mnist` writes. Prints one JSON line: seconds per epoch (each
 epoch timed on its own, the first one includes graph tracing), test accuracy after the
-last epoch, and predict throughput on the 10k test images at batch 256.
+last epoch, and predict throughput on the 10k test images at batch 256 (the best of
+PREDICT_RUNS runs).
 
 Usage: seed_cnn.py DATA_DIR EPOCHS
 """
@@ -18,6 +19,10 @@ import sys
 import time
 
 import numpy as np
+
+
+# Predict runs over the test set; the best is reported (as `run.sh` does for tensorlet).
+PREDICT_RUNS = 3
 
 
 def read_idx(path):
@@ -62,9 +67,11 @@ def main():
         seconds.append(time.perf_counter() - t)
     _, acc = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
     model.predict(x_test[:512], batch_size=256, verbose=0)  # warm up
-    t = time.perf_counter()
-    model.predict(x_test, batch_size=256, verbose=0)
-    predict = len(x_test) / (time.perf_counter() - t)
+    predict = 0.0
+    for _ in range(PREDICT_RUNS):  # the best of a few: the machines are shared and noisy
+        t = time.perf_counter()
+        model.predict(x_test, batch_size=256, verbose=0)
+        predict = max(predict, len(x_test) / (time.perf_counter() - t))
     print(json.dumps({
         "tensorflow": tf.__version__,
         "epoch_seconds": seconds,

@@ -519,14 +519,15 @@ impl Network {
     }
 }
 
-/// Bytes of activations per training pass (see [`Network::rows_per_pass`]): on the seed
-/// CNN (156 KB of activations per example) passes of 26 examples trained an epoch 13%
-/// faster than whole shares of a batch of 128 (10 MB each), and faster than passes of 1, 2
-/// or 8 MiB.
+/// Bytes of activations per training pass (see [`Network::rows_per_pass`]). On the seed
+/// CNN (156 KB of activations per example; a share of a batch of 128 on two threads is
+/// 10 MB) passes of at most 26 examples (22, 21 and 21 of a share of 64) trained an epoch
+/// 13–16% faster than whole shares on a 2-core Xeon; 1 MiB was slower than whole shares,
+/// 2 MiB about even, 6 and 8 MiB no better than 4.
 pub const PASS_BYTES: usize = 4 << 20;
 
 /// `acc += g`.
-fn add(acc: &mut [f32], g: &[f32]) {
+pub(crate) fn add(acc: &mut [f32], g: &[f32]) {
     for (a, &b) in acc.iter_mut().zip(g) {
         *a += b;
     }

@@ -476,9 +476,7 @@ fn gather(data: &Dataset, idx: &[usize], x: &mut Vec<f32>) {
 /// `acc += g`, parameter by parameter.
 fn add_grads(acc: &mut Grads, g: &Grads) {
     for (acc, g) in acc.iter_mut().zip(g) {
-        for (a, &b) in acc.iter_mut().zip(g) {
-            *a += b;
-        }
+        crate::net::add(acc, g);
     }
 }
 

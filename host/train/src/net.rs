@@ -7,10 +7,12 @@
 //! for that batch into a [`Grads`]. The trainer splits a batch over its threads, each with
 //! its own tape and gradients, and sums them: every kernel call here is single-threaded.
 //! Each thread runs its share in passes of at most [`Network::rows_per_pass`] examples
-//! whose gradients add up (`accumulate`), so a pass's activations stay in cache; dense
-//! weights are packed once per update ([`Network::pack`]) for all passes.
+//! whose gradients add up (`accumulate`), so a pass's activations stay in cache; dense and
+//! conv weights are packed once per update ([`Network::pack`]) for all passes.
 
-use tensorlet_kernels::{Activation, Conv2dParams, Kernels, PackedDense, Pool2dParams};
+use tensorlet_kernels::{
+    Activation, Conv2dParams, Kernels, PackedConv2d, PackedDense, Pool2dParams,
+};
 
 use crate::data::Rng;
 use crate::spec::{LayerSpec, Spec, SpecError, pool_params};
@@ -81,10 +83,16 @@ pub struct Tape {
 /// One gradient per parameter, same shapes as [`Network::params`].
 pub type Grads = Vec<Vec<f32>>;
 
-/// The dense layers' weights packed for the kernels ([`Network::pack`]), by layer index:
-/// packed once after each update and shared by every pass until the next, instead of packed
-/// again by each pass.
-pub struct Packed(Vec<Option<PackedDense>>);
+/// The dense and conv layers' weights packed for the kernels ([`Network::pack`]), by layer
+/// index: packed once after each update and shared by every pass until the next, instead of
+/// packed again by each pass.
+pub struct Packed(Vec<Option<LayerPack>>);
+
+/// One layer's packed weights.
+enum LayerPack {
+    Dense(PackedDense),
+    Conv(PackedConv2d),
+}
 
 impl Network {
     /// Builds the network of `spec` with PyTorch's default initialisation (weights and
@@ -195,8 +203,8 @@ impl Network {
         *self.sizes.last().unwrap_or(&0)
     }
 
-    /// The dense layers' current weights packed for [`Network::forward`]; pack again after
-    /// the parameters change.
+    /// The dense and conv layers' current weights packed for [`Network::forward`]; pack
+    /// again after the parameters change.
     pub fn pack(&self, k: &Kernels) -> Packed {
         let ok = "shapes checked by Network::new";
         Packed(
@@ -208,7 +216,7 @@ impl Network {
                         b,
                         inputs,
                         outputs,
-                    } => Some(
+                    } => Some(LayerPack::Dense(
                         k.pack_dense(
                             &self.params[w].data,
                             outputs,
@@ -216,7 +224,22 @@ impl Network {
                             b.map(|b| &self.params[b].data[..]),
                         )
                         .expect(ok),
-                    ),
+                    )),
+                    Layer::Conv {
+                        w,
+                        b,
+                        w_shape,
+                        ref params,
+                        ..
+                    } => Some(LayerPack::Conv(
+                        k.pack_conv2d(
+                            &self.params[w].data,
+                            w_shape,
+                            b.map(|b| &self.params[b].data[..]),
+                            params,
+                        )
+                        .expect(ok),
+                    )),
                     _ => None,
                 })
                 .collect(),
@@ -298,29 +321,21 @@ impl Network {
             let ok = "shapes checked by Network::new";
             match *layer {
                 Layer::Dense { .. } => {
-                    let Some(Some(w)) = packed.0.get(i) else {
+                    let Some(Some(LayerPack::Dense(w))) = packed.0.get(i) else {
                         panic!("layer {i} is dense but was not packed: Network::pack")
                     };
                     k.dense_packed(input, rows, w, act, out).expect(ok)
                 }
                 Layer::Conv {
-                    w,
-                    b,
-                    w_shape,
-                    ref params,
                     in_shape: [c, h, wd],
-                } => k
-                    .conv2d(
-                        input,
-                        [rows, c, h, wd],
-                        &self.params[w].data,
-                        w_shape,
-                        b.map(|b| &self.params[b].data[..]),
-                        params,
-                        act,
-                        out,
-                    )
-                    .expect(ok),
+                    ..
+                } => {
+                    let Some(Some(LayerPack::Conv(w))) = packed.0.get(i) else {
+                        panic!("layer {i} is a conv but was not packed: Network::pack")
+                    };
+                    k.conv2d_packed(input, [rows, c, h, wd], w, act, out)
+                        .expect(ok)
+                }
                 Layer::Pool {
                     max,
                     ref params,

@@ -1,7 +1,15 @@
-//! NCHW 2-D convolution: [`PackedConv2d`] (weights packed once), im2col written straight into
-//! the GEMM's packed panels, and a direct depthwise kernel.
+//! NCHW 2-D convolution: [`PackedConv2d`] (weights packed once), an implicit im2col (the
+//! patches read from the image in place), im2col written straight into the GEMM's packed
+//! panels, and a direct depthwise kernel.
 //!
-//! Per image and group, `out[oc/g, pixels] = W[oc/g, taps] · P[taps, pixels]`: the packed
+//! Unpadded convolutions with at least twice as many taps as output channels per group (see
+//! [`gathers`]; the seed CNN's second conv) run per image and group as `out[pixels, oc/g] =
+//! P[pixels, taps] · Wᵀ[taps, oc/g]`: `P` is the GEMM's `A`, read through two offset tables
+//! (where each pixel's window starts, where each tap sits from there), `Wᵀ` its `B`, packed
+//! once like a dense layer's weights, the bias per column; each block of pixels is then
+//! transposed into the NCHW output.
+//!
+//! The others run per image and group as `out[oc/g, pixels] = W[oc/g, taps] · P[taps, pixels]`: the packed
 //! weights are the GEMM's `A` operand (blocks of `MR` rows interleaved per tap), the patches
 //! `P` are written one block of about [`NC`] output pixels at a time (so the block stays in L2)
 //! into the [`KC`]-blocked panel layout of `B`, panel by panel. On AVX-512 and AVX2, a vector
@@ -18,11 +26,12 @@
 use pulp::Simd;
 
 use crate::activation::{Activation, apply_slice};
+use crate::dense::{PackedData, PackedDense};
 use crate::dispatch::Level;
 use crate::elem::{Scratch, take_scratch};
-use crate::gemm::{AView, Bias, Gemm, KC, NC, nr, packed_b_len, tile_dims};
+use crate::gemm::{AView, Bias, Gemm, KC, NC, OffsetTables, nr, packed_b_len, tile_dims};
 use crate::shape::Conv2dParams;
-use crate::vmem::{copy, lane_bits, load_masked, masked_loads, store, zero};
+use crate::vmem::{copy, lane_bits, load_masked, masked_loads, store, transpose, zero};
 
 /// Conv2d weights `[oc, c/groups, kh, kw]` packed once for
 /// [`Kernels::conv2d_packed`](crate::Kernels::conv2d_packed), with the bias, the geometry and
@@ -36,9 +45,39 @@ pub struct PackedConv2d {
     /// Rows per interleaved block (the level's `MR`).
     pub(crate) mr: usize,
     /// Per group: `ceil(ocg / mr)` blocks of `mr × taps`, `w[kk·mr + i]`, zero-padded rows.
-    /// Depthwise weights are kept as given.
+    /// Depthwise weights are kept as given. Empty when the weights are `gathered`.
     pub(crate) w: Vec<f32>,
     pub(crate) bias: Option<Vec<f32>>,
+    /// Per group, the weights `[ocg, taps]` (and the group's bias) packed as a dense layer's,
+    /// for the implicit im2col ([`gathers`]); empty otherwise.
+    pub(crate) gathered: Vec<PackedDense>,
+}
+
+/// Whether a convolution's patches can be read from the image in place, through offset
+/// tables (a gathered `A`, see [`AView`]), instead of written by im2col: without padding
+/// (every tap of every window inside the image), with a tile that keeps a pointer per row
+/// (not wasm's, see `tile_wasm`).
+pub(crate) fn in_place(p: &Conv2dParams) -> bool {
+    p.padding == (0, 0) && !cfg!(target_arch = "wasm32")
+}
+
+/// Whether a convolution's forward pass runs as an implicit im2col: `out[pixels, ocg] = P ·
+/// Wᵀ` with the patch matrix `P` read in place ([`in_place`]) and `Wᵀ` packed once like a
+/// dense layer's weights, each block of the product transposed into NCHW.
+///
+/// This orientation puts the output channels (a multiple of 16 in most networks) on the
+/// GEMM's columns, whole panels, where the pixels (121 for the seed CNN's second conv) left
+/// part of the last panel empty, and writes no patches (an eighth of the time of that conv);
+/// but it adds a transpose of the output, about as costly per output as a few taps. So it
+/// is taken where the taps are at least twice the output channels: the seed CNN's second
+/// conv (288 taps, 64 channels: 531 → 411 µs for 16 images on AVX-512, 795 → 668 µs on
+/// AVX2), not its first (9 taps, 32 channels: 105 → 131 µs). Depthwise convolutions have
+/// their own kernel.
+pub(crate) fn gathers(w_shape: [usize; 4], p: &Conv2dParams) -> bool {
+    let [oc, cg, kh, kw] = w_shape;
+    let depthwise = cg == 1 && p.groups > 1;
+    let ocg = oc / p.groups.max(1);
+    in_place(p) && !depthwise && cg * kh * kw >= 2 * ocg
 }
 
 impl PackedConv2d {
@@ -1118,15 +1157,11 @@ impl pulp::WithSimd for Conv2d<'_> {
             return;
         }
         if self.pw.depthwise() {
-            depthwise(
-                simd,
-                self.x,
-                self.x_shape,
-                self.pw,
-                self.out_shape,
-                self.act,
-                self.out,
-            );
+            depthwise(simd, self);
+            return;
+        }
+        if !self.pw.gathered.is_empty() {
+            gathered(simd, self);
             return;
         }
         let nr = nr::<S>();
@@ -1173,6 +1208,7 @@ impl pulp::WithSimd for Conv2d<'_> {
                             data: &self.pw.w[g * group_w..(g + 1) * group_w],
                             rs: 1,
                             cs: mr,
+                            gather: None,
                         },
                         b: &b[..len],
                         bias,
@@ -1189,6 +1225,97 @@ impl pulp::WithSimd for Conv2d<'_> {
     }
 }
 
+/// The implicit im2col (see [`gathers`]): per image and group, blocks of output pixels
+/// whose `[pixels, ocg]` product stays in L1 ([`GATHER_OUT_BYTES`]), each computed by the
+/// GEMM reading the image through the offset tables and transposed into the NCHW output.
+#[inline(always)]
+fn gathered<S: Simd>(simd: S, op: Conv2d<'_>) {
+    let Conv2d {
+        x,
+        x_shape,
+        pw,
+        out_shape,
+        act,
+        out,
+    } = op;
+    let [batch, c, h, w] = x_shape;
+    let [oc, cg, kh, kw] = pw.w_shape;
+    let [_, _, oh, ow] = out_shape;
+    let p = pw.params;
+    let ocg = oc / p.groups;
+    let taps = cg * kh * kw;
+    let pixels = oh * ow;
+    let (rows, cols) = gather_tables([h, w], pw.w_shape, ow * oh, ow, &p);
+    let block = (GATHER_OUT_BYTES / 4 / ocg.max(1)).clamp(1, pixels);
+    let mut buf = take_scratch(&PATCHES, block * ocg);
+    let prod = buf.as_mut_slice();
+    for img in 0..batch {
+        for (g, wg) in pw.gathered.iter().enumerate() {
+            let PackedData::F32(b) = &wg.data else {
+                unreachable!("conv weights are packed as f32")
+            };
+            let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
+            let og = &mut out[(img * oc + g * ocg) * pixels..][..ocg * pixels];
+            for j0 in (0..pixels).step_by(block) {
+                let m = block.min(pixels - j0);
+                Gemm {
+                    m,
+                    n: ocg,
+                    k: taps,
+                    a: AView {
+                        data: xg,
+                        rs: 0,
+                        cs: 0,
+                        gather: Some(OffsetTables {
+                            rows: &rows[j0..j0 + m],
+                            cols: &cols,
+                        }),
+                    },
+                    b: b.as_slice(),
+                    bias: wg.bias.as_deref().map_or(Bias::None, Bias::PerCol),
+                    act,
+                    ldc: ocg,
+                    accumulate: false,
+                    b_window: None,
+                }
+                .run(simd, &mut prod[..m * ocg]);
+                transpose(simd, &prod[..m * ocg], m, ocg, &mut og[j0..], pixels);
+            }
+        }
+    }
+    PATCHES.set(Some(buf));
+}
+
+/// The offset tables of an implicit im2col of one group's `[cg, h, w]` planes: where each of
+/// the `pixels` output pixels' windows starts (output rows `ow` wide), and where each tap
+/// `(ci, ky, kx)` sits from there (in the weights' order). Valid without padding.
+pub(crate) fn gather_tables(
+    [h, w]: [usize; 2],
+    [_, cg, kh, kw]: [usize; 4],
+    pixels: usize,
+    ow: usize,
+    p: &Conv2dParams,
+) -> (Vec<usize>, Vec<usize>) {
+    let (sh, sw) = p.stride;
+    let (dh, dw) = p.dilation;
+    let starts = (0..pixels)
+        .map(|j| (j / ow) * sh * w + (j % ow) * sw)
+        .collect();
+    let mut taps = Vec::with_capacity(cg * kh * kw);
+    for ci in 0..cg {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                taps.push(ci * h * w + ky * dh * w + kx * dw);
+            }
+        }
+    }
+    (starts, taps)
+}
+
+/// Bytes of one pixel block's `[pixels, ocg]` product in [`gathered`]: within L1, so that
+/// the transpose reads it from there.
+const GATHER_OUT_BYTES: usize = 32 << 10;
+
 /// Bytes of im2col patches per block (half of a 1 MiB L2).
 const PATCH_BYTES: usize = 512 << 10;
 
@@ -1203,15 +1330,15 @@ std::thread_local! {
 /// Direct depthwise convolution: `groups == c`, one input channel per group, `ocg` outputs
 /// per channel; weights as given (`[oc, 1, kh, kw]`).
 #[inline(always)]
-fn depthwise<S: Simd>(
-    simd: S,
-    x: &[f32],
-    x_shape: [usize; 4],
-    pw: &PackedConv2d,
-    out_shape: [usize; 4],
-    act: Activation,
-    out: &mut [f32],
-) {
+fn depthwise<S: Simd>(simd: S, op: Conv2d<'_>) {
+    let Conv2d {
+        x,
+        x_shape,
+        pw,
+        out_shape,
+        act,
+        out,
+    } = op;
     let [batch, c, h, w] = x_shape;
     let [oc, _, kh, kw] = pw.w_shape;
     let [_, _, oh, ow] = out_shape;

@@ -10,8 +10,10 @@
 //!   the seed CNN's second conv) are the GEMM's columns, whole panels, where the pixels (121)
 //!   left part of a panel empty, and no lane of the gather is masked.
 //! - weight gradient ([`Conv2dBackwardWeights`]): `dWᵀ[taps, ocg] += cols[taps, pixels] ·
-//!   dY[ocg, pixels]ᵀ` — the patches written row-major by the forward's im2col
-//!   ([`Im2col::pack`] with one panel as wide as the block) are the GEMM's `A`, read in place,
+//!   dY[ocg, pixels]ᵀ` — the patches are the GEMM's `A`: without padding read from the
+//!   image in place through the forward's offset tables (a row per tap, a column per pixel;
+//!   see [`gathers`](crate::conv::gathers)), otherwise written row-major by the forward's
+//!   im2col ([`Im2col::pack`] with one panel as wide as the block) and read from there,
 //!   and `dY` is packed as `B` from its rows ([`pack_b`]) — accumulated over the batch in
 //!   accumulate mode, then transposed into `dW`. This orientation puts the taps
 //!   (`cg·kh·kw`, a multiple of the register tile's rows for 3 × 3 kernels on 4k channels)
@@ -24,9 +26,11 @@
 use pulp::Simd;
 
 use crate::activation::Activation;
-use crate::conv::Im2col;
+use crate::conv::{Im2col, gather_tables, in_place};
 use crate::elem::{Scratch, take_scratch};
-use crate::gemm::{AView, Bias, Gemm, nr, pack_b, pack_b_rows, packed_b_len, tile_dims};
+use crate::gemm::{
+    AView, Bias, Gemm, OffsetTables, nr, pack_b, pack_b_rows, packed_b_len, tile_dims,
+};
 use crate::matmul::pack_transposed;
 use crate::shape::Conv2dParams;
 use crate::vmem::{load, partial_load, partial_store, store, transpose, zero};
@@ -144,6 +148,7 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
                             data: a,
                             rs: 1,
                             cs: mr,
+                            gather: None,
                         },
                         b: &wb.as_slice()[g * group_b..(g + 1) * group_b],
                         bias: Bias::None,
@@ -156,7 +161,7 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
                     plan.add(simd, grad, cg, hwc);
                 }
                 let dxg = &mut dx[(img * c + g * cg) * h * wd..][..cg * h * wd];
-                transpose(simd, hwc, h * wd, cg, dxg);
+                transpose(simd, hwc, h * wd, cg, dxg, h * wd);
             }
         }
         WEIGHTS_T.set(Some(wb));
@@ -358,6 +363,10 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
         // One vector of slack: the last patch row may be stored as a whole vector.
         let mut cols = take_scratch(&PATCHES, taps * block + 16);
         let geometry = geometry(x_shape, w_shape, ow, &p);
+        // Without padding (and beyond the dot-product case), the patches are read from the
+        // image in place (a gathered `A`: rows per tap, columns per pixel), not written.
+        let gather = (taps > DOT_TAPS && in_place(&p))
+            .then(|| gather_tables([h, wd], w_shape, pixels, ow, &p));
         for img in 0..batch {
             for g in 0..groups {
                 let xg = &x[(img * c + g * cg) * h * wd..][..cg * h * wd];
@@ -365,10 +374,29 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
                 let acc = &mut acc.as_mut_slice()[g * group_c..(g + 1) * group_c];
                 for j0 in (0..pixels).step_by(block) {
                     let len = block.min(pixels - j0);
-                    let a = &mut cols.as_mut_slice()[..taps * len + 16];
-                    geometry.pack(simd, xg, j0..j0 + len, len, a);
-                    let a = &a[..taps * len];
+                    let a_view = match &gather {
+                        Some((starts, offsets)) => AView {
+                            data: xg,
+                            rs: 0,
+                            cs: 0,
+                            gather: Some(OffsetTables {
+                                rows: offsets,
+                                cols: &starts[j0..j0 + len],
+                            }),
+                        },
+                        None => {
+                            let a = &mut cols.as_mut_slice()[..taps * len + 16];
+                            geometry.pack(simd, xg, j0..j0 + len, len, a);
+                            AView {
+                                data: &cols.as_slice()[..taps * len],
+                                rs: len,
+                                cs: 1,
+                                gather: None,
+                            }
+                        }
+                    };
                     if taps <= DOT_TAPS {
+                        let a = a_view.data;
                         let first = img == 0 && j0 == 0;
                         if first {
                             zero(simd, acc);
@@ -382,11 +410,7 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
                         m: taps,
                         n: ocg,
                         k: len,
-                        a: AView {
-                            data: a,
-                            rs: len,
-                            cs: 1,
-                        },
+                        a: a_view,
                         b,
                         bias: Bias::None,
                         act: Activation::None,
@@ -403,7 +427,7 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
             .chunks_exact(group_c)
             .zip(dw.chunks_exact_mut(group_c))
         {
-            transpose(simd, acc, taps, ocg, dwg);
+            transpose(simd, acc, taps, ocg, dwg, taps);
         }
         WEIGHTS_T.set(Some(acc));
         PACKED.set(Some(packed));

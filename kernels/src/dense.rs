@@ -210,6 +210,7 @@ impl<'a> DensePackedPart<'a> {
                 data: self.x,
                 rs: p.k,
                 cs: 1,
+                gather: None,
             },
             b,
             bias: p
@@ -291,6 +292,7 @@ impl pulp::WithSimd for Dense<'_> {
                     data: x,
                     rs: k,
                     cs: 1,
+                    gather: None,
                 },
                 b: &b[..len],
                 bias: bias

@@ -74,6 +74,9 @@ const A_STRIDE: usize = KC + 16;
 /// from issuing its FMAs every cycle). Never an `MR`.
 const A_COPY: usize = A_STRIDE;
 
+/// The `CS` of [`tile`] for a gathered `A` (see [`AView`]). Never an `MR` or a stride.
+const GATHER: usize = usize::MAX;
+
 /// Most bytes of `A` copied at once: a slab of rows of one `KC` block (about 1000 rows at
 /// the `A_STRIDE` of `KC = 1024`), copied once and read by every column block instead of
 /// copied once per column block, which took 4 points of peak at 1024³.
@@ -276,11 +279,42 @@ pub(crate) fn pack_b_rows<S: Simd>(
 /// The `A` operand: rows `rs ≥ k` apart when `cs = 1` (`a[r·rs + kk]`: row-major, or the
 /// rows of a wider matrix, such as one attention head's columns), otherwise
 /// `a[(r / MR)·MR·k + (r % MR)·rs + kk·cs]` (`MR`-interleaved blocks; see the module docs).
+///
+/// With `gather`, `A` is read through offset tables instead: `A[r, kk] =
+/// data[rows[r] + cols[kk]]` (`rs` and `cs` unused). That is an implicit im2col read
+/// straight from the image: for a convolution's forward pass, a row per output pixel (where
+/// its window starts) and a column per tap (where the tap sits from the window's start);
+/// for its weight gradient, the same two tables the other way round.
 #[derive(Clone, Copy)]
 pub(crate) struct AView<'a> {
     pub(crate) data: &'a [f32],
     pub(crate) rs: usize,
     pub(crate) cs: usize,
+    pub(crate) gather: Option<OffsetTables<'a>>,
+}
+
+/// The offset tables of a gathered `A` (see [`AView`]).
+#[derive(Clone, Copy)]
+pub(crate) struct OffsetTables<'a> {
+    /// Per row of `A`: the offset in `data` of its column 0 before `cols`.
+    pub(crate) rows: &'a [usize],
+    /// Per column of `A`: the offset added to every row's.
+    pub(crate) cols: &'a [usize],
+}
+
+/// What a tile reads a gathered `A` through: its rows' and its `KC` block's columns' entries
+/// of the [`OffsetTables`] (null for the other layouts).
+#[derive(Clone, Copy)]
+struct GatherAt {
+    rows: *const usize,
+    cols: *const usize,
+}
+
+impl GatherAt {
+    const NONE: Self = Self {
+        rows: core::ptr::null(),
+        cols: core::ptr::null(),
+    };
 }
 
 impl AView<'_> {
@@ -319,10 +353,13 @@ pub(crate) struct Gemm<'a, E> {
 /// from one pointer plus one index); with other `CS > 1`, `A` is `MR`-interleaved with
 /// `MR = CS` (`rs = 1`, `cs = CS`: every row's value is at a constant offset from one
 /// pointer); with `CS = 1` it is row-major (`cs = 1`, rows `rs` apart: each row's pointer
-/// plus one index); with `CS = 0` the strides are the arguments.
+/// plus one index); with `CS = 0` the strides are the arguments; with `CS = GATHER`, row `i`,
+/// step `kk` is at `a + g.rows[i] + g.cols[kk]` (a gathered `A`, see [`AView`]): one pointer
+/// per row and one table entry per step.
 ///
 /// # Safety
-/// Rows `0..R` of `a` (`a + i·rs + kk·cs`) and `kc·NV·lanes` elements of `b` are readable.
+/// Rows `0..R` of `a` (`a + i·rs + kk·cs`, or through `g` with `CS = GATHER`: `R` entries
+/// of `g.rows`, `kc` of `g.cols`) and `kc·NV·lanes` elements of `b` are readable.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usize>(
@@ -331,6 +368,7 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usiz
     a: *const f32,
     rs: usize,
     cs: usize,
+    g: GatherAt,
     b: *const E,
     nr: usize,
     pre: Prefetch,
@@ -341,6 +379,7 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usiz
         0 => (rs, cs),
         1 => (rs, 1),
         A_COPY => (A_STRIDE, 1),
+        GATHER => (0, 0),
         _ => (1, CS),
     };
     // SAFETY (all pointer arithmetic below): within the bounds the caller guarantees.
@@ -353,10 +392,17 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usiz
         if R == 4 && S::F32_LANES == 4 && rs == 1 && cs == R {
             return tile_wasm::<S, E, R, NV>(simd, kc, a, b, nr, acc);
         }
-        let rows: [*const f32; R] = core::array::from_fn(|i| a.add(i * rs));
+        let rows: [*const f32; R] = core::array::from_fn(|i| {
+            if CS == GATHER {
+                a.add(*g.rows.add(i))
+            } else {
+                a.add(i * rs)
+            }
+        });
         let mut c = acc;
         let mut b = b;
         let mut off = 0;
+        let mut cols = g.cols;
         // `B` streams from memory the first time a block is read; the hardware prefetchers
         // stop at page ends, so the tile asks for cache lines ahead of its reads: near
         // ([`Prefetch::Near`]: as many lines per step as it reads, into L1) or its share of
@@ -367,6 +413,10 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usiz
             ($ask:block) => {
                 for _ in 0..kc {
                     $ask
+                    if CS == GATHER {
+                        off = *cols;
+                        cols = cols.add(1);
+                    }
                     // A loop, not `array::from_fn`: a closure does not take the level's
                     // target features, and where it stayed out of line (the 5-row f16 tile)
                     // the f16 conversion's intrinsics were calls.
@@ -381,7 +431,9 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usiz
                         }
                     }
                     b = b.add(nr);
-                    off += cs;
+                    if CS != GATHER {
+                        off += cs;
+                    }
                 }
             };
         }
@@ -533,6 +585,7 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usi
     a: *const f32,
     rs: usize,
     cs: usize,
+    g: GatherAt,
     b: *const E,
     out: *mut f32,
     ldc: usize,
@@ -554,7 +607,7 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usi
                 load_tile::<S, R, NV, false>(simd, out, ldc, st.valid)
             };
         }
-        let acc = tile::<S, E, R, NV, CS>(simd, kc, a, rs, cs, b, st.nr, st.pre, acc);
+        let acc = tile::<S, E, R, NV, CS>(simd, kc, a, rs, cs, g, b, st.nr, st.pre, acc);
         if full {
             store_tile::<S, R, NV, true>(simd, acc, out, ldc, st);
         } else {
@@ -665,6 +718,7 @@ unsafe fn block_rows<S: Simd, E: Elem, const MR: usize, const NV: usize, const C
     a: *const f32,
     rs: usize,
     cs: usize,
+    g: GatherAt,
     b: *const E,
     out: *mut f32,
     ldc: usize,
@@ -673,14 +727,14 @@ unsafe fn block_rows<S: Simd, E: Elem, const MR: usize, const NV: usize, const C
     if const { NV > 1 } && st.valid <= S::F32_LANES {
         // A narrow last panel: only its first vector holds columns.
         // SAFETY: forwarded; the one-vector tile reads a subset of the panel.
-        unsafe { block_rows::<S, E, MR, 1, CS>(simd, rows, kc, a, rs, cs, b, out, ldc, st) };
+        unsafe { block_rows::<S, E, MR, 1, CS>(simd, rows, kc, a, rs, cs, g, b, out, ldc, st) };
         return;
     }
     macro_rules! by_rows {
         ($($r:literal)*) => {
             match rows {
-                $($r if const { $r < MR } => block::<S, E, $r, NV, CS>(simd, kc, a, rs, cs, b, out, ldc, st),)*
-                _ => block::<S, E, MR, NV, CS>(simd, kc, a, rs, cs, b, out, ldc, st),
+                $($r if const { $r < MR } => block::<S, E, $r, NV, CS>(simd, kc, a, rs, cs, g, b, out, ldc, st),)*
+                _ => block::<S, E, MR, NV, CS>(simd, kc, a, rs, cs, g, b, out, ldc, st),
             }
         };
     }
@@ -813,7 +867,14 @@ impl<E: Elem> Gemm<'_, E> {
         // SAFETY: the caller's contract, passed on.
         unsafe {
             if const { S::REGISTER_COUNT >= 32 && !cfg!(target_arch = "wasm32") } {
-                self.run_tile::<S, 12, 2>(simd, out, out_len);
+                if const { E::IS_F32 } && self.a.gather.is_some() {
+                    // A gathered `A` takes 8 rows: with 12, its 12 broadcasts (one base
+                    // register each) were all issued ahead of the FMAs and the accumulators
+                    // spilled to the stack (a 12 × 2 tile at half the speed of 8 × 2).
+                    self.run_tile::<S, 8, 2>(simd, out, out_len);
+                } else {
+                    self.run_tile::<S, 12, 2>(simd, out, out_len);
+                }
             } else if const { cfg!(target_arch = "wasm32") } {
                 self.run_tile::<S, 4, 4>(simd, out, out_len);
             } else {
@@ -847,7 +908,7 @@ impl<E: Elem> Gemm<'_, E> {
             return;
         }
         // `run` picks the const tile; packing (conv's interleaved weights) uses `tile_dims`.
-        debug_assert_eq!((MR, NV), tile_dims::<S>());
+        debug_assert!((MR, NV) == tile_dims::<S>() || a.gather.is_some());
         let nr = NV * S::F32_LANES;
         let panels = n.div_ceil(nr);
         let (first_panel, b_panels) = b_window.unwrap_or((0, panels));
@@ -857,11 +918,22 @@ impl<E: Elem> Gemm<'_, E> {
         assert!(out_len >= (m - 1) * ldc + n);
         let last_row = m.div_ceil(MR) - 1;
         let last_rows = m - last_row * MR;
-        assert!(
-            k == 0
-                || a.data.len()
-                    > a.row_block(last_row * MR, k) + (last_rows - 1) * a.rs + (k - 1) * a.cs
-        );
+        match a.gather {
+            // Every row's and every column's offset, checked once (the tiles add them).
+            Some(g) => {
+                assert!(g.rows.len() >= m && g.cols.len() >= k);
+                let (rmax, cmax) = (g.rows[..m].iter().max(), g.cols[..k].iter().max());
+                assert!(
+                    k == 0
+                        || a.data.len() > rmax.copied().unwrap_or(0) + cmax.copied().unwrap_or(0)
+                );
+            }
+            None => assert!(
+                k == 0
+                    || a.data.len()
+                        > a.row_block(last_row * MR, k) + (last_rows - 1) * a.rs + (k - 1) * a.cs
+            ),
+        }
         if let Bias::PerCol(cb) = bias {
             assert!(cb.len() >= panels * nr);
         }
@@ -876,7 +948,7 @@ impl<E: Elem> Gemm<'_, E> {
         // `A_STRIDE`, at which no two rows share sets; every column block then reads it.
         // Rows under 256 long are close enough together (an `MR`-row block is at most 12 KiB)
         // to be read in place, and such an `A` is usually one the caller just wrote.
-        let copy_a = panels >= 4 && a.cs == 1 && k >= 256;
+        let copy_a = panels >= 4 && a.cs == 1 && a.gather.is_none() && k >= 256;
         let slab = if copy_a {
             (A_SLAB / (4 * A_STRIDE * MR)).max(1) * MR
         } else {
@@ -930,8 +1002,10 @@ impl<E: Elem> Gemm<'_, E> {
                 // tiles go panel by panel (every row block of one panel, `A`'s slab in L2)
                 // and each tile asks for the next panel one panel ahead, so the stream is
                 // spread over all the panel's tiles.
-                let panel_major =
-                    a.cs == 1 && row_blocks > 1 && (m1 - m0) * kc * 4 <= PANEL_MAJOR_A;
+                let panel_major = a.cs == 1
+                    && a.gather.is_none()
+                    && row_blocks > 1
+                    && (m1 - m0) * kc * 4 <= PANEL_MAJOR_A;
                 // Bytes of one panel of this block, and of each row block's share of it.
                 let panel_bytes = kc * nr * core::mem::size_of::<E>();
                 let share = panel_bytes.div_ceil(row_blocks);
@@ -975,12 +1049,25 @@ impl<E: Elem> Gemm<'_, E> {
                                 A_STRIDE,
                                 1,
                             ),
+                            // Gathered: the tile adds the tables' offsets.
+                            None if a.gather.is_some() => (a.data.as_ptr(), 0, 0),
                             // SAFETY: the offset is within `a.data` (asserted above).
                             None => (
                                 unsafe { a.data.as_ptr().add(a.row_block(r0, k) + k0 * a.cs) },
                                 a.rs,
                                 a.cs,
                             ),
+                        };
+                        let g = match a.gather {
+                            // SAFETY: rows `r0..r0 + rows` and columns `k0..k0 + kc` are
+                            // inside the tables (asserted above).
+                            Some(g) => unsafe {
+                                GatherAt {
+                                    rows: g.rows.as_ptr().add(r0),
+                                    cols: g.cols.as_ptr().add(k0),
+                                }
+                            },
+                            None => GatherAt::NONE,
                         };
                         let c0 = p * nr;
                         // The tile after this one: its rows of `C` are far apart, so no
@@ -1026,23 +1113,28 @@ impl<E: Elem> Gemm<'_, E> {
                             let out = out_ptr.add(r0 * ldc + c0);
                             // `f32` weights interleaved by `MR` (packed conv weights, a
                             // transposed `A`): strides known at compile time.
-                            if const { E::IS_F32 } && rs == 1 && cs == MR {
+                            if const { E::IS_F32 } && a.gather.is_some() {
+                                // An implicit im2col (conv on the image in place).
+                                block_rows::<S, E, MR, NV, GATHER>(
+                                    simd, rows, kc, a_ptr, rs, cs, g, b, out, ldc, &st,
+                                );
+                            } else if const { E::IS_F32 } && rs == 1 && cs == MR {
                                 block_rows::<S, E, MR, NV, MR>(
-                                    simd, rows, kc, a_ptr, rs, cs, b, out, ldc, &st,
+                                    simd, rows, kc, a_ptr, rs, cs, g, b, out, ldc, &st,
                                 );
                             } else if rs == A_STRIDE && cs == 1 && a_buf.is_some() {
                                 // The copied slab: its row stride known at compile time.
                                 block_rows::<S, E, MR, NV, A_COPY>(
-                                    simd, rows, kc, a_ptr, rs, cs, b, out, ldc, &st,
+                                    simd, rows, kc, a_ptr, rs, cs, g, b, out, ldc, &st,
                                 );
                             } else if cs == 1 {
                                 // Row-major `A` read in place.
                                 block_rows::<S, E, MR, NV, 1>(
-                                    simd, rows, kc, a_ptr, rs, cs, b, out, ldc, &st,
+                                    simd, rows, kc, a_ptr, rs, cs, g, b, out, ldc, &st,
                                 );
                             } else {
                                 block_rows::<S, E, MR, NV, 0>(
-                                    simd, rows, kc, a_ptr, rs, cs, b, out, ldc, &st,
+                                    simd, rows, kc, a_ptr, rs, cs, g, b, out, ldc, &st,
                                 );
                             }
                         }

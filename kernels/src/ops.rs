@@ -3,7 +3,7 @@
 //! over the `Kernels`' [`ThreadPool`](crate::ThreadPool), if it has one.
 
 use crate::activation::{Activate, Activation, ActivationBackward};
-use crate::conv::{Conv2d, PackedConv2d, TileRows, pack_weights};
+use crate::conv::{Conv2d, PackedConv2d, TileRows, gathers, pack_weights};
 use crate::conv_grad::{Conv2dBackwardInput, Conv2dBackwardWeights};
 use crate::dense::{Dense, DensePackedPart, PackedData, PackedDense, SharedOut, pack};
 use crate::dispatch::{Kernels, Level};
@@ -227,6 +227,7 @@ impl Kernels {
                         data: a,
                         rs: 1,
                         cs: mr,
+                        gather: None,
                     },
                     m,
                     out,
@@ -241,6 +242,7 @@ impl Kernels {
                         data: a,
                         rs: k,
                         cs: 1,
+                        gather: None,
                     },
                     m,
                     out,
@@ -397,11 +399,23 @@ impl Kernels {
             mr,
             w: Vec::new(),
             bias: bias.map(<[f32]>::to_vec),
+            gathered: Vec::new(),
         };
+        let (ocg, taps) = (oc / p.groups, cg * kh * kw);
+        if gathers(w_shape, p) {
+            let gathered = (0..p.groups)
+                .map(|g| {
+                    let wg = &w[g * ocg * taps..(g + 1) * ocg * taps];
+                    let bg = bias.map(|b| &b[g * ocg..(g + 1) * ocg]);
+                    pack(self, wg, ocg, taps, bg, |v| v, PackedData::F32)
+                })
+                .collect();
+            return Ok(PackedConv2d { gathered, ..packed });
+        }
         let w = if packed.depthwise() {
             w.to_vec()
         } else {
-            pack_weights(w, p.groups, oc / p.groups, cg * kh * kw, mr)
+            pack_weights(w, p.groups, ocg, taps, mr)
         };
         Ok(PackedConv2d { w, ..packed })
     }

@@ -261,25 +261,33 @@ unsafe fn load_lanes_via_buffer<S: Simd>(p: *const f32, bits: u32, fill: f32) ->
     unsafe { buf.as_ptr().cast::<S::f32s>().read_unaligned() }
 }
 
-/// Writes the transpose of `src` (`rows × cols`, row-major) into `dst` (`cols × rows`,
-/// row-major): 8 × 8 blocks in registers where the level has them ([`transpose8`]), the
-/// rest element by element.
+/// Writes the transpose of `src` (`rows × cols`, row-major) into `dst` (`cols` rows of
+/// `rows` elements, `ldd ≥ rows` apart): 8 × 8 blocks in registers where the level has them
+/// ([`transpose8`]), the rest element by element.
 #[inline(always)]
-pub(crate) fn transpose<S: Simd>(simd: S, src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
+pub(crate) fn transpose<S: Simd>(
+    simd: S,
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    ldd: usize,
+) {
     if rows == 0 || cols == 0 {
         return;
     }
+    assert!(ldd >= rows);
+    let (src, dst) = (&src[..rows * cols], &mut dst[..(cols - 1) * ldd + rows]);
     let whole = cols / 8 * 8;
     // Rows `0..blocked` went by blocks for their columns `0..whole`.
     let mut blocked = 0;
     'rows: while blocked + 8 <= rows && whole > 0 {
         for c0 in (0..whole).step_by(8) {
             let from = core::array::from_fn(|i| src[(blocked + i) * cols + c0..][..8].as_ptr());
-            let to = dst[c0 * rows + blocked..][..7 * rows + 8].as_mut_ptr();
-            // SAFETY: the eight rows of eight elements of `src` and of `dst` (`rows` apart)
+            let to = dst[c0 * ldd + blocked..][..7 * ldd + 8].as_mut_ptr();
+            // SAFETY: the eight rows of eight elements of `src` and of `dst` (`ldd` apart)
             // are inside the slices taken above.
-            if !unsafe { transpose8(simd, from, to, rows) } {
+            if !unsafe { transpose8(simd, from, to, ldd) } {
                 break 'rows;
             }
         }
@@ -288,7 +296,7 @@ pub(crate) fn transpose<S: Simd>(simd: S, src: &[f32], rows: usize, cols: usize,
     for (r, row) in src.chunks_exact(cols).enumerate() {
         let skip = if r < blocked { whole } else { 0 };
         for (c, &v) in row.iter().enumerate().skip(skip) {
-            dst[c * rows + r] = v;
+            dst[c * ldd + r] = v;
         }
     }
 }

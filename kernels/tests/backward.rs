@@ -463,6 +463,18 @@ fn conv2d_backward_fixed_shapes() {
                 ..Default::default()
             },
         ),
+        // Strided, dilated, grouped, unpadded (patches read in place) with 24 taps per
+        // group.
+        (
+            [2, 8, 17, 15],
+            [6, 4, 3, 2],
+            Conv2dParams {
+                stride: (2, 1),
+                dilation: (1, 2),
+                groups: 2,
+                ..Default::default()
+            },
+        ),
         // Depthwise with a channel multiplier.
         (
             [2, 4, 10, 10],

@@ -292,6 +292,22 @@ fn conv2d_fixed_shapes() {
         // Output rows of one or two pixels (each vector spans many input rows).
         ([1, 3, 40, 3], [5, 3, 3, 3], Conv2dParams::default()),
         ([1, 3, 40, 4], [5, 3, 3, 3], Conv2dParams::default()),
+        // The seed CNN's second conv (implicit im2col: two panels of output channels, 121
+        // pixels), batch 2; and with enough pixels for several pixel blocks, the last one
+        // partial.
+        ([2, 32, 13, 13], [64, 32, 3, 3], Conv2dParams::default()),
+        ([1, 32, 60, 60], [64, 32, 3, 3], Conv2dParams::default()),
+        // Implicit im2col with stride, dilation and groups together.
+        (
+            [2, 6, 19, 21],
+            [10, 3, 3, 2],
+            Conv2dParams {
+                stride: (2, 3),
+                dilation: (2, 1),
+                groups: 2,
+                ..Default::default()
+            },
+        ),
         // 360 taps with padding.
         (
             [1, 40, 12, 12],

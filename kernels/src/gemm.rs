@@ -10,7 +10,9 @@
 //! - `A` is read in place: row `r`, column `kk` at `a[r·rs + kk]` for rows `rs ≥ k` apart
 //!   (`cs = 1`: dense activations, or one attention head's columns of wider rows), or at
 //!   `a[(r / MR)·MR·k + (r % MR)·rs + kk·cs]` for `MR`-interleaved blocks (`rs = 1, cs = MR`,
-//!   packed conv weights).
+//!   packed conv weights), or gathered through two offset tables (`data[rows[r] + cols[kk]]`:
+//!   a convolution's patches read from the image in place, see [`AView`]), which runs
+//!   8 × 2 tiles on AVX-512 (one pointer per row; 12 spilled the accumulators).
 //! - Loop nest: slabs of rows, then `KC` blocks of `k`, then column blocks of [`nc`]
 //!   columns (the `kc × nc` block of `B`, at most 512 KiB, stays in L2), then `MR` row blocks, then
 //!   the panels of the column block; or, for a slab of a few row-major rows (at most

@@ -29,9 +29,9 @@
 //!   8 × 3 on Zen 4, and `NR = 32` wastes no columns on power-of-two widths) where the level
 //!   has 32 vector registers, 4 × 4 in wasm (a tile shaped for wasmtime's code, see
 //!   [`tile_wasm`]; the copied `A` is interleaved by 4 rows there), 6 × 2 otherwise; row
-//!   tails run a tile with fewer rows (one row — batch-1 GEMV — splits `k` four ways for
-//!   more FMA chains), narrow last panels a one-vector tile, column tails are masked at the
-//!   store. An `f32` `A` interleaved by `MR` gets a tile instance whose strides are
+//!   tails run a tile with fewer rows (one row — batch-1 GEMV — runs the same chain per
+//!   output as any other row, so that a row's result does not depend on its batch), narrow
+//!   last panels a one-vector tile, column tails are masked at the store. An `f32` `A` interleaved by `MR` gets a tile instance whose strides are
 //!   constants (every row's value at a fixed offset from one pointer: no address arithmetic
 //!   per step, which AVX2's 6 × 2 tile cannot spare); only the level's own tile sizes are
 //!   compiled (inline-const guards).

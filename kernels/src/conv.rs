@@ -75,9 +75,14 @@ pub(crate) fn in_place(p: &Conv2dParams) -> bool {
 /// their own kernel.
 pub(crate) fn gathers(w_shape: [usize; 4], p: &Conv2dParams) -> bool {
     let [oc, cg, kh, kw] = w_shape;
-    let depthwise = cg == 1 && p.groups > 1;
     let ocg = oc / p.groups.max(1);
-    in_place(p) && !depthwise && cg * kh * kw >= 2 * ocg
+    in_place(p) && !is_depthwise(w_shape, p) && cg * kh * kw >= 2 * ocg
+}
+
+/// Whether weights `w_shape` with geometry `p` are a depthwise convolution's (one input
+/// channel per group).
+fn is_depthwise(w_shape: [usize; 4], p: &Conv2dParams) -> bool {
+    w_shape[1] == 1 && p.groups > 1
 }
 
 impl PackedConv2d {
@@ -98,7 +103,7 @@ impl PackedConv2d {
 
     /// Whether this is a depthwise convolution (one input channel per group).
     pub(crate) fn depthwise(&self) -> bool {
-        self.w_shape[1] == 1 && self.params.groups > 1
+        is_depthwise(self.w_shape, &self.params)
     }
 }
 

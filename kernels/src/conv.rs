@@ -29,7 +29,7 @@ use crate::activation::{Activation, apply_slice};
 use crate::dense::{PackedData, PackedDense};
 use crate::dispatch::Level;
 use crate::elem::{Scratch, take_scratch};
-use crate::gemm::{AView, Bias, Gemm, KC, NC, OffsetTables, nr, packed_b_len, tile_dims};
+use crate::gemm::{AView, Ahead, Bias, Gemm, KC, NC, OffsetTables, nr, packed_b_len, tile_dims};
 use crate::shape::Conv2dParams;
 use crate::vmem::{copy, lane_bits, load_masked, masked_loads, store, transpose, zero};
 
@@ -1221,6 +1221,7 @@ impl pulp::WithSimd for Conv2d<'_> {
                         ldc: pixels,
                         accumulate: false,
                         b_window: None,
+                        ahead: Ahead::NONE,
                     }
                     .run(simd, &mut out[j0..]);
                 }
@@ -1230,9 +1231,17 @@ impl pulp::WithSimd for Conv2d<'_> {
     }
 }
 
-/// The implicit im2col (see [`gathers`]): per image and group, blocks of output pixels
-/// whose `[pixels, ocg]` product stays in L1 ([`GATHER_OUT_BYTES`]), each computed by the
-/// GEMM reading the image through the offset tables and transposed into the NCHW output.
+/// The implicit im2col (see [`gathers`]): per group, the batch's output pixels (every
+/// image's, one after another) in blocks whose `[pixels, ocg]` product stays in L1
+/// ([`GATHER_OUT_BYTES`]), each computed by the GEMM reading the images through the offset
+/// tables and transposed, image by image, into the NCHW output.
+///
+/// A block may span images: the seed CNN's 121 pixels per image would otherwise leave a
+/// one-row tile per image (121 = 15 × 8 + 1), at a fraction of the tile's speed. While a
+/// block's tiles run they ask for the outputs of the images that start in it (written by
+/// this block's transpose and the next's) and the inputs of the images that start in the
+/// next block ([`Ahead`]): at batch 128 neither is in cache, and the transpose stalled on
+/// its stores, one miss after another.
 #[inline(always)]
 fn gathered<S: Simd>(simd: S, op: Conv2d<'_>) {
     let Conv2d {
@@ -1250,41 +1259,74 @@ fn gathered<S: Simd>(simd: S, op: Conv2d<'_>) {
     let ocg = oc / p.groups;
     let taps = cg * kh * kw;
     let pixels = oh * ow;
-    let (rows, cols) = gather_tables([h, w], pw.w_shape, ow * oh, ow, &p);
-    let block = (GATHER_OUT_BYTES / 4 / ocg.max(1)).clamp(1, pixels);
+    let total = batch * pixels;
+    if total == 0 {
+        return;
+    }
+    let (starts, cols) = gather_tables([h, w], pw.w_shape, pixels, ow, &p);
+    let block = (GATHER_OUT_BYTES / 4 / ocg.max(1)).clamp(1, total);
     let mut buf = take_scratch(&PATCHES, block * ocg);
     let prod = buf.as_mut_slice();
-    for img in 0..batch {
-        for (g, wg) in pw.gathered.iter().enumerate() {
-            let PackedData::F32(b) = &wg.data else {
-                unreachable!("conv weights are packed as f32")
-            };
-            let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
-            let og = &mut out[(img * oc + g * ocg) * pixels..][..ocg * pixels];
-            for j0 in (0..pixels).step_by(block) {
-                let m = block.min(pixels - j0);
-                Gemm {
-                    m,
-                    n: ocg,
-                    k: taps,
-                    a: AView {
-                        data: xg,
-                        rs: 0,
-                        cs: 0,
-                        gather: Some(OffsetTables {
-                            rows: &rows[j0..j0 + m],
-                            cols: &cols,
-                        }),
-                    },
-                    b: b.as_slice(),
-                    bias: wg.bias.as_deref().map_or(Bias::None, Bias::PerCol),
-                    act,
-                    ldc: ocg,
-                    accumulate: false,
-                    b_window: None,
+    let mut rows = vec![0; block];
+    // Where image `img`'s group `g` starts in `x` and in `out`.
+    let x_at = |img: usize, g: usize| (img * c + g * cg) * h * w;
+    let out_at = |img: usize, g: usize| (img * oc + g * ocg) * pixels;
+    for (g, wg) in pw.gathered.iter().enumerate() {
+        let PackedData::F32(b) = &wg.data else {
+            unreachable!("conv weights are packed as f32")
+        };
+        for r0 in (0..total).step_by(block) {
+            let m = block.min(total - r0);
+            let (mut img, mut j) = (r0 / pixels, r0 % pixels);
+            for r in &mut rows[..m] {
+                *r = x_at(img, g) + starts[j];
+                j += 1;
+                if j == pixels {
+                    (img, j) = (img + 1, 0);
                 }
-                .run(simd, &mut prod[..m * ocg]);
-                transpose(simd, &prod[..m * ocg], m, ocg, &mut og[j0..], pixels);
+            }
+            // The images whose first pixel is in `range` (at most four: hints).
+            let starting = |range: core::ops::Range<usize>| {
+                (range.start.div_ceil(pixels)..range.end.min(total).div_ceil(pixels)).take(2)
+            };
+            let mut ahead = [&[][..]; 4];
+            let want = starting(r0..r0 + m)
+                .map(|i| &out[out_at(i, g)..][..ocg * pixels])
+                .chain(starting(r0 + m..r0 + 2 * m).map(|i| &x[x_at(i, g)..][..cg * h * w]));
+            for (slot, region) in ahead.iter_mut().zip(want) {
+                *slot = region;
+            }
+            Gemm {
+                m,
+                n: ocg,
+                k: taps,
+                a: AView {
+                    data: x,
+                    rs: 0,
+                    cs: 0,
+                    gather: Some(OffsetTables {
+                        rows: &rows[..m],
+                        cols: &cols,
+                    }),
+                },
+                b: b.as_slice(),
+                bias: wg.bias.as_deref().map_or(Bias::None, Bias::PerCol),
+                act,
+                ldc: ocg,
+                accumulate: false,
+                b_window: None,
+                ahead: Ahead::of(&ahead),
+            }
+            .run(simd, &mut prod[..m * ocg]);
+            // Each image's run of the block's rows into its planes.
+            let (mut img, mut j) = (r0 / pixels, r0 % pixels);
+            let mut done = 0;
+            while done < m {
+                let len = (pixels - j).min(m - done);
+                let og = &mut out[out_at(img, g)..][..ocg * pixels];
+                let src = &prod[done * ocg..(done + len) * ocg];
+                transpose(simd, src, len, ocg, &mut og[j..], pixels);
+                (img, j, done) = (img + 1, 0, done + len);
             }
         }
     }

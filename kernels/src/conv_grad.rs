@@ -29,7 +29,7 @@ use crate::activation::Activation;
 use crate::conv::{Im2col, gather_tables, in_place};
 use crate::elem::{Scratch, take_scratch};
 use crate::gemm::{
-    AView, Bias, Gemm, OffsetTables, nr, pack_b, pack_b_rows, packed_b_len, tile_dims,
+    AView, Ahead, Bias, Gemm, OffsetTables, nr, pack_b, pack_b_rows, packed_b_len, tile_dims,
 };
 use crate::matmul::pack_transposed;
 use crate::shape::Conv2dParams;
@@ -129,13 +129,33 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
         let mut a = take_scratch(&PACKED, block.div_ceil(mr) * mr * ocg);
         let mut grad = take_scratch(&PATCHES, block * taps);
         let mut hwc = take_scratch(&CHANNELS_LAST, h * wd * cg);
+        // Where image `img`'s group `g` starts in `dy` and in `dx`.
+        let dy_at = |img: usize, g: usize| (img * oc + g * ocg) * pixels;
+        let dx_at = |img: usize, g: usize| (img * c + g * cg) * h * wd;
         for img in 0..batch {
             for g in 0..groups {
-                let dyg = &dy[(img * oc + g * ocg) * pixels..][..ocg * pixels];
+                let dyg = &dy[dy_at(img, g)..][..ocg * pixels];
                 let hwc = &mut hwc.as_mut_slice()[..h * wd * cg];
                 zero(simd, hwc);
+                // The next image's (or group's) `dY`, and this one's `dX`, which the
+                // transpose below writes: asked for while the last block's tiles run.
+                let (ni, ng) = if g + 1 < groups {
+                    (img, g + 1)
+                } else {
+                    (img + 1, 0)
+                };
+                let next_dy = if ni < batch {
+                    &dy[dy_at(ni, ng)..][..ocg * pixels]
+                } else {
+                    &[]
+                };
                 for (j0, plan) in (0..pixels).step_by(block).zip(&plans) {
                     let len = block.min(pixels - j0);
+                    let ahead = if j0 + len == pixels {
+                        Ahead::of(&[next_dy, &dx[dx_at(img, g)..][..cg * h * wd]])
+                    } else {
+                        Ahead::NONE
+                    };
                     // `dYᵀ` of these pixels, `[len, ocg]` in blocks of `mr` interleaved rows.
                     let a = &mut a.as_mut_slice()[..len.div_ceil(mr) * mr * ocg];
                     pack_transposed(simd, &dyg[j0..], pixels, len, ocg, mr, a);
@@ -156,11 +176,12 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
                         ldc: taps,
                         accumulate: false,
                         b_window: None,
+                        ahead,
                     }
                     .run(simd, grad);
                     plan.add(simd, grad, cg, hwc);
                 }
-                let dxg = &mut dx[(img * c + g * cg) * h * wd..][..cg * h * wd];
+                let dxg = &mut dx[dx_at(img, g)..][..cg * h * wd];
                 transpose(simd, hwc, h * wd, cg, dxg, h * wd);
             }
         }
@@ -340,17 +361,18 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
         let ocg = oc / groups;
         let taps = cg * kh * kw;
         let pixels = oh * ow;
-        if let Some(db) = db {
+        // db[o] = Σ dY[·, o, ·], image by image: in the loop below, where each image's `dY`
+        // is read anyway (a pass of its own read all of `dY` from memory once more).
+        let mut db = db;
+        if let Some(db) = db.as_deref_mut() {
             zero(simd, db);
-            if pixels > 0 {
-                for img in dy.chunks_exact(oc * pixels) {
-                    for (plane, d) in img.chunks_exact(pixels).zip(db.iter_mut()) {
-                        *d += crate::elementwise::sum(simd, plane);
-                    }
-                }
-            }
         }
         if batch == 0 || ocg == 0 || taps == 0 || pixels == 0 {
+            if pixels > 0 {
+                for img in dy.chunks_exact(oc * pixels) {
+                    add_db(simd, img, pixels, db.as_deref_mut());
+                }
+            }
             zero(simd, dw);
             return;
         }
@@ -367,11 +389,35 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
         // image in place (a gathered `A`: rows per tap, columns per pixel), not written.
         let gather = (taps > DOT_TAPS && in_place(&p))
             .then(|| gather_tables([h, wd], w_shape, pixels, ow, &p));
+        // Where image `img`'s group `g` starts in `x` and in `dy`.
+        let x_at = |img: usize, g: usize| (img * c + g * cg) * h * wd;
+        let dy_at = |img: usize, g: usize| (img * oc + g * ocg) * pixels;
         for img in 0..batch {
             for g in 0..groups {
-                let xg = &x[(img * c + g * cg) * h * wd..][..cg * h * wd];
-                let dyg = &dy[(img * oc + g * ocg) * pixels..][..ocg * pixels];
+                let xg = &x[x_at(img, g)..][..cg * h * wd];
+                let dyg = &dy[dy_at(img, g)..][..ocg * pixels];
+                add_db(
+                    simd,
+                    dyg,
+                    pixels,
+                    db.as_deref_mut().map(|d| &mut d[g * ocg..][..ocg]),
+                );
                 let acc = &mut acc.as_mut_slice()[g * group_c..(g + 1) * group_c];
+                // The next image's (or group's) `x` and `dY`: asked for while the last
+                // block's tiles run.
+                let (ni, ng) = if g + 1 < groups {
+                    (img, g + 1)
+                } else {
+                    (img + 1, 0)
+                };
+                let next = if ni < batch {
+                    [
+                        &x[x_at(ni, ng)..][..cg * h * wd],
+                        &dy[dy_at(ni, ng)..][..ocg * pixels],
+                    ]
+                } else {
+                    [&[][..]; 2]
+                };
                 for j0 in (0..pixels).step_by(block) {
                     let len = block.min(pixels - j0);
                     let a_view = match &gather {
@@ -417,6 +463,11 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
                         ldc: ocg,
                         accumulate: img > 0 || j0 > 0,
                         b_window: None,
+                        ahead: if j0 + len == pixels {
+                            Ahead::of(&next)
+                        } else {
+                            Ahead::NONE
+                        },
                     }
                     .run(simd, acc);
                 }
@@ -432,6 +483,17 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
         WEIGHTS_T.set(Some(acc));
         PACKED.set(Some(packed));
         PATCHES.set(Some(cols));
+    }
+}
+
+/// `db[o] += Σ dyg[o·pixels ..][..pixels]` for each of `db`'s channels, if there is a `db`
+/// (a function, not a closure: a closure does not take the level's target features).
+#[inline(always)]
+fn add_db<S: Simd>(simd: S, dyg: &[f32], pixels: usize, db: Option<&mut [f32]>) {
+    if let Some(db) = db {
+        for (plane, d) in dyg.chunks_exact(pixels).zip(db) {
+            *d += crate::elementwise::sum(simd, plane);
+        }
     }
 }
 

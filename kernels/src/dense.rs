@@ -16,7 +16,7 @@ use pulp::Simd;
 use crate::activation::Activation;
 use crate::dispatch::Level;
 use crate::elem::{AlignedBuf, Elem, WeightType};
-use crate::gemm::{AView, Bias, Gemm, NC, nr, pack_b, packed_b_len};
+use crate::gemm::{AView, Ahead, Bias, Gemm, NC, nr, pack_b, packed_b_len};
 
 /// The packed weights of one storage type.
 #[derive(Clone)]
@@ -221,6 +221,7 @@ impl<'a> DensePackedPart<'a> {
             ldc: p.n,
             accumulate: false,
             b_window: Some((first, panels)),
+            ahead: Ahead::NONE,
         };
         // SAFETY: `out` holds `m · n` elements (asserted); this part writes columns
         // `c0..c1` of each row, which no other part writes (`new`'s contract).
@@ -302,6 +303,7 @@ impl pulp::WithSimd for Dense<'_> {
                 ldc: n,
                 accumulate: false,
                 b_window: None,
+                ahead: Ahead::NONE,
             }
             .run(simd, &mut out[c0..]);
         }

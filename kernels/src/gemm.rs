@@ -24,7 +24,9 @@
 //!   line more than `KC` apart, so rows
 //!   whose stride is a multiple of 4 KiB stop evicting each other in L1, and every column
 //!   block reads that copy. The next tile's rows of `C` are prefetched while a tile runs
-//!   (they are far apart: no hardware prefetcher follows them).
+//!   (they are far apart: no hardware prefetcher follows them), and so is, spread over the
+//!   tiles, what the caller says it touches next ([`Ahead`]: a convolution's output and
+//!   next image).
 //!   The register tile is `MR × NV` vectors: 12 × 2 (24 accumulators; measured ahead of
 //!   8 × 3 on Zen 4, and `NR = 32` wastes no columns on power-of-two widths) where the level
 //!   has 32 vector registers, 4 × 4 in wasm (a tile shaped for wasmtime's code, see
@@ -345,6 +347,55 @@ pub(crate) struct Gemm<'a, E> {
     /// product computes the `n` columns from panel `first` on (a column split of one packed
     /// `B` over threads); `None`: `b` holds exactly these `n` columns.
     pub(crate) b_window: Option<(usize, usize)>,
+    /// Memory the caller reads or writes right after this product (see [`Ahead`]).
+    pub(crate) ahead: Ahead<'a>,
+}
+
+/// Memory a caller touches right after a product (the output it transposes the product
+/// into, the next image's input) and that is probably not in cache: each tile asks for its
+/// share of those cache lines into L2, one line or less per step of `k` (as tiles going
+/// panel by panel ask for the next panel), so that they arrive while the tiles compute and
+/// the caller's pass that follows does not stall on them one miss after another.
+#[derive(Clone, Copy)]
+pub(crate) struct Ahead<'a> {
+    regions: [&'a [f32]; 4],
+}
+
+impl<'a> Ahead<'a> {
+    /// Nothing asked for.
+    pub(crate) const NONE: Self = Self { regions: [&[]; 4] };
+
+    /// The memory of `regions` (up to four; past that, hints are dropped).
+    pub(crate) fn of(regions: &[&'a [f32]]) -> Self {
+        let mut a = Self::NONE;
+        for (slot, r) in a.regions.iter_mut().zip(regions) {
+            *slot = r;
+        }
+        a
+    }
+
+    /// Cache lines in all the regions.
+    fn lines(&self) -> usize {
+        self.regions.iter().map(|r| lines_of(r)).sum()
+    }
+
+    /// The address of line `i` (counting through the regions in order) and how many of
+    /// the `count` lines from there lie in its region; `None` past the last line.
+    fn span(&self, mut i: usize, count: usize) -> Option<(usize, usize)> {
+        for r in &self.regions {
+            let n = lines_of(r);
+            if i < n {
+                return Some((r.as_ptr() as usize + i * 64, count.min(n - i)));
+            }
+            i -= n;
+        }
+        None
+    }
+}
+
+/// Cache lines from the start of `r` to its end (whole lines from its first address).
+fn lines_of(r: &[f32]) -> usize {
+    (core::mem::size_of_val(r)).div_ceil(64)
 }
 
 /// The `R × NV` register tile over `kc` steps: returns `acc[i][v] + Σ a[i, kk] · b[kk, v]`
@@ -547,10 +598,11 @@ enum Prefetch {
     /// The lines this many bytes ahead of each step's reads, into L1 (tiles going row block
     /// by row block: the next panel's first lines are the next tile's).
     Near(usize),
-    /// Tiles going panel by panel: this tile's share of the next panel, `step` bytes per
-    /// step of `k` from `from` bytes past the tile's first read of `B`, into L2 (the whole
-    /// next panel asked for into L1 by one tile evicted the panel and `A` being read, and
-    /// left the other tiles of the panel no stream to overlap).
+    /// `step` bytes per step of `k` from `from` bytes past the tile's first read of `B`
+    /// (wrapping: any address), into L2: for tiles going panel by panel, this tile's share
+    /// of the next panel (the whole next panel asked for into L1 by one tile evicted the
+    /// panel and `A` being read, and left the other tiles of the panel no stream to
+    /// overlap); otherwise its share of the caller's [`Ahead`].
     Panel { from: usize, step: usize },
 }
 
@@ -905,6 +957,7 @@ impl<E: Elem> Gemm<'_, E> {
             ldc,
             accumulate,
             b_window,
+            ahead,
         } = *self;
         if m == 0 || n == 0 {
             return;
@@ -958,6 +1011,12 @@ impl<E: Elem> Gemm<'_, E> {
         }
         .min(m);
         let mut a_buf = copy_a.then(|| take_scratch(&A_BLOCK, slab.div_ceil(MR) * MR * A_STRIDE));
+        // Each tile's share of the lines of `ahead` (the tiles in their order, every `KC`
+        // block's): a tile asks for lines `tile_no·share ..` of it.
+        let ahead_share = ahead
+            .lines()
+            .div_ceil(m.div_ceil(MR) * panels * k.div_ceil(KC).max(1));
+        let mut tile_no = 0;
         let mut m0 = 0;
         while m0 < m {
             let m1 = (m0 + slab).min(m);
@@ -1082,11 +1141,24 @@ impl<E: Elem> Gemm<'_, E> {
                                 prefetch(row.wrapping_add(nr - 1));
                             }
                         }
+                        let ahead_at = (ahead_share > 0 && !panel_major)
+                            .then(|| ahead.span(tile_no * ahead_share, ahead_share))
+                            .flatten();
+                        tile_no += 1;
                         let pre = if panel_major {
                             let j = (r0 - m0) / MR;
                             Prefetch::Panel {
                                 from: panel_bytes + j * share,
                                 step: share.div_ceil(kc.max(1)),
+                            }
+                        } else if let Some((at, lines)) = ahead_at {
+                            // This tile's lines of `ahead`, spread over its steps (at most
+                            // one line per step), instead of `B`'s next lines: the products
+                            // given an `ahead` read a `B` that stays in L2.
+                            let b_at = b.as_ptr().wrapping_add(boff + (first_panel + p) * kc * nr);
+                            Prefetch::Panel {
+                                from: at.wrapping_sub(b_at as usize),
+                                step: (lines * 64).div_ceil(kc.max(1)).min(64),
                             }
                         } else {
                             Prefetch::Near(B_PREFETCH)

@@ -14,7 +14,7 @@ use pulp::Simd;
 
 use crate::activation::Activation;
 use crate::elem::{AlignedBuf, Scratch, take_scratch};
-use crate::gemm::{AView, Bias, Gemm, NC, nr, pack_b, pack_b_rows, packed_b_len, tile_dims};
+use crate::gemm::{AView, Ahead, Bias, Gemm, NC, nr, pack_b, pack_b_rows, packed_b_len, tile_dims};
 use crate::vmem::{copy, load, store};
 
 /// The [`pulp::WithSimd`] op that copies `a` (`[k, m]` row-major, validated, `m, k > 0`),
@@ -143,6 +143,7 @@ impl pulp::WithSimd for Matmul<'_> {
                 ldc: n,
                 accumulate,
                 b_window: None,
+                ahead: Ahead::NONE,
             }
             .run(simd, &mut out[c0..]);
         }

@@ -25,7 +25,7 @@ use crate::dispatch::Kernels;
 use crate::elem::{AlignedBuf, Scratch, take_scratch};
 use crate::elementwise::{exp_row, scale};
 use crate::error::{KernelError, check_len, check_matrix, product};
-use crate::gemm::{AView, Bias, Gemm, nr, pack_b, pack_b_rows, packed_b_len};
+use crate::gemm::{AView, Ahead, Bias, Gemm, nr, pack_b, pack_b_rows, packed_b_len};
 use crate::vmem::{load, store};
 
 /// The geometry of [`Kernels::attention`]: `batch` sequences padded to `seq` positions,
@@ -496,6 +496,7 @@ impl pulp::WithSimd for Heads<'_> {
                 ldc: l,
                 accumulate: false,
                 b_window: None,
+                ahead: Ahead::NONE,
             }
             .run(simd, scores);
             // The scores stay unnormalised (`exp` only): each output row is multiplied by
@@ -520,6 +521,7 @@ impl pulp::WithSimd for Heads<'_> {
                 ldc: width,
                 accumulate: false,
                 b_window: None,
+                ahead: Ahead::NONE,
             };
             assert!(base + (l - 1) * width + head_dim <= self.out.len());
             // SAFETY: the product writes rows `0..l`, columns `0..head_dim` at row stride

@@ -42,15 +42,25 @@ pub struct PackedConv2d {
     pub(crate) w_shape: [usize; 4],
     pub(crate) params: Conv2dParams,
     pub(crate) level: Level,
-    /// Rows per interleaved block (the level's `MR`).
-    pub(crate) mr: usize,
-    /// Per group: `ceil(ocg / mr)` blocks of `mr × taps`, `w[kk·mr + i]`, zero-padded rows.
-    /// Depthwise weights are kept as given. Empty when the weights are `gathered`.
-    pub(crate) w: Vec<f32>,
-    pub(crate) bias: Option<Vec<f32>>,
-    /// Per group, the weights `[ocg, taps]` (and the group's bias) packed as a dense layer's,
-    /// for the implicit im2col ([`gathers`]); empty otherwise.
-    pub(crate) gathered: Vec<PackedDense>,
+    pub(crate) weights: ConvWeights,
+}
+
+/// The weights of a [`PackedConv2d`], in the layout of the forward path they were packed
+/// for (one per path, chosen by [`Kernels::pack_conv2d`](crate::Kernels::pack_conv2d)).
+#[derive(Clone, Debug)]
+pub(crate) enum ConvWeights {
+    /// For im2col: per group, `ceil(ocg / mr)` blocks of `mr × taps` (`w[kk·mr + i]`,
+    /// zero-padded rows; `mr` is the level's `MR`), and the bias per output channel.
+    Interleaved {
+        mr: usize,
+        w: Vec<f32>,
+        bias: Option<Vec<f32>>,
+    },
+    /// For the depthwise kernel: the weights as given, and the bias.
+    Depthwise { w: Vec<f32>, bias: Option<Vec<f32>> },
+    /// For the implicit im2col ([`gathers`]): per group, the weights `[ocg, taps]` and the
+    /// group's bias packed as a dense layer's.
+    Gathered(Vec<PackedDense>),
 }
 
 /// Whether a convolution's patches can be read from the image in place, through offset
@@ -81,7 +91,7 @@ pub(crate) fn gathers(w_shape: [usize; 4], p: &Conv2dParams) -> bool {
 
 /// Whether weights `w_shape` with geometry `p` are a depthwise convolution's (one input
 /// channel per group).
-fn is_depthwise(w_shape: [usize; 4], p: &Conv2dParams) -> bool {
+pub(crate) fn is_depthwise(w_shape: [usize; 4], p: &Conv2dParams) -> bool {
     w_shape[1] == 1 && p.groups > 1
 }
 
@@ -99,11 +109,6 @@ impl PackedConv2d {
     /// The SIMD level the layout was packed for.
     pub fn level(&self) -> Level {
         self.level
-    }
-
-    /// Whether this is a depthwise convolution (one input channel per group).
-    pub(crate) fn depthwise(&self) -> bool {
-        is_depthwise(self.w_shape, &self.params)
     }
 }
 
@@ -1161,16 +1166,13 @@ impl pulp::WithSimd for Conv2d<'_> {
         if batch == 0 || ocg == 0 || pixels == 0 {
             return;
         }
-        if self.pw.depthwise() {
-            depthwise(simd, self);
-            return;
-        }
-        if !self.pw.gathered.is_empty() {
-            gathered(simd, self);
-            return;
-        }
+        let pw = self.pw;
+        let (mr, weights, bias) = match &pw.weights {
+            ConvWeights::Interleaved { mr, w, bias } => (*mr, w, bias),
+            ConvWeights::Depthwise { w, bias } => return depthwise(simd, self, w, bias.as_deref()),
+            ConvWeights::Gathered(groups) => return gathered(simd, self, groups),
+        };
         let nr = nr::<S>();
-        let mr = self.pw.mr;
         let geometry = Im2col {
             h,
             w,
@@ -1196,9 +1198,7 @@ impl pulp::WithSimd for Conv2d<'_> {
             for g in 0..groups {
                 let xg = &self.x[(img * c + g * cg) * h * w..][..cg * h * w];
                 let out = &mut self.out[(img * oc + g * ocg) * pixels..][..ocg * pixels];
-                let bias = self
-                    .pw
-                    .bias
+                let bias = bias
                     .as_deref()
                     .map_or(Bias::None, |b| Bias::PerRow(&b[g * ocg..(g + 1) * ocg]));
                 for j0 in (0..pixels).step_by(block) {
@@ -1210,7 +1210,7 @@ impl pulp::WithSimd for Conv2d<'_> {
                         n: cols.len(),
                         k: taps,
                         a: AView {
-                            data: &self.pw.w[g * group_w..(g + 1) * group_w],
+                            data: &weights[g * group_w..(g + 1) * group_w],
                             rs: 1,
                             cs: mr,
                             gather: None,
@@ -1243,7 +1243,7 @@ impl pulp::WithSimd for Conv2d<'_> {
 /// next block ([`Ahead`]): at batch 128 neither is in cache, and the transpose stalled on
 /// its stores, one miss after another.
 #[inline(always)]
-fn gathered<S: Simd>(simd: S, op: Conv2d<'_>) {
+fn gathered<S: Simd>(simd: S, op: Conv2d<'_>, groups: &[PackedDense]) {
     let Conv2d {
         x,
         x_shape,
@@ -1271,7 +1271,7 @@ fn gathered<S: Simd>(simd: S, op: Conv2d<'_>) {
     // Where image `img`'s group `g` starts in `x` and in `out`.
     let x_at = |img: usize, g: usize| (img * c + g * cg) * h * w;
     let out_at = |img: usize, g: usize| (img * oc + g * ocg) * pixels;
-    for (g, wg) in pw.gathered.iter().enumerate() {
+    for (g, wg) in groups.iter().enumerate() {
         let PackedData::F32(b) = &wg.data else {
             unreachable!("conv weights are packed as f32")
         };
@@ -1377,7 +1377,7 @@ std::thread_local! {
 /// Direct depthwise convolution: `groups == c`, one input channel per group, `ocg` outputs
 /// per channel; weights as given (`[oc, 1, kh, kw]`).
 #[inline(always)]
-fn depthwise<S: Simd>(simd: S, op: Conv2d<'_>) {
+fn depthwise<S: Simd>(simd: S, op: Conv2d<'_>, weights: &[f32], bias: Option<&[f32]>) {
     let Conv2d {
         x,
         x_shape,
@@ -1400,8 +1400,8 @@ fn depthwise<S: Simd>(simd: S, op: Conv2d<'_>) {
     for img in 0..batch {
         for o in 0..oc {
             let xc = &x[(img * c + o / ocg) * h * w..][..h * w];
-            let wo = &pw.w[o * kh * kw..(o + 1) * kh * kw];
-            let b = pw.bias.as_ref().map_or(0.0, |b| b[o]);
+            let wo = &weights[o * kh * kw..(o + 1) * kh * kw];
+            let b = bias.map_or(0.0, |b| b[o]);
             let plane = &mut out[(img * oc + o) * oh * ow..][..oh * ow];
             for (oy, orow) in plane.chunks_exact_mut(ow).enumerate() {
                 orow.fill(b);

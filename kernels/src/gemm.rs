@@ -30,7 +30,7 @@
 //!   The register tile is `MR × NV` vectors: 12 × 2 (24 accumulators; measured ahead of
 //!   8 × 3 on Zen 4, and `NR = 32` wastes no columns on power-of-two widths) where the level
 //!   has 32 vector registers, 4 × 4 in wasm (a tile shaped for wasmtime's code, see
-//!   [`tile_wasm`]; the copied `A` is interleaved by 4 rows there), 6 × 2 otherwise; row
+//!   `tile_wasm`; the copied `A` is interleaved by 4 rows there), 6 × 2 otherwise; row
 //!   tails run a tile with fewer rows (one row — batch-1 GEMV — runs the same chain per
 //!   output as any other row, so that a row's result does not depend on its batch), narrow
 //!   last panels a one-vector tile, column tails are masked at the store. An `f32` `A` interleaved by `MR` gets a tile instance whose strides are
@@ -87,7 +87,7 @@ const GATHER: usize = usize::MAX;
 const A_SLAB: usize = 4 << 20;
 
 /// Whether the copied slab of `A` is stored as blocks of `MR` interleaved rows
-/// (`a[kk·MR + i]`, what [`tile_wasm`] reads) rather than row by row at [`A_STRIDE`].
+/// (`a[kk·MR + i]`, what `tile_wasm` reads) rather than row by row at [`A_STRIDE`].
 const INTERLEAVE_A: bool = cfg!(target_arch = "wasm32");
 
 /// How far ahead of the tile's reads of `B` its cache lines are asked for (see [`tile`]),
@@ -130,7 +130,7 @@ pub(crate) fn wide_tile<S: Simd>() -> bool {
 }
 
 /// `(MR, NV)` of the register tile for `S`: 12 × 2 with 32 vector registers, 4 × 4 in wasm
-/// (see [`tile_wasm`]), 6 × 2 otherwise.
+/// (see `tile_wasm`), 6 × 2 otherwise.
 #[inline(always)]
 pub(crate) fn tile_dims<S: Simd>() -> (usize, usize) {
     if wide_tile::<S>() {

@@ -3,7 +3,9 @@
 //! over the `Kernels`' [`ThreadPool`](crate::ThreadPool), if it has one.
 
 use crate::activation::{Activate, Activation, ActivationBackward};
-use crate::conv::{Conv2d, PackedConv2d, TileRows, gathers, pack_weights};
+use crate::conv::{
+    Conv2d, ConvWeights, PackedConv2d, TileRows, gathers, is_depthwise, pack_weights,
+};
 use crate::conv_grad::{Conv2dBackwardInput, Conv2dBackwardWeights};
 use crate::dense::{Dense, DensePackedPart, PackedData, PackedDense, SharedOut, pack};
 use crate::dispatch::{Kernels, Level};
@@ -391,33 +393,37 @@ impl Kernels {
         if let Some(b) = bias {
             check_len("bias", b.len(), oc, "one per output channel")?;
         }
-        let mr = self.run(TileRows);
-        let packed = PackedConv2d {
+        let (ocg, taps) = (oc / p.groups, cg * kh * kw);
+        let bias_vec = || bias.map(<[f32]>::to_vec);
+        let weights = if gathers(w_shape, p) {
+            ConvWeights::Gathered(
+                (0..p.groups)
+                    .map(|g| {
+                        let wg = &w[g * ocg * taps..(g + 1) * ocg * taps];
+                        let bg = bias.map(|b| &b[g * ocg..(g + 1) * ocg]);
+                        pack(self, wg, ocg, taps, bg, |v| v, PackedData::F32)
+                    })
+                    .collect(),
+            )
+        } else if is_depthwise(w_shape, p) {
+            ConvWeights::Depthwise {
+                w: w.to_vec(),
+                bias: bias_vec(),
+            }
+        } else {
+            let mr = self.run(TileRows);
+            ConvWeights::Interleaved {
+                mr,
+                w: pack_weights(w, p.groups, ocg, taps, mr),
+                bias: bias_vec(),
+            }
+        };
+        Ok(PackedConv2d {
             w_shape,
             params: *p,
             level: self.level(),
-            mr,
-            w: Vec::new(),
-            bias: bias.map(<[f32]>::to_vec),
-            gathered: Vec::new(),
-        };
-        let (ocg, taps) = (oc / p.groups, cg * kh * kw);
-        if gathers(w_shape, p) {
-            let gathered = (0..p.groups)
-                .map(|g| {
-                    let wg = &w[g * ocg * taps..(g + 1) * ocg * taps];
-                    let bg = bias.map(|b| &b[g * ocg..(g + 1) * ocg]);
-                    pack(self, wg, ocg, taps, bg, |v| v, PackedData::F32)
-                })
-                .collect();
-            return Ok(PackedConv2d { gathered, ..packed });
-        }
-        let w = if packed.depthwise() {
-            w.to_vec()
-        } else {
-            pack_weights(w, p.groups, ocg, taps, mr)
-        };
-        Ok(PackedConv2d { w, ..packed })
+            weights,
+        })
     }
 
     /// [`Kernels::conv2d`] with weights packed by [`Kernels::pack_conv2d`]: `x` is

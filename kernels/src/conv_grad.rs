@@ -368,7 +368,8 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
             zero(simd, db);
         }
         if batch == 0 || ocg == 0 || taps == 0 || pixels == 0 {
-            if pixels > 0 {
+            // No output channels means no `dY` and no `db`: nothing to sum.
+            if oc * pixels > 0 {
                 for img in dy.chunks_exact(oc * pixels) {
                     add_db(simd, img, pixels, db.as_deref_mut());
                 }

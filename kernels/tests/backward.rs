@@ -541,6 +541,52 @@ fn conv2d_backward_hand_computed() {
 }
 
 #[test]
+fn conv2d_backward_empty_shapes() {
+    // Empty products return `Ok`: no output channels (no `dY`; empty `dW` and `db`; `dX`
+    // zero), and no images (`dW` and `db` sums over nothing: zero).
+    let p = Conv2dParams::default();
+    for kern in all_kernels() {
+        let level = kern.level();
+        // oc = 0: dY [1, 0, 2, 2] is empty.
+        let x = random(1, 2 * 9, -1.0, 1.0);
+        let (mut dw, mut db) = (Vec::new(), Vec::new());
+        kern.conv2d_backward_weights(
+            &x,
+            [1, 2, 3, 3],
+            &[],
+            [0, 2, 2, 2],
+            &p,
+            &mut dw,
+            Some(&mut db),
+        )
+        .unwrap_or_else(|e| panic!("{level:?}: oc = 0: {e}"));
+        let mut dx = vec![9.0; 18];
+        kern.conv2d_backward_input(&[], &[], [0, 2, 2, 2], [1, 2, 3, 3], &p, &mut dx)
+            .unwrap_or_else(|e| panic!("{level:?}: oc = 0: {e}"));
+        assert!(
+            dx.iter().all(|&v| v == 0.0),
+            "{level:?}: dX of no channels is 0"
+        );
+        // batch = 0: dW and db are sums over nothing.
+        let (mut dw, mut db) = (vec![9.0; 3 * 2 * 4], vec![9.0; 3]);
+        kern.conv2d_backward_weights(
+            &[],
+            [0, 2, 3, 3],
+            &[],
+            [3, 2, 2, 2],
+            &p,
+            &mut dw,
+            Some(&mut db),
+        )
+        .unwrap_or_else(|e| panic!("{level:?}: batch = 0: {e}"));
+        assert!(
+            dw.iter().chain(&db).all(|&v| v == 0.0),
+            "{level:?}: batch = 0"
+        );
+    }
+}
+
+#[test]
 fn conv2d_backward_oracle_matches_finite_differences() {
     // loss = Σ r ⊙ conv2d(x, w, b): its gradients are the backward oracles applied to r.
     let cases = [

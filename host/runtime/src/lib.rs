@@ -56,7 +56,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use limits::LimitHit;
 pub use oip::{InferenceRequest, InferenceResponse};
 pub use registry::{
-    FailureReason, Model, ModelRef, ModelSettings, ModelStats, Registry, validate_name,
+    FailureReason, Model, ModelRef, ModelSettings, ModelStats, QUICK_COMPUTE, Registry,
+    validate_name,
 };
 pub use repository::{ModelConfig, Repository};
 pub use runtime::{Function, Runtime, RuntimeConfig, WIT_VERSION};

@@ -304,15 +304,24 @@ impl Admission {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A slot, waiting in line until `deadline` if every slot is taken.
-    pub(crate) fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Permit> {
+    /// A slot if one is free now and nobody waits for one; never waits.
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
         let mut state = self.lock();
         if state.running < self.slots && state.waiting.is_empty() {
             state.running += 1;
-            return Ok(Permit {
+            return Some(Permit {
                 admission: self.clone(),
             });
         }
+        None
+    }
+
+    /// A slot, waiting in line until `deadline` if every slot is taken.
+    pub(crate) fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Permit> {
+        if let Some(permit) = self.try_acquire() {
+            return Ok(permit);
+        }
+        let mut state = self.lock();
         if state.waiting.len() >= self.queue {
             return Err(Error::unavailable(format!(
                 "the request queue is full: {} requests in flight and {} waiting, the \

@@ -21,6 +21,11 @@ use crate::runtime::{Function, Runtime, Timing};
 use crate::tensor::Tensor;
 use crate::weights::Weights;
 
+/// How long a version's requests may compute, on recent average, for
+/// [`ModelRef::try_infer_request_binary_quick`] to run them on the calling thread: a few
+/// hundred microseconds, what an I/O thread may spend before its other connections notice.
+pub const QUICK_COMPUTE: Duration = Duration::from_micros(250);
+
 /// Settings of one model version: what a server needs beyond the function and weights.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ModelSettings {
@@ -236,6 +241,9 @@ struct Counters {
     executions: AtomicU64,
     /// Milliseconds since the Unix epoch of the last request's end (0: none yet).
     last_ms: AtomicU64,
+    /// Recent compute time per request in nanoseconds, a moving average that weighs each
+    /// new request 1/8 (0: none yet), for [`ModelRef::try_infer_request_binary_quick`].
+    recent_compute_ns: AtomicU64,
 }
 
 /// What a published model version has served, as Triton's statistics report it.
@@ -297,6 +305,17 @@ impl ModelRef {
         let c = &self.entry.counters;
         let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let total = ns(started.elapsed());
+        // Failures count too: a request that ran into its deadline was slow.
+        let compute = ns(timing.compute);
+        if compute > 0 {
+            let recent = c.recent_compute_ns.load(Ordering::Relaxed);
+            let next = if recent == 0 {
+                compute
+            } else {
+                recent - recent / 8 + compute / 8
+            };
+            c.recent_compute_ns.store(next, Ordering::Relaxed);
+        }
         match &result {
             Ok(_) => {
                 c.success.fetch_add(1, Ordering::Relaxed);
@@ -345,6 +364,39 @@ impl ModelRef {
         request: &crate::InferenceRequest,
     ) -> Result<crate::InferenceResponse> {
         Ok(self.infer_request_binary(request, |_| false)?.0)
+    }
+
+    /// [`ModelRef::infer_request_binary`] on the calling thread, but only if it is quick and
+    /// can start at once: the version does not batch, its recent requests computed for less
+    /// than [`QUICK_COMPUTE`] each on average, and a request slot is free with none waiting.
+    /// `None` when it did not run; then call [`ModelRef::infer_request_binary`] where
+    /// blocking is allowed.
+    ///
+    /// An async server calls this on its I/O threads to skip the hand-off to a blocking
+    /// thread (two thread wake-ups, which cost more than a small model's whole request),
+    /// without ever making an I/O thread wait in the admission queue. A version's first
+    /// request is never quick: nothing is known of it yet.
+    pub fn try_infer_request_binary_quick(
+        &self,
+        request: &crate::InferenceRequest,
+        binary: impl Fn(&str) -> bool,
+    ) -> Option<Result<(crate::InferenceResponse, Vec<u8>)>> {
+        let recent = self
+            .entry
+            .counters
+            .recent_compute_ns
+            .load(Ordering::Relaxed);
+        let quick = recent > 0 && u128::from(recent) < QUICK_COMPUTE.as_nanos();
+        if !quick || self.entry.batcher.is_some() {
+            return None;
+        }
+        let m = &self.entry.model;
+        let permit = m.function.runtime().try_admit()?;
+        let started = Instant::now();
+        let mut timing = self.timing();
+        timing.permit = Some(permit);
+        let result = m.infer_request_binary_timed(request, binary, &mut timing);
+        Some(self.record(started, &timing, true, result))
     }
 
     /// [`Model::infer_request_binary`], counted in the version's statistics, batched with
@@ -648,7 +700,97 @@ const _: () = {
 
 #[cfg(test)]
 mod tests {
-    use super::validate_name;
+    use super::*;
+    use crate::{InferenceRequest, RuntimeConfig, bundled};
+
+    /// A registry over a one-slot runtime serving the bundled mlp as version 1 with
+    /// `settings`.
+    fn mlp_registry(settings: ModelSettings) -> (Runtime, Registry) {
+        let rt = Runtime::new(RuntimeConfig {
+            max_concurrent_requests: 1,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let b = bundled::find("mlp").unwrap();
+        let function = rt.load_function(b.name, b.component).unwrap();
+        let weights = rt.load_weights("mlp", b.weights().unwrap()).unwrap();
+        let registry = Registry::new(rt.clone());
+        registry.publish(Model::new("mlp", 1, function, weights, settings).unwrap());
+        (rt, registry)
+    }
+
+    fn mlp_request() -> InferenceRequest {
+        InferenceRequest::from_json(
+            r#"{"inputs":[{"name":"x","shape":[2,10],"datatype":"FP32",
+                "data":[1,-2,3,-4,5,-6,7,-8,9,-10,0.5,0.25,-0.125,2,4,8,-1,-3,6,0]}]}"#,
+        )
+        .unwrap()
+    }
+
+    /// A quick request runs on the caller's thread only once its version is known to be
+    /// quick, only while a slot is free, and never for a batching version; when it runs, it
+    /// answers what the ordinary path answers and counts in the statistics the same way.
+    #[test]
+    fn quick_requests_run_here_only_when_known_quick_and_a_slot_is_free() {
+        let (rt, registry) = mlp_registry(ModelSettings::default());
+        let m = registry.get("mlp", None).unwrap();
+        let request = mlp_request();
+        let quick = || m.try_infer_request_binary_quick(&request, |_| false);
+        assert!(quick().is_none(), "a version's first request is not quick");
+        let (want, _) = m.infer_request_binary(&request, |_| false).unwrap();
+        // The moving average forgets a slow (cold) first request within tens of requests.
+        let mut ordinary = 1;
+        while quick().is_none() {
+            m.infer_request_binary(&request, |_| false).unwrap();
+            ordinary += 1;
+            assert!(ordinary < 200, "a small mlp never counted as quick");
+        }
+        let (got, tail) = quick().unwrap().unwrap();
+        assert!(tail.is_empty());
+        assert_eq!(got.outputs.len(), 1);
+        assert_eq!(got.outputs[0].data, want.outputs[0].data);
+        assert_eq!(
+            (got.model_name.as_str(), got.model_version.as_deref()),
+            ("mlp", Some("1"))
+        );
+        let stats = &registry.stats(Some("mlp"))[0];
+        assert_eq!(
+            (stats.success, stats.executions),
+            (ordinary + 2, ordinary + 2)
+        );
+
+        // Every slot taken: it does not run (nor wait).
+        let held = rt.try_admit().unwrap();
+        assert!(quick().is_none(), "ran without a free slot");
+        drop(held);
+        assert!(quick().is_some());
+
+        // Recently slow: not quick.
+        m.entry.counters.recent_compute_ns.store(
+            u64::try_from(QUICK_COMPUTE.as_nanos()).unwrap(),
+            Ordering::Relaxed,
+        );
+        assert!(quick().is_none(), "ran a version that is not quick");
+    }
+
+    #[test]
+    fn batching_versions_are_never_quick() {
+        let (_rt, registry) = mlp_registry(ModelSettings {
+            max_batch_size: 4,
+            preferred_batch_sizes: vec![],
+            max_queue_delay: Duration::from_micros(10),
+            dynamic_batching: true,
+        });
+        let m = registry.get("mlp", None).unwrap();
+        let request = mlp_request();
+        for _ in 0..20 {
+            m.infer_request(&request).unwrap();
+            assert!(
+                m.try_infer_request_binary_quick(&request, |_| false)
+                    .is_none()
+            );
+        }
+    }
 
     #[test]
     fn names_cannot_escape_a_folder() {

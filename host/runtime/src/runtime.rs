@@ -392,6 +392,11 @@ impl Runtime {
         self.inner.admission.acquire(deadline)
     }
 
+    /// A request slot if one is free now and no request waits for one; never waits.
+    pub(crate) fn try_admit(&self) -> Option<Permit> {
+        self.inner.admission.try_acquire()
+    }
+
     /// Epoch ticks from now until `deadline` (at least one).
     fn epoch_ticks(&self, deadline: Instant) -> u64 {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -408,6 +413,9 @@ pub(crate) struct Timing<'a> {
     pub compute: Duration,
     /// Counts the request while it waits in the admission queue.
     pub waiting: Option<&'a std::sync::atomic::AtomicU64>,
+    /// A slot the caller already holds ([`Runtime::try_admit`]): the request runs in it
+    /// without queueing.
+    pub permit: Option<Permit>,
 }
 
 /// Compiles (or loads from the cache) the embedded kernels component and links it.
@@ -815,14 +823,19 @@ impl FunctionInner {
         let config = &rt.inner.config;
         let arrived = Instant::now();
         let deadline = arrived + config.deadline;
-        if let Some(waiting) = timing.waiting {
-            waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        let permit = rt.admit(deadline);
-        if let Some(waiting) = timing.waiting {
-            waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        let _permit = permit?;
+        let _permit = match timing.permit.take() {
+            Some(permit) => permit,
+            None => {
+                if let Some(waiting) = timing.waiting {
+                    waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let permit = rt.admit(deadline);
+                if let Some(waiting) = timing.waiting {
+                    waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                permit?
+            }
+        };
         let admitted = Instant::now();
         timing.queue = admitted - arrived;
         let result = self.run_instance(weights, deadline, body);

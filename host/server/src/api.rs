@@ -323,9 +323,11 @@ pub(crate) async fn infer(
     binary: impl Fn(&InferenceRequest, &str) -> bool + Send + 'static,
 ) -> Result<(InferenceResponse, Vec<u8>), ApiError> {
     state.access().authorize(headers, Need::Invoke)?;
-    blocking(move || {
-        let m = state.registry().get(&name, v)?;
-        Ok(m.infer_request_binary(&request, |output| binary(&request, output))?)
-    })
-    .await
+    let m = state.registry().get(&name, v)?;
+    // A quick request that can start at once runs here: handing it to a blocking thread
+    // and back would cost it more than its computation.
+    if let Some(result) = m.try_infer_request_binary_quick(&request, |o| binary(&request, o)) {
+        return Ok(result?);
+    }
+    blocking(move || Ok(m.infer_request_binary(&request, |output| binary(&request, output))?)).await
 }

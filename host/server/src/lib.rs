@@ -14,7 +14,10 @@
 //! wrong token, 404 unknown model or version, 405 wrong method, 413 body too large, 501
 //! unsupported, 503 unavailable, 500 internal). Inference is blocking CPU work: it runs on
 //! tokio's blocking threads, bounded by the runtime's admission queue (a full queue answers
-//! 503 at once). Requests need no `Content-Type` (`tritonclient` sends none); bodies may be
+//! 503 at once), except quick requests that can start at once, which run on the async
+//! thread that parsed them
+//! ([`ModelRef::try_infer_request_binary_quick`](tensorlet_host::ModelRef::try_infer_request_binary_quick)).
+//! Requests need no `Content-Type` (`tritonclient` sends none); bodies may be
 //! gzip- or deflate-compressed both ways (`codec.rs`). Who may call what is [`Access`]
 //! (`auth.rs`): an admin token for the repository routes, an invoke token for inference.
 //!

@@ -14,7 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECONDS_PER_RUN="${1:-5}"
 CONNECTIONS="${2:-4}"
-cargo build --release --quiet -p tensorlet-cli --bin tensorlet
-cargo build --release --quiet -p tensorlet-benches --example load
+# Built as the README's test command builds them (it builds every binary and example): a
+# `cargo build -p tensorlet-benches` alone unifies other features and compiles the kernels
+# a second time.
+cargo test --release --quiet --workspace --no-run
 target/release/examples/load --tensorlet target/release/tensorlet --seconds "$SECONDS_PER_RUN" \
     --connections "$CONNECTIONS"

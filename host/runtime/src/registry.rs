@@ -216,7 +216,8 @@ impl Model {
 #[derive(Debug)]
 struct Entry {
     model: Model,
-    in_flight: Mutex<usize>,
+    in_flight: Mutex<InFlight>,
+    /// Signalled when the last request of a retired version ends.
     idle: Condvar,
     counters: Counters,
     /// Present when the model's settings ask for dynamic batching.
@@ -279,8 +280,16 @@ pub struct ModelStats {
     pub last_inference_ms: u64,
 }
 
+/// The requests using a version, and whether it was unloaded (only then does anyone wait
+/// for them to end: the last one's end wakes the waiter, otherwise it makes no system call).
+#[derive(Debug, Default)]
+struct InFlight {
+    requests: usize,
+    retired: bool,
+}
+
 impl Entry {
-    fn count(&self) -> MutexGuard<'_, usize> {
+    fn count(&self) -> MutexGuard<'_, InFlight> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -489,8 +498,8 @@ impl std::ops::Deref for ModelRef {
 impl Drop for ModelRef {
     fn drop(&mut self) {
         let mut n = self.entry.count();
-        *n -= 1;
-        if *n == 0 {
+        n.requests -= 1;
+        if n.requests == 0 && n.retired {
             self.entry.idle.notify_all();
         }
     }
@@ -533,7 +542,7 @@ impl Registry {
         let entry = Arc::new(Entry {
             batcher: Batcher::new(&model.settings),
             model,
-            in_flight: Mutex::new(0),
+            in_flight: Mutex::new(InFlight::default()),
             idle: Condvar::new(),
             counters: Counters::default(),
         });
@@ -588,7 +597,7 @@ impl Registry {
                 known.join(", ")
             ))
         })?;
-        *entry.count() += 1;
+        entry.count().requests += 1;
         Ok(ModelRef {
             entry: entry.clone(),
         })
@@ -671,13 +680,14 @@ impl Registry {
         let until = Instant::now() + wait;
         for entry in &removed {
             let mut n = entry.count();
-            while *n > 0 {
+            n.retired = true;
+            while n.requests > 0 {
                 let left = until.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(Error::unavailable(format!(
                         "model `{name}` was unloaded, but {} of its requests were still running \
                          after {wait:?}",
-                        *n
+                        n.requests
                     )));
                 }
                 n = entry

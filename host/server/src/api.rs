@@ -63,39 +63,67 @@ pub(crate) fn server_metadata() -> ServerInfo {
 
 /// One structured line per inference request on stderr: when, over which protocol, which
 /// model and version, the status (HTTP status or gRPC code), how long it took, and the
-/// error if any.
+/// error if any. Written straight into one buffer (a `serde_json::Value` would allocate
+/// each key and value); the strings are escaped by serde_json.
 pub(crate) fn log_infer(
     protocol: &str,
     model: &str,
     version: Option<&str>,
     started: std::time::Instant,
-    status: impl Into<serde_json::Value>,
+    status: i64,
     error: Option<&str>,
 ) {
     let time_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let mut line = serde_json::json!({
-        "time_ms": time_ms as u64,
-        "event": "infer",
-        "protocol": protocol,
-        "model": model,
-        "status": status.into(),
-        "duration_us": started.elapsed().as_micros() as u64,
-    });
+    let duration_us = started.elapsed().as_micros();
+    log_line(&infer_line(
+        time_ms,
+        protocol,
+        model,
+        version,
+        status,
+        duration_us,
+        error,
+    ));
+}
+
+/// The request log's line (newline included) for one inference request.
+fn infer_line(
+    time_ms: u128,
+    protocol: &str,
+    model: &str,
+    version: Option<&str>,
+    status: i64,
+    duration_us: u128,
+    error: Option<&str>,
+) -> Vec<u8> {
+    use std::io::Write;
+    let mut line = Vec::with_capacity(160 + error.map_or(0, str::len));
+    let string = |line: &mut Vec<u8>, s: &str| {
+        serde_json::to_writer(line, s).expect("a string serializes into a Vec")
+    };
+    let _ = write!(line, r#"{{"time_ms":{time_ms},"event":"infer","protocol":"#);
+    string(&mut line, protocol);
+    line.extend_from_slice(br#","model":"#);
+    string(&mut line, model);
     if let Some(v) = version {
-        line["version"] = serde_json::json!(v);
+        line.extend_from_slice(br#","version":"#);
+        string(&mut line, v);
     }
+    let _ = write!(line, r#","status":{status},"duration_us":{duration_us}"#);
     if let Some(e) = error {
-        line["error"] = serde_json::json!(e);
+        line.extend_from_slice(br#","error":"#);
+        string(&mut line, e);
     }
-    log_line(line.to_string());
+    line.extend_from_slice(b"}\n");
+    line
 }
 
 /// The request log: lines are appended to a buffer that a writer thread writes to stderr
 /// every [`LOG_INTERVAL`], so a request never waits on a `write` system call (or a slow
 /// reader of stderr) and never wakes a thread.
-static LOG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
 
 /// How often the request log's buffer is written out.
 const LOG_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
@@ -114,17 +142,19 @@ fn write_log() {
     let mut text = std::mem::take(&mut *LOG.lock().unwrap_or_else(|p| p.into_inner()));
     let dropped = LOG_DROPPED.swap(0, std::sync::atomic::Ordering::Relaxed);
     if dropped > 0 {
-        text.push_str(&format!(
-            "tensorlet: {dropped} request log lines dropped: stderr was not read fast enough\n"
-        ));
+        let _ = writeln!(
+            text,
+            "tensorlet: {dropped} request log lines dropped: stderr was not read fast enough"
+        );
     }
     if !text.is_empty() {
-        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        let _ = std::io::stderr().lock().write_all(&text);
     }
 }
 
-/// Queues one line of the request log (starting the writer thread on first use).
-fn log_line(line: String) {
+/// Queues one line of the request log, newline included (starting the writer thread on
+/// first use).
+fn log_line(line: &[u8]) {
     static WRITER: std::sync::Once = std::sync::Once::new();
     WRITER.call_once(|| {
         // Without a writer thread the lines wait for `flush_log`.
@@ -138,12 +168,11 @@ fn log_line(line: String) {
             });
     });
     let mut buffer = LOG.lock().unwrap_or_else(|p| p.into_inner());
-    if buffer.len() + line.len() >= LOG_CAP {
+    if buffer.len() + line.len() > LOG_CAP {
         LOG_DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return;
     }
-    buffer.push_str(&line);
-    buffer.push('\n');
+    buffer.extend_from_slice(line);
 }
 
 /// Writes every queued line of the request log (at shutdown).
@@ -330,4 +359,37 @@ pub(crate) async fn infer(
         return Ok(result?);
     }
     blocking(move || Ok(m.infer_request_binary(&request, |output| binary(&request, output))?)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The log line is one JSON object per line, whatever the strings hold.
+    #[test]
+    fn infer_lines_are_json_objects() {
+        let model = "m\"odel\\with\nnewline é";
+        let error = "bad \"input\"\t\u{1}";
+        let line = infer_line(17, "http", model, Some("3"), 400, 250, Some(error));
+        let text = String::from_utf8(line).unwrap();
+        assert!(text.ends_with('\n'));
+        assert_eq!(text.matches('\n').count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "time_ms": 17, "event": "infer", "protocol": "http", "model": model,
+                "version": "3", "status": 400, "duration_us": 250, "error": error,
+            })
+        );
+        let line = infer_line(1, "grpc", "mlp", None, 0, 9, None);
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "time_ms": 1, "event": "infer", "protocol": "grpc", "model": "mlp",
+                "status": 0, "duration_us": 9,
+            })
+        );
+    }
 }

@@ -183,7 +183,14 @@ impl GrpcInferenceService for Grpc {
             Err(e) => (e.code(), Some(e.message())),
         };
         let version = Some(version.as_str()).filter(|v| !v.is_empty());
-        api::log_infer("grpc", &model, version, started, code as i32, error);
+        api::log_infer(
+            "grpc",
+            &model,
+            version,
+            started,
+            i64::from(code as i32),
+            error,
+        );
         result.map(Response::new)
     }
 

@@ -403,7 +403,7 @@ fn log_infer(model: &str, version: Option<&str>, started: std::time::Instant, re
         Ok(r) => (r.status().as_u16(), None),
         Err(e) => (e.status().as_u16(), Some(e.1.as_str())),
     };
-    api::log_infer("http", model, version, started, status, error);
+    api::log_infer("http", model, version, started, i64::from(status), error);
 }
 
 /// Triton's statistics object for `stats`.

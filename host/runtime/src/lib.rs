@@ -31,7 +31,7 @@
 //!
 //! Features: `wasm-kernels` (default) embeds the kernels component for
 //! [`KernelBackend::Wasm`]; `bundled` embeds the demo functions and their weights
-//! ([`bundled`]), which the `tensorlet` CLI uses.
+//! (the `bundled` module), which the `tensorlet` CLI uses.
 
 mod backend;
 mod batching;

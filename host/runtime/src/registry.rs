@@ -245,6 +245,33 @@ struct Counters {
     /// Recent compute time per request in nanoseconds, a moving average that weighs each
     /// new request 1/8 (0: none yet), for [`ModelRef::try_infer_request_binary_quick`].
     recent_compute_ns: AtomicU64,
+    /// Recent input elements per Open Inference Protocol request, averaged the same way.
+    recent_elements: AtomicU64,
+}
+
+/// `average` moved 1/8 of the way to `sample`; the first sample (`average` 0) is taken
+/// as it is.
+fn moving_average(average: &AtomicU64, sample: u64) {
+    let recent = average.load(Ordering::Relaxed);
+    let next = if recent == 0 {
+        sample
+    } else {
+        recent - recent / 8 + sample / 8
+    };
+    average.store(next, Ordering::Relaxed);
+}
+
+/// The elements of a request's inputs, as their shapes declare them.
+fn input_elements(request: &crate::InferenceRequest) -> u64 {
+    request
+        .inputs
+        .iter()
+        .map(|i| {
+            i.shape
+                .iter()
+                .fold(1u64, |n, &d| n.saturating_mul(d as u64))
+        })
+        .fold(0u64, u64::saturating_add)
 }
 
 /// What a published model version has served, as Triton's statistics report it.
@@ -317,13 +344,7 @@ impl ModelRef {
         // Failures count too: a request that ran into its deadline was slow.
         let compute = ns(timing.compute);
         if compute > 0 {
-            let recent = c.recent_compute_ns.load(Ordering::Relaxed);
-            let next = if recent == 0 {
-                compute
-            } else {
-                recent - recent / 8 + compute / 8
-            };
-            c.recent_compute_ns.store(next, Ordering::Relaxed);
+            moving_average(&c.recent_compute_ns, compute);
         }
         match &result {
             Ok(_) => {
@@ -377,9 +398,10 @@ impl ModelRef {
 
     /// [`ModelRef::infer_request_binary`] on the calling thread, but only if it is quick and
     /// can start at once: the version does not batch, its recent requests computed for less
-    /// than [`QUICK_COMPUTE`] each on average, and a request slot is free with none waiting.
-    /// `None` when it did not run; then call [`ModelRef::infer_request_binary`] where
-    /// blocking is allowed.
+    /// than [`QUICK_COMPUTE`] each on average, this request's inputs have at most twice the
+    /// elements its recent requests had on average (a much larger batch is not known to be
+    /// quick), and a request slot is free with none waiting. `None` when it did not run;
+    /// then call [`ModelRef::infer_request_binary`] where blocking is allowed.
     ///
     /// An async server calls this on its I/O threads to skip the hand-off to a blocking
     /// thread (two thread wake-ups, which cost more than a small model's whole request),
@@ -390,17 +412,17 @@ impl ModelRef {
         request: &crate::InferenceRequest,
         binary: impl Fn(&str) -> bool,
     ) -> Option<Result<(crate::InferenceResponse, Vec<u8>)>> {
-        let recent = self
-            .entry
-            .counters
-            .recent_compute_ns
-            .load(Ordering::Relaxed);
+        let c = &self.entry.counters;
+        let recent = c.recent_compute_ns.load(Ordering::Relaxed);
         let quick = recent > 0 && u128::from(recent) < QUICK_COMPUTE.as_nanos();
-        if !quick || self.entry.batcher.is_some() {
+        let elements = input_elements(request);
+        let usual = elements <= c.recent_elements.load(Ordering::Relaxed).saturating_mul(2);
+        if !quick || !usual || self.entry.batcher.is_some() {
             return None;
         }
         let m = &self.entry.model;
         let permit = m.function.runtime().try_admit()?;
+        moving_average(&c.recent_elements, elements);
         let started = Instant::now();
         let mut timing = self.timing();
         timing.permit = Some(permit);
@@ -416,6 +438,10 @@ impl ModelRef {
         binary: impl Fn(&str) -> bool,
     ) -> Result<(crate::InferenceResponse, Vec<u8>)> {
         let started = Instant::now();
+        moving_average(
+            &self.entry.counters.recent_elements,
+            input_elements(request),
+        );
         let m = &self.entry.model;
         let Some(batcher) = &self.entry.batcher else {
             let mut timing = self.timing();
@@ -711,6 +737,22 @@ const _: () = {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_cannot_escape_a_folder() {
+        for ok in ["mnist-cnn", "mlp", "a.b_c-1", "X"] {
+            validate_name("model name", ok).unwrap();
+        }
+        for bad in ["", "..", ".hidden", "a/b", "a\\b", "/abs", "sp ace", "é"] {
+            assert!(validate_name("model name", bad).is_err(), "{bad:?}");
+        }
+    }
+}
+
+/// Tests on the bundled mlp (the `bundled` feature, which the workspace's tests turn on).
+#[cfg(all(test, feature = "bundled"))]
+mod quick_tests {
+    use super::*;
     use crate::{InferenceRequest, RuntimeConfig, bundled};
 
     /// A registry over a one-slot runtime serving the bundled mlp as version 1 with
@@ -775,6 +817,18 @@ mod tests {
         drop(held);
         assert!(quick().is_some());
 
+        // A batch far larger than the recent requests: not known to be quick.
+        let mut large = request.clone();
+        large.inputs[0].shape = vec![5, 10];
+        large.inputs[0].data = serde_json::json!(vec![0.5f32; 50]);
+        assert!(
+            m.try_infer_request_binary_quick(&large, |_| false)
+                .is_none(),
+            "ran a 5-row request quick after 2-row ones"
+        );
+        let (got, _) = m.infer_request_binary(&large, |_| false).unwrap();
+        assert_eq!(got.outputs[0].shape, [5, 1]);
+
         // Recently slow: not quick.
         m.entry.counters.recent_compute_ns.store(
             u64::try_from(QUICK_COMPUTE.as_nanos()).unwrap(),
@@ -799,16 +853,6 @@ mod tests {
                 m.try_infer_request_binary_quick(&request, |_| false)
                     .is_none()
             );
-        }
-    }
-
-    #[test]
-    fn names_cannot_escape_a_folder() {
-        for ok in ["mnist-cnn", "mlp", "a.b_c-1", "X"] {
-            validate_name("model name", ok).unwrap();
-        }
-        for bad in ["", "..", ".hidden", "a/b", "a\\b", "/abs", "sp ace", "é"] {
-            assert!(validate_name("model name", bad).is_err(), "{bad:?}");
         }
     }
 }

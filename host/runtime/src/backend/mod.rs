@@ -223,6 +223,14 @@ impl<T> Default for Slab<T> {
 }
 
 impl<T> Slab<T> {
+    /// An empty slab with room for `n` values before it grows.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Slab {
+            entries: Vec::with_capacity(n),
+            free: Vec::with_capacity(n),
+        }
+    }
+
     /// Stores `value` and returns its id.
     pub(crate) fn insert(&mut self, value: T) -> Result<TensorId> {
         if let Some(id) = self.free.pop() {

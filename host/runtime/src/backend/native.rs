@@ -44,7 +44,9 @@ impl Backend for NativeBackend {
     fn session(&self, limits: SessionLimits) -> Outcome<Box<dyn Session>> {
         Ok(Box::new(NativeSession {
             kernels: self.kernels.clone(),
-            tensors: Slab::default(),
+            // Room for a small network's handles (weights, inputs, intermediates): growing
+            // from empty reallocated the slab several times per request.
+            tensors: Slab::with_capacity(32),
             budget: limits.budget,
             spare: Vec::new(),
         }))
@@ -404,7 +406,9 @@ mod tests {
         let host = Arc::new(HostMemory::new(1 << 20));
         NativeSession {
             kernels: Kernels::detect(),
-            tensors: Slab::default(),
+            // Room for a small network's handles (weights, inputs, intermediates): growing
+            // from empty reallocated the slab several times per request.
+            tensors: Slab::with_capacity(32),
             budget: TensorBudget::new(host, 1 << 20),
             spare: Vec::new(),
         }

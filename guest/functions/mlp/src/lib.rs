@@ -19,9 +19,16 @@ use tensorlet_sdk::{
 /// The `mlp` inference function.
 struct Mlp;
 
-/// An optional affine pair `<prefix>.mean` and `<prefix>.scale`, both `[width]`: both or
-/// neither must be present.
-fn affine(prefix: &str, width: u32) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+/// An optional affine pair `<prefix>.mean` and `<prefix>.scale`, both `[width]`, as weight
+/// handles (the ops take them as they are), with the scale's values, checked finite and
+/// non-zero: both or neither must be present.
+struct Affine {
+    mean: Tensor,
+    scale: Tensor,
+    scale_values: Vec<f32>,
+}
+
+fn affine(prefix: &str, width: u32) -> Result<Option<Affine>> {
     let (mean_name, scale_name) = (format!("{prefix}.mean"), format!("{prefix}.scale"));
     match (
         weights::contains(&mean_name),
@@ -31,14 +38,19 @@ fn affine(prefix: &str, width: u32) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
         (true, true) => {
             weights::shape_of(&mean_name, &[Some(width)])?;
             weights::shape_of(&scale_name, &[Some(width)])?;
-            let mean = weights::get(&mean_name)?.to_f32()?;
-            let scale = weights::get(&scale_name)?.to_f32()?;
-            if let Some(bad) = scale.iter().find(|s| !(s.is_finite() && **s != 0.0)) {
+            let mean = weights::get(&mean_name)?;
+            let scale = weights::get(&scale_name)?;
+            let scale_values = scale.to_f32()?;
+            if let Some(bad) = scale_values.iter().find(|s| !(s.is_finite() && **s != 0.0)) {
                 return Err(Error::invalid_input(format!(
                     "`{scale_name}` holds {bad}; every scale must be finite and non-zero"
                 )));
             }
-            Ok(Some((mean, scale)))
+            Ok(Some(Affine {
+                mean,
+                scale,
+                scale_values,
+            }))
         }
         _ => Err(Error::not_found(format!(
             "the weights hold only one of `{mean_name}` and `{scale_name}`; give both or neither"
@@ -156,10 +168,12 @@ impl Function for Mlp {
         let scaled;
         let x = match affine("scaler", fc1.in_features)? {
             None => x,
-            Some((mean, scale)) => {
+            Some(scaler) => {
+                // (x - mean) / scale as x + (-mean), times 1 / scale: the WIT has no
+                // subtraction or division.
                 let k = [fc1.in_features];
-                let neg: Vec<f32> = mean.iter().map(|m| -m).collect();
-                let inv: Vec<f32> = scale.iter().map(|s| 1.0 / s).collect();
+                let neg: Vec<f32> = scaler.mean.to_f32()?.iter().map(|m| -m).collect();
+                let inv: Vec<f32> = scaler.scale_values.iter().map(|s| 1.0 / s).collect();
                 scaled = x
                     .add(&Tensor::from_f32(&k, &neg)?)?
                     .mul(&Tensor::from_f32(&k, &inv)?)?;
@@ -168,11 +182,9 @@ impl Function for Mlp {
         };
         let hidden = fc1.forward(x, Activation::Sigmoid)?;
         let mut y = fc2.forward(&hidden, Activation::None)?;
-        if let Some((mean, scale)) = affine("target", fc2.out_features)? {
-            let o = [fc2.out_features];
-            y = y
-                .mul(&Tensor::from_f32(&o, &scale)?)?
-                .add(&Tensor::from_f32(&o, &mean)?)?;
+        if let Some(target) = affine("target", fc2.out_features)? {
+            // The weights themselves: no copy into the sandbox and back.
+            y = y.mul(&target.scale)?.add(&target.mean)?;
         }
         Ok(vec![NamedTensor::new("y", y)])
     }

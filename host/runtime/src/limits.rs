@@ -304,24 +304,27 @@ impl Admission {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Takes a slot in `state` (locked) if one is free and nobody waits for one.
+    fn take_free(self: &Arc<Self>, state: &mut AdmissionState) -> Option<Permit> {
+        (state.running < self.slots && state.waiting.is_empty()).then(|| {
+            state.running += 1;
+            Permit {
+                admission: self.clone(),
+            }
+        })
+    }
+
     /// A slot if one is free now and nobody waits for one; never waits.
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        let mut state = self.lock();
-        if state.running < self.slots && state.waiting.is_empty() {
-            state.running += 1;
-            return Some(Permit {
-                admission: self.clone(),
-            });
-        }
-        None
+        self.take_free(&mut self.lock())
     }
 
     /// A slot, waiting in line until `deadline` if every slot is taken.
     pub(crate) fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Permit> {
-        if let Some(permit) = self.try_acquire() {
+        let mut state = self.lock();
+        if let Some(permit) = self.take_free(&mut state) {
             return Ok(permit);
         }
-        let mut state = self.lock();
         if state.waiting.len() >= self.queue {
             return Err(Error::unavailable(format!(
                 "the request queue is full: {} requests in flight and {} waiting, the \

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::batching::Batcher;
 use crate::error::{Error, Result};
+use crate::limits::Permit;
 use crate::runtime::{Function, Runtime, Timing};
 use crate::tensor::Tensor;
 use crate::weights::Weights;
@@ -420,14 +421,26 @@ impl ModelRef {
         if !quick || !usual || self.entry.batcher.is_some() {
             return None;
         }
-        let m = &self.entry.model;
-        let permit = m.function.runtime().try_admit()?;
+        let permit = self.entry.model.function.runtime().try_admit()?;
         moving_average(&c.recent_elements, elements);
-        let started = Instant::now();
+        Some(self.infer_alone(Instant::now(), request, binary, Some(permit)))
+    }
+
+    /// Runs `request` unbatched, in `permit` if the caller already holds a slot (otherwise
+    /// it waits in the admission queue), counted in the version's statistics as a request
+    /// that began at `started`.
+    fn infer_alone(
+        &self,
+        started: Instant,
+        request: &crate::InferenceRequest,
+        binary: impl Fn(&str) -> bool,
+        permit: Option<Permit>,
+    ) -> Result<(crate::InferenceResponse, Vec<u8>)> {
         let mut timing = self.timing();
-        timing.permit = Some(permit);
+        timing.permit = permit;
+        let m = &self.entry.model;
         let result = m.infer_request_binary_timed(request, binary, &mut timing);
-        Some(self.record(started, &timing, true, result))
+        self.record(started, &timing, true, result)
     }
 
     /// [`Model::infer_request_binary`], counted in the version's statistics, batched with
@@ -442,12 +455,10 @@ impl ModelRef {
             &self.entry.counters.recent_elements,
             input_elements(request),
         );
-        let m = &self.entry.model;
         let Some(batcher) = &self.entry.batcher else {
-            let mut timing = self.timing();
-            let result = m.infer_request_binary_timed(request, binary, &mut timing);
-            return self.record(started, &timing, true, result);
+            return self.infer_alone(started, request, binary, None);
         };
+        let m = &self.entry.model;
         let mut timing = Timing::default();
         let mut executed = false;
         let batched = || {

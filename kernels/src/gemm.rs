@@ -491,7 +491,14 @@ unsafe fn tile<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usiz
             };
         }
         match pre {
-            Prefetch::Near(bytes) => {
+            // The full tiles of the x86 levels (12 and 6 rows, and the gathered 8): the hot
+            // ones, without a third copy of the loop in every tail tile's instance.
+            Prefetch::None if CS == GATHER || R == 6 || R == 12 => steps!({}),
+            Prefetch::Near(_) | Prefetch::None => {
+                let bytes = match pre {
+                    Prefetch::Near(bytes) => bytes,
+                    _ => B_PREFETCH,
+                };
                 // As many lines per step as the step reads (a constant).
                 let lines = (NV * lanes * core::mem::size_of::<E>()).div_ceil(64);
                 steps!({
@@ -604,6 +611,10 @@ enum Prefetch {
     /// panel and `A` being read, and left the other tiles of the panel no stream to
     /// overlap); otherwise its share of the caller's [`Ahead`].
     Panel { from: usize, step: usize },
+    /// Nothing: a `B` that stays in L2 (an implicit im2col's weights, a caller's product
+    /// given an [`Ahead`]) while other tiles ask for the caller's lines. The tiles without
+    /// this loop (tails) ask as [`Prefetch::Near`] with [`B_PREFETCH`].
+    None,
 }
 
 /// Context of one tile's load/store of `C`.
@@ -1012,10 +1023,15 @@ impl<E: Elem> Gemm<'_, E> {
         .min(m);
         let mut a_buf = copy_a.then(|| take_scratch(&A_BLOCK, slab.div_ceil(MR) * MR * A_STRIDE));
         // Each tile's share of the lines of `ahead` (the tiles in their order, every `KC`
-        // block's): a tile asks for lines `tile_no·share ..` of it.
-        let ahead_share = ahead
-            .lines()
-            .div_ceil(m.div_ceil(MR) * panels * k.div_ceil(KC).max(1));
+        // block's): a tile asks for lines `tile_no·share ..` of it, one line per step of
+        // `k`, and the tiles past the last line ask for nothing. Spread over every tile
+        // instead, a share was a few bytes per step (6 for the seed CNN's second conv), so
+        // every step issued a prefetch, a load-port slot, for a line asked for ten times.
+        let ahead_share = if ahead.lines() == 0 {
+            0
+        } else {
+            k.clamp(1, KC)
+        };
         let mut tile_no = 0;
         let mut m0 = 0;
         while m0 < m {
@@ -1160,6 +1176,8 @@ impl<E: Elem> Gemm<'_, E> {
                                 from: at.wrapping_sub(b_at as usize),
                                 step: (lines * 64).div_ceil(kc.max(1)).min(64),
                             }
+                        } else if ahead_share > 0 {
+                            Prefetch::None
                         } else {
                             Prefetch::Near(B_PREFETCH)
                         };

@@ -352,10 +352,11 @@ pub(crate) struct Gemm<'a, E> {
 }
 
 /// Memory a caller touches right after a product (the output it transposes the product
-/// into, the next image's input) and that is probably not in cache: each tile asks for its
-/// share of those cache lines into L2, one line or less per step of `k` (as tiles going
-/// panel by panel ask for the next panel), so that they arrive while the tiles compute and
-/// the caller's pass that follows does not stall on them one miss after another.
+/// into, the next image's input) and that is probably not in cache: the product's first
+/// tiles ask for those cache lines into L2, one line per step of `k` (as tiles going panel
+/// by panel ask for the next panel), and the later tiles for nothing, so that the lines
+/// arrive while the tiles compute and the caller's pass that follows does not stall on them
+/// one miss after another.
 #[derive(Clone, Copy)]
 pub(crate) struct Ahead<'a> {
     regions: [&'a [f32]; 4],

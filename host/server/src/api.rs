@@ -291,14 +291,15 @@ pub(crate) fn index(state: &State, headers: &HeaderMap) -> Result<Vec<IndexEntry
     Ok(index)
 }
 
-/// Runs blocking work (compiling, preparing, inferring) off the async threads.
+/// Runs blocking work (compiling, preparing, inferring, decoding and encoding bodies) off
+/// the async threads; a worker that panicked answers 500.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the request's worker failed: {e}"),
+            format!("the request's worker thread failed: {e}"),
         )
     })?
 }

@@ -18,6 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use flate2::Compression;
 
+use crate::api::blocking;
 use crate::http::ApiError;
 
 /// A content coding the server reads and writes.
@@ -128,7 +129,7 @@ async fn read_request(request: Request, limit: usize) -> Result<Request, ApiErro
     let Some(coding) = coding else {
         return Ok(Request::from_parts(parts, Body::from(bytes)));
     };
-    let decoded = blocking(move || decode(coding, &bytes, limit)).await??;
+    let decoded = blocking(move || decode(coding, &bytes, limit)).await?;
     if decoded.len() > limit {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -252,8 +253,8 @@ async fn compress_response(response: Response, coding: Coding) -> Response {
     })
     .await
     {
-        Ok(Ok(e)) => e,
-        Ok(Err(e)) | Err(e) => return e.into_response(),
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
     };
     parts.headers.insert(
         header::CONTENT_ENCODING,
@@ -263,18 +264,6 @@ async fn compress_response(response: Response, coding: Coding) -> Response {
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(encoded.len()));
     Response::from_parts(parts, Body::from(encoded))
-}
-
-/// Runs CPU work (decoding, encoding) off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the body's worker failed: {e}"),
-        )
-    })
 }
 
 #[cfg(test)]

@@ -1222,6 +1222,7 @@ impl pulp::WithSimd for Conv2d<'_> {
                         accumulate: false,
                         b_window: None,
                         ahead: Ahead::NONE,
+                        scatter: None,
                     }
                     .run(simd, &mut out[j0..]);
                 }
@@ -1316,6 +1317,7 @@ fn gathered<S: Simd>(simd: S, op: Conv2d<'_>, groups: &[PackedDense]) {
                 accumulate: false,
                 b_window: None,
                 ahead: Ahead::of(&ahead),
+                scatter: None,
             }
             .run(simd, &mut prod[..m * ocg]);
             // Each image's run of the block's rows into its planes.

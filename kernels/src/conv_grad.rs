@@ -4,11 +4,16 @@
 //! - input gradient ([`Conv2dBackwardInput`]): `grad[pixels, taps] = dYᵀ[pixels, ocg] ·
 //!   W[ocg, taps]` — `dYᵀ` copied into `MR`-interleaved blocks (the GEMM's `A`,
 //!   [`pack_transposed`]), `W` packed once per call as `B` with its taps in `(ky, kx, ci)`
-//!   order — then each input pixel gathers its patch gradients ([`Gather`]): a tap's channels
-//!   are side by side, so the sums are contiguous vector loads into the image's gradient kept
-//!   channels last, transposed into `dX` at the end. In this orientation the taps (288 for
-//!   the seed CNN's second conv) are the GEMM's columns, whole panels, where the pixels (121)
-//!   left part of a panel empty, and no lane of the gather is masked.
+//!   order, a tap's channels side by side. In this orientation the taps (288 for the seed
+//!   CNN's second conv) are the GEMM's columns, whole panels, where the pixels (121) left
+//!   part of a panel empty. When a tap's channels fill whole panels (`cg` a multiple of
+//!   `NR`), the product's tiles add themselves into the image's gradient, kept channels
+//!   last with its padding around it ([`Gemm::scatter`](crate::gemm::Gemm::scatter): a
+//!   row per output pixel, where its patch starts; a column per tap and channel, where it
+//!   sits in the patch), a few images per product, and the patch gradients are never
+//!   stored. Otherwise they are, a block of output rows at a time, and each input pixel
+//!   gathers its own ([`Gather`]): contiguous vector loads, the channels of a tap side by
+//!   side. Either way the channels-last gradient is transposed into `dX` at the end.
 //! - weight gradient ([`Conv2dBackwardWeights`]): `dWᵀ[taps, ocg] += cols[taps, pixels] ·
 //!   dY[ocg, pixels]ᵀ` — the patches are the GEMM's `A`: without padding read from the
 //!   image in place through the forward's offset tables (a row per tap, a column per pixel;
@@ -19,9 +24,10 @@
 //!   (`cg·kh·kw`, a multiple of the register tile's rows for 3 × 3 kernels on 4k channels)
 //!   on the GEMM's rows and the output channels on its columns.
 //!
-//! Pixels are taken in blocks (whole output rows, for the input gradient) whose patches (or
-//! patch gradients) fit in about half of L2. Both ops run on the calling thread: a trainer
-//! runs them per sub-batch on its own threads.
+//! Pixels are taken in blocks (whole output rows, for the gathered input gradient; whole
+//! images, for the scattered one) whose patches (or patch gradients) fit in about half of
+//! L2. Both ops run on the calling thread: a trainer runs them per sub-batch on its own
+//! threads.
 
 use pulp::Simd;
 
@@ -119,6 +125,98 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
             }
             pack_b_rows(simd, &reordered, taps, ocg, 0..taps, nr, dst);
         }
+        // Where image `img`'s group `g` starts in `dy` and in `dx`.
+        let dy_at = |img: usize, g: usize| (img * oc + g * ocg) * pixels;
+        let dx_at = |img: usize, g: usize| (img * c + g * cg) * h * wd;
+        if cg % nr == 0 {
+            // Every panel of `W` holds channels of one tap: the product adds its tiles
+            // into the images itself ([`Gemm::scatter`]).
+            let (sh, sw) = p.stride;
+            let (ph, pw) = p.padding;
+            let (dh, dw) = p.dilation;
+            // One image's gradient, channels last, with the padding around it (every tap
+            // of every patch lands inside).
+            let wp = wd + 2 * pw;
+            let plane = (h + 2 * ph) * wp * cg;
+            // Images per product: their `dYᵀ` and gradients within `BLOCK_BYTES`, so that
+            // a batch's row tail is one short tile per few images rather than per image.
+            let imgs = (BLOCK_BYTES / 4 / (pixels * ocg + plane)).clamp(1, batch);
+            // Per output pixel (of each image of a product), where its patch starts; per
+            // tap and channel, where it sits from there. A panel's columns (`nr` channels
+            // of one tap) are consecutive, and one tap's pixels are `cg ≥ nr` apart.
+            let rows: Vec<usize> = (0..imgs * pixels)
+                .map(|r| {
+                    let (i, o) = (r / pixels, r % pixels);
+                    i * plane + ((o / ow) * sh * wp + (o % ow) * sw) * cg
+                })
+                .collect();
+            let cols: Vec<usize> = (0..taps)
+                .map(|j| {
+                    let t = j / cg;
+                    ((t / kw) * dh * wp + (t % kw) * dw) * cg + j % cg
+                })
+                .collect();
+            let mut a = take_scratch(&PACKED, (imgs * pixels).div_ceil(mr) * mr * ocg);
+            let mut hwc = take_scratch(&CHANNELS_LAST, imgs * plane);
+            for g in 0..groups {
+                for i0 in (0..batch).step_by(imgs) {
+                    let n_img = imgs.min(batch - i0);
+                    let m = n_img * pixels;
+                    // `dYᵀ` of these images' pixels, `[m, ocg]` in blocks of `mr` rows.
+                    let a = &mut a.as_mut_slice()[..m.div_ceil(mr) * mr * ocg];
+                    let parts = (pixels, oc * pixels);
+                    pack_transposed(simd, &dy[dy_at(i0, g)..], pixels, parts, m, ocg, mr, a);
+                    let hwc = &mut hwc.as_mut_slice()[..n_img * plane];
+                    zero(simd, hwc);
+                    // The next product's `dY` and this one's `dX`, which the transposes
+                    // below write: asked for while the tiles run.
+                    let i1 = i0 + n_img;
+                    let next_dy = match imgs.min(batch - i1) {
+                        0 => &[][..],
+                        n => &dy[dy_at(i1, g)..dy_at(i1 + n - 1, g) + ocg * pixels],
+                    };
+                    let this_dx = &dx[dx_at(i0, g)..dx_at(i1 - 1, g) + cg * h * wd];
+                    Gemm {
+                        m,
+                        n: taps,
+                        k: ocg,
+                        a: AView {
+                            data: a,
+                            rs: 1,
+                            cs: mr,
+                            gather: None,
+                        },
+                        b: &wb.as_slice()[g * group_b..(g + 1) * group_b],
+                        bias: Bias::None,
+                        act: Activation::None,
+                        ldc: 0,
+                        accumulate: true,
+                        b_window: None,
+                        ahead: Ahead::of(&[next_dy, this_dx]),
+                        scatter: Some(OffsetTables {
+                            rows: &rows[..m],
+                            cols: &cols,
+                        }),
+                    }
+                    .run(simd, hwc);
+                    for (i, src) in hwc.chunks_exact(plane).enumerate() {
+                        let dxg = &mut dx[dx_at(i0 + i, g)..][..cg * h * wd];
+                        if ph == 0 && pw == 0 {
+                            transpose(simd, src, h * wd, cg, dxg, h * wd);
+                        } else {
+                            for y in 0..h {
+                                let row = &src[((y + ph) * wp + pw) * cg..][..wd * cg];
+                                transpose(simd, row, wd, cg, &mut dxg[y * wd..], h * wd);
+                            }
+                        }
+                    }
+                }
+            }
+            WEIGHTS_T.set(Some(wb));
+            PACKED.set(Some(a));
+            CHANNELS_LAST.set(Some(hwc));
+            return;
+        }
         // Blocks of whole output rows whose gradients fit in `BLOCK_BYTES`.
         let block_rows = (BLOCK_BYTES / 4 / taps / ow).clamp(1, oh);
         let block = block_rows * ow;
@@ -129,9 +227,6 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
         let mut a = take_scratch(&PACKED, block.div_ceil(mr) * mr * ocg);
         let mut grad = take_scratch(&PATCHES, block * taps);
         let mut hwc = take_scratch(&CHANNELS_LAST, h * wd * cg);
-        // Where image `img`'s group `g` starts in `dy` and in `dx`.
-        let dy_at = |img: usize, g: usize| (img * oc + g * ocg) * pixels;
-        let dx_at = |img: usize, g: usize| (img * c + g * cg) * h * wd;
         for img in 0..batch {
             for g in 0..groups {
                 let dyg = &dy[dy_at(img, g)..][..ocg * pixels];
@@ -158,7 +253,7 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
                     };
                     // `dYᵀ` of these pixels, `[len, ocg]` in blocks of `mr` interleaved rows.
                     let a = &mut a.as_mut_slice()[..len.div_ceil(mr) * mr * ocg];
-                    pack_transposed(simd, &dyg[j0..], pixels, len, ocg, mr, a);
+                    pack_transposed(simd, &dyg[j0..], pixels, (len, 0), len, ocg, mr, a);
                     let grad = &mut grad.as_mut_slice()[..len * taps];
                     Gemm {
                         m: len,
@@ -177,6 +272,7 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
                         accumulate: false,
                         b_window: None,
                         ahead,
+                        scatter: None,
                     }
                     .run(simd, grad);
                     plan.add(simd, grad, cg, hwc);
@@ -469,6 +565,7 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
                         } else {
                             Ahead::NONE
                         },
+                        scatter: None,
                     }
                     .run(simd, acc);
                 }

@@ -222,6 +222,7 @@ impl<'a> DensePackedPart<'a> {
             accumulate: false,
             b_window: Some((first, panels)),
             ahead: Ahead::NONE,
+            scatter: None,
         };
         // SAFETY: `out` holds `m · n` elements (asserted); this part writes columns
         // `c0..c1` of each row, which no other part writes (`new`'s contract).
@@ -304,6 +305,7 @@ impl pulp::WithSimd for Dense<'_> {
                 accumulate: false,
                 b_window: None,
                 ahead: Ahead::NONE,
+                scatter: None,
             }
             .run(simd, &mut out[c0..]);
         }

@@ -43,6 +43,9 @@
 //! - `B` given row-major as `[k, n]` (a `matmul` operand, the conv weights of an input
 //!   gradient) is packed by [`pack_b_rows`]: each panel row is a vector copy of part of a
 //!   row of `B`.
+//! - `C` is row-major (`ldc`), or scattered through two offset tables ([`Gemm::scatter`]:
+//!   `out[rows[r] + cols[c]]`, each panel's columns side by side), so that a convolution's
+//!   input gradient adds each tile of patch gradients into the image it belongs to.
 
 use pulp::Simd;
 
@@ -349,6 +352,13 @@ pub(crate) struct Gemm<'a, E> {
     pub(crate) b_window: Option<(usize, usize)>,
     /// Memory the caller reads or writes right after this product (see [`Ahead`]).
     pub(crate) ahead: Ahead<'a>,
+    /// `Some`: `C` is scattered, `C[r, c]` at `out[rows[r] + cols[c]]` (`ldc` unused), and
+    /// each panel's columns are consecutive (`cols[p·nr + j] = cols[p·nr] + j`), so that a
+    /// tile's row is one run of `out`. A convolution's input gradient adds its patch
+    /// gradients (a row per output pixel, a column per tap and channel) into the image this
+    /// way, in accumulate mode: the rows of one panel must then be `nr` apart or more, or a
+    /// tile's rows would add into the same elements and one sum would be lost.
+    pub(crate) scatter: Option<OffsetTables<'a>>,
 }
 
 /// Memory a caller touches right after a product (the output it transposes the product
@@ -637,12 +647,17 @@ struct Store<'a> {
     /// Row bias for the tile's rows, if any.
     row_bias: Option<&'a [f32]>,
     act: Activation,
+    /// Where the tile's row `i` of `C` starts: `out + rows[i]` (`i·ldc` for a row-major `C`,
+    /// the row table's entries for a scattered one, [`Gemm::scatter`]).
+    rows: *const usize,
 }
 
-/// Computes one `R`-row tile of `C` at `out` (row stride `ldc`) over one `KC` block.
+/// Computes one `R`-row tile of `C` at `out` (row `i` at `out + st.rows[i]`; `ldc` apart
+/// for the activation) over one `KC` block.
 ///
 /// # Safety
-/// As [`tile`]; `out[i·ldc + c]` is writable for `i < R`, `c < st.valid`.
+/// As [`tile`]; `st.rows` has `R` entries and row `i < R` of `C` is readable and writable
+/// for `st.valid` elements.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usize>(
@@ -663,23 +678,24 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usi
     // the stack (about a tenth of a tile's time at `k = 32`).
     let full = st.valid >= NV * S::F32_LANES;
     let mut acc = [[simd.splat_f32s(0.0); NV]; R];
-    // SAFETY (all three): `out`'s rows are readable and writable for `st.valid` columns,
-    // and the rest is the caller's guarantee, forwarded.
+    // SAFETY (all four): `C`'s rows are readable and writable for `st.valid` columns, and
+    // the rest is the caller's guarantee, forwarded.
     unsafe {
         if st.load {
             acc = if full {
-                load_tile::<S, R, NV, true>(simd, out, ldc, st.valid)
+                load_tile::<S, R, NV, true>(simd, out, st.rows, st.valid)
             } else {
-                load_tile::<S, R, NV, false>(simd, out, ldc, st.valid)
+                load_tile::<S, R, NV, false>(simd, out, st.rows, st.valid)
             };
         }
         let acc = tile::<S, E, R, NV, CS>(simd, kc, a, rs, cs, g, b, st.nr, st.pre, acc);
         if full {
-            store_tile::<S, R, NV, true>(simd, acc, out, ldc, st);
+            store_tile::<S, R, NV, true>(simd, acc, out, st);
         } else {
-            store_tile::<S, R, NV, false>(simd, acc, out, ldc, st);
+            store_tile::<S, R, NV, false>(simd, acc, out, st);
         }
     }
+    // A scattered `C` takes no transcendental activation (asserted by `run_tile`).
     if st.last && st.act.is_transcendental() {
         simd.vectorize(ActivateRows {
             out,
@@ -691,22 +707,25 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usi
     }
 }
 
-/// The `R × NV` tile of `C` at `out`: columns `0..valid`, or all `NV` vectors when `FULL`;
-/// zero beyond `valid`.
+/// The `R × NV` tile of `C` whose row `i` starts at `out + rows[i]`: columns `0..valid`, or
+/// all `NV` vectors when `FULL`; zero beyond `valid`.
 ///
 /// # Safety
-/// `out[i·ldc + c]` is readable for `i < R`, `c < valid` (`NV·lanes` when `FULL`).
+/// `rows` has `R` entries; `out[rows[i] + c]` is readable for `i < R`, `c < valid`
+/// (`NV·lanes` when `FULL`).
 #[inline(always)]
 unsafe fn load_tile<S: Simd, const R: usize, const NV: usize, const FULL: bool>(
     simd: S,
     out: *const f32,
-    ldc: usize,
+    rows: *const usize,
     valid: usize,
 ) -> [[S::f32s; NV]; R] {
     let lanes = S::F32_LANES;
     let valid = if FULL { NV * lanes } else { valid };
     let mut acc = [[simd.splat_f32s(0.0); NV]; R];
     for (i, row) in acc.iter_mut().enumerate() {
+        // SAFETY: row `i`'s entry, within the rows the caller guarantees.
+        let at = unsafe { out.add(*rows.add(i)) };
         for (v, c) in row.iter_mut().enumerate() {
             let c0 = v * lanes;
             if c0 >= valid {
@@ -714,31 +733,32 @@ unsafe fn load_tile<S: Simd, const R: usize, const NV: usize, const FULL: bool>(
             }
             let w = lanes.min(valid - c0);
             // SAFETY: within the columns the caller guarantees.
-            *c = load(simd, unsafe {
-                core::slice::from_raw_parts(out.add(i * ldc + c0), w)
-            });
+            *c = load(simd, unsafe { core::slice::from_raw_parts(at.add(c0), w) });
         }
     }
     acc
 }
 
-/// Stores the tile `acc` to `out` as [`block`] finishes it: the bias on the first `KC`
-/// block, ReLU on the last; columns `0..st.valid`, or all `NV` vectors when `FULL`.
+/// Stores the tile `acc` (row `i` at `out + st.rows[i]`) as [`block`] finishes it: the
+/// bias on the first `KC` block, ReLU on the last; columns `0..st.valid`, or all `NV`
+/// vectors when `FULL`.
 ///
 /// # Safety
-/// `out[i·ldc + c]` is writable for `i < R`, `c < st.valid` (`NV·lanes` when `FULL`).
+/// `st.rows` has `R` entries; `out[st.rows[i] + c]` is writable for `i < R`,
+/// `c < st.valid` (`NV·lanes` when `FULL`).
 #[inline(always)]
 unsafe fn store_tile<S: Simd, const R: usize, const NV: usize, const FULL: bool>(
     simd: S,
     acc: [[S::f32s; NV]; R],
     out: *mut f32,
-    ldc: usize,
     st: &Store<'_>,
 ) {
     let lanes = S::F32_LANES;
     let valid = if FULL { NV * lanes } else { st.valid };
     let zero = simd.splat_f32s(0.0);
     for (i, row) in acc.iter().enumerate() {
+        // SAFETY: row `i`'s entry, within the rows the caller guarantees.
+        let at = unsafe { out.add(*st.rows.add(i)) };
         let rb = match (st.first, st.row_bias) {
             (true, Some(rb)) => simd.splat_f32s(rb[i]),
             _ => zero,
@@ -765,7 +785,7 @@ unsafe fn store_tile<S: Simd, const R: usize, const NV: usize, const FULL: bool>
             // SAFETY: within the columns the caller guarantees.
             store(
                 simd,
-                unsafe { core::slice::from_raw_parts_mut(out.add(i * ldc + c0), w) },
+                unsafe { core::slice::from_raw_parts_mut(at.add(c0), w) },
                 val,
             );
         }
@@ -970,6 +990,7 @@ impl<E: Elem> Gemm<'_, E> {
             accumulate,
             b_window,
             ahead,
+            scatter,
         } = *self;
         if m == 0 || n == 0 {
             return;
@@ -982,7 +1003,25 @@ impl<E: Elem> Gemm<'_, E> {
         // Bounds the unsafe tiles rely on, checked once.
         assert!(first_panel + panels <= b_panels);
         assert!(b.len() >= packed_b_len(k, b_panels * nr, nr));
-        assert!(out_len >= (m - 1) * ldc + n);
+        match scatter {
+            // Every row's and every column's offset, checked once (the tiles add them), and
+            // each panel's columns consecutive (a tile stores whole runs).
+            Some(sc) => {
+                assert!(sc.rows.len() >= m && sc.cols.len() >= n);
+                assert!(!act.is_transcendental());
+                let cols = &sc.cols[..n];
+                assert!(
+                    cols.iter()
+                        .enumerate()
+                        .all(|(c, &o)| c % nr == 0 || cols[c - 1].checked_add(1) == Some(o))
+                );
+                // Past the last column, a narrow last panel's tile stores nothing.
+                let rmax = sc.rows[..m].iter().max().copied().unwrap_or(0);
+                let cmax = cols.iter().max().copied().unwrap_or(0);
+                assert!(rmax.checked_add(cmax).is_some_and(|last| last < out_len));
+            }
+            None => assert!(out_len >= (m - 1) * ldc + n),
+        }
         let last_row = m.div_ceil(MR) - 1;
         let last_rows = m - last_row * MR;
         match a.gather {
@@ -1033,6 +1072,8 @@ impl<E: Elem> Gemm<'_, E> {
         } else {
             k.clamp(1, KC)
         };
+        // A row-major `C`'s rows from a tile's first (see `Store::rows`).
+        let strided: [usize; MR] = core::array::from_fn(|i| i * ldc);
         let mut tile_no = 0;
         let mut m0 = 0;
         while m0 < m {
@@ -1149,8 +1190,9 @@ impl<E: Elem> Gemm<'_, E> {
                         };
                         let c0 = p * nr;
                         // The tile after this one: its rows of `C` are far apart, so no
-                        // prefetcher sees them.
-                        if let Some((nr0, np)) = next {
+                        // prefetcher sees them. (A scattered `C` is an image the tiles
+                        // keep adding to, in cache.)
+                        if let Some((nr0, np)) = next.filter(|_| scatter.is_none()) {
                             let nc0 = np * nr;
                             for i in 0..MR.min(m - nr0) {
                                 let row = out_ptr.wrapping_add((nr0 + i) * ldc + nc0);
@@ -1198,12 +1240,20 @@ impl<E: Elem> Gemm<'_, E> {
                                 _ => None,
                             },
                             act,
+                            rows: match scatter {
+                                // SAFETY: rows `r0..r0 + rows` are inside the table.
+                                Some(sc) => unsafe { sc.rows.as_ptr().add(r0) },
+                                None => strided.as_ptr(),
+                            },
                         };
                         // SAFETY: the asserts above bound every row of A, every block
                         // and panel of B and every written element of `out`.
                         unsafe {
                             let b = b.as_ptr().add(boff + (first_panel + p) * kc * nr);
-                            let out = out_ptr.add(r0 * ldc + c0);
+                            let out = match scatter {
+                                Some(sc) => out_ptr.add(sc.cols[c0]),
+                                None => out_ptr.add(r0 * ldc + c0),
+                            };
                             // `f32` weights interleaved by `MR` (packed conv weights, a
                             // transposed `A`): strides known at compile time.
                             if const { E::IS_F32 } && a.gather.is_some() {

@@ -36,48 +36,64 @@ impl pulp::WithSimd for PackTransposedA<'_> {
         let mr = tile_dims::<S>().0;
         let len = m.div_ceil(mr) * mr * k;
         let mut buf = take_scratch(&TRANSPOSED_A, len);
-        pack_transposed(simd, a, m, m, k, mr, &mut buf.as_mut_slice()[..len]);
+        pack_transposed(simd, a, m, (m, 0), m, k, mr, &mut buf.as_mut_slice()[..len]);
         (buf, mr)
     }
 }
 
-/// Copies `a` (`[k, m]`, rows `lda ≥ m` apart, `m > 0`) transposed into blocks of `mr`
-/// interleaved rows of `k` (`dst[(r / mr)·mr·k + kk·mr + r % mr] = a[kk·lda + r]`,
-/// `ceil(m / mr)·mr·k` elements), zeroing the rows past `m` of the last block: the GEMM's `A`
-/// with `rs = 1`, `cs = mr`.
+/// Copies `m` rows of `A` transposed into blocks of `mr` interleaved rows of `k`
+/// (`dst[(r / mr)·mr·k + kk·mr + r % mr] = A[r, kk]`, `ceil(m / mr)·mr·k` elements), zeroing
+/// the rows past `m` of the last block: the GEMM's `A` with `rs = 1`, `cs = mr`.
+///
+/// `a` holds `A` transposed, as matrices `[k, rows]` (rows `lda ≥ rows` apart) one after
+/// another, `part` elements apart, with `(rows, part) = parts`: row `r` of `A` is column
+/// `r % rows` of matrix `r / rows` (one matrix: `rows = m`; a batch of images' output
+/// gradients, the `[channels, pixels]` planes of one group: `rows` = pixels, `part` = one
+/// image's elements). A block within one matrix whose `mr` values per step fit a vector
+/// is copied a vector per step: the lanes past `mr` land on the next step's run, written
+/// after (a masked copy of six values — AVX2's masked store is slow — cost a third of the
+/// conv input gradient's time outside its GEMM); the others element by element.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) fn pack_transposed<S: Simd>(
     simd: S,
     a: &[f32],
     lda: usize,
+    parts: (usize, usize),
     m: usize,
     k: usize,
     mr: usize,
     dst: &mut [f32],
 ) {
     let lanes = S::F32_LANES;
+    let (rows, part) = parts;
+    let at = |r: usize| r / rows * part + r % rows;
     let dst = &mut dst[..m.div_ceil(mr) * mr * k];
-    for kk in 0..k {
-        let row = kk * lda;
-        for r0 in (0..m).step_by(mr) {
-            let at = (r0 / mr * k + kk) * mr;
-            let valid = mr.min(m - r0);
-            // A whole run as one vector load and store where it fits: the lanes past `mr`
-            // land on the start of the next step's run of this block, written later. A
-            // masked copy of six values (AVX2's masked store is slow) would cost a third of
-            // the conv input gradient's time outside its GEMM.
-            if valid == mr
-                && mr <= lanes
-                && kk + 1 < k
-                && row + r0 + lanes <= a.len()
-                && at + lanes <= dst.len()
-            {
-                let v = load(simd, &a[row + r0..][..lanes]);
-                store(simd, &mut dst[at..at + lanes], v);
-            } else {
-                let d = &mut dst[at..at + mr];
-                copy(simd, &mut d[..valid], &a[row + r0..][..valid]);
-                d[valid..].fill(0.0);
+    for (blk, d) in dst.chunks_exact_mut(mr * k).enumerate() {
+        let r0 = blk * mr;
+        let valid = mr.min(m - r0);
+        let src = at(r0);
+        let run = valid == mr && r0 % rows + mr <= rows;
+        // Steps `0..k - 1` as whole vectors: each store stays inside `d` (`lanes ≤ 2·mr`)
+        // and each load inside `a`; the last step copies `mr` values.
+        let vector = run && mr <= lanes && lanes <= 2 * mr && k > 1;
+        if vector && src + (k - 2) * lda + lanes <= a.len() {
+            for kk in 0..k - 1 {
+                let v = load(simd, &a[src + kk * lda..][..lanes]);
+                store(simd, &mut d[kk * mr..][..lanes], v);
+            }
+            let kk = k - 1;
+            copy(simd, &mut d[kk * mr..][..mr], &a[src + kk * lda..][..mr]);
+        } else if run {
+            for (kk, d) in d.chunks_exact_mut(mr).enumerate() {
+                copy(simd, d, &a[src + kk * lda..][..mr]);
+            }
+        } else {
+            for i in 0..mr {
+                let src = (i < valid).then(|| at(r0 + i));
+                for kk in 0..k {
+                    d[kk * mr + i] = src.map_or(0.0, |s| a[s + kk * lda]);
+                }
             }
         }
     }
@@ -144,6 +160,7 @@ impl pulp::WithSimd for Matmul<'_> {
                 accumulate,
                 b_window: None,
                 ahead: Ahead::NONE,
+                scatter: None,
             }
             .run(simd, &mut out[c0..]);
         }

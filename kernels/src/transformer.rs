@@ -497,6 +497,7 @@ impl pulp::WithSimd for Heads<'_> {
                 accumulate: false,
                 b_window: None,
                 ahead: Ahead::NONE,
+                scatter: None,
             }
             .run(simd, scores);
             // The scores stay unnormalised (`exp` only): each output row is multiplied by
@@ -522,6 +523,7 @@ impl pulp::WithSimd for Heads<'_> {
                 accumulate: false,
                 b_window: None,
                 ahead: Ahead::NONE,
+                scatter: None,
             };
             assert!(base + (l - 1) * width + head_dim <= self.out.len());
             // SAFETY: the product writes rows `0..l`, columns `0..head_dim` at row stride

@@ -428,6 +428,21 @@ fn conv2d_backward_fixed_shapes() {
     let cases = [
         // The seed CNN's second conv (batch 2) and first (padding 1).
         ([2, 32, 13, 13], [64, 32, 3, 3], Conv2dParams::default()),
+        // Input gradients whose tiles add themselves into the image (channels per group a
+        // multiple of the panel width at every level): batches of images per product (three
+        // and two here), padded, strided, dilated, grouped, a tap over two panels.
+        ([5, 32, 20, 20], [64, 32, 3, 3], Conv2dParams::default()),
+        (
+            [3, 64, 9, 8],
+            [10, 32, 3, 3],
+            Conv2dParams {
+                stride: (2, 1),
+                padding: (1, 2),
+                dilation: (1, 2),
+                groups: 2,
+            },
+        ),
+        ([2, 64, 6, 7], [8, 64, 3, 2], pad1),
         ([2, 1, 28, 28], [32, 1, 3, 3], pad1),
         // More taps than one k block of the GEMM (120·9 = 1080 > 1024).
         ([1, 120, 6, 5], [13, 120, 3, 3], pad1),

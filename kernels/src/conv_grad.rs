@@ -176,27 +176,16 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
                         n => &dy[dy_at(i1, g)..dy_at(i1 + n - 1, g) + ocg * pixels],
                     };
                     let this_dx = &dx[dx_at(i0, g)..dx_at(i1 - 1, g) + cg * h * wd];
+                    let wg = &wb.as_slice()[g * group_b..(g + 1) * group_b];
                     Gemm {
-                        m,
-                        n: taps,
-                        k: ocg,
-                        a: AView {
-                            data: a,
-                            rs: 1,
-                            cs: mr,
-                            gather: None,
-                        },
-                        b: &wb.as_slice()[g * group_b..(g + 1) * group_b],
-                        bias: Bias::None,
-                        act: Activation::None,
                         ldc: 0,
                         accumulate: true,
-                        b_window: None,
                         ahead: Ahead::of(&[next_dy, this_dx]),
                         scatter: Some(OffsetTables {
                             rows: &rows[..m],
                             cols: &cols,
                         }),
+                        ..input_gradient(m, taps, ocg, mr, a, wg)
                     }
                     .run(simd, hwc);
                     for (i, src) in hwc.chunks_exact(plane).enumerate() {
@@ -255,24 +244,10 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
                     let a = &mut a.as_mut_slice()[..len.div_ceil(mr) * mr * ocg];
                     pack_transposed(simd, &dyg[j0..], pixels, (len, 0), len, ocg, mr, a);
                     let grad = &mut grad.as_mut_slice()[..len * taps];
+                    let wg = &wb.as_slice()[g * group_b..(g + 1) * group_b];
                     Gemm {
-                        m: len,
-                        n: taps,
-                        k: ocg,
-                        a: AView {
-                            data: a,
-                            rs: 1,
-                            cs: mr,
-                            gather: None,
-                        },
-                        b: &wb.as_slice()[g * group_b..(g + 1) * group_b],
-                        bias: Bias::None,
-                        act: Activation::None,
-                        ldc: taps,
-                        accumulate: false,
-                        b_window: None,
                         ahead,
-                        scatter: None,
+                        ..input_gradient(len, taps, ocg, mr, a, wg)
                     }
                     .run(simd, grad);
                     plan.add(simd, grad, cg, hwc);
@@ -285,6 +260,39 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
         PACKED.set(Some(a));
         PATCHES.set(Some(grad));
         CHANNELS_LAST.set(Some(hwc));
+    }
+}
+
+/// The input gradient's product for `m` output pixels, `grad[m, taps] = dYᵀ · W`: `a` is
+/// their `dYᵀ` as [`pack_transposed`] packs it (`mr` rows interleaved, `ocg` columns), `b`
+/// one group's `W` packed for `taps` columns. `C` is row-major (`ldc = taps`), stored
+/// without accumulating and with nothing asked for ahead, which callers override.
+fn input_gradient<'a>(
+    m: usize,
+    taps: usize,
+    ocg: usize,
+    mr: usize,
+    a: &'a [f32],
+    b: &'a [f32],
+) -> Gemm<'a, f32> {
+    Gemm {
+        m,
+        n: taps,
+        k: ocg,
+        a: AView {
+            data: a,
+            rs: 1,
+            cs: mr,
+            gather: None,
+        },
+        b,
+        bias: Bias::None,
+        act: Activation::None,
+        ldc: taps,
+        accumulate: false,
+        b_window: None,
+        ahead: Ahead::NONE,
+        scatter: None,
     }
 }
 

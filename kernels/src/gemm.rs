@@ -647,16 +647,42 @@ struct Store<'a> {
     /// Row bias for the tile's rows, if any.
     row_bias: Option<&'a [f32]>,
     act: Activation,
-    /// Where the tile's row `i` of `C` starts: `out + rows[i]` (`i·ldc` for a row-major `C`,
-    /// the row table's entries for a scattered one, [`Gemm::scatter`]).
-    rows: *const usize,
+    /// Where the tile's rows of `C` start.
+    rows: RowsAt,
 }
 
-/// Computes one `R`-row tile of `C` at `out` (row `i` at `out + st.rows[i]`; `ldc` apart
-/// for the activation) over one `KC` block.
+/// Where row `i` of a tile of `C` starts, from the tile's `out`.
+#[derive(Clone, Copy)]
+enum RowsAt {
+    /// `out + i·ldc`: a row-major `C`.
+    Strided(usize),
+    /// `out + table[i]`: a scattered `C` ([`Gemm::scatter`]), `table` pointing at the
+    /// tile's first row's entry.
+    Table(*const usize),
+}
+
+impl RowsAt {
+    /// Row `i`'s start.
+    ///
+    /// # Safety
+    /// For `Table`, entry `i` is readable; row `i` starts inside `out`'s allocation.
+    #[inline(always)]
+    unsafe fn row<T>(self, out: *const T, i: usize) -> *const T {
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            match self {
+                Self::Strided(ldc) => out.add(i * ldc),
+                Self::Table(t) => out.add(*t.add(i)),
+            }
+        }
+    }
+}
+
+/// Computes one `R`-row tile of `C` at `out` (rows as `st.rows` says; `ldc` apart for the
+/// activation) over one `KC` block.
 ///
 /// # Safety
-/// As [`tile`]; `st.rows` has `R` entries and row `i < R` of `C` is readable and writable
+/// As [`tile`]; `st.rows` covers `R` rows and row `i < R` of `C` is readable and writable
 /// for `st.valid` elements.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -707,25 +733,25 @@ unsafe fn block<S: Simd, E: Elem, const R: usize, const NV: usize, const CS: usi
     }
 }
 
-/// The `R × NV` tile of `C` whose row `i` starts at `out + rows[i]`: columns `0..valid`, or
-/// all `NV` vectors when `FULL`; zero beyond `valid`.
+/// The `R × NV` tile of `C` whose rows start as `rows` says: columns `0..valid`, or all
+/// `NV` vectors when `FULL`; zero beyond `valid`.
 ///
 /// # Safety
-/// `rows` has `R` entries; `out[rows[i] + c]` is readable for `i < R`, `c < valid`
-/// (`NV·lanes` when `FULL`).
+/// `rows` covers `R` rows; each row `i < R` is readable for `valid` elements (`NV·lanes`
+/// when `FULL`).
 #[inline(always)]
 unsafe fn load_tile<S: Simd, const R: usize, const NV: usize, const FULL: bool>(
     simd: S,
     out: *const f32,
-    rows: *const usize,
+    rows: RowsAt,
     valid: usize,
 ) -> [[S::f32s; NV]; R] {
     let lanes = S::F32_LANES;
     let valid = if FULL { NV * lanes } else { valid };
     let mut acc = [[simd.splat_f32s(0.0); NV]; R];
     for (i, row) in acc.iter_mut().enumerate() {
-        // SAFETY: row `i`'s entry, within the rows the caller guarantees.
-        let at = unsafe { out.add(*rows.add(i)) };
+        // SAFETY: row `i`, within the rows the caller guarantees.
+        let at = unsafe { rows.row(out, i) };
         for (v, c) in row.iter_mut().enumerate() {
             let c0 = v * lanes;
             if c0 >= valid {
@@ -739,13 +765,13 @@ unsafe fn load_tile<S: Simd, const R: usize, const NV: usize, const FULL: bool>(
     acc
 }
 
-/// Stores the tile `acc` (row `i` at `out + st.rows[i]`) as [`block`] finishes it: the
-/// bias on the first `KC` block, ReLU on the last; columns `0..st.valid`, or all `NV`
-/// vectors when `FULL`.
+/// Stores the tile `acc` (rows as `st.rows` says) as [`block`] finishes it: the bias on
+/// the first `KC` block, ReLU on the last; columns `0..st.valid`, or all `NV` vectors when
+/// `FULL`.
 ///
 /// # Safety
-/// `st.rows` has `R` entries; `out[st.rows[i] + c]` is writable for `i < R`,
-/// `c < st.valid` (`NV·lanes` when `FULL`).
+/// `st.rows` covers `R` rows; each row `i < R` is writable for `st.valid` elements
+/// (`NV·lanes` when `FULL`).
 #[inline(always)]
 unsafe fn store_tile<S: Simd, const R: usize, const NV: usize, const FULL: bool>(
     simd: S,
@@ -757,8 +783,8 @@ unsafe fn store_tile<S: Simd, const R: usize, const NV: usize, const FULL: bool>
     let valid = if FULL { NV * lanes } else { st.valid };
     let zero = simd.splat_f32s(0.0);
     for (i, row) in acc.iter().enumerate() {
-        // SAFETY: row `i`'s entry, within the rows the caller guarantees.
-        let at = unsafe { out.add(*st.rows.add(i)) };
+        // SAFETY: row `i`, within the rows the caller guarantees.
+        let at = unsafe { st.rows.row(out.cast_const(), i) }.cast_mut();
         let rb = match (st.first, st.row_bias) {
             (true, Some(rb)) => simd.splat_f32s(rb[i]),
             _ => zero,
@@ -1072,8 +1098,6 @@ impl<E: Elem> Gemm<'_, E> {
         } else {
             k.clamp(1, KC)
         };
-        // A row-major `C`'s rows from a tile's first (see `Store::rows`).
-        let strided: [usize; MR] = core::array::from_fn(|i| i * ldc);
         let mut tile_no = 0;
         let mut m0 = 0;
         while m0 < m {
@@ -1242,8 +1266,8 @@ impl<E: Elem> Gemm<'_, E> {
                             act,
                             rows: match scatter {
                                 // SAFETY: rows `r0..r0 + rows` are inside the table.
-                                Some(sc) => unsafe { sc.rows.as_ptr().add(r0) },
-                                None => strided.as_ptr(),
+                                Some(sc) => RowsAt::Table(unsafe { sc.rows.as_ptr().add(r0) }),
+                                None => RowsAt::Strided(ldc),
                             },
                         };
                         // SAFETY: the asserts above bound every row of A, every block

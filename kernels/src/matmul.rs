@@ -52,7 +52,8 @@ impl pulp::WithSimd for PackTransposedA<'_> {
 /// image's elements). A block within one matrix whose `mr` values per step fit a vector
 /// is copied a vector per step: the lanes past `mr` land on the next step's run, written
 /// after (a masked copy of six values — AVX2's masked store is slow — cost a third of the
-/// conv input gradient's time outside its GEMM); the others element by element.
+/// conv input gradient's time outside its GEMM); the others a copy per step and run of
+/// rows within one matrix.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) fn pack_transposed<S: Simd>(
@@ -84,16 +85,18 @@ pub(crate) fn pack_transposed<S: Simd>(
             }
             let kk = k - 1;
             copy(simd, &mut d[kk * mr..][..mr], &a[src + kk * lda..][..mr]);
-        } else if run {
-            for (kk, d) in d.chunks_exact_mut(mr).enumerate() {
-                copy(simd, d, &a[src + kk * lda..][..mr]);
-            }
         } else {
-            for i in 0..mr {
-                let src = (i < valid).then(|| at(r0 + i));
-                for kk in 0..k {
-                    d[kk * mr + i] = src.map_or(0.0, |s| a[s + kk * lda]);
+            // Per step, a copy per run of the block's rows within one matrix (more than one
+            // where the block straddles images), zeros past `valid`.
+            for (kk, d) in d.chunks_exact_mut(mr).enumerate() {
+                let mut i = 0;
+                while i < valid {
+                    let r = r0 + i;
+                    let len = (rows - r % rows).min(valid - i);
+                    copy(simd, &mut d[i..i + len], &a[at(r) + kk * lda..][..len]);
+                    i += len;
                 }
+                d[valid..].fill(0.0);
             }
         }
     }

@@ -20,6 +20,11 @@
 //! copy contiguous runs with vector loads and stores, padding written as zeros. The GEMM stores `[oc/g, oh·ow]` straight
 //! into the NCHW output with the per-channel bias and the activation fused.
 //!
+//! 3 × 3 convolutions with stride 1, one group and at least 16 channels in and out run as
+//! Winograd F(4 × 4, 3 × 3) ([`winograd`](crate::winograd)) when the output fills most of its
+//! 4 × 4 tiles ([`covers`]); their packed weights keep the direct path's weights for outputs
+//! that do not.
+//!
 //! Depthwise convolutions (one input channel per group) skip im2col: each output row
 //! accumulates `w · (shifted input row)` per tap, vectorised along the row when the stride is 1.
 
@@ -32,6 +37,7 @@ use crate::elem::{Scratch, take_scratch};
 use crate::gemm::{AView, Ahead, Bias, Gemm, KC, NC, OffsetTables, nr, packed_b_len, tile_dims};
 use crate::shape::Conv2dParams;
 use crate::vmem::{copy, lane_bits, load_masked, masked_loads, store, transpose, zero};
+use crate::winograd::{self, WinogradWeights, covers};
 
 /// Conv2d weights `[oc, c/groups, kh, kw]` packed once for
 /// [`Kernels::conv2d_packed`](crate::Kernels::conv2d_packed), with the bias, the geometry and
@@ -61,6 +67,13 @@ pub(crate) enum ConvWeights {
     /// For the implicit im2col ([`gathers`]): per group, the weights `[ocg, taps]` and the
     /// group's bias packed as a dense layer's.
     Gathered(Vec<PackedDense>),
+    /// For Winograd F(4 × 4, 3 × 3) ([`winograd`](crate::winograd::winograd)): the
+    /// transformed weights, and the weights packed for the direct path, which runs outputs
+    /// too small for whole tiles ([`covers`]).
+    Winograd {
+        transformed: WinogradWeights,
+        direct: Box<PackedConv2d>,
+    },
 }
 
 /// Whether a convolution's patches can be read from the image in place, through offset
@@ -1171,6 +1184,26 @@ impl pulp::WithSimd for Conv2d<'_> {
             ConvWeights::Interleaved { mr, w, bias } => (*mr, w, bias),
             ConvWeights::Depthwise { w, bias } => return depthwise(simd, self, w, bias.as_deref()),
             ConvWeights::Gathered(groups) => return gathered(simd, self, groups),
+            ConvWeights::Winograd {
+                transformed,
+                direct,
+            } => {
+                if covers(oh, ow) {
+                    let (x, act, out) = (self.x, self.act, self.out);
+                    let pad = p.padding;
+                    return winograd::forward(
+                        simd,
+                        x,
+                        self.x_shape,
+                        pad,
+                        transformed,
+                        self.out_shape,
+                        act,
+                        out,
+                    );
+                }
+                return Conv2d { pw: direct, ..self }.with_simd(simd);
+            }
         };
         let nr = nr::<S>();
         let geometry = Im2col {

@@ -1179,31 +1179,36 @@ impl pulp::WithSimd for Conv2d<'_> {
         if batch == 0 || ocg == 0 || pixels == 0 {
             return;
         }
-        let pw = self.pw;
-        let (mr, weights, bias) = match &pw.weights {
-            ConvWeights::Interleaved { mr, w, bias } => (*mr, w, bias),
-            ConvWeights::Depthwise { w, bias } => return depthwise(simd, self, w, bias.as_deref()),
-            ConvWeights::Gathered(groups) => return gathered(simd, self, groups),
+        // Winograd weights carry the direct path's, for outputs too small for their tiles.
+        // (Not a recursive call: `with_simd` must inline into the level's dispatch, or its
+        // SIMD intrinsics become calls.)
+        let op = match &self.pw.weights {
             ConvWeights::Winograd {
                 transformed,
                 direct,
             } => {
                 if covers(oh, ow) {
-                    let (x, act, out) = (self.x, self.act, self.out);
-                    let pad = p.padding;
                     return winograd::forward(
                         simd,
-                        x,
+                        self.x,
                         self.x_shape,
-                        pad,
+                        p.padding,
                         transformed,
                         self.out_shape,
-                        act,
-                        out,
+                        self.act,
+                        self.out,
                     );
                 }
-                return Conv2d { pw: direct, ..self }.with_simd(simd);
+                Conv2d { pw: direct, ..self }
             }
+            _ => self,
+        };
+        let pw = op.pw;
+        let (mr, weights, bias) = match &pw.weights {
+            ConvWeights::Interleaved { mr, w, bias } => (*mr, w, bias),
+            ConvWeights::Depthwise { w, bias } => return depthwise(simd, op, w, bias.as_deref()),
+            ConvWeights::Gathered(groups) => return gathered(simd, op, groups),
+            ConvWeights::Winograd { .. } => unreachable!("direct weights are never Winograd's"),
         };
         let nr = nr::<S>();
         let geometry = Im2col {
@@ -1229,8 +1234,8 @@ impl pulp::WithSimd for Conv2d<'_> {
         let group_w = ocg.div_ceil(mr) * mr * taps;
         for img in 0..batch {
             for g in 0..groups {
-                let xg = &self.x[(img * c + g * cg) * h * w..][..cg * h * w];
-                let out = &mut self.out[(img * oc + g * ocg) * pixels..][..ocg * pixels];
+                let xg = &op.x[(img * c + g * cg) * h * w..][..cg * h * w];
+                let out = &mut op.out[(img * oc + g * ocg) * pixels..][..ocg * pixels];
                 let bias = bias
                     .as_deref()
                     .map_or(Bias::None, |b| Bias::PerRow(&b[g * ocg..(g + 1) * ocg]));
@@ -1250,7 +1255,7 @@ impl pulp::WithSimd for Conv2d<'_> {
                         },
                         b: &b[..len],
                         bias,
-                        act: self.act,
+                        act: op.act,
                         ldc: pixels,
                         accumulate: false,
                         b_window: None,

@@ -20,6 +20,11 @@
 //! copy contiguous runs with vector loads and stores, padding written as zeros. The GEMM stores `[oc/g, oh·ow]` straight
 //! into the NCHW output with the per-channel bias and the activation fused.
 //!
+//! 3 × 3 convolutions with stride 1, one group and at least 16 channels in and out run as
+//! Winograd F(4 × 4, 3 × 3) ([`winograd`](crate::winograd)) when the output fills most of its
+//! 4 × 4 tiles ([`covers`]); their packed weights keep the direct path's weights for outputs
+//! that do not.
+//!
 //! Depthwise convolutions (one input channel per group) skip im2col: each output row
 //! accumulates `w · (shifted input row)` per tap, vectorised along the row when the stride is 1.
 
@@ -32,6 +37,7 @@ use crate::elem::{Scratch, take_scratch};
 use crate::gemm::{AView, Ahead, Bias, Gemm, KC, NC, OffsetTables, nr, packed_b_len, tile_dims};
 use crate::shape::Conv2dParams;
 use crate::vmem::{copy, lane_bits, load_masked, masked_loads, store, transpose, zero};
+use crate::winograd::{self, WinogradWeights, covers};
 
 /// Conv2d weights `[oc, c/groups, kh, kw]` packed once for
 /// [`Kernels::conv2d_packed`](crate::Kernels::conv2d_packed), with the bias, the geometry and
@@ -61,6 +67,13 @@ pub(crate) enum ConvWeights {
     /// For the implicit im2col ([`gathers`]): per group, the weights `[ocg, taps]` and the
     /// group's bias packed as a dense layer's.
     Gathered(Vec<PackedDense>),
+    /// For Winograd F(4 × 4, 3 × 3) ([`winograd`](crate::winograd::winograd)): the
+    /// transformed weights, and the weights packed for the direct path, which runs outputs
+    /// too small for whole tiles ([`covers`]).
+    Winograd {
+        transformed: WinogradWeights,
+        direct: Box<PackedConv2d>,
+    },
 }
 
 /// Whether a convolution's patches can be read from the image in place, through offset
@@ -1166,11 +1179,36 @@ impl pulp::WithSimd for Conv2d<'_> {
         if batch == 0 || ocg == 0 || pixels == 0 {
             return;
         }
-        let pw = self.pw;
+        // Winograd weights carry the direct path's, for outputs too small for their tiles.
+        // (Not a recursive call: `with_simd` must inline into the level's dispatch, or its
+        // SIMD intrinsics become calls.)
+        let op = match &self.pw.weights {
+            ConvWeights::Winograd {
+                transformed,
+                direct,
+            } => {
+                if covers(oh, ow) {
+                    return winograd::forward(
+                        simd,
+                        self.x,
+                        self.x_shape,
+                        p.padding,
+                        transformed,
+                        self.out_shape,
+                        self.act,
+                        self.out,
+                    );
+                }
+                Conv2d { pw: direct, ..self }
+            }
+            _ => self,
+        };
+        let pw = op.pw;
         let (mr, weights, bias) = match &pw.weights {
             ConvWeights::Interleaved { mr, w, bias } => (*mr, w, bias),
-            ConvWeights::Depthwise { w, bias } => return depthwise(simd, self, w, bias.as_deref()),
-            ConvWeights::Gathered(groups) => return gathered(simd, self, groups),
+            ConvWeights::Depthwise { w, bias } => return depthwise(simd, op, w, bias.as_deref()),
+            ConvWeights::Gathered(groups) => return gathered(simd, op, groups),
+            ConvWeights::Winograd { .. } => unreachable!("direct weights are never Winograd's"),
         };
         let nr = nr::<S>();
         let geometry = Im2col {
@@ -1196,8 +1234,8 @@ impl pulp::WithSimd for Conv2d<'_> {
         let group_w = ocg.div_ceil(mr) * mr * taps;
         for img in 0..batch {
             for g in 0..groups {
-                let xg = &self.x[(img * c + g * cg) * h * w..][..cg * h * w];
-                let out = &mut self.out[(img * oc + g * ocg) * pixels..][..ocg * pixels];
+                let xg = &op.x[(img * c + g * cg) * h * w..][..cg * h * w];
+                let out = &mut op.out[(img * oc + g * ocg) * pixels..][..ocg * pixels];
                 let bias = bias
                     .as_deref()
                     .map_or(Bias::None, |b| Bias::PerRow(&b[g * ocg..(g + 1) * ocg]));
@@ -1217,7 +1255,7 @@ impl pulp::WithSimd for Conv2d<'_> {
                         },
                         b: &b[..len],
                         bias,
-                        act: self.act,
+                        act: op.act,
                         ldc: pixels,
                         accumulate: false,
                         b_window: None,

@@ -53,6 +53,7 @@ mod threads;
 mod transformer;
 mod validate;
 mod vmem;
+mod winograd;
 
 pub use activation::Activation;
 pub use conv::PackedConv2d;

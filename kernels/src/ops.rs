@@ -17,6 +17,7 @@ use crate::matmul::{Matmul, PackTransposedA, give_back_transposed_a};
 use crate::pool::{GlobalAvgPool, Pool2d, Pool2dBackward, PoolKind};
 use crate::shape::{Conv2dParams, Pool2dParams, conv2d_out_shape};
 use crate::validate;
+use crate::winograd::{WinogradWeights, winograd};
 
 /// Errors unless `packed` (a layout for `packed`) matches the level of `kernels`.
 fn check_level(what: &str, packed: Level, kernels: Level) -> Result<(), KernelError> {
@@ -395,7 +396,7 @@ impl Kernels {
         }
         let (ocg, taps) = (oc / p.groups, cg * kh * kw);
         let bias_vec = || bias.map(<[f32]>::to_vec);
-        let weights = if gathers(w_shape, p) {
+        let direct = if gathers(w_shape, p) {
             ConvWeights::Gathered(
                 (0..p.groups)
                     .map(|g| {
@@ -417,6 +418,19 @@ impl Kernels {
                 w: pack_weights(w, p.groups, ocg, taps, mr),
                 bias: bias_vec(),
             }
+        };
+        let weights = if winograd(w_shape, p) {
+            ConvWeights::Winograd {
+                transformed: WinogradWeights::new(self, w, oc, cg, bias),
+                direct: Box::new(PackedConv2d {
+                    w_shape,
+                    params: *p,
+                    level: self.level(),
+                    weights: direct,
+                }),
+            }
+        } else {
+            direct
         };
         Ok(PackedConv2d {
             w_shape,

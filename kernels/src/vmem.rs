@@ -283,7 +283,11 @@ pub(crate) fn transpose<S: Simd>(
     let mut blocked = 0;
     'rows: while blocked + 8 <= rows && whole > 0 {
         for c0 in (0..whole).step_by(8) {
-            let from = core::array::from_fn(|i| src[(blocked + i) * cols + c0..][..8].as_ptr());
+            // (A loop, not `array::from_fn`: its closure is compiled out of line.)
+            let mut from = [src.as_ptr(); 8];
+            for (i, row) in from.iter_mut().enumerate() {
+                *row = src[(blocked + i) * cols + c0..][..8].as_ptr();
+            }
             let to = dst[c0 * ldd + blocked..][..7 * ldd + 8].as_mut_ptr();
             // SAFETY: the eight rows of eight elements of `src` and of `dst` (`ldd` apart)
             // are inside the slices taken above.

@@ -3,11 +3,11 @@
 
 mod common;
 
-use common::{ACTIVATIONS, all_kernels, check_close, random};
+use common::{ACTIVATIONS, all_kernels, check_close, conv_tol, random};
 use proptest::prelude::*;
 use tensorlet_kernels::{Activation, Conv2dParams, Kernels, conv2d_out_shape, oracle};
 
-/// Dense/conv tolerance: `|got - ref| <= 1e-4 · (1 + |ref|)`.
+/// Dense tolerance: `|got - ref| <= 1e-4 · (1 + |ref|)` (conv2d: [`common::conv_tol`]).
 const TOL: f32 = 1e-4;
 
 #[allow(clippy::too_many_arguments)]
@@ -133,6 +133,7 @@ fn check_conv(
     let bias = random(seed ^ 2, w_shape[0], -1.0, 1.0);
     let bias = with_bias.then_some(&bias[..]);
     let len = out_shape.iter().product();
+    let tol = conv_tol(w_shape, p);
     let mut want = vec![0.0; len];
     oracle::conv2d(&x, x_shape, &w, w_shape, bias, p, act, &mut want).map_err(|e| e.to_string())?;
     for kern in all_kernels() {
@@ -146,8 +147,8 @@ fn check_conv(
             ),
             &got,
             &want,
-            TOL,
-            TOL,
+            tol,
+            tol,
         )?;
     }
     Ok(())
@@ -308,6 +309,27 @@ fn conv2d_fixed_shapes() {
                 ..Default::default()
             },
         ),
+        // Winograd F(4 × 4, 3 × 3): padding on one side, channel counts that are not whole
+        // vectors at any level, an output that is not whole tiles (14 × 11 from 16 × 11
+        // with padding (0, 1)), several images per chunk and a batch tail.
+        (
+            [5, 17, 16, 11],
+            [20, 17, 3, 3],
+            Conv2dParams {
+                padding: (0, 1),
+                ..Default::default()
+            },
+        ),
+        (
+            [2, 16, 8, 8],
+            [16, 16, 3, 3],
+            Conv2dParams {
+                padding: (1, 1),
+                ..Default::default()
+            },
+        ),
+        // Winograd weights on an output too small for whole tiles (the direct path runs).
+        ([1, 16, 4, 5], [24, 16, 3, 3], Conv2dParams::default()),
         // 360 taps with padding.
         (
             [1, 40, 12, 12],

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ACTIVATIONS, all_kernels, check_close, random};
+use common::{ACTIVATIONS, all_kernels, check_close, conv_tol, random};
 use proptest::prelude::*;
 use std::sync::Arc;
 use tensorlet_kernels::half::{bf16, f16};
@@ -14,7 +14,7 @@ use tensorlet_kernels::{
     conv2d_out_shape, oracle,
 };
 
-/// Dense/conv tolerance: `|got - ref| <= 1e-4 · (1 + |ref|)`.
+/// Dense tolerance: `|got - ref| <= 1e-4 · (1 + |ref|)` (conv2d: [`common::conv_tol`]).
 const TOL: f32 = 1e-4;
 
 #[derive(Clone, Copy, Debug)]
@@ -315,6 +315,7 @@ fn check_conv_packed(
     let bias = random(seed ^ 2, w_shape[0], -1.0, 1.0);
     let bias = with_bias.then_some(&bias[..]);
     let len = out_shape.iter().product();
+    let tol = conv_tol(w_shape, p);
     let mut want = vec![0.0; len];
     oracle::conv2d(&x, x_shape, &w, w_shape, bias, p, act, &mut want).map_err(|e| e.to_string())?;
     for kern in all_kernels() {
@@ -334,8 +335,8 @@ fn check_conv_packed(
                 ),
                 &got,
                 &want,
-                TOL,
-                TOL,
+                tol,
+                tol,
             )?;
         }
     }

@@ -3,12 +3,9 @@
 
 mod common;
 
-use common::{ACTIVATIONS, all_kernels, check_close, conv_tol, random};
+use common::{ACTIVATIONS, TOL, all_kernels, check_close, conv_tol, random};
 use proptest::prelude::*;
 use tensorlet_kernels::{Activation, Conv2dParams, Kernels, conv2d_out_shape, oracle};
-
-/// Dense tolerance: `|got - ref| <= 1e-4 · (1 + |ref|)` (conv2d: [`common::conv_tol`]).
-const TOL: f32 = 1e-4;
 
 #[allow(clippy::too_many_arguments)]
 fn check_dense(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ACTIVATIONS, all_kernels, check_close, conv_tol, random};
+use common::{ACTIVATIONS, TOL, all_kernels, check_close, conv_tol, random};
 use proptest::prelude::*;
 use std::sync::Arc;
 use tensorlet_kernels::half::{bf16, f16};
@@ -13,9 +13,6 @@ use tensorlet_kernels::{
     Activation, Conv2dParams, Kernels, Level, PackedDense, ThreadPool, WeightType,
     conv2d_out_shape, oracle,
 };
-
-/// Dense tolerance: `|got - ref| <= 1e-4 · (1 + |ref|)` (conv2d: [`common::conv_tol`]).
-const TOL: f32 = 1e-4;
 
 #[derive(Clone, Copy, Debug)]
 enum Storage {

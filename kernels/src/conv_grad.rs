@@ -22,7 +22,10 @@
 //!   and `dY` is packed as `B` from its rows ([`pack_b`]) — accumulated over the batch in
 //!   accumulate mode, then transposed into `dW`. This orientation puts the taps
 //!   (`cg·kh·kw`, a multiple of the register tile's rows for 3 × 3 kernels on 4k channels)
-//!   on the GEMM's rows and the output channels on its columns.
+//!   on the GEMM's rows and the output channels on its columns. Where the forward pass runs
+//!   as Winograd F(4 × 4, 3 × 3) (3 × 3 kernels, stride 1, [`winograd()`]), so does the weight
+//!   gradient ([`winograd::weight_gradient`]): the forward's transforms transposed, around
+//!   36 GEMMs whose depth is the batch's tiles.
 //!
 //! Pixels are taken in blocks (whole output rows, for the gathered input gradient; whole
 //! images, for the scattered one) whose patches (or patch gradients) fit in about half of
@@ -40,6 +43,7 @@ use crate::gemm::{
 use crate::matmul::pack_transposed;
 use crate::shape::Conv2dParams;
 use crate::vmem::{load, partial_load, partial_store, store, transpose, zero};
+use crate::winograd::{self, covers, winograd};
 
 /// Bytes of patches (or patch gradients) per pixel block: half of a 1 MiB L2.
 const BLOCK_BYTES: usize = 512 << 10;
@@ -479,6 +483,13 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
                 }
             }
             zero(simd, dw);
+            return;
+        }
+        if winograd(w_shape, &p) && covers(oh, ow) {
+            for img in dy.chunks_exact(oc * pixels) {
+                add_db(simd, img, pixels, db.as_deref_mut());
+            }
+            winograd::weight_gradient(simd, x, x_shape, p.padding, dy, out_shape, dw);
             return;
         }
         let nr = nr::<S>();

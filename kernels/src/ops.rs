@@ -325,8 +325,11 @@ impl Kernels {
     /// `[oc, c/groups, kh, kw]`) summed over the batch, and, when given, the bias gradient
     /// `db` (`[oc]`: `dy` summed over the batch and the pixels); both are overwritten.
     ///
-    /// Per image and group, `im2col(x) · dYᵀ` on the GEMM core, accumulated over the batch.
-    /// Runs on the calling thread.
+    /// Per image and group, `im2col(x) · dYᵀ` on the GEMM core, accumulated over the batch;
+    /// where [`Kernels::conv2d`] runs Winograd F(4 × 4, 3 × 3) (3 × 3 kernels, stride and
+    /// dilation 1, one group, at least 16 channels in and out), by its transposed transforms
+    /// (about a quarter of the multiply-adds, a few times the rounding). Runs on the calling
+    /// thread.
     ///
     /// Errors on invalid geometry (see [`conv2d_out_shape`]) or any slice length that does not
     /// match its shape.

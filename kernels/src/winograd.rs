@@ -15,6 +15,10 @@
 //!   the bias and the activation, into a channels-last image that is transposed into the
 //!   NCHW output.
 //!
+//! The weight gradient ([`weight_gradient`]) runs the same algorithm transposed: per tile,
+//! `V` as above and the output gradient's `∂M = A·∂Y·Aᵀ`; 36 GEMMs `∂U[ξ] += ∂M[ξ]ᵀ·V[ξ]`
+//! (`[oc, c]`, as deep as a chunk's tiles) accumulated over the batch; `dw = Gᵀ·∂U·G`.
+//!
 //! The multiply-adds drop by 4 × (less the tiles' overhang: 11 × 11 outputs take 3 × 3 tiles,
 //! 144 pixels); the transforms are a few vector operations per input or output element. On
 //! the seed CNN's second conv (batch 128, 32 → 64 channels, 13 × 13) it runs 1.47 × as fast
@@ -31,7 +35,7 @@ use pulp::Simd;
 use crate::activation::{Activation, apply};
 use crate::dense::{PackedData, PackedDense, pack};
 use crate::elem::{Scratch, take_scratch};
-use crate::gemm::{AView, Ahead, Bias, Gemm, tile_dims};
+use crate::gemm::{AView, Ahead, Bias, Gemm, KC, nr, tile_dims};
 use crate::shape::Conv2dParams;
 use crate::vmem::{copy, load, store, transpose, zero};
 
@@ -122,10 +126,20 @@ fn weight_1d([g0, g1, g2]: [f64; 3]) -> [f64; T] {
     ]
 }
 
-/// Row `r` of a tile held as its columns (`cols[col][r]` for each column).
+/// `Gᵀ·u` for one column `u` of a transformed weight gradient (the transpose of
+/// [`weight_1d`]).
+fn weight_grad_1d([u0, u1, u2, u3, u4, u5]: [f64; T]) -> [f64; 3] {
+    [
+        u0 / 4.0 - (u1 + u2) / 6.0 + (u3 + u4) / 24.0,
+        (u2 - u1) / 6.0 + (u3 - u4) / 12.0,
+        (u3 + u4 - u1 - u2) / 6.0 + u5,
+    ]
+}
+
+/// Row `r` of a tile held as its `C` columns (`cols[col][r]` for each column).
 #[inline(always)]
-fn row_of<V: Copy, const N: usize>(cols: &[[V; N]; T], r: usize) -> [V; T] {
-    let mut row = [cols[0][0]; T];
+fn row_of<V: Copy, const N: usize, const C: usize>(cols: &[[V; N]; C], r: usize) -> [V; C] {
+    let mut row = [cols[0][0]; C];
     for (slot, col) in row.iter_mut().zip(cols) {
         *slot = col[r];
     }
@@ -151,6 +165,47 @@ fn input_1d<S: Simd>(simd: S, d: [S::f32s; T]) -> [S::f32s; T] {
     ]
 }
 
+/// Where [`input_tile`] reads a window: from `xin[at..]` (a padded channels-last image,
+/// rows `wp` pixels of `cp` channels apart), channels `c0..c0 + lanes`.
+#[derive(Clone, Copy)]
+struct Window<'a> {
+    xin: &'a [f32],
+    at: usize,
+    wp: usize,
+    cp: usize,
+    c0: usize,
+}
+
+/// `V = Bᵀ·d·B` of one window's channels (vectors along the channels), point `ξ` stored at
+/// `v[ξ·stride + base..]`: `Bᵀ·d` down each column, then `·B` along each row.
+#[inline(always)]
+fn input_tile<S: Simd>(simd: S, window: Window, v: &mut [f32], stride: usize, base: usize) {
+    let Window {
+        xin,
+        at,
+        wp,
+        cp,
+        c0,
+    } = window;
+    let lanes = S::F32_LANES;
+    let zero_v = simd.splat_f32s(0.0);
+    let mut cols = [[zero_v; T]; T];
+    for (col, out) in cols.iter_mut().enumerate() {
+        let mut d = [zero_v; T];
+        for (r, slot) in d.iter_mut().enumerate() {
+            *slot = load(simd, &xin[at + (r * wp + col) * cp + c0..][..lanes]);
+        }
+        *out = input_1d(simd, d);
+    }
+    // Constant bounds: the loops unroll and the values stay in registers.
+    for r in 0..T {
+        let vals = input_1d(simd, row_of(&cols, r));
+        for (col, &val) in vals.iter().enumerate() {
+            store(simd, &mut v[(r * T + col) * stride + base..][..lanes], val);
+        }
+    }
+}
+
 /// `Aᵀ·m` for one column `m` of a transformed tile (vectors along the channels).
 #[inline(always)]
 fn output_1d<S: Simd>(simd: S, m: [S::f32s; T]) -> [S::f32s; M] {
@@ -163,6 +218,28 @@ fn output_1d<S: Simd>(simd: S, m: [S::f32s; T]) -> [S::f32s; M] {
         simd.mul_add_f32s(simd.splat_f32s(2.0), d, b),
         simd.mul_add_f32s(simd.splat_f32s(4.0), c, a),
         simd.add_f32s(simd.mul_add_f32s(simd.splat_f32s(8.0), d, b), m[5]),
+    ]
+}
+
+/// `A·d` for one column `d` of an output tile's gradient (vectors along the channels): the
+/// transpose of [`output_1d`].
+#[inline(always)]
+fn gradient_1d<S: Simd>(simd: S, d: [S::f32s; M]) -> [S::f32s; T] {
+    let even = simd.add_f32s(d[0], d[2]);
+    let odd = simd.add_f32s(d[1], d[3]);
+    let even4 = simd.mul_add_f32s(simd.splat_f32s(4.0), d[2], d[0]);
+    let odd8 = simd.mul_add_f32s(
+        simd.splat_f32s(8.0),
+        d[3],
+        simd.mul_f32s(simd.splat_f32s(2.0), d[1]),
+    );
+    [
+        d[0],
+        simd.add_f32s(even, odd),
+        simd.sub_f32s(even, odd),
+        simd.add_f32s(even4, odd8),
+        simd.sub_f32s(even4, odd8),
+        d[3],
     ]
 }
 
@@ -225,27 +302,14 @@ pub(crate) fn forward<S: Simd>(
             }
             let at = ((t / tw) * M * wp + (t % tw) * M) * cp;
             for c0 in (0..cp).step_by(lanes) {
-                // Bᵀ·d down each column, then ·B along each row.
-                let mut cols = [[zero_v; T]; T];
-                for (col, out) in cols.iter_mut().enumerate() {
-                    let mut d = [zero_v; T];
-                    for (r, slot) in d.iter_mut().enumerate() {
-                        *slot = load(simd, &xin[at + (r * wp + col) * cp + c0..][..lanes]);
-                    }
-                    *out = input_1d(simd, d);
-                }
-                // Constant bounds: the loops unroll and the values stay in registers.
-                for r in 0..T {
-                    let vals = input_1d(simd, row_of(&cols, r));
-                    for (col, &val) in vals.iter().enumerate() {
-                        let xi = r * T + col;
-                        store(
-                            simd,
-                            &mut v[(xi * chunk + row_no) * cp + c0..][..lanes],
-                            val,
-                        );
-                    }
-                }
+                let window = Window {
+                    xin,
+                    at,
+                    wp,
+                    cp,
+                    c0,
+                };
+                input_tile(simd, window, v, chunk * cp, row_no * cp + c0);
             }
         }
         for (xi, u) in weights.u.iter().enumerate() {
@@ -317,6 +381,185 @@ pub(crate) fn forward<S: Simd>(
     }
     PLANE.set(Some(images));
     TRANSFORMED.set(Some(vm));
+}
+
+/// The Winograd weight gradient of [`Conv2dBackwardWeights`](crate::conv_grad) (shapes
+/// validated, [`winograd`] and [`covers`] hold, `batch > 0`): from `x` `[batch, c, h, w]` and
+/// the output's gradient `dy` `[batch, oc, oh, ow]`, writes `dw` `[oc, c, 3, 3]` summed over
+/// the batch.
+///
+/// The forward pass transposed: per tile, the input window's `V = Bᵀ·d·B` (as in
+/// [`forward`]) and the gradient's `∂M = A·∂Y·Aᵀ` (its overhang zero); per point `ξ`,
+/// `∂U[ξ] = Σ_tiles ∂M[ξ]ᵀ·V[ξ]` (`[oc, c]`), a GEMM whose depth is the chunk's tiles,
+/// accumulated over the chunks; then `dw = Gᵀ·∂U·G` per output and input channel, in `f64`.
+/// `V` is written straight into the GEMM's packed `B` layout (its channels as whole panels),
+/// and each `∂M[ξ]` is transposed into a row-major `A`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn weight_gradient<S: Simd>(
+    simd: S,
+    x: &[f32],
+    x_shape: [usize; 4],
+    padding: (usize, usize),
+    dy: &[f32],
+    out_shape: [usize; 4],
+    dw: &mut [f32],
+) {
+    let [batch, c, h, w] = x_shape;
+    let [_, oc, oh, ow] = out_shape;
+    let (ph, pw) = padding;
+    let lanes = S::F32_LANES;
+    let nr = nr::<S>();
+    let zero_v = simd.splat_f32s(0.0);
+    // `V`'s channels fill whole panels of `B`; the gradient's channels whole vectors. The
+    // padded channels stay zero (only the first `c` and `oc` are ever written).
+    let (cp, ocp) = (c.div_ceil(nr) * nr, oc.div_ceil(lanes) * lanes);
+    let (th, tw) = (oh.div_ceil(M), ow.div_ceil(M));
+    let tiles = th * tw;
+    let total = batch * tiles;
+    let (hp, wp) = (th * M + 2, tw * M + 2);
+    // The gradient's tile grid (the overhang zero).
+    let gw = tw * M;
+    let pixels = oh * ow;
+    // Tiles per chunk: the GEMMs' depth, one block of packed `B`; a multiple of 8, so that
+    // `∂M[ξ]` transposes by whole 8 × 8 blocks (all but a batch's last chunk).
+    let chunk = (WINOGRAD_BYTES / 4 / (POINTS * (cp + ocp) + ocp) / 8 * 8)
+        .clamp(8, KC)
+        .min(total);
+    let (plane_len, dy_len) = (h * w * cp, pixels * ocp);
+    let (xin_len, grid_len) = (hp * wp * cp, th * M * gw * ocp);
+    let mut buf = take_scratch(&PLANE, plane_len + dy_len + xin_len + grid_len);
+    let images = &mut buf.as_mut_slice()[..plane_len + dy_len + xin_len + grid_len];
+    // Borders, overhangs and padded channels stay zero: only the rest is written, image by
+    // image.
+    zero(simd, images);
+    let (plane, rest) = images.split_at_mut(plane_len);
+    let (dy_plane, rest) = rest.split_at_mut(dy_len);
+    let (xin, grid) = rest.split_at_mut(xin_len);
+    let (v_len, m_len) = (POINTS * chunk * cp, POINTS * chunk * ocp);
+    let mut work = take_scratch(&TRANSFORMED, v_len + m_len + ocp * chunk + POINTS * oc * c);
+    let (v, rest) = work.as_mut_slice().split_at_mut(v_len);
+    let (m, rest) = rest.split_at_mut(m_len);
+    let (mt, du) = rest.split_at_mut(ocp * chunk);
+    let du = &mut du[..POINTS * oc * c];
+    let mut loaded = usize::MAX;
+    for r0 in (0..total).step_by(chunk) {
+        let rows = chunk.min(total - r0);
+        for row_no in 0..rows {
+            let (img, t) = ((r0 + row_no) / tiles, (r0 + row_no) % tiles);
+            if img != loaded {
+                let xi = &x[img * c * h * w..][..c * h * w];
+                transpose(simd, xi, c, h * w, plane, cp);
+                for yy in 0..h {
+                    let dst = &mut xin[((yy + ph) * wp + pw) * cp..][..w * cp];
+                    copy(simd, dst, &plane[yy * w * cp..][..w * cp]);
+                }
+                let dyi = &dy[img * oc * pixels..][..oc * pixels];
+                transpose(simd, dyi, oc, pixels, dy_plane, ocp);
+                for yy in 0..oh {
+                    let dst = &mut grid[yy * gw * ocp..][..ow * ocp];
+                    copy(simd, dst, &dy_plane[yy * ow * ocp..][..ow * ocp]);
+                }
+                loaded = img;
+            }
+            let (ty, tx) = (t / tw, t % tw);
+            let at = (ty * M * wp + tx * M) * cp;
+            for c0 in (0..cp).step_by(lanes) {
+                // Into panel `c0 / nr` of `V[ξ]` (`rows × nr` each).
+                let panel = (c0 / nr) * rows * nr + row_no * nr + c0 % nr;
+                input_tile(
+                    simd,
+                    Window {
+                        xin,
+                        at,
+                        wp,
+                        cp,
+                        c0,
+                    },
+                    v,
+                    chunk * cp,
+                    panel,
+                );
+            }
+            let at = (ty * M * gw + tx * M) * ocp;
+            for o0 in (0..ocp).step_by(lanes) {
+                // A·∂Y down each column, then ·Aᵀ along each row.
+                let mut cols = [[zero_v; T]; M];
+                for (col, out) in cols.iter_mut().enumerate() {
+                    let mut d = [zero_v; M];
+                    for (r, slot) in d.iter_mut().enumerate() {
+                        *slot = load(simd, &grid[at + (r * gw + col) * ocp + o0..][..lanes]);
+                    }
+                    *out = gradient_1d(simd, d);
+                }
+                for r in 0..T {
+                    let vals = gradient_1d(simd, row_of(&cols, r));
+                    for (col, &val) in vals.iter().enumerate() {
+                        let xi = r * T + col;
+                        store(
+                            simd,
+                            &mut m[(xi * chunk + row_no) * ocp + o0..][..lanes],
+                            val,
+                        );
+                    }
+                }
+            }
+        }
+        for xi in 0..POINTS {
+            let mt = &mut mt[..ocp * rows];
+            transpose(
+                simd,
+                &m[xi * chunk * ocp..][..rows * ocp],
+                rows,
+                ocp,
+                mt,
+                rows,
+            );
+            Gemm {
+                m: oc,
+                n: c,
+                k: rows,
+                a: AView {
+                    data: &mt[..oc * rows],
+                    rs: rows,
+                    cs: 1,
+                    gather: None,
+                },
+                b: &v[xi * chunk * cp..][..rows * cp],
+                bias: Bias::None,
+                act: Activation::None,
+                ldc: c,
+                accumulate: r0 > 0,
+                b_window: None,
+                ahead: Ahead::NONE,
+                scatter: None,
+            }
+            .run(simd, &mut du[xi * oc * c..][..oc * c]);
+        }
+    }
+    // dw = Gᵀ·∂U·G per output and input channel: ·G along each row, then Gᵀ· down each
+    // column.
+    for (i, out) in dw.chunks_exact_mut(9).enumerate() {
+        let mut ug = [[0.0f64; 3]; T];
+        for (r, slot) in ug.iter_mut().enumerate() {
+            let mut row = [0.0f64; T];
+            for (col, u) in row.iter_mut().enumerate() {
+                *u = f64::from(du[(r * T + col) * oc * c + i]);
+            }
+            *slot = weight_grad_1d(row);
+        }
+        for kx in 0..3 {
+            let mut col = [0.0f64; T];
+            for (r, u) in col.iter_mut().enumerate() {
+                *u = ug[r][kx];
+            }
+            for (ky, val) in weight_grad_1d(col).into_iter().enumerate() {
+                out[ky * 3 + kx] = val as f32;
+            }
+        }
+    }
+    PLANE.set(Some(buf));
+    TRANSFORMED.set(Some(work));
 }
 
 std::thread_local! {

@@ -27,20 +27,26 @@ pub fn all_kernels() -> Vec<Kernels> {
 /// `|got - ref| <= 1e-4 · (1 + |ref|)` (f32 sums of up to a few hundred terms).
 pub const TOL: f32 = 1e-4;
 
-/// Conv2d forward tolerance, `|got - ref| <= tol · (1 + |ref|)`, for weights `w_shape` and
-/// parameters `p`: [`TOL`], and 5e-4 where the kernels run Winograd F(4 × 4, 3 × 3) (3 × 3
-/// kernels, stride and dilation 1, one group, at least 16 channels in and out), whose
-/// transforms scale the products' rounding: measured up to 2.4e-4 against an `f64`
-/// reference on outputs of scale 5.
-pub fn conv_tol(w_shape: [usize; 4], p: &Conv2dParams) -> f32 {
+/// Whether the kernels run a convolution with weights `w_shape` and parameters `p` as
+/// Winograd F(4 × 4, 3 × 3) (forward and weight gradient): 3 × 3 kernels, stride and
+/// dilation 1, one group, at least 16 channels in and out (and an output that fills most of
+/// its tiles, which the tolerances below do not need to know).
+pub fn winograd_runs(w_shape: [usize; 4], p: &Conv2dParams) -> bool {
     let [oc, cg, kh, kw] = w_shape;
-    let winograd = (kh, kw) == (3, 3)
+    (kh, kw) == (3, 3)
         && p.stride == (1, 1)
         && p.dilation == (1, 1)
         && p.groups == 1
         && cg >= 16
-        && oc >= 16;
-    if winograd { 5e-4 } else { TOL }
+        && oc >= 16
+}
+
+/// Conv2d forward tolerance, `|got - ref| <= tol · (1 + |ref|)`, for weights `w_shape` and
+/// parameters `p`: [`TOL`], and 5e-4 where the kernels run Winograd ([`winograd_runs`]),
+/// whose transforms scale the products' rounding: measured up to 2.4e-4 against an `f64`
+/// reference on outputs of scale 5.
+pub fn conv_tol(w_shape: [usize; 4], p: &Conv2dParams) -> f32 {
+    if winograd_runs(w_shape, p) { 5e-4 } else { TOL }
 }
 
 /// `len` values uniform in `[lo, hi)` from a seed (SplitMix64).

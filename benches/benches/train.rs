@@ -8,9 +8,10 @@
 //! prints a table of medians and shares of peak beside the target (≥ 70% for the
 //! three convolution products at both levels).
 //!
-//! The forward and the weight gradient run as Winograd F(4 × 4, 3 × 3) (about a quarter of
-//! the multiply-adds); their throughput counts the direct convolution's FLOPs like the input
-//! gradient's, so their shares of peak are effective ones and can pass 100%.
+//! All three run as Winograd F(4 × 4, 3 × 3) (about a quarter of the multiply-adds; the input
+//! gradient as the forward pass on `dy` with the weights turned, 13 × 13 as 3 × 3 tiles and a
+//! strip of single pixels); their throughput counts the direct convolution's FLOPs, so their
+//! shares of peak are effective ones and can pass 100%.
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
@@ -34,7 +35,7 @@ const CONV_TARGET: f64 = 0.70;
 /// The three convolution products, as (benchmark name, table label).
 const PRODUCTS: [(&str, &str); 3] = [
     ("forward", "forward (Winograd, direct FLOPs)"),
-    ("backward-input", "input gradient"),
+    ("backward-input", "input gradient (Winograd, direct FLOPs)"),
     (
         "backward-weights",
         "weight gradient (Winograd, direct FLOPs)",

@@ -13,7 +13,11 @@
 //!   sits in the patch), a few images per product, and the patch gradients are never
 //!   stored. Otherwise they are, a block of output rows at a time, and each input pixel
 //!   gathers its own ([`Gather`]): contiguous vector loads, the channels of a tap side by
-//!   side. Either way the channels-last gradient is transposed into `dX` at the end.
+//!   side. Either way the channels-last gradient is transposed into `dX` at the end. Where
+//!   the forward pass runs as Winograd F(4 × 4, 3 × 3) and the padding is at most 2
+//!   ([`winograd::input_gradient`]), none of this: `dX` is the full correlation of `dY` with
+//!   the weights transposed and turned by half a turn, which is that forward pass with
+//!   padding `2 - p` ([`winograd::forward`], [`WinogradWeights::transposed`]).
 //! - weight gradient ([`Conv2dBackwardWeights`]): `dWᵀ[taps, ocg] += cols[taps, pixels] ·
 //!   dY[ocg, pixels]ᵀ` — the patches are the GEMM's `A`: without padding read from the
 //!   image in place through the forward's offset tables (a row per tap, a column per pixel;
@@ -43,7 +47,7 @@ use crate::gemm::{
 use crate::matmul::pack_transposed;
 use crate::shape::Conv2dParams;
 use crate::vmem::{load, partial_load, partial_store, store, transpose, zero};
-use crate::winograd::{self, covers, winograd};
+use crate::winograd::{self, WinogradWeights, tiles_cover, winograd};
 
 /// Bytes of patches (or patch gradients) per pixel block: half of a 1 MiB L2.
 const BLOCK_BYTES: usize = 512 << 10;
@@ -81,6 +85,9 @@ pub(crate) struct Conv2dBackwardInput<'a> {
     pub(crate) x_shape: [usize; 4],
     pub(crate) out_shape: [usize; 4],
     pub(crate) p: Conv2dParams,
+    /// `w` transposed for the Winograd path, where it runs
+    /// ([`winograd::input_gradient`]).
+    pub(crate) winograd: Option<&'a WinogradWeights>,
     pub(crate) dx: &'a mut [f32],
 }
 
@@ -96,6 +103,7 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
             x_shape,
             out_shape,
             p,
+            winograd,
             dx,
         } = self;
         let [batch, c, h, wd] = x_shape;
@@ -108,6 +116,12 @@ impl pulp::WithSimd for Conv2dBackwardInput<'_> {
         if batch == 0 || ocg == 0 || taps == 0 || pixels == 0 {
             zero(simd, dx);
             return;
+        }
+        if let Some(turned) = winograd {
+            // The full correlation of `dY` with the turned weights: padding `2 - p`.
+            let padding = (2 - p.padding.0, 2 - p.padding.1);
+            let act = Activation::None;
+            return winograd::forward(simd, dy, out_shape, padding, turned, x_shape, act, dx);
         }
         let (mr, nr) = (tile_dims::<S>().0, nr::<S>());
         // Each group's `W` as the GEMM's `B`, `[ocg, taps]` with the taps in `(ky, kx, ci)`
@@ -485,7 +499,7 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
             zero(simd, dw);
             return;
         }
-        if winograd(w_shape, &p) && covers(oh, ow) {
+        if winograd(w_shape, &p) && tiles_cover(oh, ow) {
             for img in dy.chunks_exact(oc * pixels) {
                 add_db(simd, img, pixels, db.as_deref_mut());
             }

@@ -17,7 +17,7 @@ use crate::matmul::{Matmul, PackTransposedA, give_back_transposed_a};
 use crate::pool::{GlobalAvgPool, Pool2d, Pool2dBackward, PoolKind};
 use crate::shape::{Conv2dParams, Pool2dParams, conv2d_out_shape};
 use crate::validate;
-use crate::winograd::{WinogradWeights, winograd};
+use crate::winograd::{self, WinogradWeights, winograd};
 
 /// Errors unless `packed` (a layout for `packed`) matches the level of `kernels`.
 fn check_level(what: &str, packed: Level, kernels: Level) -> Result<(), KernelError> {
@@ -308,6 +308,9 @@ impl Kernels {
     ) -> Result<(), KernelError> {
         let out_shape =
             validate::conv2d_backward_input(dy.len(), w.len(), w_shape, x_shape, p, dx.len())?;
+        let [oc, c, _, _] = w_shape;
+        let turned = winograd::input_gradient(w_shape, p, x_shape[2], x_shape[3])
+            .then(|| WinogradWeights::transposed(self, w, oc, c));
         self.run(Conv2dBackwardInput {
             dy,
             w,
@@ -315,6 +318,7 @@ impl Kernels {
             x_shape,
             out_shape,
             p: *p,
+            winograd: turned.as_ref(),
             dx,
         });
         Ok(())

@@ -325,6 +325,18 @@ fn conv2d_fixed_shapes() {
                 ..Default::default()
             },
         ),
+        // Winograd with a strip of pixels past the tiles: 5 × 9 (one row, one column; the
+        // image reaches past the tiles' windows), 13 × 13 with 17 output channels (a partial
+        // block of vectors at every level).
+        ([2, 16, 7, 11], [20, 16, 3, 3], Conv2dParams::default()),
+        (
+            [3, 19, 13, 13],
+            [17, 19, 3, 3],
+            Conv2dParams {
+                padding: (1, 1),
+                ..Default::default()
+            },
+        ),
         // Winograd weights on an output too small for whole tiles (the direct path runs).
         ([1, 16, 4, 5], [24, 16, 3, 3], Conv2dParams::default()),
         // 360 taps with padding.

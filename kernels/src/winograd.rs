@@ -124,12 +124,14 @@ impl WinogradWeights {
         let mut u = vec![vec![0.0f32; oc * cg]; POINTS];
         for (oi, wo) in w.chunks_exact(cg * 9).enumerate() {
             for (ci, g) in wo.chunks_exact(9).enumerate() {
-                // G·g (6 × 3), then (G·g)·Gᵀ (6 × 6).
-                let g: [f64; 9] = core::array::from_fn(|i| f64::from(g[i]));
-                let gg: [[f64; 3]; T] = core::array::from_fn(|r| {
-                    let col = |c: usize| [g[c], g[3 + c], g[6 + c]];
-                    core::array::from_fn(|c| weight_1d(col(c))[r])
-                });
+                // G·g (6 × 3), a column at a time, then (G·g)·Gᵀ (6 × 6), a row at a time.
+                let mut gg = [[0.0f64; 3]; T];
+                for c in 0..3 {
+                    let col = [g[c], g[3 + c], g[6 + c]].map(f64::from);
+                    for (row, v) in gg.iter_mut().zip(weight_1d(col)) {
+                        row[c] = v;
+                    }
+                }
                 for (r, row) in gg.iter().enumerate() {
                     for (c, v) in weight_1d(*row).into_iter().enumerate() {
                         u[r * T + c][oi * cg + ci] = v as f32;

@@ -21,9 +21,9 @@
 //! into the NCHW output with the per-channel bias and the activation fused.
 //!
 //! 3 × 3 convolutions with stride 1, one group and at least 16 channels in and out run as
-//! Winograd F(4 × 4, 3 × 3) ([`winograd`]) when the output fills most of its
-//! 4 × 4 tiles, a last row or column of single pixels left to a strip ([`covers`]); their
-//! packed weights keep the direct path's weights for outputs that do not.
+//! Winograd F(4 × 4, 3 × 3) ([`winograd`]) when the output fills most of its 4 × 4 tiles, a
+//! last row or column of single pixels left to a strip ([`covers`]); their packed weights
+//! keep the direct path's weights for outputs that do not.
 //!
 //! Depthwise convolutions (one input channel per group) skip im2col: each output row
 //! accumulates `w · (shifted input row)` per tap, vectorised along the row when the stride is 1.

@@ -292,8 +292,12 @@ impl Kernels {
     /// `[n, c, h, w]`), overwriting it.
     ///
     /// Per image and group, `dYᵀ · W` on the GEMM core (the patch gradients, pixel by pixel),
-    /// then each input pixel sums the gradients of the patches that cover it. Runs on the
-    /// calling thread (a trainer calls it per sub-batch on each of its threads).
+    /// then each input pixel sums the gradients of the patches that cover it; where
+    /// [`Kernels::conv2d`] runs Winograd F(4 × 4, 3 × 3) (3 × 3 kernels, stride and dilation
+    /// 1, one group, at least 16 channels in and out) and the padding is at most 2, by that
+    /// forward pass on `dy` with the weights transposed and turned by half a turn (padding
+    /// `2 - p`). Runs on the calling thread (a trainer calls it per sub-batch on each of its
+    /// threads).
     ///
     /// Errors on invalid geometry (see [`conv2d_out_shape`]) or any slice length that does not
     /// match its shape.

@@ -23,9 +23,9 @@
 //!
 //! The multiply-adds drop by 4 × (less the tiles' overhang: 11 × 11 outputs take 3 × 3 tiles,
 //! 144 pixels; a side of `4k + 1` pixels takes `k` tiles and a strip of single pixels,
-//! [`strip`], computed directly); the transforms are a few vector operations per input or output element. On
-//! the seed CNN's second conv (batch 128, 32 → 64 channels, 13 × 13) it runs 1.47 × as fast
-//! as the direct path at AVX-512 and 1.55 × at AVX2.
+//! [`strip`], computed directly); the transforms are a few vector operations per input or
+//! output element. On the seed CNN's second conv (batch 128, 32 → 64 channels, 13 × 13) it
+//! runs 1.47 × as fast as the direct path at AVX-512 and 1.55 × at AVX2.
 //!
 //! The price is rounding: the points 0, ±1, ±2 put coefficients up to 5 into `Bᵀ` and 8 into
 //! `Aᵀ`, which scale the rounding of the 36 products. Against an `f64` reference the error
@@ -575,9 +575,9 @@ fn strip<S: Simd>(
 }
 
 /// The Winograd weight gradient of [`Conv2dBackwardWeights`](crate::conv_grad) (shapes
-/// validated, [`winograd`] and [`tiles_cover`] hold, `batch > 0`): from `x` `[batch, c, h, w]` and
-/// the output's gradient `dy` `[batch, oc, oh, ow]`, writes `dw` `[oc, c, 3, 3]` summed over
-/// the batch.
+/// validated, [`winograd`] and [`tiles_cover`] hold, `batch > 0`): from `x`
+/// `[batch, c, h, w]` and the output's gradient `dy` `[batch, oc, oh, ow]`, writes `dw`
+/// `[oc, c, 3, 3]` summed over the batch.
 ///
 /// The forward pass transposed: per tile, the input window's `V = Bᵀ·d·B` (as in
 /// [`forward`]) and the gradient's `∂M = A·∂Y·Aᵀ` (its overhang zero); per point `ξ`,

@@ -25,6 +25,10 @@
 //! last row or column of single pixels left to a strip ([`covers`]); their packed weights
 //! keep the direct path's weights for outputs that do not.
 //!
+//! Unpadded convolutions with at most 27 taps per output and at least 8 output channels (a
+//! first layer on gray or RGB images) run as a stencil ([`stencil`](crate::stencil)): no
+//! patches, each tap's inputs loaded once per tile of a row's pixels and output channels.
+//!
 //! Depthwise convolutions (one input channel per group) skip im2col: each output row
 //! accumulates `w · (shifted input row)` per tap, vectorised along the row when the stride is 1.
 
@@ -64,6 +68,9 @@ pub(crate) enum ConvWeights {
     },
     /// For the depthwise kernel: the weights as given, and the bias.
     Depthwise { w: Vec<f32>, bias: Option<Vec<f32>> },
+    /// For the stencil kernel ([`stencil`](crate::stencil)): the weights in blocks of
+    /// output channels, tap-major ([`stencil::pack`](crate::stencil::pack)), and the bias.
+    Stencil { w: Vec<f32>, bias: Option<Vec<f32>> },
     /// For the implicit im2col ([`gathers`]): per group, the weights `[ocg, taps]` and the
     /// group's bias packed as a dense layer's.
     Gathered(Vec<PackedDense>),
@@ -1208,6 +1215,20 @@ impl pulp::WithSimd for Conv2d<'_> {
             ConvWeights::Interleaved { mr, w, bias } => (*mr, w, bias),
             ConvWeights::Depthwise { w, bias } => return depthwise(simd, op, w, bias.as_deref()),
             ConvWeights::Gathered(groups) => return gathered(simd, op, groups),
+            ConvWeights::Stencil { w, bias } => {
+                return crate::stencil::forward(
+                    simd,
+                    op.x,
+                    op.x_shape,
+                    pw.w_shape,
+                    &pw.params,
+                    w,
+                    bias.as_deref(),
+                    op.out_shape,
+                    op.act,
+                    op.out,
+                );
+            }
             ConvWeights::Winograd { .. } => unreachable!("direct weights are never Winograd's"),
         };
         let nr = nr::<S>();

@@ -49,6 +49,7 @@ mod ops;
 pub mod oracle;
 mod pool;
 mod shape;
+mod stencil;
 mod threads;
 mod transformer;
 mod validate;

@@ -16,6 +16,7 @@ use crate::loss::{BceWithLogits, Mse, SoftmaxCrossEntropy};
 use crate::matmul::{Matmul, PackTransposedA, give_back_transposed_a};
 use crate::pool::{GlobalAvgPool, Pool2d, Pool2dBackward, PoolKind};
 use crate::shape::{Conv2dParams, Pool2dParams, conv2d_out_shape};
+use crate::stencil::{self, stencil};
 use crate::validate;
 use crate::winograd::{self, WinogradWeights, winograd};
 
@@ -407,7 +408,12 @@ impl Kernels {
         }
         let (ocg, taps) = (oc / p.groups, cg * kh * kw);
         let bias_vec = || bias.map(<[f32]>::to_vec);
-        let direct = if gathers(w_shape, p) {
+        let direct = if stencil(w_shape, p) {
+            ConvWeights::Stencil {
+                w: stencil::pack(w, oc, taps),
+                bias: bias_vec(),
+            }
+        } else if gathers(w_shape, p) {
             ConvWeights::Gathered(
                 (0..p.groups)
                     .map(|g| {

@@ -197,6 +197,34 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The stencil kernel's range (one group, stride 1, no padding, at most 27 taps, at
+    /// least 8 output channels): rows shorter than a vector, of two vectors and of several
+    /// tiles, output channels that are not whole blocks, dilation.
+    #[test]
+    fn conv2d_stencil_matches_oracle(
+        batch in 1usize..=2,
+        cg in 1usize..=3,
+        oc in 8usize..=20,
+        h in 1usize..=12,
+        w in 1usize..=45,
+        kh in 1usize..=3,
+        kw in 1usize..=3,
+        dilation in (1usize..=2, 1usize..=2),
+        with_bias: bool,
+        act in prop::sample::select(&ACTIVATIONS[..]),
+        seed: u64,
+    ) {
+        let kh = kh.min((h - 1) / dilation.0 + 1);
+        let kw = kw.min((w - 1) / dilation.1 + 1);
+        let p = Conv2dParams { dilation, ..Default::default() };
+        check_conv([batch, cg, h, w], [oc, cg, kh, kw], &p, with_bias, act, seed)
+            .map_err(TestCaseError::fail)?;
+    }
+}
+
 #[test]
 fn conv2d_fixed_shapes() {
     let cases = [
@@ -251,6 +279,12 @@ fn conv2d_fixed_shapes() {
             },
         ),
         ([1, 3, 100, 100], [5, 3, 3, 3], Conv2dParams::default()),
+        // The stencil kernel: the seed CNN's first conv (26-pixel rows), batch 3; the
+        // 3-channel 100 × 100 variant's (27 taps, 98-pixel rows); 13 output channels (a
+        // partial block).
+        ([3, 1, 28, 28], [32, 1, 3, 3], Conv2dParams::default()),
+        ([1, 3, 100, 100], [32, 3, 3, 3], Conv2dParams::default()),
+        ([2, 2, 11, 37], [13, 2, 3, 2], Conv2dParams::default()),
         (
             [1, 2, 9, 40],
             [3, 2, 1, 7],

@@ -1,8 +1,9 @@
 //! Kernel benchmarks, each beside a limit or a peer measured in the same run: the
 //! peak-FMA, streaming-read and memcpy probes; dense (square GEMMs and the bundled models'
 //! layers) against peak and the `gemm` crate; batch-1 GEMV (f32, f16, bf16 weights)
-//! against streaming the same weight bytes (f16 also against converting them); conv2d against peak and candle; max-pool
-//! against memcpy.
+//! against streaming the same weight bytes (f16 also against converting them); conv2d
+//! against peak and candle, and on an AVX-512 CPU also at AVX2 against the AVX2 probe;
+//! max-pool against memcpy.
 //!
 //! Run with `cargo bench -p tensorlet-benches --features peers --bench kernels` (without
 //! `--features peers` the peer rows are left out). After criterion's own output it prints
@@ -13,12 +14,12 @@ use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 use tensorlet_benches::report::{Results, Table, Work};
 use tensorlet_benches::{
-    f16_convert_probe, lanes, memcpy_probe, peak_fma_flops, peak_fma_probe, single_threaded,
-    stream_read_probe, values,
+    avx2_fma_flops, avx2_fma_probe, f16_convert_probe, lanes, memcpy_probe, peak_fma_flops,
+    peak_fma_probe, single_threaded, stream_read_probe, values,
 };
 use tensorlet_kernels::half::{bf16, f16};
 use tensorlet_kernels::{
-    Activation, Conv2dParams, Kernels, Pool2dParams, conv2d_out_shape, pool2d_out_shape,
+    Activation, Conv2dParams, Kernels, Level, Pool2dParams, conv2d_out_shape, pool2d_out_shape,
 };
 
 /// Rounds of the peak-FMA probe per call (about 0.1 ms with AVX-512).
@@ -70,13 +71,29 @@ fn dense_cases() -> Vec<(usize, usize, usize)> {
     square.chain(layers).collect()
 }
 
-/// The peak-FMA probe, as benchmark `peak-fma/<when>` of group `probes`.
+/// AVX2 kernels when this CPU has AVX2 but detects a higher level (AVX-512): the conv2d
+/// cases also run at AVX2, against the AVX2 peak-FMA probe.
+fn avx2() -> Option<Kernels> {
+    if Kernels::detect().level() == Level::Avx2 {
+        return None;
+    }
+    Kernels::with_level(Level::Avx2)
+}
+
+/// The peak-FMA probe, as benchmark `peak-fma/<when>` of group `probes`, and the AVX2 one
+/// as `peak-fma-avx2/<when>` when [`avx2`] measures that level.
 fn peak(c: &mut Criterion, when: &str) {
     let mut g = c.benchmark_group("probes");
     g.throughput(Throughput::Elements(peak_fma_flops(PEAK_ITERATIONS)));
     g.bench_function(BenchmarkId::new("peak-fma", when), |b| {
         b.iter(|| peak_fma_probe(black_box(PEAK_ITERATIONS)))
     });
+    if avx2().is_some() {
+        g.throughput(Throughput::Elements(avx2_fma_flops(PEAK_ITERATIONS)));
+        g.bench_function(BenchmarkId::new("peak-fma-avx2", when), |b| {
+            b.iter(|| avx2_fma_probe(black_box(PEAK_ITERATIONS)))
+        });
+    }
     g.finish();
 }
 
@@ -237,6 +254,18 @@ fn conv2d(c: &mut Criterion) {
                 black_box(&out);
             })
         });
+        if let Some(k2) = avx2() {
+            let packed = k2
+                .pack_conv2d(&w, ws, Some(&bias), &p)
+                .expect("valid shapes");
+            g.bench_function(BenchmarkId::new("tensorlet-avx2", &id), |b| {
+                b.iter(|| {
+                    k2.conv2d_packed(black_box(&x), xs, &packed, Activation::None, &mut out)
+                        .expect("valid shapes");
+                    black_box(&out);
+                })
+            });
+        }
         #[cfg(feature = "peers")]
         {
             let candle = tensorlet_benches::peers::CandleConv2d::new(&x, xs, &w, ws, &bias)
@@ -294,6 +323,18 @@ fn table(r: &Results) -> Table {
     let peak_ns = first.into_iter().chain(last).reduce(f64::min);
     t.row("peak-FMA probe, first", first, peak_work);
     t.row("peak-FMA probe, last", last, peak_work);
+    let avx2_work = Work::Flops(avx2_fma_flops(PEAK_ITERATIONS) as f64);
+    let avx2_peak_ns = if avx2().is_some() {
+        let (first, last) = (
+            r.median_ns("probes", "peak-fma-avx2/first"),
+            r.median_ns("probes", "peak-fma-avx2/last"),
+        );
+        t.row("peak-FMA probe AVX2, first", first, avx2_work);
+        t.row("peak-FMA probe AVX2, last", last, avx2_work);
+        first.into_iter().chain(last).reduce(f64::min)
+    } else {
+        None
+    };
     for (rows, cols) in GEMV {
         let bytes = rows * cols * 4;
         let mib = bytes as f64 / (1 << 20) as f64;
@@ -389,6 +430,19 @@ fn table(r: &Results) -> Table {
             row.vs_peer("candle", get("candle"), Some(1.5));
         }
         row.vs_peer("tensorlet unpacked", get("unpacked"), None);
+        if avx2().is_some() {
+            t.row(
+                format!("conv2d {ci}→{co} {hw}×{hw} at AVX2"),
+                get("tensorlet-avx2"),
+                Work::Flops(conv_flops(ci, co, hw) as f64),
+            )
+            .vs_limit(
+                "AVX2 peak-FMA",
+                avx2_peak_ns,
+                avx2_work,
+                (ci >= 32).then_some(0.75),
+            );
+        }
     }
 
     for xs in POOL {

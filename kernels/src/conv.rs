@@ -1216,18 +1216,7 @@ impl pulp::WithSimd for Conv2d<'_> {
             ConvWeights::Depthwise { w, bias } => return depthwise(simd, op, w, bias.as_deref()),
             ConvWeights::Gathered(groups) => return gathered(simd, op, groups),
             ConvWeights::Stencil { w, bias } => {
-                return crate::stencil::forward(
-                    simd,
-                    op.x,
-                    op.x_shape,
-                    pw.w_shape,
-                    &pw.params,
-                    w,
-                    bias.as_deref(),
-                    op.out_shape,
-                    op.act,
-                    op.out,
-                );
+                return crate::stencil::forward(simd, op, w, bias.as_deref());
             }
             ConvWeights::Winograd { .. } => unreachable!("direct weights are never Winograd's"),
         };

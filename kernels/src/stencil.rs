@@ -22,6 +22,7 @@
 use pulp::Simd;
 
 use crate::activation::{Activation, apply_n};
+use crate::conv::Conv2d;
 use crate::shape::Conv2dParams;
 use crate::vmem::{load, store};
 
@@ -62,52 +63,32 @@ pub(crate) fn pack(w: &[f32], oc: usize, taps: usize) -> Vec<f32> {
     packed
 }
 
-/// The convolution of `x` (`x_shape`, NCHW) with `weights` ([`pack`] of `w_shape`) plus
-/// `bias`, through `act`, into `out` (`out_shape`); [`stencil`] holds and the lengths
-/// match.
+/// `op`'s convolution with `weights` ([`pack`] of its weight shape) plus `bias`;
+/// [`stencil`] holds and the lengths match.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn forward<S: Simd>(
-    simd: S,
-    x: &[f32],
-    x_shape: [usize; 4],
-    w_shape: [usize; 4],
-    p: &Conv2dParams,
-    weights: &[f32],
-    bias: Option<&[f32]>,
-    out_shape: [usize; 4],
-    act: Activation,
-    out: &mut [f32],
-) {
+pub(crate) fn forward<S: Simd>(simd: S, op: Conv2d<'_>, weights: &[f32], bias: Option<&[f32]>) {
     if S::REGISTER_COUNT >= 32 {
-        run::<S, BLOCK>(
-            simd, x, x_shape, w_shape, p, weights, bias, out_shape, act, out,
-        );
+        run::<S, BLOCK>(simd, op, weights, bias);
     } else {
-        run::<S, { BLOCK / 2 }>(
-            simd, x, x_shape, w_shape, p, weights, bias, out_shape, act, out,
-        );
+        run::<S, { BLOCK / 2 }>(simd, op, weights, bias);
     }
 }
 
 /// [`forward`] with tiles of `R` output channels (`R` divides [`BLOCK`]).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn run<S: Simd, const R: usize>(
-    simd: S,
-    x: &[f32],
-    x_shape: [usize; 4],
-    w_shape: [usize; 4],
-    p: &Conv2dParams,
-    weights: &[f32],
-    bias: Option<&[f32]>,
-    out_shape: [usize; 4],
-    act: Activation,
-    out: &mut [f32],
-) {
+fn run<S: Simd, const R: usize>(simd: S, op: Conv2d<'_>, weights: &[f32], bias: Option<&[f32]>) {
+    let Conv2d {
+        x,
+        x_shape,
+        pw,
+        out_shape,
+        act,
+        out,
+    } = op;
     let [batch, c, h, w] = x_shape;
-    let [oc, cg, kh, kw] = w_shape;
+    let [oc, cg, kh, kw] = pw.w_shape;
     let [_, _, oh, ow] = out_shape;
+    let p = pw.params;
     let taps = cg * kh * kw;
     let (dh, dw) = p.dilation;
     // Where each tap's input sits from its window's top-left corner.

@@ -56,6 +56,8 @@ pub struct RuntimeConfig {
     /// Maximum bytes of tensors one request may hold in the host, in total.
     pub tensor_budget: usize,
     /// Maximum bytes of tensors all requests in flight may hold in the host together.
+    /// The native backend also keeps up to a sixteenth of it (at most 128 MiB) of large
+    /// buffers of finished requests, for later requests' outputs.
     pub host_memory_budget: usize,
     /// Most requests running at once (sizes the pooling allocator).
     pub max_concurrent_requests: u32,
@@ -168,7 +170,10 @@ impl Runtime {
         spawn_epoch_ticker(&engine)
             .map_err(|e| Error::internal(format!("failed to start the epoch thread: {e}")))?;
         let wasm = OnceLock::new();
-        let backend = backend::new(config.kernels, &kernels, || {
+        // Large buffers kept between requests: a sixteenth of the host budget, at most
+        // 128 MiB (a convolutional network's activations at batch 256 are about 40 MiB).
+        let pool_bytes = (config.host_memory_budget / 16).min(128 << 20);
+        let backend = backend::new(config.kernels, &kernels, pool_bytes, || {
             let w = Arc::new(link_kernels_component(&engine, compile_cache.as_ref())?);
             let _ = wasm.set(w.clone());
             Ok(w)

@@ -194,14 +194,16 @@ pub(crate) trait Session: Send {
 }
 
 /// The backend `kind`, set up once: the one place that chooses between backends. `wasm`
-/// links the kernels component (the runtime keeps it for kernel sessions too).
+/// links the kernels component (the runtime keeps it for kernel sessions too); the native
+/// backend keeps at most `pool_bytes` of large buffers between requests.
 pub(crate) fn new(
     kind: KernelBackend,
     kernels: &Kernels,
+    pool_bytes: usize,
     wasm: impl FnOnce() -> Result<Arc<wasm::WasmBackend>>,
 ) -> Result<Arc<dyn Backend>> {
     Ok(match kind {
-        KernelBackend::Native => Arc::new(native::NativeBackend::new(kernels.clone())),
+        KernelBackend::Native => Arc::new(native::NativeBackend::new(kernels.clone(), pool_bytes)),
         KernelBackend::Wasm => wasm()?,
     })
 }
@@ -249,6 +251,12 @@ impl<T> Slab<T> {
             .get(id as usize)
             .and_then(Option::as_ref)
             .ok_or_else(|| bad_handle(id))
+    }
+
+    /// Removes and returns every value.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.free.clear();
+        self.entries.drain(..).flatten()
     }
 
     /// Removes and returns the value behind `id`.

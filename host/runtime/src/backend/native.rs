@@ -8,8 +8,13 @@
 //! tensors the function releases are kept for the request's later outputs of the same
 //! length (every kernel writes all of its output): an encoder's layers allocate the same
 //! few shapes again and again, and a fresh large allocation costs page faults and zeroing.
+//! Large buffers a request still held when it ended go to the backend's [`SparePool`],
+//! shared by all requests, for later requests' outputs: a server running the same network
+//! request after request allocates each of its large activations once, not every time.
+//! Since every kernel writes all of its output, nothing an earlier request held (another
+//! tenant's data) is ever visible in a reused buffer.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tensorlet_kernels::{Activation, Conv2dParams, Kernels, Pool2dParams};
 
@@ -24,15 +29,90 @@ const HANDLE_COST: usize = 64;
 /// Most released buffers a session keeps for reuse.
 const SPARE_BUFFERS: usize = 16;
 
+/// Smallest buffer, in bytes, worth keeping between requests: below it the allocator
+/// serves from memory it already has (glibc's default `mmap` threshold is 128 KiB), so a
+/// shared pool's lock would cost more than it saves.
+const POOLED_BYTES: usize = 128 << 10;
+
+/// Most buffers the between-requests pool keeps, whatever their size.
+const POOLED_BUFFERS: usize = 32;
+
 /// The native plugin: one set of kernels at the level chosen for the runtime.
 pub(crate) struct NativeBackend {
     kernels: Kernels,
+    pool: Arc<SparePool>,
 }
 
 impl NativeBackend {
-    /// The backend running `kernels`.
-    pub(crate) fn new(kernels: Kernels) -> Self {
-        NativeBackend { kernels }
+    /// The backend running `kernels`, keeping at most `pool_bytes` of buffers between
+    /// requests.
+    pub(crate) fn new(kernels: Kernels, pool_bytes: usize) -> Self {
+        NativeBackend {
+            kernels,
+            pool: Arc::new(SparePool::new(pool_bytes)),
+        }
+    }
+}
+
+/// Large f32 buffers of finished requests, kept (at most `cap` bytes, the most recently
+/// returned) for later requests' outputs of the same length.
+pub(crate) struct SparePool {
+    cap: usize,
+    spares: Mutex<PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    /// Oldest first.
+    buffers: Vec<Arc<[f32]>>,
+    bytes: usize,
+}
+
+impl SparePool {
+    /// An empty pool keeping at most `cap` bytes.
+    pub(crate) fn new(cap: usize) -> Self {
+        SparePool {
+            cap,
+            spares: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        // The state is a list of buffers, whole after any panic.
+        self.spares.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A kept buffer of exactly `elements` f32s, if there is one.
+    fn take(&self, elements: usize) -> Option<Arc<[f32]>> {
+        let mut state = self.lock();
+        let i = state.buffers.iter().rposition(|b| b.len() == elements)?;
+        let buf = state.buffers.remove(i);
+        state.bytes -= elements * 4;
+        Some(buf)
+    }
+
+    /// Keeps `buffers` (each with no other owner), dropping the oldest kept ones beyond
+    /// the pool's bounds.
+    fn give(&self, buffers: impl IntoIterator<Item = Arc<[f32]>>) {
+        let mut state = self.lock();
+        for buf in buffers {
+            let bytes = buf.len() * 4;
+            if bytes > self.cap {
+                continue;
+            }
+            state.bytes += bytes;
+            state.buffers.push(buf);
+        }
+        while state.bytes > self.cap || state.buffers.len() > POOLED_BUFFERS {
+            let old = state.buffers.remove(0);
+            state.bytes -= old.len() * 4;
+        }
+    }
+
+    /// Bytes kept now.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 }
 
@@ -49,6 +129,7 @@ impl Backend for NativeBackend {
             tensors: Slab::with_capacity(32),
             budget: limits.budget,
             spare: Vec::new(),
+            pool: self.pool.clone(),
         }))
     }
 }
@@ -60,6 +141,20 @@ struct NativeSession {
     budget: TensorBudget,
     /// Buffers of released tensors that nothing else shared, for later outputs.
     spare: Vec<Arc<[f32]>>,
+    /// Where large buffers go when the request ends, and come from when `spare` has none.
+    pool: Arc<SparePool>,
+}
+
+impl Drop for NativeSession {
+    fn drop(&mut self) {
+        let held = self
+            .tensors
+            .drain()
+            .filter_map(Tensor::into_unshared_f32s)
+            .chain(self.spare.drain(..))
+            .filter(|b| b.len() * 4 >= POOLED_BYTES);
+        self.pool.give(held);
+    }
 }
 
 impl NativeSession {
@@ -76,14 +171,19 @@ impl NativeSession {
 
     /// Storage for an op's output of `elements` f32s, charged first (as if new, so the
     /// budget counts what a request asks for, whatever is reused): a spare buffer of that
-    /// length, holding what an earlier output of this request held, or a zeroed
-    /// allocation. Either way it is the tensor's own shared buffer (no copy when the output
+    /// length, holding what an earlier output of this request (or, for a large one, of an
+    /// earlier request) held, or a zeroed allocation. Either way it is the tensor's own shared buffer (no copy when the output
     /// becomes a tensor); [`elems`] gives the kernels its elements, all of which they
     /// write.
     fn output(&mut self, elements: usize) -> Result<Arc<[f32]>> {
         self.budget.charge(elements.saturating_mul(4))?;
         if let Some(i) = self.spare.iter().position(|b| b.len() == elements) {
             return Ok(self.spare.swap_remove(i));
+        }
+        if elements * 4 >= POOLED_BYTES
+            && let Some(buf) = self.pool.take(elements)
+        {
+            return Ok(buf);
         }
         // One zeroed allocation (fresh pages come zeroed from the OS): collecting zeros
         // element by element cost a tenth of a convolutional network's request.
@@ -403,14 +503,17 @@ mod tests {
     use crate::limits::HostMemory;
 
     fn session() -> NativeSession {
-        let host = Arc::new(HostMemory::new(1 << 20));
+        pooled_session(&Arc::new(SparePool::new(1 << 20)))
+    }
+
+    fn pooled_session(pool: &Arc<SparePool>) -> NativeSession {
+        let host = Arc::new(HostMemory::new(8 << 20));
         NativeSession {
             kernels: Kernels::detect(),
-            // Room for a small network's handles (weights, inputs, intermediates): growing
-            // from empty reallocated the slab several times per request.
             tensors: Slab::with_capacity(32),
-            budget: TensorBudget::new(host, 1 << 20),
+            budget: TensorBudget::new(host, 8 << 20),
             spare: Vec::new(),
+            pool: pool.clone(),
         }
     }
 
@@ -472,5 +575,58 @@ mod tests {
         let again = s.run(Op::Add { a: small, b: small }).unwrap();
         assert_ne!(read(&mut s, again).1, shared_at);
         assert_eq!(read(&mut s, alias).0, [14.0; 4]);
+    }
+
+    /// A large buffer a request held when it ended serves a later request's output of its
+    /// length, written over (a ReLU of negatives over an earlier request's sums); small
+    /// buffers, buffers the caller still holds and buffers past the pool's size are not
+    /// kept.
+    #[test]
+    fn a_finished_requests_large_buffers_serve_the_next_request() {
+        let n = POOLED_BYTES / 4;
+        let pool = Arc::new(SparePool::new(4 * POOLED_BYTES));
+        let mut s = pooled_session(&pool);
+        let ones = put(&mut s, &[n], &vec![1.0; n]);
+        let sum = s.run(Op::Add { a: ones, b: ones }).unwrap();
+        let (held, at) = read(&mut s, sum);
+        assert_eq!(held, vec![2.0; n]);
+        let small = put(&mut s, &[4], &[1.0; 4]);
+        let small_sum = s.run(Op::Add { a: small, b: small }).unwrap();
+        let kept_by_caller = s.run(Op::Add { a: sum, b: sum }).unwrap();
+        let result = s.get(kept_by_caller).unwrap();
+        drop(s);
+        // `sum`'s buffer is kept; `ones` (the caller's put is unshared too) as well.
+        assert_eq!(pool.bytes(), 2 * POOLED_BYTES);
+
+        let mut s = pooled_session(&pool);
+        let neg = put(&mut s, &[n], &vec![-3.0; n]);
+        let y = s
+            .run(Op::Activate {
+                x: neg,
+                act: Activation::Relu,
+            })
+            .unwrap();
+        let (relu, y_at) = read(&mut s, y);
+        assert_eq!(relu, vec![0.0; n]);
+        let (_, other_at) = read(&mut s, neg);
+        let reused = [y_at, other_at];
+        assert!(reused.contains(&at), "a kept buffer was not reused");
+        assert_eq!(pool.bytes(), POOLED_BYTES);
+        assert_eq!(result.f32s("result").unwrap(), vec![4.0; n].as_slice());
+        let _ = small_sum;
+        drop(s);
+
+        // A pool smaller than a buffer keeps nothing; past its size it drops the oldest.
+        let tiny = Arc::new(SparePool::new(POOLED_BYTES - 4));
+        let mut s = pooled_session(&tiny);
+        let _ = put(&mut s, &[n], &vec![1.0; n]);
+        drop(s);
+        assert_eq!(tiny.bytes(), 0);
+        let mut s = pooled_session(&pool);
+        for _ in 0..6 {
+            let _ = put(&mut s, &[n], &vec![1.0; n]);
+        }
+        drop(s);
+        assert_eq!(pool.bytes(), 4 * POOLED_BYTES);
     }
 }

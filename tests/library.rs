@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Case, assert_outputs_close, cases, fixture, json};
-use tensorlet_host::{InferenceRequest, Runtime, RuntimeConfig};
+use tensorlet_host::{InferenceRequest, KernelBackend, Runtime, RuntimeConfig};
 
 fn run(rt: &Runtime, case: &Case) -> tensorlet_host::Result<serde_json::Value> {
     let function = rt.load_bundled(&case.model)?;
@@ -41,8 +41,8 @@ fn a_batch_larger_than_a_chunk_matches_the_numpy_reference_row_by_row() {
     // mnist-cnn runs a batch of more than 16 images in chunks of 16; 37 images make two
     // whole chunks and a partial one. Each image is one of the `cnn_mnist` case's two, in an
     // order that does not repeat with the chunk length, and each output row must be the
-    // numpy reference's row for that image.
-    let rt = common::runtime(RuntimeConfig::default());
+    // numpy reference's row for that image. The function gathers the chunks with the
+    // `embedding` op, so both kernel backends run it.
     let request = json("cnn_mnist.request.json");
     let expected = json("cnn_mnist.expected.json");
     let images = common::floats(&request["inputs"][0]["data"]);
@@ -63,14 +63,20 @@ fn a_batch_larger_than_a_chunk_matches_the_numpy_reference_row_by_row() {
         "name": "probs", "shape": [n, 10], "data": want,
     }]});
     assert!((0..n).any(|i| pick(i) == 0) && (0..n).any(|i| pick(i) == 1));
-    let function = rt.load_bundled("mnist-cnn").unwrap();
-    let weights = rt
-        .load_weights_file(&fixture("cnn_mnist.weights.safetensors"))
-        .unwrap();
     let request = InferenceRequest::from_json(&big.to_string()).unwrap();
-    let response = function.infer_request(&weights, &request).unwrap();
-    let actual = serde_json::to_value(response).unwrap();
-    assert_outputs_close("cnn_mnist × 37", &want, &actual);
+    for kernels in [KernelBackend::Native, KernelBackend::Wasm] {
+        let rt = common::runtime(RuntimeConfig {
+            kernels,
+            ..RuntimeConfig::default()
+        });
+        let function = rt.load_bundled("mnist-cnn").unwrap();
+        let weights = rt
+            .load_weights_file(&fixture("cnn_mnist.weights.safetensors"))
+            .unwrap();
+        let response = function.infer_request(&weights, &request).unwrap();
+        let actual = serde_json::to_value(response).unwrap();
+        assert_outputs_close(&format!("cnn_mnist × 37, {kernels:?}"), &want, &actual);
+    }
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! layers) against peak and the `gemm` crate; batch-1 GEMV (f32, f16, bf16 weights)
 //! against streaming the same weight bytes (f16 also against converting them); conv2d
 //! against peak and candle, and on an AVX-512 CPU also at AVX2 against the AVX2 probe;
-//! max-pool against memcpy.
+//! max-pool against memcpy; the seed CNN's five heavy layers on one 16-image chunk (as the
+//! `mnist-cnn` function runs a batch; group `chunk`, criterion's output only), to see which
+//! layer an eval's time goes to.
 //!
 //! Run with `cargo bench -p tensorlet-benches --features peers --bench kernels` (without
 //! `--features peers` the peer rows are left out). After criterion's own output it prints
@@ -482,6 +484,70 @@ fn table(r: &Results) -> Table {
     t
 }
 
+/// The seed CNN layer by layer on one chunk of 16 images (the batch the `mnist-cnn`
+/// function runs at a time), with ReLU as the function has it.
+fn chunk(c: &mut Criterion) {
+    let k = Kernels::detect();
+    let mut g = c.benchmark_group("chunk");
+    let n = 16;
+    let p = Conv2dParams::default();
+    let pool = Pool2dParams {
+        kernel: (2, 2),
+        stride: (2, 2),
+        padding: (0, 0),
+    };
+    let relu = Activation::Relu;
+    let x = values(n * 28 * 28, 1);
+    let w1 = values(32 * 9, 2);
+    let w2 = values(64 * 32 * 9, 3);
+    let f1 = values(128 * 1600, 4);
+    let p1 = k
+        .pack_conv2d(&w1, [32, 1, 3, 3], Some(&values(32, 5)), &p)
+        .expect("conv1");
+    let p2 = k
+        .pack_conv2d(&w2, [64, 32, 3, 3], Some(&values(64, 6)), &p)
+        .expect("conv2");
+    let pf = k
+        .pack_dense(&f1, 128, 1600, Some(&values(128, 7)))
+        .expect("fc1");
+    let mut c1 = vec![0.0; n * 32 * 26 * 26];
+    let mut q1 = vec![0.0; n * 32 * 13 * 13];
+    let mut c2 = vec![0.0; n * 64 * 11 * 11];
+    let mut q2 = vec![0.0; n * 64 * 5 * 5];
+    let mut h = vec![0.0; n * 128];
+    g.bench_function("conv1", |b| {
+        b.iter(|| {
+            k.conv2d_packed(black_box(&x), [n, 1, 28, 28], &p1, relu, &mut c1)
+                .unwrap()
+        })
+    });
+    g.bench_function("pool1", |b| {
+        b.iter(|| {
+            k.max_pool2d(black_box(&c1), [n, 32, 26, 26], &pool, &mut q1)
+                .unwrap()
+        })
+    });
+    g.bench_function("conv2", |b| {
+        b.iter(|| {
+            k.conv2d_packed(black_box(&q1), [n, 32, 13, 13], &p2, relu, &mut c2)
+                .unwrap()
+        })
+    });
+    g.bench_function("pool2", |b| {
+        b.iter(|| {
+            k.max_pool2d(black_box(&c2), [n, 64, 11, 11], &pool, &mut q2)
+                .unwrap()
+        })
+    });
+    g.bench_function("fc1", |b| {
+        b.iter(|| {
+            k.dense_packed(black_box(&q2), n, &pf, relu, &mut h)
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
 fn main() {
     single_threaded();
     let started = SystemTime::now();
@@ -492,6 +558,7 @@ fn main() {
         .without_plots()
         .configure_from_args();
     probes(&mut c);
+    chunk(&mut c);
     dense(&mut c);
     gemv(&mut c);
     conv2d(&mut c);

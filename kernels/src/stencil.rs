@@ -132,7 +132,11 @@ fn run<S: Simd, const R: usize>(simd: S, op: Conv2d<'_>, weights: &[f32], bias: 
                         dst: s.map(|s| oy * ow + s),
                         len,
                     };
-                    tile.run::<S, R>(simd, xi, offsets, wb, b, act, out, plane, rows);
+                    if len == lanes {
+                        tile.run::<S, R, true>(simd, xi, offsets, wb, b, act, out, plane, rows);
+                    } else {
+                        tile.run::<S, R, false>(simd, xi, offsets, wb, b, act, out, plane, rows);
+                    }
                     i += PIXEL_VECTORS;
                 }
                 if i < vectors {
@@ -142,7 +146,11 @@ fn run<S: Simd, const R: usize>(simd: S, op: Conv2d<'_>, weights: &[f32], bias: 
                         dst: [oy * ow + s],
                         len,
                     };
-                    tile.run::<S, R>(simd, xi, offsets, wb, b, act, out, plane, rows);
+                    if len == lanes {
+                        tile.run::<S, R, true>(simd, xi, offsets, wb, b, act, out, plane, rows);
+                    } else {
+                        tile.run::<S, R, false>(simd, xi, offsets, wb, b, act, out, plane, rows);
+                    }
                 }
             }
         }
@@ -165,12 +173,14 @@ struct Tile<const P: usize> {
 impl<const P: usize> Tile<P> {
     /// Computes output channels `0..rows` (of `R`, weights `w[t · BLOCK + r]`, bias `b`) at
     /// the tile's pixels from image `x`, and writes them, through `act`, to `out` (plane
-    /// `r` for channel `r`, `plane` values apart).
+    /// `r` for channel `r`, `plane` values apart). `FULL`: the vectors are whole (`len` is
+    /// the lane count), so every load and store is one unmasked instruction.
     // The loops index by counter so that, unrolled, every index is a constant and the
-    // accumulators stay in registers.
+    // accumulators stay in registers (an epilogue iterating over them by a runtime index
+    // spilled all of them to the stack).
     #[inline(always)]
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-    fn run<S: Simd, const R: usize>(
+    fn run<S: Simd, const R: usize, const FULL: bool>(
         &self,
         simd: S,
         x: &[f32],
@@ -182,10 +192,16 @@ impl<const P: usize> Tile<P> {
         plane: usize,
         rows: usize,
     ) {
-        let full = self.len == S::F32_LANES;
         let reach = offsets.last().copied().unwrap_or(0) + self.len;
         // Every read below is inside `x`: the last tap's window of each vector.
         assert!(self.src.iter().all(|&s| s + reach <= x.len()));
+        // Every write below is inside `out`: the last channel's plane at each vector.
+        let last_row = rows.clamp(1, R) - 1;
+        assert!(
+            self.dst
+                .iter()
+                .all(|&d| last_row * plane + d + self.len <= out.len())
+        );
         let w = &w[..offsets.len().saturating_sub(1) * BLOCK + R];
         let mut acc = [[simd.splat_f32s(0.0); P]; R];
         for r in 0..R {
@@ -195,7 +211,7 @@ impl<const P: usize> Tile<P> {
             let mut v = [simd.splat_f32s(0.0); P];
             for p in 0..P {
                 let at = self.src[p] + off;
-                v[p] = if full {
+                v[p] = if FULL {
                     // SAFETY: `at + lanes <= x.len()` (the assertion above).
                     unsafe { x.as_ptr().add(at).cast::<S::f32s>().read_unaligned() }
                 } else {
@@ -210,13 +226,55 @@ impl<const P: usize> Tile<P> {
                 }
             }
         }
-        for (r, acc) in acc.into_iter().enumerate() {
+        activate_tile(simd, act, &mut acc);
+        for r in 0..R {
             if r < rows {
-                let y = apply_n(simd, act, acc);
                 for p in 0..P {
-                    store(simd, &mut out[r * plane + self.dst[p]..][..self.len], y[p]);
+                    let at = r * plane + self.dst[p];
+                    if FULL {
+                        // SAFETY: `r ≤ last_row`, so `at + lanes <= out.len()` (the
+                        // assertion above).
+                        unsafe {
+                            out.as_mut_ptr()
+                                .add(at)
+                                .cast::<S::f32s>()
+                                .write_unaligned(acc[r][p]);
+                        }
+                    } else {
+                        store(simd, &mut out[at..at + self.len], acc[r][p]);
+                    }
                 }
             }
+        }
+    }
+}
+
+/// `act` on every vector of a tile. ReLU (the activation a first conv layer fuses) and
+/// none index the tile only by unrolled constants, so its vectors stay in registers; the
+/// others work on a copy, which LLVM loops over in memory (their arithmetic outweighs that).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+fn activate_tile<S: Simd, const R: usize, const P: usize>(
+    simd: S,
+    act: Activation,
+    acc: &mut [[S::f32s; P]; R],
+) {
+    match act {
+        Activation::None => {}
+        Activation::Relu => {
+            let zero = simd.splat_f32s(0.0);
+            for r in 0..R {
+                for p in 0..P {
+                    acc[r][p] = simd.max_f32s(acc[r][p], zero);
+                }
+            }
+        }
+        _ => {
+            let mut tile = *acc;
+            for row in &mut tile {
+                *row = apply_n(simd, act, *row);
+            }
+            *acc = tile;
         }
     }
 }

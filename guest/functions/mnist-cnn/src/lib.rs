@@ -162,8 +162,8 @@ impl Net {
         // Run the network a chunk of images at a time, so each conv output is read back by
         // its pooling from cache rather than from memory. The chunks are gathered in the
         // host (rows of the batch seen as [N, C·H·W]), so the images never cross into this
-        // sandbox and back: copying a batch of 256 out and each chunk in again cost a tenth
-        // of the request.
+        // sandbox and back (a copy of the whole batch out, and of each chunk in, with page
+        // faults on fresh memory on both sides).
         let rows = x.reshape(&[n, pixels])?;
         let mut probs = Vec::new();
         let mut classes = 0;

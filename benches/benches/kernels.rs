@@ -518,31 +518,31 @@ fn chunk(c: &mut Criterion) {
     g.bench_function("conv1", |b| {
         b.iter(|| {
             k.conv2d_packed(black_box(&x), [n, 1, 28, 28], &p1, relu, &mut c1)
-                .unwrap()
+                .expect("valid shapes")
         })
     });
     g.bench_function("pool1", |b| {
         b.iter(|| {
             k.max_pool2d(black_box(&c1), [n, 32, 26, 26], &pool, &mut q1)
-                .unwrap()
+                .expect("valid shapes")
         })
     });
     g.bench_function("conv2", |b| {
         b.iter(|| {
             k.conv2d_packed(black_box(&q1), [n, 32, 13, 13], &p2, relu, &mut c2)
-                .unwrap()
+                .expect("valid shapes")
         })
     });
     g.bench_function("pool2", |b| {
         b.iter(|| {
             k.max_pool2d(black_box(&c2), [n, 64, 11, 11], &pool, &mut q2)
-                .unwrap()
+                .expect("valid shapes")
         })
     });
     g.bench_function("fc1", |b| {
         b.iter(|| {
             k.dense_packed(black_box(&q2), n, &pf, relu, &mut h)
-                .unwrap()
+                .expect("valid shapes")
         })
     });
     g.finish();

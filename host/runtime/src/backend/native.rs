@@ -172,9 +172,9 @@ impl NativeSession {
     /// Storage for an op's output of `elements` f32s, charged first (as if new, so the
     /// budget counts what a request asks for, whatever is reused): a spare buffer of that
     /// length, holding what an earlier output of this request (or, for a large one, of an
-    /// earlier request) held, or a zeroed allocation. Either way it is the tensor's own shared buffer (no copy when the output
-    /// becomes a tensor); [`elems`] gives the kernels its elements, all of which they
-    /// write.
+    /// earlier request) held, or a zeroed allocation. Either way it is the tensor's own
+    /// shared buffer (no copy when the output becomes a tensor); [`elems`] gives the
+    /// kernels its elements, all of which they write.
     fn output(&mut self, elements: usize) -> Result<Arc<[f32]>> {
         self.budget.charge(elements.saturating_mul(4))?;
         if let Some(i) = self.spare.iter().position(|b| b.len() == elements) {
@@ -591,7 +591,7 @@ mod tests {
         let (held, at) = read(&mut s, sum);
         assert_eq!(held, vec![2.0; n]);
         let small = put(&mut s, &[4], &[1.0; 4]);
-        let small_sum = s.run(Op::Add { a: small, b: small }).unwrap();
+        let _small_sum = s.run(Op::Add { a: small, b: small }).unwrap();
         let kept_by_caller = s.run(Op::Add { a: sum, b: sum }).unwrap();
         let result = s.get(kept_by_caller).unwrap();
         drop(s);
@@ -613,7 +613,6 @@ mod tests {
         assert!(reused.contains(&at), "a kept buffer was not reused");
         assert_eq!(pool.bytes(), POOLED_BYTES);
         assert_eq!(result.f32s("result").unwrap(), vec![4.0; n].as_slice());
-        let _ = small_sum;
         drop(s);
 
         // A pool smaller than a buffer keeps nothing; past its size it drops the oldest.

@@ -415,7 +415,13 @@ impl Network {
         grow(&mut dy_buf, d_out.len());
         dy_buf[..d_out.len()].copy_from_slice(d_out);
         let mut dy_len = d_out.len();
+        // Set by a max pool whose input is a ReLU's output: the pool's backward did the
+        // ReLU's too, which then passes its gradient through.
+        let mut relu_done = false;
         for i in (0..end).rev() {
+            if std::mem::take(&mut relu_done) {
+                continue;
+            }
             let input = &tape.acts[i];
             let output = &tape.acts[i + 1];
             // The first layer's input gradient is never used.
@@ -505,7 +511,21 @@ impl Network {
                     in_shape: [c, h, w],
                 } => {
                     let shape = [rows, c, h, w];
-                    if max {
+                    if max && i > 0 && matches!(self.layers[i - 1], Layer::Act(Activation::Relu)) {
+                        // The pool sends each window's gradient to its largest input, which
+                        // the ReLU passes on where that input is positive: where the window's
+                        // maximum (the pool's output) is. So the ReLU's backward is the pool's
+                        // with the gradient of windows whose maximum is not positive zeroed,
+                        // a pass over the pooled values instead of the ReLU's whole output.
+                        for (g, &o) in dy_buf[..dy_len].iter_mut().zip(output) {
+                            if o <= 0.0 || o.is_nan() {
+                                *g = 0.0;
+                            }
+                        }
+                        relu_done = true;
+                        k.max_pool2d_backward(input, shape, params, &dy_buf[..dy_len], dx)
+                            .expect(ok);
+                    } else if max {
                         k.max_pool2d_backward(input, shape, params, dy, dx)
                             .expect(ok);
                     } else {

@@ -2,17 +2,21 @@
 //! worker threads, the optimizer step, per-epoch validation, progress reports to an
 //! [`Observer`], and stopping after the current batch when asked (Ctrl-C in the CLI).
 //!
-//! A batch is split into one contiguous chunk per thread. Each thread runs its chunk
+//! A batch is split into one contiguous chunk per worker. Each worker runs its chunk
 //! through its own [`Tape`] with single-threaded kernels and writes its own gradients, with
 //! the loss gradient scaled by `chunk / batch` so that their sum is the gradient of the
 //! batch mean; the main thread sums them and steps the optimizer. The result does not
 //! depend on the thread count beyond float summation order (dropout masks aside, which are
-//! drawn per chunk).
+//! drawn per chunk). The chunks run on the trainer's [`ThreadPool`], started once: threads
+//! that live for the whole run keep the kernels' per-thread scratch buffers warm, where a
+//! thread spawned per batch allocated, zeroed and page-faulted all of them again each step.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tensorlet_kernels::Kernels;
+use tensorlet_kernels::{Kernels, ThreadPool};
 
 use crate::data::{Dataset, Rng, Targets};
 use crate::net::{Grads, Network, Tape};
@@ -176,7 +180,8 @@ pub fn check_data(spec: &Spec, net: &Network, data: &Dataset) -> Result<(), Trai
     }
 }
 
-/// Per-thread working memory.
+/// Per-chunk working memory: worker `t` always takes the batch's `t`-th chunk, whichever
+/// pool thread runs it, so its dropout RNG sees the same examples in every run.
 struct Worker {
     tape: Tape,
     grads: Grads,
@@ -192,28 +197,70 @@ pub struct Trainer {
     pub optimizer: Optimizer,
     spec: Spec,
     kernels: Kernels,
-    workers: Vec<Worker>,
+    workers: Vec<Mutex<Worker>>,
+    pool: ThreadPool,
 }
 
 impl Trainer {
-    /// A trainer for `net` with a fresh optimizer from the spec, on `threads` workers.
-    pub fn new(spec: &Spec, net: Network, threads: usize) -> Trainer {
+    /// A trainer for `net` with a fresh optimizer from the spec, on `threads` workers (the
+    /// calling thread and `threads - 1` pool threads, started now).
+    ///
+    /// Errors if the OS refuses to start a thread.
+    pub fn new(spec: &Spec, net: Network, threads: usize) -> Result<Trainer, TrainError> {
+        let threads = threads.max(1);
         let optimizer = Optimizer::new(spec.optimizer, &net.params);
-        let workers = (0..threads.max(1))
-            .map(|i| Worker {
-                tape: Tape::default(),
-                grads: net.zero_grads(),
-                d_out: Vec::new(),
-                rng: Rng::new(i as u64),
+        let workers = (0..threads)
+            .map(|i| {
+                Mutex::new(Worker {
+                    tape: Tape::default(),
+                    grads: net.zero_grads(),
+                    d_out: Vec::new(),
+                    rng: Rng::new(i as u64),
+                })
             })
             .collect();
-        Trainer {
+        let pool = ThreadPool::new(threads)
+            .map_err(|e| TrainError(format!("cannot start {threads} training threads: {e}")))?;
+        Ok(Trainer {
             net,
             optimizer,
             spec: spec.clone(),
             kernels: Kernels::detect(),
             workers,
-        }
+            pool,
+        })
+    }
+
+    /// Runs `job(t, worker t)` for every `t < shares` on the pool (each share once, on
+    /// whichever thread takes it) and returns the results in share order.
+    fn run_shares<T: Send>(
+        &self,
+        shares: usize,
+        job: impl Fn(usize, &mut Worker) -> T + Sync,
+    ) -> Vec<T> {
+        let next = AtomicUsize::new(0);
+        let results: Vec<Mutex<Option<T>>> = (0..shares).map(|_| Mutex::new(None)).collect();
+        self.pool.run_scoped(shares, &|| {
+            loop {
+                let t = next.fetch_add(1, Ordering::Relaxed);
+                if t >= shares {
+                    break;
+                }
+                let mut worker = self.workers[t]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let r = job(t, &mut worker);
+                *results[t].lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+            }
+        });
+        results
+            .into_iter()
+            .map(|r| {
+                r.into_inner()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .expect("run_scoped returns once every share has run")
+            })
+            .collect()
     }
 
     /// Trains on `train` with `options`, validating on `valid` after each epoch.
@@ -255,6 +302,7 @@ impl Trainer {
                     .shuffle(&mut order);
             }
             for (w, worker) in self.workers.iter_mut().enumerate() {
+                let worker = worker.get_mut().unwrap_or_else(PoisonError::into_inner);
                 worker.rng =
                     Rng::new(options.seed.wrapping_add(1 + w as u64) ^ ((epoch as u64) << 32));
             }
@@ -271,8 +319,11 @@ impl Trainer {
                     .lr(base_lr, epoch, steps_done, total_steps);
                 gather(train, idx, &mut x);
                 let (loss, right) = self.step(train, idx, &x)?;
-                self.optimizer
-                    .update(&mut self.net.params, &self.workers[0].grads, lr);
+                let grads = &self.workers[0]
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .grads;
+                self.optimizer.update(&mut self.net.params, grads, lr);
                 steps_done += 1;
                 loss_sum += loss * idx.len() as f64;
                 correct += right;
@@ -334,53 +385,35 @@ impl Trainer {
         let loss = self.spec.loss;
         let per_pass = net.rows_per_pass();
         let packed = &net.pack(k);
-        let results: Vec<Result<(f64, usize), TrainError>> = std::thread::scope(|s| {
-            let mut handles = Vec::new();
-            let mut first = None;
-            for (t, worker) in self.workers.iter_mut().take(threads).enumerate() {
-                let lo = t * chunk;
-                let hi = (lo + chunk).min(rows);
-                let job = move || -> Result<(f64, usize), TrainError> {
-                    let (mut loss_sum, mut right) = (0.0, 0);
-                    // Passes of equal size, each at most `per_pass` examples.
-                    let passes = (hi - lo).div_ceil(per_pass).max(1);
-                    let per_pass = (hi - lo).div_ceil(passes).max(1);
-                    for (p, a) in (lo..hi).step_by(per_pass).enumerate() {
-                        let b = (a + per_pass).min(hi);
-                        let n = b - a;
-                        let out = net.forward(
-                            k,
-                            packed,
-                            &x[a * in_len..b * in_len],
-                            n,
-                            true,
-                            Some(&mut worker.rng),
-                            &mut worker.tape,
-                        );
-                        worker.d_out.clear();
-                        worker.d_out.resize(out.len(), 0.0);
-                        let (l, r) =
-                            loss_and_grad(k, loss, data, &idx[a..b], out, &mut worker.d_out)?;
-                        let scale = n as f32 / rows as f32;
-                        worker.d_out.iter_mut().for_each(|g| *g *= scale);
-                        net.backward(k, &mut worker.tape, &worker.d_out, &mut worker.grads, p > 0);
-                        loss_sum += l * n as f64 / rows as f64;
-                        right += r;
-                    }
-                    Ok((loss_sum, right))
-                };
-                if t == 0 {
-                    first = Some(job);
-                } else {
-                    handles.push(s.spawn(job));
-                }
+        let results = self.run_shares(threads, |t, worker| {
+            let lo = t * chunk;
+            let hi = (lo + chunk).min(rows);
+            let (mut loss_sum, mut right) = (0.0, 0);
+            // Passes of equal size, each at most `per_pass` examples.
+            let passes = (hi - lo).div_ceil(per_pass).max(1);
+            let per_pass = (hi - lo).div_ceil(passes).max(1);
+            for (p, a) in (lo..hi).step_by(per_pass).enumerate() {
+                let b = (a + per_pass).min(hi);
+                let n = b - a;
+                let out = net.forward(
+                    k,
+                    packed,
+                    &x[a * in_len..b * in_len],
+                    n,
+                    true,
+                    Some(&mut worker.rng),
+                    &mut worker.tape,
+                );
+                worker.d_out.clear();
+                worker.d_out.resize(out.len(), 0.0);
+                let (l, r) = loss_and_grad(k, loss, data, &idx[a..b], out, &mut worker.d_out)?;
+                let scale = n as f32 / rows as f32;
+                worker.d_out.iter_mut().for_each(|g| *g *= scale);
+                net.backward(k, &mut worker.tape, &worker.d_out, &mut worker.grads, p > 0);
+                loss_sum += l * n as f64 / rows as f64;
+                right += r;
             }
-            let mut results = vec![first.map_or(Ok((0.0, 0)), |mut f| f())];
-            results.extend(handles.into_iter().map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(TrainError("a training thread panicked".into())))
-            }));
-            results
+            Ok::<_, TrainError>((loss_sum, right))
         });
         let (mut loss_sum, mut correct) = (0.0, 0);
         for r in results {
@@ -389,8 +422,10 @@ impl Trainer {
             correct += c;
         }
         let (head, rest) = self.workers.split_at_mut(1);
-        for w in rest.iter().take(threads - 1) {
-            add_grads(&mut head[0].grads, &w.grads);
+        let head = head[0].get_mut().unwrap_or_else(PoisonError::into_inner);
+        for w in rest.iter_mut().take(threads - 1) {
+            let w = w.get_mut().unwrap_or_else(PoisonError::into_inner);
+            add_grads(&mut head.grads, &w.grads);
         }
         Ok((loss_sum, correct))
     }
@@ -409,47 +444,32 @@ impl Trainer {
         let softmax = net.ends_in_softmax();
         let packed = &net.pack(k);
         let per_pass = net.rows_per_pass();
-        let results: Vec<Result<(f64, usize), TrainError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = self
-                .workers
-                .iter_mut()
-                .zip(outputs.chunks_mut(per * out_len))
-                .enumerate()
-                .map(|(t, (worker, out_chunk))| {
-                    s.spawn(move || -> Result<(f64, usize), TrainError> {
-                        let (lo, hi) = (t * per, ((t + 1) * per).min(n));
-                        let (mut loss_sum, mut right) = (0.0, 0);
-                        let mut x = Vec::new();
-                        let indices: Vec<usize> = (lo..hi).collect();
-                        for (c, idx) in indices.chunks(per_pass).enumerate() {
-                            gather(data, idx, &mut x);
-                            let logits =
-                                net.forward(k, packed, &x, idx.len(), true, None, &mut worker.tape);
-                            worker.d_out.clear();
-                            worker.d_out.resize(logits.len(), 0.0);
-                            let (l, r) =
-                                loss_and_grad(k, loss, data, idx, logits, &mut worker.d_out)?;
-                            loss_sum += l * idx.len() as f64;
-                            right += r;
-                            let dst = &mut out_chunk[c * per_pass * out_len..][..logits.len()];
-                            dst.copy_from_slice(logits);
-                            if softmax {
-                                k.softmax(dst, out_len)
-                                    .map_err(|e| TrainError(e.to_string()))?;
-                            }
-                        }
-                        Ok((loss_sum, right))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(TrainError("an evaluation thread panicked".into())))
-                })
-                .collect()
+        let chunks: Vec<Mutex<&mut [f32]>> =
+            outputs.chunks_mut(per * out_len).map(Mutex::new).collect();
+        let results = self.run_shares(chunks.len(), |t, worker| {
+            let mut out_chunk = chunks[t].lock().unwrap_or_else(PoisonError::into_inner);
+            let (lo, hi) = (t * per, ((t + 1) * per).min(n));
+            let (mut loss_sum, mut right) = (0.0, 0);
+            let mut x = Vec::new();
+            let indices: Vec<usize> = (lo..hi).collect();
+            for (c, idx) in indices.chunks(per_pass).enumerate() {
+                gather(data, idx, &mut x);
+                let logits = net.forward(k, packed, &x, idx.len(), true, None, &mut worker.tape);
+                worker.d_out.clear();
+                worker.d_out.resize(logits.len(), 0.0);
+                let (l, r) = loss_and_grad(k, loss, data, idx, logits, &mut worker.d_out)?;
+                loss_sum += l * idx.len() as f64;
+                right += r;
+                let dst = &mut out_chunk[c * per_pass * out_len..][..logits.len()];
+                dst.copy_from_slice(logits);
+                if softmax {
+                    k.softmax(dst, out_len)
+                        .map_err(|e| TrainError(e.to_string()))?;
+                }
+            }
+            Ok::<_, TrainError>((loss_sum, right))
         });
+        drop(chunks);
         let (mut loss_sum, mut right) = (0.0, 0);
         for r in results {
             let (l, c) = r?;

@@ -155,7 +155,7 @@ impl TrainCommand {
         for set in [&mut train, &mut valid, &mut test] {
             scaler.apply(set);
         }
-        let mut trainer = Trainer::new(&spec, net, options.threads);
+        let mut trainer = Trainer::new(&spec, net, options.threads).map_err(bad)?;
         if let Some(file) = &init {
             let step = file
                 .metadata

@@ -280,6 +280,36 @@ pub(crate) fn apply_n<S: Simd, const N: usize>(
     y
 }
 
+/// `act` on every vector of a tile. ReLU (the activation a first conv layer fuses) and
+/// none index the tile only by unrolled constants, so its vectors stay in registers; the
+/// others work on a copy, which LLVM loops over in memory (their arithmetic outweighs that).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+pub(crate) fn activate_tile<S: Simd, const R: usize, const P: usize>(
+    simd: S,
+    act: Activation,
+    acc: &mut [[S::f32s; P]; R],
+) {
+    match act {
+        Activation::None => {}
+        Activation::Relu => {
+            let zero = simd.splat_f32s(0.0);
+            for r in 0..R {
+                for p in 0..P {
+                    acc[r][p] = simd.max_f32s(acc[r][p], zero);
+                }
+            }
+        }
+        _ => {
+            let mut tile = *acc;
+            for row in &mut tile {
+                *row = apply_n(simd, act, *row);
+            }
+            *acc = tile;
+        }
+    }
+}
+
 /// Applies `act` in place to every element of `x`.
 #[inline(always)]
 pub(crate) fn apply_slice<S: Simd>(simd: S, act: Activation, x: &mut [f32]) {

@@ -17,7 +17,8 @@
 //!   the forward pass runs as Winograd F(4 × 4, 3 × 3) and the padding is at most 2
 //!   ([`winograd::input_gradient`]), none of this: `dX` is the full correlation of `dY` with
 //!   the weights transposed and turned by half a turn, which is that forward pass with
-//!   padding `2 - p` ([`winograd::forward`], [`WinogradWeights::transposed`]).
+//!   padding `2 - p` ([`winograd::forward`], [`WinogradWeights::transposed`]), with the
+//!   weights prepared once per weights ([`PackedConv2dGrad`]).
 //! - weight gradient ([`Conv2dBackwardWeights`]): `dWᵀ[taps, ocg] += cols[taps, pixels] ·
 //!   dY[ocg, pixels]ᵀ` — the patches are the GEMM's `A`: without padding read from the
 //!   image in place through the forward's offset tables (a row per tap, a column per pixel;
@@ -40,6 +41,7 @@ use pulp::Simd;
 
 use crate::activation::Activation;
 use crate::conv::{Im2col, gather_tables, in_place};
+use crate::dispatch::Level;
 use crate::elem::{Scratch, take_scratch};
 use crate::gemm::{
     AView, Ahead, Bias, Gemm, OffsetTables, nr, pack_b, pack_b_rows, packed_b_len, tile_dims,
@@ -73,6 +75,22 @@ fn geometry(x_shape: [usize; 4], w_shape: [usize; 4], ow: usize, p: &Conv2dParam
         padding: p.padding,
         dilation: p.dilation,
     }
+}
+
+/// A convolution's weights prepared for its input gradient by
+/// [`Kernels::pack_conv2d_backward_input`](crate::Kernels::pack_conv2d_backward_input), for
+/// [`Kernels::conv2d_backward_input_packed`](crate::Kernels::conv2d_backward_input_packed):
+/// the weights as given and, where the input gradient may run as Winograd, transposed, turned
+/// and transformed (`WinogradWeights::transposed`). A trainer prepares them once per
+/// optimizer step, not once per call on each of its threads.
+#[derive(Clone, Debug)]
+pub struct PackedConv2dGrad {
+    pub(crate) w: Vec<f32>,
+    pub(crate) w_shape: [usize; 4],
+    pub(crate) params: Conv2dParams,
+    pub(crate) level: Level,
+    /// Present where [`winograd::turns`] holds.
+    pub(crate) turned: Option<WinogradWeights>,
 }
 
 /// The [`pulp::WithSimd`] op behind

@@ -58,6 +58,7 @@ mod winograd;
 
 pub use activation::Activation;
 pub use conv::PackedConv2d;
+pub use conv_grad::PackedConv2dGrad;
 pub use dense::PackedDense;
 pub use dispatch::{Kernels, Level};
 pub use elem::WeightType;

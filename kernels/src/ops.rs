@@ -6,7 +6,7 @@ use crate::activation::{Activate, Activation, ActivationBackward};
 use crate::conv::{
     Conv2d, ConvWeights, PackedConv2d, TileRows, gathers, is_depthwise, pack_weights,
 };
-use crate::conv_grad::{Conv2dBackwardInput, Conv2dBackwardWeights};
+use crate::conv_grad::{Conv2dBackwardInput, Conv2dBackwardWeights, PackedConv2dGrad};
 use crate::dense::{Dense, DensePackedPart, PackedData, PackedDense, SharedOut, pack};
 use crate::dispatch::{Kernels, Level};
 use crate::elementwise::{Binary, BinaryKind, Softmax, SumRows};
@@ -19,6 +19,30 @@ use crate::shape::{Conv2dParams, Pool2dParams, conv2d_out_shape};
 use crate::stencil::{self, stencil};
 use crate::validate;
 use crate::winograd::{self, WinogradWeights, winograd};
+
+/// Checks `w_len` against `w_shape` and the geometry `p` against the smallest input the
+/// window fits, so that weights are validated without an image.
+fn check_conv_weights(
+    w_len: usize,
+    w_shape: [usize; 4],
+    p: &Conv2dParams,
+) -> Result<(), KernelError> {
+    let [_, cg, kh, kw] = w_shape;
+    let fit = |k: usize, d: usize| k.saturating_sub(1).saturating_mul(d).saturating_add(1);
+    let x_shape = [
+        1,
+        cg.saturating_mul(p.groups),
+        fit(kh, p.dilation.0),
+        fit(kw, p.dilation.1),
+    ];
+    conv2d_out_shape(x_shape, w_shape, p)?;
+    check_len(
+        "w",
+        w_len,
+        product("w", &w_shape)?,
+        format_args!("shape {w_shape:?}"),
+    )
+}
 
 /// Errors unless `packed` (a layout for `packed`) matches the level of `kernels`.
 fn check_level(what: &str, packed: Level, kernels: Level) -> Result<(), KernelError> {
@@ -311,19 +335,72 @@ impl Kernels {
         p: &Conv2dParams,
         dx: &mut [f32],
     ) -> Result<(), KernelError> {
-        let out_shape =
-            validate::conv2d_backward_input(dy.len(), w.len(), w_shape, x_shape, p, dx.len())?;
+        validate::conv2d_backward_input(dy.len(), w.len(), w_shape, x_shape, p, dx.len())?;
+        let packed = self.pack_conv2d_backward_input(w, w_shape, p)?;
+        self.conv2d_backward_input_packed(dy, &packed, x_shape, dx)
+    }
+
+    /// Prepares the weights `w` (`w_shape` = `[oc, c/groups, kh, kw]`) of a convolution with
+    /// parameters `p` for [`Kernels::conv2d_backward_input_packed`] at this level: copied and,
+    /// where its Winograd path may run, transposed, turned and transformed. Prepare again
+    /// after the weights change.
+    ///
+    /// Errors if `w` does not match `w_shape` or the geometry is invalid for any input.
+    pub fn pack_conv2d_backward_input(
+        &self,
+        w: &[f32],
+        w_shape: [usize; 4],
+        p: &Conv2dParams,
+    ) -> Result<PackedConv2dGrad, KernelError> {
+        check_conv_weights(w.len(), w_shape, p)?;
         let [oc, c, _, _] = w_shape;
-        let turned = winograd::input_gradient(w_shape, p, x_shape[2], x_shape[3])
-            .then(|| WinogradWeights::transposed(self, w, oc, c));
+        Ok(PackedConv2dGrad {
+            w: w.to_vec(),
+            w_shape,
+            params: *p,
+            level: self.level(),
+            turned: winograd::turns(w_shape, p)
+                .then(|| WinogradWeights::transposed(self, w, oc, c)),
+        })
+    }
+
+    /// [`Kernels::conv2d_backward_input`] with weights prepared by
+    /// [`Kernels::pack_conv2d_backward_input`]: `dy` is `[n, oc, oh, ow]` and `dx` is `x_shape`
+    /// (`[n, c, h, w]`), overwritten.
+    ///
+    /// Errors if `packed` was prepared at another level, on invalid geometry or on slice
+    /// lengths that do not match their shapes.
+    pub fn conv2d_backward_input_packed(
+        &self,
+        dy: &[f32],
+        packed: &PackedConv2dGrad,
+        x_shape: [usize; 4],
+        dx: &mut [f32],
+    ) -> Result<(), KernelError> {
+        check_level("conv2d gradient weights", packed.level, self.level())?;
+        let (w_shape, p) = (packed.w_shape, packed.params);
+        let out_shape = validate::conv2d_backward_input(
+            dy.len(),
+            packed.w.len(),
+            w_shape,
+            x_shape,
+            &p,
+            dx.len(),
+        )?;
+        // `turned` is there whenever the Winograd path may run (`turns`).
+        let turned = if winograd::input_gradient(w_shape, &p, x_shape[2], x_shape[3]) {
+            packed.turned.as_ref()
+        } else {
+            None
+        };
         self.run(Conv2dBackwardInput {
             dy,
-            w,
+            w: &packed.w,
             w_shape,
             x_shape,
             out_shape,
-            p: *p,
-            winograd: turned.as_ref(),
+            p,
+            winograd: turned,
             dx,
         });
         Ok(())
@@ -388,21 +465,7 @@ impl Kernels {
         p: &Conv2dParams,
     ) -> Result<PackedConv2d, KernelError> {
         let [oc, cg, kh, kw] = w_shape;
-        // The smallest input the window fits, to validate the geometry without an image.
-        let fit = |k: usize, d: usize| k.saturating_sub(1).saturating_mul(d).saturating_add(1);
-        let x_shape = [
-            1,
-            cg.saturating_mul(p.groups),
-            fit(kh, p.dilation.0),
-            fit(kw, p.dilation.1),
-        ];
-        conv2d_out_shape(x_shape, w_shape, p)?;
-        check_len(
-            "w",
-            w.len(),
-            product("w", &w_shape)?,
-            format_args!("shape {w_shape:?}"),
-        )?;
+        check_conv_weights(w.len(), w_shape, p)?;
         if let Some(b) = bias {
             check_len("bias", b.len(), oc, "one per output channel")?;
         }

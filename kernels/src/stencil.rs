@@ -21,7 +21,7 @@
 
 use pulp::Simd;
 
-use crate::activation::{Activation, apply_n};
+use crate::activation::{Activation, activate_tile};
 use crate::conv::Conv2d;
 use crate::shape::Conv2dParams;
 use crate::vmem::{load, store};
@@ -132,11 +132,7 @@ fn run<S: Simd, const R: usize>(simd: S, op: Conv2d<'_>, weights: &[f32], bias: 
                         dst: s.map(|s| oy * ow + s),
                         len,
                     };
-                    if len == lanes {
-                        tile.run::<S, R, true>(simd, xi, offsets, wb, b, act, out, plane, rows);
-                    } else {
-                        tile.run::<S, R, false>(simd, xi, offsets, wb, b, act, out, plane, rows);
-                    }
+                    tile.run::<S, R>(simd, xi, offsets, wb, b, act, out, plane, rows);
                     i += PIXEL_VECTORS;
                 }
                 if i < vectors {
@@ -146,11 +142,7 @@ fn run<S: Simd, const R: usize>(simd: S, op: Conv2d<'_>, weights: &[f32], bias: 
                         dst: [oy * ow + s],
                         len,
                     };
-                    if len == lanes {
-                        tile.run::<S, R, true>(simd, xi, offsets, wb, b, act, out, plane, rows);
-                    } else {
-                        tile.run::<S, R, false>(simd, xi, offsets, wb, b, act, out, plane, rows);
-                    }
+                    tile.run::<S, R>(simd, xi, offsets, wb, b, act, out, plane, rows);
                 }
             }
         }
@@ -171,6 +163,28 @@ struct Tile<const P: usize> {
 }
 
 impl<const P: usize> Tile<P> {
+    /// [`Tile::run_as`], with `FULL` when the tile's vectors are whole.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn run<S: Simd, const R: usize>(
+        &self,
+        simd: S,
+        x: &[f32],
+        offsets: &[usize],
+        w: &[f32],
+        b: [f32; R],
+        act: Activation,
+        out: &mut [f32],
+        plane: usize,
+        rows: usize,
+    ) {
+        if self.len == S::F32_LANES {
+            self.run_as::<S, R, true>(simd, x, offsets, w, b, act, out, plane, rows);
+        } else {
+            self.run_as::<S, R, false>(simd, x, offsets, w, b, act, out, plane, rows);
+        }
+    }
+
     /// Computes output channels `0..rows` (of `R`, weights `w[t · BLOCK + r]`, bias `b`) at
     /// the tile's pixels from image `x`, and writes them, through `act`, to `out` (plane
     /// `r` for channel `r`, `plane` values apart). `FULL`: the vectors are whole (`len` is
@@ -180,7 +194,7 @@ impl<const P: usize> Tile<P> {
     // spilled all of them to the stack).
     #[inline(always)]
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-    fn run<S: Simd, const R: usize, const FULL: bool>(
+    fn run_as<S: Simd, const R: usize, const FULL: bool>(
         &self,
         simd: S,
         x: &[f32],
@@ -245,36 +259,6 @@ impl<const P: usize> Tile<P> {
                     }
                 }
             }
-        }
-    }
-}
-
-/// `act` on every vector of a tile. ReLU (the activation a first conv layer fuses) and
-/// none index the tile only by unrolled constants, so its vectors stay in registers; the
-/// others work on a copy, which LLVM loops over in memory (their arithmetic outweighs that).
-#[inline(always)]
-#[allow(clippy::needless_range_loop)]
-fn activate_tile<S: Simd, const R: usize, const P: usize>(
-    simd: S,
-    act: Activation,
-    acc: &mut [[S::f32s; P]; R],
-) {
-    match act {
-        Activation::None => {}
-        Activation::Relu => {
-            let zero = simd.splat_f32s(0.0);
-            for r in 0..R {
-                for p in 0..P {
-                    acc[r][p] = simd.max_f32s(acc[r][p], zero);
-                }
-            }
-        }
-        _ => {
-            let mut tile = *acc;
-            for row in &mut tile {
-                *row = apply_n(simd, act, *row);
-            }
-            *acc = tile;
         }
     }
 }

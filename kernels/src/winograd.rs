@@ -35,7 +35,7 @@
 
 use pulp::Simd;
 
-use crate::activation::{Activation, apply};
+use crate::activation::{Activation, activate_tile, apply};
 use crate::dense::{PackedData, PackedDense, pack};
 use crate::elem::{Scratch, take_scratch};
 use crate::gemm::{AView, Ahead, Bias, Gemm, KC, nr, tile_dims};
@@ -98,7 +98,14 @@ pub(crate) fn tiles_cover(oh: usize, ow: usize) -> bool {
 /// Winograd ([`winograd`]), the padding is at most 2 (the full correlation's is `2 - p`), and
 /// the input (`h × w`, the gradient's size) is covered ([`covers`]).
 pub(crate) fn input_gradient(w_shape: [usize; 4], p: &Conv2dParams, h: usize, w: usize) -> bool {
-    winograd(w_shape, p) && p.padding.0 <= 2 && p.padding.1 <= 2 && covers(h, w)
+    turns(w_shape, p) && covers(h, w)
+}
+
+/// Whether the input gradient of a convolution with weights `w_shape` and parameters `p` may
+/// run through [`forward`] (for an input that [`covers`]): the weights to prepare with
+/// [`WinogradWeights::transposed`].
+pub(crate) fn turns(w_shape: [usize; 4], p: &Conv2dParams) -> bool {
+    winograd(w_shape, p) && p.padding.0 <= 2 && p.padding.1 <= 2
 }
 
 /// Transformed weights: per point `ξ`, `U[ξ]` (`[oc, c]`) packed as a dense layer's; the
@@ -173,14 +180,23 @@ impl WinogradWeights {
     }
 }
 
+/// The reciprocals [`weight_1d`] and [`weight_grad_1d`] multiply by: an f64 division costs
+/// several times a multiplication, and the transforms run once per weight per pack (every
+/// training step); the difference is within an f64 rounding, far below the f32 the results
+/// are stored as.
+const R4: f64 = 1.0 / 4.0;
+const R6: f64 = 1.0 / 6.0;
+const R12: f64 = 1.0 / 12.0;
+const R24: f64 = 1.0 / 24.0;
+
 /// `G·g` for one column `g` of a 3 × 3 kernel.
 fn weight_1d([g0, g1, g2]: [f64; 3]) -> [f64; T] {
     [
-        g0 / 4.0,
-        -(g0 + g1 + g2) / 6.0,
-        -(g0 - g1 + g2) / 6.0,
-        g0 / 24.0 + g1 / 12.0 + g2 / 6.0,
-        g0 / 24.0 - g1 / 12.0 + g2 / 6.0,
+        g0 * R4,
+        -(g0 + g1 + g2) * R6,
+        -(g0 - g1 + g2) * R6,
+        g0 * R24 + g1 * R12 + g2 * R6,
+        g0 * R24 - g1 * R12 + g2 * R6,
         g2,
     ]
 }
@@ -189,9 +205,9 @@ fn weight_1d([g0, g1, g2]: [f64; 3]) -> [f64; T] {
 /// [`weight_1d`]).
 fn weight_grad_1d([u0, u1, u2, u3, u4, u5]: [f64; T]) -> [f64; 3] {
     [
-        u0 / 4.0 - (u1 + u2) / 6.0 + (u3 + u4) / 24.0,
-        (u2 - u1) / 6.0 + (u3 - u4) / 12.0,
-        (u3 + u4 - u1 - u2) / 6.0 + u5,
+        u0 * R4 - (u1 + u2) * R6 + (u3 + u4) * R24,
+        (u2 - u1) * R6 + (u3 - u4) * R12,
+        (u3 + u4 - u1 - u2) * R6 + u5,
     ]
 }
 
@@ -437,18 +453,26 @@ pub(crate) fn forward<S: Simd>(
                     }
                     *out = output_1d(simd, mc);
                 }
+                // Loops, not closures: a closure does not take the level's target features,
+                // so the intrinsics inside it would be calls.
+                let mut tile = [[zero_v; M]; M];
+                for (r, row) in tile.iter_mut().enumerate() {
+                    for (slot, v) in row.iter_mut().zip(output_1d(simd, row_of(&cols, r))) {
+                        *slot = simd.add_f32s(v, bias);
+                    }
+                }
+                // Matched once per tile, not per vector (see `activate_tile`).
+                activate_tile(simd, act, &mut tile);
                 // Constant bounds (the tile's rows and columns past the output skipped): the
                 // loops unroll and the values stay in registers.
                 let (rows_in, cols_in) = (oh - ty * M, ow - tx * M);
-                for r in 0..M {
+                for (r, row) in tile.iter().enumerate() {
                     if r >= rows_in {
                         break;
                     }
-                    let yr = output_1d(simd, row_of(&cols, r));
-                    for (col, &val) in yr.iter().enumerate() {
+                    for (col, &val) in row.iter().enumerate() {
                         if col < cols_in {
                             let pixel = (ty * M + r) * ow + tx * M + col;
-                            let val = apply(simd, act, simd.add_f32s(val, bias));
                             store(simd, &mut y[pixel * oc + o0..][..width], val);
                         }
                     }

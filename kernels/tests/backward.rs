@@ -361,6 +361,24 @@ fn check_conv_backward(
         // Where Winograd runs, dx is its forward pass on `dy` (with the weights turned).
         let dx_tol = conv_tol(w_shape, p);
         check_close(&format!("dx {what}"), &dx, &want_dx, dx_tol, dx_tol)?;
+        // Weights prepared once give the same gradient, bit for bit, on two calls.
+        let packed = kern
+            .pack_conv2d_backward_input(&w, w_shape, p)
+            .map_err(|e| e.to_string())?;
+        for call in 0..2 {
+            let mut dx_packed = vec![f32::NAN; x.len()];
+            kern.conv2d_backward_input_packed(&dy, &packed, x_shape, &mut dx_packed)
+                .map_err(|e| e.to_string())?;
+            if dx_packed
+                .iter()
+                .map(|v| v.to_bits())
+                .ne(dx.iter().map(|v| v.to_bits()))
+            {
+                return Err(format!(
+                    "dx from prepared weights (call {call}) differs: {what}"
+                ));
+            }
+        }
         let mut dw = vec![f32::NAN; w.len()];
         let mut db = vec![f32::NAN; w_shape[0]];
         kern.conv2d_backward_weights(&x, x_shape, &dy, w_shape, p, &mut dw, Some(&mut db))
@@ -703,6 +721,26 @@ fn conv2d_backward_errors() {
     assert!(m.contains("`dx` has length 31, expected 32"), "{m}");
     let m = msg(kern.conv2d_backward_input(&dy, &w, [3, 1, 3, 3], xs, &p, &mut dx));
     assert!(m.contains("input channels per group"), "{m}");
+    // Prepared weights: checked when prepared, and against `dy`, `dx` and the level at use.
+    let m = kern
+        .pack_conv2d_backward_input(&w[..53], ws, &p)
+        .unwrap_err()
+        .message;
+    assert!(m.contains("`w` has length 53, expected 54"), "{m}");
+    let packed = kern.pack_conv2d_backward_input(&w, ws, &p).unwrap();
+    let m = msg(kern.conv2d_backward_input_packed(&dy[..11], &packed, xs, &mut dx));
+    assert!(m.contains("`dy` has length 11, expected 12"), "{m}");
+    let m = msg(kern.conv2d_backward_input_packed(&dy, &packed, xs, &mut dx[..31]));
+    assert!(m.contains("`dx` has length 31, expected 32"), "{m}");
+    let m = msg(kern.conv2d_backward_input_packed(&dy, &packed, [1, 3, 4, 4], &mut dx));
+    assert!(m.contains("input channels per group"), "{m}");
+    for other in all_kernels()
+        .into_iter()
+        .filter(|k| k.level() != kern.level())
+    {
+        let m = msg(other.conv2d_backward_input_packed(&dy, &packed, xs, &mut dx));
+        assert!(m.contains("conv2d gradient weights"), "{m}");
+    }
     let m = msg(kern.conv2d_backward_weights(&x[..30], xs, &dy, ws, &p, &mut dw, None));
     assert!(m.contains("`x` has length 30, expected 32"), "{m}");
     let m = msg(kern.conv2d_backward_weights(&x, xs, &dy[..1], ws, &p, &mut dw, None));

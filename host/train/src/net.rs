@@ -11,7 +11,7 @@
 //! conv weights are packed once per update ([`Network::pack`]) for all passes.
 
 use tensorlet_kernels::{
-    Activation, Conv2dParams, Kernels, PackedConv2d, PackedDense, Pool2dParams,
+    Activation, Conv2dParams, Kernels, PackedConv2d, PackedConv2dGrad, PackedDense, Pool2dParams,
 };
 
 use crate::data::Rng;
@@ -88,10 +88,12 @@ pub type Grads = Vec<Vec<f32>>;
 /// packed again by each pass.
 pub struct Packed(Vec<Option<LayerPack>>);
 
-/// One layer's packed weights.
+/// One layer's packed weights: for the forward pass and, when packed for training, for its
+/// input gradient (none for the first layer, whose input gradient is never computed).
 enum LayerPack {
-    Dense(PackedDense),
-    Conv(PackedConv2d),
+    /// The weights, and their transpose (`[in, out]`) for `dX = dY · W` as a dense layer.
+    Dense(PackedDense, Option<PackedDense>),
+    Conv(PackedConv2d, Option<PackedConv2dGrad>),
 }
 
 impl Network {
@@ -203,44 +205,57 @@ impl Network {
         *self.sizes.last().unwrap_or(&0)
     }
 
-    /// The dense and conv layers' current weights packed for [`Network::forward`]; pack
-    /// again after the parameters change.
-    pub fn pack(&self, k: &Kernels) -> Packed {
+    /// The dense and conv layers' current weights packed for [`Network::forward`] and, with
+    /// `backward`, for [`Network::backward`] too; pack again after the parameters change.
+    pub fn pack(&self, k: &Kernels, backward: bool) -> Packed {
         let ok = "shapes checked by Network::new";
         Packed(
             self.layers
                 .iter()
-                .map(|layer| match *layer {
-                    Layer::Dense {
-                        w,
-                        b,
-                        inputs,
-                        outputs,
-                    } => Some(LayerPack::Dense(
-                        k.pack_dense(
-                            &self.params[w].data,
-                            outputs,
+                .enumerate()
+                .map(|(i, layer)| {
+                    let grad = backward && i > 0;
+                    match *layer {
+                        Layer::Dense {
+                            w,
+                            b,
                             inputs,
-                            b.map(|b| &self.params[b].data[..]),
-                        )
-                        .expect(ok),
-                    )),
-                    Layer::Conv {
-                        w,
-                        b,
-                        w_shape,
-                        ref params,
-                        ..
-                    } => Some(LayerPack::Conv(
-                        k.pack_conv2d(
-                            &self.params[w].data,
+                            outputs,
+                        } => {
+                            let w = &self.params[w].data;
+                            let b = b.map(|b| &self.params[b].data[..]);
+                            let transposed = grad.then(|| {
+                                let mut t = vec![0.0; w.len()];
+                                for (o, row) in w.chunks_exact(inputs).enumerate() {
+                                    for (i, &v) in row.iter().enumerate() {
+                                        t[i * outputs + o] = v;
+                                    }
+                                }
+                                k.pack_dense(&t, inputs, outputs, None).expect(ok)
+                            });
+                            Some(LayerPack::Dense(
+                                k.pack_dense(w, outputs, inputs, b).expect(ok),
+                                transposed,
+                            ))
+                        }
+                        Layer::Conv {
+                            w,
+                            b,
                             w_shape,
-                            b.map(|b| &self.params[b].data[..]),
-                            params,
-                        )
-                        .expect(ok),
-                    )),
-                    _ => None,
+                            ref params,
+                            ..
+                        } => {
+                            let w = &self.params[w].data;
+                            let b = b.map(|b| &self.params[b].data[..]);
+                            Some(LayerPack::Conv(
+                                k.pack_conv2d(w, w_shape, b, params).expect(ok),
+                                grad.then(|| {
+                                    k.pack_conv2d_backward_input(w, w_shape, params).expect(ok)
+                                }),
+                            ))
+                        }
+                        _ => None,
+                    }
                 })
                 .collect(),
         )
@@ -321,7 +336,7 @@ impl Network {
             let ok = "shapes checked by Network::new";
             match *layer {
                 Layer::Dense { .. } => {
-                    let Some(Some(LayerPack::Dense(w))) = packed.0.get(i) else {
+                    let Some(Some(LayerPack::Dense(w, _))) = packed.0.get(i) else {
                         panic!("layer {i} is dense but was not packed: Network::pack")
                     };
                     k.dense_packed(input, rows, w, act, out).expect(ok)
@@ -330,7 +345,7 @@ impl Network {
                     in_shape: [c, h, wd],
                     ..
                 } => {
-                    let Some(Some(LayerPack::Conv(w))) = packed.0.get(i) else {
+                    let Some(Some(LayerPack::Conv(w, _))) = packed.0.get(i) else {
                         panic!("layer {i} is a conv but was not packed: Network::pack")
                     };
                     k.conv2d_packed(input, [rows, c, h, wd], w, act, out)
@@ -384,10 +399,12 @@ impl Network {
     /// Back-propagates `d_out` (the loss's gradient with respect to the output
     /// [`Network::forward`] returned with `logits` set, for the tape's rows) and writes
     /// every parameter's gradient into `grads`: overwritten, or added to what `grads` holds
-    /// when `accumulate` (the later passes of a batch).
+    /// when `accumulate` (the later passes of a batch). `packed` is [`Network::pack`] of these
+    /// parameters with `backward` set.
     pub fn backward(
         &self,
         k: &Kernels,
+        packed: &Packed,
         tape: &mut Tape,
         d_out: &[f32],
         grads: &mut Grads,
@@ -454,19 +471,12 @@ impl Network {
                         }
                     }
                     if need_dx {
-                        // dX [rows, in] = dY · W.
-                        k.matmul(
-                            dy,
-                            false,
-                            &self.params[w].data,
-                            false,
-                            rows,
-                            outputs,
-                            inputs,
-                            false,
-                            dx,
-                        )
-                        .expect(ok);
+                        // dX [rows, in] = dY · W: a dense layer of `W`'s transpose.
+                        let Some(Some(LayerPack::Dense(_, Some(wt)))) = packed.0.get(i) else {
+                            panic!("layer {i} was not packed for backward: Network::pack")
+                        };
+                        k.dense_packed(dy, rows, wt, Activation::None, dx)
+                            .expect(ok);
                     }
                 }
                 Layer::Conv {
@@ -494,15 +504,11 @@ impl Network {
                             .expect(ok);
                     }
                     if need_dx {
-                        k.conv2d_backward_input(
-                            dy,
-                            &self.params[w].data,
-                            w_shape,
-                            x_shape,
-                            params,
-                            dx,
-                        )
-                        .expect(ok);
+                        let Some(Some(LayerPack::Conv(_, Some(wg)))) = packed.0.get(i) else {
+                            panic!("layer {i} was not packed for backward: Network::pack")
+                        };
+                        k.conv2d_backward_input_packed(dy, wg, x_shape, dx)
+                            .expect(ok);
                     }
                 }
                 Layer::Pool {

@@ -384,7 +384,7 @@ impl Trainer {
         let k = &self.kernels;
         let loss = self.spec.loss;
         let per_pass = net.rows_per_pass();
-        let packed = &net.pack(k);
+        let packed = &net.pack(k, true);
         let results = self.run_shares(threads, |t, worker| {
             let lo = t * chunk;
             let hi = (lo + chunk).min(rows);
@@ -409,7 +409,14 @@ impl Trainer {
                 let (l, r) = loss_and_grad(k, loss, data, &idx[a..b], out, &mut worker.d_out)?;
                 let scale = n as f32 / rows as f32;
                 worker.d_out.iter_mut().for_each(|g| *g *= scale);
-                net.backward(k, &mut worker.tape, &worker.d_out, &mut worker.grads, p > 0);
+                net.backward(
+                    k,
+                    packed,
+                    &mut worker.tape,
+                    &worker.d_out,
+                    &mut worker.grads,
+                    p > 0,
+                );
                 loss_sum += l * n as f64 / rows as f64;
                 right += r;
             }
@@ -442,7 +449,7 @@ impl Trainer {
         let k = &self.kernels;
         let loss = self.spec.loss;
         let softmax = net.ends_in_softmax();
-        let packed = &net.pack(k);
+        let packed = &net.pack(k, false);
         let per_pass = net.rows_per_pass();
         let chunks: Vec<Mutex<&mut [f32]>> =
             outputs.chunks_mut(per * out_len).map(Mutex::new).collect();

@@ -21,7 +21,7 @@ fn seed_cnn() -> Network {
 fn gradients_in_passes_equal_one_pass() {
     let k = Kernels::detect();
     let net = seed_cnn();
-    let packed = net.pack(&k);
+    let packed = net.pack(&k, true);
     let rows = 11;
     let mut rng = Rng::new(3);
     let x: Vec<f32> = (0..rows * net.input_len())
@@ -35,7 +35,7 @@ fn gradients_in_passes_equal_one_pass() {
     let mut tape = Tape::default();
     let mut whole = net.zero_grads();
     net.forward(&k, &packed, &x, rows, true, None, &mut tape);
-    net.backward(&k, &mut tape, &d_out, &mut whole, false);
+    net.backward(&k, &packed, &mut tape, &d_out, &mut whole, false);
 
     // Passes of 4, 4 and 3 rows; the gradients start from garbage that the first pass
     // overwrites.
@@ -51,7 +51,14 @@ fn gradients_in_passes_equal_one_pass() {
             None,
             &mut tape,
         );
-        net.backward(&k, &mut tape, &d_out[a * outp..b * outp], &mut parts, p > 0);
+        net.backward(
+            &k,
+            &packed,
+            &mut tape,
+            &d_out[a * outp..b * outp],
+            &mut parts,
+            p > 0,
+        );
     }
 
     for (i, (w, p)) in whole.iter().zip(&parts).enumerate() {

@@ -522,14 +522,15 @@ impl Network {
                         // the ReLU passes on where that input is positive: where the window's
                         // maximum (the pool's output) is. So the ReLU's backward is the pool's
                         // with the gradient of windows whose maximum is not positive zeroed,
-                        // a pass over the pooled values instead of the ReLU's whole output.
-                        for (g, &o) in dy_buf[..dy_len].iter_mut().zip(output) {
-                            if o <= 0.0 || o.is_nan() {
-                                *g = 0.0;
-                            }
-                        }
+                        // a pass over the pooled values instead of the ReLU's whole output:
+                        // the ReLU's backward applied to them (a select, not a branch per
+                        // value on the sign of an activation).
+                        grow(&mut part, dy_len);
+                        let masked = &mut part[..dy_len];
+                        k.activation_backward(output, dy, Activation::Relu, masked)
+                            .expect(ok);
                         relu_done = true;
-                        k.max_pool2d_backward(input, shape, params, &dy_buf[..dy_len], dx)
+                        k.max_pool2d_backward(input, shape, params, masked, dx)
                             .expect(ok);
                     } else if max {
                         k.max_pool2d_backward(input, shape, params, dy, dx)

@@ -187,6 +187,9 @@ struct Worker {
     grads: Grads,
     d_out: Vec<f32>,
     rng: Rng,
+    /// The current pass's examples, gathered by this worker from the data set (in
+    /// parallel, and into the cache of the core that then reads them).
+    x: Vec<f32>,
 }
 
 /// A network, its optimizer and the kernels, ready to train.
@@ -216,6 +219,7 @@ impl Trainer {
                     grads: net.zero_grads(),
                     d_out: Vec::new(),
                     rng: Rng::new(i as u64),
+                    x: Vec::new(),
                 })
             })
             .collect();
@@ -292,7 +296,6 @@ impl Trainer {
         let mut steps_done = 0usize;
         let mut stopped = false;
         let mut order: Vec<usize> = (0..train.len()).collect();
-        let mut x = Vec::new();
         for epoch in 0..options.epochs {
             if steps_done >= total_steps || stopped {
                 break;
@@ -317,8 +320,7 @@ impl Trainer {
                     .spec
                     .schedule
                     .lr(base_lr, epoch, steps_done, total_steps);
-                gather(train, idx, &mut x);
-                let (loss, right) = self.step(train, idx, &x)?;
+                let (loss, right) = self.step(train, idx)?;
                 let grads = &self.workers[0]
                     .get_mut()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -370,16 +372,10 @@ impl Trainer {
 
     /// Forward and backward for one batch over the workers; leaves the summed gradient in
     /// worker 0. Returns the batch's mean loss and its number of correct predictions.
-    fn step(
-        &mut self,
-        data: &Dataset,
-        idx: &[usize],
-        x: &[f32],
-    ) -> Result<(f64, usize), TrainError> {
+    fn step(&mut self, data: &Dataset, idx: &[usize]) -> Result<(f64, usize), TrainError> {
         let rows = idx.len();
         let threads = self.workers.len().min(rows);
         let chunk = rows.div_ceil(threads);
-        let in_len = self.net.input_len();
         let net = &self.net;
         let k = &self.kernels;
         let loss = self.spec.loss;
@@ -395,10 +391,11 @@ impl Trainer {
             for (p, a) in (lo..hi).step_by(per_pass).enumerate() {
                 let b = (a + per_pass).min(hi);
                 let n = b - a;
+                gather(data, &idx[a..b], &mut worker.x);
                 let out = net.forward(
                     k,
                     packed,
-                    &x[a * in_len..b * in_len],
+                    &worker.x,
                     n,
                     true,
                     Some(&mut worker.rng),
@@ -457,11 +454,18 @@ impl Trainer {
             let mut out_chunk = chunks[t].lock().unwrap_or_else(PoisonError::into_inner);
             let (lo, hi) = (t * per, ((t + 1) * per).min(n));
             let (mut loss_sum, mut right) = (0.0, 0);
-            let mut x = Vec::new();
             let indices: Vec<usize> = (lo..hi).collect();
             for (c, idx) in indices.chunks(per_pass).enumerate() {
-                gather(data, idx, &mut x);
-                let logits = net.forward(k, packed, &x, idx.len(), true, None, &mut worker.tape);
+                gather(data, idx, &mut worker.x);
+                let logits = net.forward(
+                    k,
+                    packed,
+                    &worker.x,
+                    idx.len(),
+                    true,
+                    None,
+                    &mut worker.tape,
+                );
                 worker.d_out.clear();
                 worker.d_out.resize(logits.len(), 0.0);
                 let (l, r) = loss_and_grad(k, loss, data, idx, logits, &mut worker.d_out)?;

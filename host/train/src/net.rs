@@ -14,6 +14,8 @@ use tensorlet_kernels::{
     Activation, Conv2dParams, Kernels, PackedConv2d, PackedConv2dGrad, PackedDense, Pool2dParams,
 };
 
+use std::sync::{Mutex, PoisonError};
+
 use crate::data::Rng;
 use crate::spec::{LayerSpec, Spec, SpecError, pool_params};
 
@@ -86,14 +88,29 @@ pub type Grads = Vec<Vec<f32>>;
 /// The dense and conv layers' weights packed for the kernels ([`Network::pack`]), by layer
 /// index: packed once after each update and shared by every pass until the next, instead of
 /// packed again by each pass.
-pub struct Packed(Vec<Option<LayerPack>>);
+pub struct Packed {
+    /// For the forward pass.
+    forward: Vec<Option<ForwardPack>>,
+    /// For the input gradients, when packed for training (else empty).
+    backward: Vec<Option<BackwardPack>>,
+}
 
-/// One layer's packed weights: for the forward pass and, when packed for training, for its
-/// input gradient (none for the first layer, whose input gradient is never computed).
-enum LayerPack {
-    /// The weights, and their transpose (`[in, out]`) for `dX = dY · W` as a dense layer.
-    Dense(PackedDense, Option<PackedDense>),
-    Conv(PackedConv2d, Option<PackedConv2dGrad>),
+/// One layer's packed weights for the forward pass.
+enum ForwardPack {
+    Dense(PackedDense),
+    Conv(PackedConv2d),
+}
+
+/// One layer's packed weights for its input gradient.
+enum BackwardPack {
+    /// The weights' transpose (`[in, out]`), for `dX = dY · W` as a dense layer.
+    Dense(PackedDense),
+    Conv(PackedConv2dGrad),
+}
+
+/// `m` locked, whether or not another thread panicked while holding it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Network {
@@ -208,52 +225,101 @@ impl Network {
     /// The dense and conv layers' current weights packed for [`Network::forward`] and, with
     /// `backward`, for [`Network::backward`] too; pack again after the parameters change.
     pub fn pack(&self, k: &Kernels, backward: bool) -> Packed {
+        self.pack_joined(k, backward, &|forward, backward| {
+            forward();
+            backward();
+        })
+    }
+
+    /// [`Network::pack`] with its two halves, the forward weights and the input-gradient
+    /// weights, handed to `join`, which must run both (a trainer runs them on two threads:
+    /// they cost about the same, and nothing else runs while the weights are packed).
+    pub fn pack_joined(
+        &self,
+        k: &Kernels,
+        backward: bool,
+        join: &dyn Fn(&(dyn Fn() + Sync), &(dyn Fn() + Sync)),
+    ) -> Packed {
+        let (forward, grads) = (Mutex::new(Vec::new()), Mutex::new(Vec::new()));
+        join(&|| *lock(&forward) = self.pack_forward(k), &|| {
+            if backward {
+                *lock(&grads) = self.pack_backward(k);
+            }
+        });
+        Packed {
+            forward: forward.into_inner().unwrap_or_else(PoisonError::into_inner),
+            backward: grads.into_inner().unwrap_or_else(PoisonError::into_inner),
+        }
+    }
+
+    /// The weights of the forward pass, by layer.
+    fn pack_forward(&self, k: &Kernels) -> Vec<Option<ForwardPack>> {
         let ok = "shapes checked by Network::new";
-        Packed(
-            self.layers
-                .iter()
-                .enumerate()
-                .map(|(i, layer)| {
-                    let grad = backward && i > 0;
-                    match *layer {
-                        Layer::Dense {
-                            w,
-                            b,
-                            inputs,
-                            outputs,
-                        } => {
-                            let w = &self.params[w].data;
-                            let b = b.map(|b| &self.params[b].data[..]);
-                            let transposed = grad.then(|| {
-                                k.pack_dense(&transpose(w, outputs, inputs), inputs, outputs, None)
-                                    .expect(ok)
-                            });
-                            Some(LayerPack::Dense(
-                                k.pack_dense(w, outputs, inputs, b).expect(ok),
-                                transposed,
-                            ))
-                        }
-                        Layer::Conv {
-                            w,
-                            b,
-                            w_shape,
-                            ref params,
-                            ..
-                        } => {
-                            let w = &self.params[w].data;
-                            let b = b.map(|b| &self.params[b].data[..]);
-                            Some(LayerPack::Conv(
-                                k.pack_conv2d(w, w_shape, b, params).expect(ok),
-                                grad.then(|| {
-                                    k.pack_conv2d_backward_input(w, w_shape, params).expect(ok)
-                                }),
-                            ))
-                        }
-                        _ => None,
-                    }
-                })
-                .collect(),
-        )
+        self.layers
+            .iter()
+            .map(|layer| match *layer {
+                Layer::Dense {
+                    w,
+                    b,
+                    inputs,
+                    outputs,
+                } => {
+                    let w = &self.params[w].data;
+                    let b = b.map(|b| &self.params[b].data[..]);
+                    Some(ForwardPack::Dense(
+                        k.pack_dense(w, outputs, inputs, b).expect(ok),
+                    ))
+                }
+                Layer::Conv {
+                    w,
+                    b,
+                    w_shape,
+                    ref params,
+                    ..
+                } => {
+                    let w = &self.params[w].data;
+                    let b = b.map(|b| &self.params[b].data[..]);
+                    Some(ForwardPack::Conv(
+                        k.pack_conv2d(w, w_shape, b, params).expect(ok),
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The weights of the input gradients, by layer (none for the first layer, whose input
+    /// gradient is never computed).
+    fn pack_backward(&self, k: &Kernels) -> Vec<Option<BackwardPack>> {
+        let ok = "shapes checked by Network::new";
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| match *layer {
+                _ if i == 0 => None,
+                Layer::Dense {
+                    w, inputs, outputs, ..
+                } => {
+                    let w = &self.params[w].data;
+                    Some(BackwardPack::Dense(
+                        k.pack_dense(&transpose(w, outputs, inputs), inputs, outputs, None)
+                            .expect(ok),
+                    ))
+                }
+                Layer::Conv {
+                    w,
+                    w_shape,
+                    ref params,
+                    ..
+                } => {
+                    let w = &self.params[w].data;
+                    Some(BackwardPack::Conv(
+                        k.pack_conv2d_backward_input(w, w_shape, params).expect(ok),
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Most examples per forward and backward pass: as many as keep one pass's activations
@@ -331,7 +397,7 @@ impl Network {
             let ok = "shapes checked by Network::new";
             match *layer {
                 Layer::Dense { .. } => {
-                    let Some(Some(LayerPack::Dense(w, _))) = packed.0.get(i) else {
+                    let Some(Some(ForwardPack::Dense(w))) = packed.forward.get(i) else {
                         panic!("layer {i} is dense but was not packed: Network::pack")
                     };
                     k.dense_packed(input, rows, w, act, out).expect(ok)
@@ -340,7 +406,7 @@ impl Network {
                     in_shape: [c, h, wd],
                     ..
                 } => {
-                    let Some(Some(LayerPack::Conv(w, _))) = packed.0.get(i) else {
+                    let Some(Some(ForwardPack::Conv(w))) = packed.forward.get(i) else {
                         panic!("layer {i} is a conv but was not packed: Network::pack")
                     };
                     k.conv2d_packed(input, [rows, c, h, wd], w, act, out)
@@ -467,7 +533,7 @@ impl Network {
                     }
                     if need_dx {
                         // dX [rows, in] = dY · W: a dense layer of `W`'s transpose.
-                        let Some(Some(LayerPack::Dense(_, Some(wt)))) = packed.0.get(i) else {
+                        let Some(Some(BackwardPack::Dense(wt))) = packed.backward.get(i) else {
                             panic!("layer {i} was not packed for backward: Network::pack")
                         };
                         k.dense_packed(dy, rows, wt, Activation::None, dx)
@@ -499,7 +565,7 @@ impl Network {
                             .expect(ok);
                     }
                     if need_dx {
-                        let Some(Some(LayerPack::Conv(_, Some(wg)))) = packed.0.get(i) else {
+                        let Some(Some(BackwardPack::Conv(wg))) = packed.backward.get(i) else {
                             panic!("layer {i} was not packed for backward: Network::pack")
                         };
                         k.conv2d_backward_input_packed(dy, wg, x_shape, dx)

@@ -267,6 +267,20 @@ impl Trainer {
             .collect()
     }
 
+    /// Runs `a` and `b`, on two of the pool's threads when it has them.
+    fn join(&self, a: &(dyn Fn() + Sync), b: &(dyn Fn() + Sync)) {
+        let next = AtomicUsize::new(0);
+        self.pool.run_scoped(2, &|| {
+            loop {
+                match next.fetch_add(1, Ordering::Relaxed) {
+                    0 => a(),
+                    1 => b(),
+                    _ => break,
+                }
+            }
+        });
+    }
+
     /// Trains on `train` with `options`, validating on `valid` after each epoch.
     pub fn fit(
         &mut self,
@@ -380,7 +394,7 @@ impl Trainer {
         let k = &self.kernels;
         let loss = self.spec.loss;
         let per_pass = net.rows_per_pass();
-        let packed = &net.pack(k, true);
+        let packed = &net.pack_joined(k, true, &|a, b| self.join(a, b));
         let results = self.run_shares(threads, |t, worker| {
             let lo = t * chunk;
             let hi = (lo + chunk).min(rows);

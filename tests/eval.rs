@@ -6,9 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
+use common::temp::TempDir;
 use common::{fixture, floats, repo, tensorlet};
 use serde_json::Value;
 use tensorlet_train::data::{Targets, idx};
@@ -22,11 +23,9 @@ fn succeeded(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tensorlet-eval-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh temporary folder for one test, removed when dropped.
+fn scratch(name: &str) -> TempDir {
+    TempDir::new(&format!("eval-{name}"))
 }
 
 fn s(p: &Path) -> &str {
@@ -182,7 +181,6 @@ fn mnist_report_agrees_with_its_predictions_and_run() {
         png.starts_with(b"\x89PNG\r\n\x1a\n"),
         "confusion.png is a PNG"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A safetensors file of F32 tensors (name, shape, values), written by hand.
@@ -288,7 +286,6 @@ fn csv_regression_with_hand_computed_metrics() {
         );
         assert_eq!(score, "", "row {i}: regression has no score");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -330,7 +327,6 @@ fn data_that_does_not_fit_is_a_clear_error() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("nothing-here"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

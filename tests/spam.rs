@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 
+use common::temp::TempDir;
 use common::{repo, target_dir, tensorlet};
 use serde_json::Value;
 use tensorlet_host::{
@@ -157,15 +158,11 @@ fn train(root: &Path, dir: &Path) -> PathBuf {
     out
 }
 
-/// A scratch folder of this test process.
-fn scratch(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("tensorlet-spam-{}-{name}", std::process::id()))
-}
-
-/// The weights trained on the sample (once per test process, into a scratch folder).
+/// The weights trained on the sample (once per test process, into the sample's folder,
+/// replacing the last run's).
 fn trained() -> &'static Path {
     static TRAINED: OnceLock<PathBuf> = OnceLock::new();
-    TRAINED.get_or_init(|| train(sample(), &scratch("sample")))
+    TRAINED.get_or_init(|| train(sample(), &sample().join("trained")))
 }
 
 /// The runtime, the bundled `spam` function and the trained weights.
@@ -308,7 +305,8 @@ fn the_held_out_fifth_of_the_sample_scores_spam_f1_of_at_least_0_90() {
 #[test]
 #[ignore = "the whole corpus: about 6 minutes of embedding on 2 cores; `-- --ignored` runs it"]
 fn the_whole_corpus_scores_spam_f1_of_at_least_0_95() {
-    let weights = train(data(), &scratch("whole"));
+    let dir = TempDir::new("spam-whole");
+    let weights = train(data(), &dir);
     assert_held_out_f1(data(), &weights, MESSAGES, HELD_OUT, 0.95);
 }
 

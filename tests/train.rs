@@ -5,9 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
+use common::temp::TempDir;
 use common::{fixture, repo, tensorlet};
 use tensorlet_train::data::idx;
 use tensorlet_train::weights::WeightsFile;
@@ -21,12 +22,9 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A fresh temporary folder for one test.
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tensorlet-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+/// A fresh temporary folder for one test, removed when dropped.
+fn temp(name: &str) -> TempDir {
+    TempDir::new(&format!("train-{name}"))
 }
 
 /// Writes an MNIST folder whose training set is the slice's examples `train` and whose

@@ -10,6 +10,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+pub mod temp;
+
 /// Relative tolerance of every comparison against the numpy reference.
 pub const RTOL: f32 = 1e-4;
 /// Absolute tolerance floor (for values near zero).

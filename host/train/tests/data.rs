@@ -9,15 +9,14 @@ use tensorlet_train::data::images;
 use tensorlet_train::data::text;
 use tensorlet_train::data::{DataError, DataSource, Dataset, Rng, Targets, split_indices};
 
-/// A fresh, empty folder under the system temp dir, unique to this process and `name`.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "tensorlet-train-data-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+#[path = "../../../tests/common/temp.rs"]
+mod temp;
+use temp::TempDir;
+
+/// A fresh, empty folder under the system temp dir, unique to this process and `name`,
+/// removed when dropped.
+fn temp_dir(name: &str) -> TempDir {
+    TempDir::new(&format!("train-data-{name}"))
 }
 
 /// The committed first 1,000 MNIST test images and labels.
@@ -76,7 +75,6 @@ fn idx_round_trip_plain_and_gzip() {
         message(&e).contains("cannot write 3 bytes with dimensions [2, 2]"),
         "{e}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -170,7 +168,6 @@ fn truncated_idx_is_an_error_naming_the_file() {
     write(&empty, &[]);
     let m = message(&idx::read(&empty).unwrap_err());
     assert!(m.contains("truncated: 0 bytes"), "{m}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -195,7 +192,6 @@ fn wrong_magic_and_type_are_errors() {
     assert!(m.contains("0 dimensions"), "{m}");
     let e = idx::read(&dir.join("absent")).unwrap_err();
     assert!(matches!(e, DataError::Io { .. }), "{e}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -229,7 +225,6 @@ fn mnist_count_rank_and_label_mismatches_are_errors() {
     assert_eq!(d.example_shape, [1, 1, 2]);
     assert_eq!(d.features, [0.0, 1.0, 0.2, 0.4, 1.0 / 255.0, 254.0 / 255.0]);
     assert!(matches!(&d.targets, Targets::Classes { labels, .. } if labels == &[9, 0, 4]));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ---------------------------------------------------------------------------------- CSV
@@ -259,7 +254,6 @@ fn csv_regression_values_are_exact() {
         }
     );
     assert_eq!(d.source, p.display().to_string());
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -285,7 +279,6 @@ fn csv_classification_sorts_class_names() {
             names: vec!["2".into(), "10".into()]
         }
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -351,7 +344,6 @@ fn csv_errors_name_file_and_line() {
     write(&p, b"x,y\n1,2\n\xe9,3\n");
     let m = message(&csv::load(&p, "y", Task::Regression).unwrap_err());
     assert!(m.contains(":3: not UTF-8"), "{m}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ------------------------------------------------------------------------------- images
@@ -463,7 +455,6 @@ fn image_folder_loads_gray_rgb_and_16_bit() {
         m.contains("2 channels: expected 1 (gray) or 3 (RGB)"),
         "{m}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -506,7 +497,6 @@ fn image_folder_errors_name_folder_or_file() {
     write(&dir.join("dog/big.png"), b"GIF89a....");
     let m = message(&images::load(&dir, 1).unwrap_err());
     assert!(m.contains("big.png: not a valid PNG"), "{m}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ------------------------------------------------------------------------- split, digest

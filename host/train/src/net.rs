@@ -108,6 +108,12 @@ enum BackwardPack {
     Conv(PackedConv2dGrad),
 }
 
+/// A piece of work for a [`Join`].
+pub type Task<'a> = &'a (dyn Fn() + Sync);
+
+/// Runs both of its tasks, in turn or at once ([`Network::pack_joined`]).
+pub type Join<'a> = dyn Fn(Task<'_>, Task<'_>) + 'a;
+
 /// `m` locked, whether or not another thread panicked while holding it.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -234,12 +240,7 @@ impl Network {
     /// [`Network::pack`] with its two halves, the forward weights and the input-gradient
     /// weights, handed to `join`, which must run both (a trainer runs them on two threads:
     /// they cost about the same, and nothing else runs while the weights are packed).
-    pub fn pack_joined(
-        &self,
-        k: &Kernels,
-        backward: bool,
-        join: &dyn Fn(&(dyn Fn() + Sync), &(dyn Fn() + Sync)),
-    ) -> Packed {
+    pub fn pack_joined(&self, k: &Kernels, backward: bool, join: &Join<'_>) -> Packed {
         let (forward, grads) = (Mutex::new(Vec::new()), Mutex::new(Vec::new()));
         join(&|| *lock(&forward) = self.pack_forward(k), &|| {
             if backward {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tensorlet_kernels::{Kernels, ThreadPool};
 
 use crate::data::{Dataset, Rng, Targets};
-use crate::net::{Grads, Network, Tape};
+use crate::net::{Grads, Network, Tape, Task};
 use crate::optim::Optimizer;
 use crate::spec::{Loss, Spec};
 
@@ -268,7 +268,7 @@ impl Trainer {
     }
 
     /// Runs `a` and `b`, on two of the pool's threads when it has them.
-    fn join(&self, a: &(dyn Fn() + Sync), b: &(dyn Fn() + Sync)) {
+    fn join(&self, a: Task<'_>, b: Task<'_>) {
         let next = AtomicUsize::new(0);
         self.pool.run_scoped(2, &|| {
             loop {

@@ -540,16 +540,20 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
         // Where image `img`'s group `g` starts in `x` and in `dy`.
         let x_at = |img: usize, g: usize| (img * c + g * cg) * h * wd;
         let dy_at = |img: usize, g: usize| (img * oc + g * ocg) * pixels;
+        // The dot products sum `dY`'s rows into `db` as they go, where the registers allow.
+        let dots_sum = taps <= DOT_TAPS && S::REGISTER_COUNT >= 32;
         for img in 0..batch {
             for g in 0..groups {
                 let xg = &x[x_at(img, g)..][..cg * h * wd];
                 let dyg = &dy[dy_at(img, g)..][..ocg * pixels];
-                add_db(
-                    simd,
-                    dyg,
-                    pixels,
-                    db.as_deref_mut().map(|d| &mut d[g * ocg..][..ocg]),
-                );
+                if !dots_sum {
+                    add_db(
+                        simd,
+                        dyg,
+                        pixels,
+                        db.as_deref_mut().map(|d| &mut d[g * ocg..][..ocg]),
+                    );
+                }
                 let acc = &mut acc.as_mut_slice()[g * group_c..(g + 1) * group_c];
                 // The next image's (or group's) `x` and `dY`: asked for while the last
                 // block's tiles run.
@@ -595,7 +599,21 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
                         if first {
                             zero(simd, acc);
                         }
-                        add_dots_nt(simd, &dyg[j0..], pixels, ocg, a, len, taps, len, acc);
+                        let sums = if dots_sum {
+                            db.as_deref_mut().map(|d| &mut d[g * ocg..][..ocg])
+                        } else {
+                            None
+                        };
+                        let dots = Dots {
+                            dy: &dyg[j0..],
+                            ldd: pixels,
+                            ocg,
+                            cols: a,
+                            ldc_cols: len,
+                            taps,
+                            len,
+                        };
+                        dots.add_into(simd, acc, sums);
                         continue;
                     }
                     let b = &mut packed.as_mut_slice()[..packed_b_len(len, ocg, nr)];
@@ -647,101 +665,124 @@ fn add_db<S: Simd>(simd: S, dyg: &[f32], pixels: usize, db: Option<&mut [f32]>) 
 }
 
 /// At most this many taps (`cg·kh·kw`: a first layer on 1 to 3 channels), the weight
-/// gradient is taken as dot products of `dY` rows with patch rows ([`add_dots_nt`]) rather
+/// gradient is taken as dot products of `dY` rows with patch rows ([`Dots`]) rather
 /// than a GEMM: with so few GEMM rows, packing `dY` cost several times the products (the
 /// seed CNN's conv1, 9 taps, ran at an eighth of peak).
 const DOT_TAPS: usize = 16;
 
-/// `c[t·ocg + o] += Σ_p dy[o·ldd + p] · cols[t·ldc_cols + p]` over `p < len`, for `o < ocg`,
-/// `t < taps`: both operands read along their rows in place, 4 × 3 register tiles of vector
-/// accumulators (12 accumulators, 3 patch vectors and one `dY` vector: 16 registers, so
-/// AVX2 spills nothing), one horizontal sum per product and call.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn add_dots_nt<S: Simd>(
-    simd: S,
-    dy: &[f32],
+/// The weight gradient's dot products for few taps ([`DOT_TAPS`]): `c[t·ocg + o] += Σ_p
+/// dy[o·ldd + p] · cols[t·ldc_cols + p]` over `p < len`, for `o < ocg`, `t < taps`, and
+/// optionally `sums[o] += Σ_p dy[o·ldd + p]` (the bias gradient). Both operands are read along
+/// their rows in place, in 4 × 3 register tiles of vector accumulators (12 accumulators, 3
+/// patch vectors and one `dY` vector: 16 registers, so AVX2 spills nothing), one horizontal
+/// sum per product and call. The tiles of the first taps also add up the `dY` vectors they
+/// load into 4 more accumulators for `sums` (on levels with 32 registers): the bias gradient
+/// without a pass of its own over `dY`, which had cost a third of the seed CNN's conv1
+/// weight gradient.
+struct Dots<'a> {
+    dy: &'a [f32],
     ldd: usize,
     ocg: usize,
-    cols: &[f32],
+    cols: &'a [f32],
     ldc_cols: usize,
     taps: usize,
     len: usize,
-    c: &mut [f32],
-) {
-    let mut o = 0;
-    while o < ocg {
-        let mut t = 0;
-        while t < taps {
-            match (ocg - o >= 4, taps - t >= 3) {
-                (true, true) => {
-                    dot_tile::<S, 4, 3>(simd, dy, ldd, o, cols, ldc_cols, t, len, ocg, c)
-                }
-                (true, false) => {
-                    dot_tile::<S, 4, 1>(simd, dy, ldd, o, cols, ldc_cols, t, len, ocg, c)
-                }
-                (false, true) => {
-                    dot_tile::<S, 1, 3>(simd, dy, ldd, o, cols, ldc_cols, t, len, ocg, c)
-                }
-                (false, false) => {
-                    dot_tile::<S, 1, 1>(simd, dy, ldd, o, cols, ldc_cols, t, len, ocg, c)
-                }
-            }
-            t += if taps - t >= 3 { 3 } else { 1 };
-        }
-        o += if ocg - o >= 4 { 4 } else { 1 };
-    }
 }
 
-/// One `O × T` tile of [`add_dots_nt`]: rows `o..o + O` of `dY`, patch rows `t..t + T`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn dot_tile<S: Simd, const O: usize, const T: usize>(
-    simd: S,
-    dy: &[f32],
-    ldd: usize,
-    o: usize,
-    cols: &[f32],
-    ldc_cols: usize,
-    t: usize,
-    len: usize,
-    ocg: usize,
-    c: &mut [f32],
-) {
-    let lanes = S::F32_LANES;
-    let d: [&[f32]; O] = core::array::from_fn(|i| &dy[(o + i) * ldd..][..len]);
-    let p: [&[f32]; T] = core::array::from_fn(|j| &cols[(t + j) * ldc_cols..][..len]);
-    let mut acc = [[simd.splat_f32s(0.0); T]; O];
-    let full = len / lanes * lanes;
-    let mut k = 0;
-    while k < full {
-        let mut pv = [simd.splat_f32s(0.0); T];
-        for (pv, p) in pv.iter_mut().zip(&p) {
-            *pv = load(simd, &p[k..k + lanes]);
-        }
-        for (a, row) in acc.iter_mut().zip(&d) {
-            let dv = load(simd, &row[k..k + lanes]);
-            for (a, &pv) in a.iter_mut().zip(&pv) {
-                *a = simd.mul_add_e_f32s(dv, pv, *a);
+impl Dots<'_> {
+    /// Adds the products into `c` and, with `sums`, the row sums of `dY` into it.
+    #[inline(always)]
+    fn add_into<S: Simd>(&self, simd: S, c: &mut [f32], mut sums: Option<&mut [f32]>) {
+        let (ocg, taps) = (self.ocg, self.taps);
+        let mut o = 0;
+        while o < ocg {
+            let mut t = 0;
+            while t < taps {
+                let sums = if t == 0 { sums.as_deref_mut() } else { None };
+                match (ocg - o >= 4, taps - t >= 3, sums) {
+                    (true, true, None) => self.tile::<S, 4, 3, false>(simd, o, t, c, &mut []),
+                    (true, true, Some(s)) => self.tile::<S, 4, 3, true>(simd, o, t, c, s),
+                    (true, false, None) => self.tile::<S, 4, 1, false>(simd, o, t, c, &mut []),
+                    (true, false, Some(s)) => self.tile::<S, 4, 1, true>(simd, o, t, c, s),
+                    (false, true, None) => self.tile::<S, 1, 3, false>(simd, o, t, c, &mut []),
+                    (false, true, Some(s)) => self.tile::<S, 1, 3, true>(simd, o, t, c, s),
+                    (false, false, None) => self.tile::<S, 1, 1, false>(simd, o, t, c, &mut []),
+                    (false, false, Some(s)) => self.tile::<S, 1, 1, true>(simd, o, t, c, s),
+                }
+                t += if taps - t >= 3 { 3 } else { 1 };
             }
-        }
-        k += lanes;
-    }
-    if full < len {
-        let mut pv = [simd.splat_f32s(0.0); T];
-        for (pv, p) in pv.iter_mut().zip(&p) {
-            *pv = partial_load(simd, &p[full..]);
-        }
-        for (a, row) in acc.iter_mut().zip(&d) {
-            let dv = partial_load(simd, &row[full..]);
-            for (a, &pv) in a.iter_mut().zip(&pv) {
-                *a = simd.mul_add_e_f32s(dv, pv, *a);
-            }
+            o += if ocg - o >= 4 { 4 } else { 1 };
         }
     }
-    for (i, a) in acc.iter().enumerate() {
-        for (j, &a) in a.iter().enumerate() {
-            c[(t + j) * ocg + o + i] += simd.reduce_sum_f32s(a);
+
+    /// One `O × T` tile: rows `o..o + O` of `dY`, patch rows `t..t + T`; with `SUM`, also
+    /// `sums[o + i] += Σ dY row o + i`.
+    #[inline(always)]
+    fn tile<S: Simd, const O: usize, const T: usize, const SUM: bool>(
+        &self,
+        simd: S,
+        o: usize,
+        t: usize,
+        c: &mut [f32],
+        sums: &mut [f32],
+    ) {
+        let Dots {
+            dy,
+            ldd,
+            ocg,
+            cols,
+            ldc_cols,
+            len,
+            ..
+        } = *self;
+        let lanes = S::F32_LANES;
+        let zero_v = simd.splat_f32s(0.0);
+        let d: [&[f32]; O] = core::array::from_fn(|i| &dy[(o + i) * ldd..][..len]);
+        let p: [&[f32]; T] = core::array::from_fn(|j| &cols[(t + j) * ldc_cols..][..len]);
+        let mut acc = [[zero_v; T]; O];
+        let mut row_sums = [zero_v; O];
+        let full = len / lanes * lanes;
+        let mut k = 0;
+        while k < full {
+            let mut pv = [zero_v; T];
+            for (pv, p) in pv.iter_mut().zip(&p) {
+                *pv = load(simd, &p[k..k + lanes]);
+            }
+            for ((a, row), rs) in acc.iter_mut().zip(&d).zip(&mut row_sums) {
+                let dv = load(simd, &row[k..k + lanes]);
+                for (a, &pv) in a.iter_mut().zip(&pv) {
+                    *a = simd.mul_add_e_f32s(dv, pv, *a);
+                }
+                if SUM {
+                    *rs = simd.add_f32s(*rs, dv);
+                }
+            }
+            k += lanes;
+        }
+        if full < len {
+            let mut pv = [zero_v; T];
+            for (pv, p) in pv.iter_mut().zip(&p) {
+                *pv = partial_load(simd, &p[full..]);
+            }
+            for ((a, row), rs) in acc.iter_mut().zip(&d).zip(&mut row_sums) {
+                let dv = partial_load(simd, &row[full..]);
+                for (a, &pv) in a.iter_mut().zip(&pv) {
+                    *a = simd.mul_add_e_f32s(dv, pv, *a);
+                }
+                if SUM {
+                    *rs = simd.add_f32s(*rs, dv);
+                }
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            for (j, &a) in a.iter().enumerate() {
+                c[(t + j) * ocg + o + i] += simd.reduce_sum_f32s(a);
+            }
+        }
+        if SUM {
+            for (i, &rs) in row_sums.iter().enumerate() {
+                sums[o + i] += simd.reduce_sum_f32s(rs);
+            }
         }
     }
 }

@@ -115,7 +115,7 @@ pub type Task<'a> = &'a (dyn Fn() + Sync);
 pub type Join<'a> = dyn Fn(Task<'_>, Task<'_>) + 'a;
 
 /// `m` locked, whether or not another thread panicked while holding it.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

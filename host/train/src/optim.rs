@@ -6,7 +6,9 @@
 //! `θ ← θ - (lr / (1-β1^t)) · m / (√v / √(1-β2^t) + ε)`), so one step from given weights
 //! matches an independent implementation to rounding.
 
-use crate::net::{Grads, Param};
+use std::sync::Mutex;
+
+use crate::net::{Grads, Join, Param, lock};
 use crate::spec::OptimizerSpec;
 
 /// One optimizer state tensor: `(kind, parameter index, values)`, kind `m` or `v`.
@@ -85,19 +87,91 @@ impl Optimizer {
 
     /// Applies one update with learning rate `lr` to every parameter from its gradient.
     pub fn update(&mut self, params: &mut [Param], grads: &Grads, lr: f32) {
+        self.update_joined(params, grads, lr, &|a, b| {
+            a();
+            b();
+        });
+    }
+
+    /// [`Optimizer::update`] with every parameter's elements split in two halves, updated by
+    /// `join`'s two tasks (a trainer's two threads: the update reads and writes four values
+    /// per parameter, 3.6 MB for the seed CNN, more than one core's cache holds).
+    pub fn update_joined(&mut self, params: &mut [Param], grads: &Grads, lr: f32, join: &Join<'_>) {
         self.step += 1;
-        let t = self.step as i32;
+        let rule = Rule {
+            spec: self.spec,
+            t: self.step as i32,
+            lr,
+        };
+        // `m` and `v` hold one buffer per parameter, or none when the rule keeps no state.
+        let (mut ms, mut vs) = (self.m.iter_mut(), self.v.iter_mut());
+        let mut halves: [Vec<Slot<'_>>; 2] = [Vec::new(), Vec::new()];
+        for (p, g) in params.iter_mut().zip(grads) {
+            let mid = p.data.len() / 2;
+            let (w0, w1) = p.data.split_at_mut(mid);
+            let (g0, g1) = g.split_at(mid);
+            let (m0, m1) = split(ms.next(), mid);
+            let (v0, v1) = split(vs.next(), mid);
+            halves[0].push(Slot {
+                w: w0,
+                g: g0,
+                m: m0,
+                v: v0,
+            });
+            halves[1].push(Slot {
+                w: w1,
+                g: g1,
+                m: m1,
+                v: v1,
+            });
+        }
+        let [a, b] = halves.map(Mutex::new);
+        join(&|| rule.apply(&mut lock(&a)), &|| rule.apply(&mut lock(&b)));
+    }
+}
+
+/// A state buffer split at `mid`, if there is one.
+fn split(buf: Option<&mut Vec<f32>>, mid: usize) -> (Option<&mut [f32]>, Option<&mut [f32]>) {
+    match buf {
+        Some(buf) => {
+            let (a, b) = buf.split_at_mut(mid);
+            (Some(a), Some(b))
+        }
+        None => (None, None),
+    }
+}
+
+/// A range of one parameter's elements with their gradient and state.
+struct Slot<'a> {
+    w: &'a mut [f32],
+    g: &'a [f32],
+    /// First moments (Adam) or the momentum buffer (SGD with momentum).
+    m: Option<&'a mut [f32]>,
+    /// Second moments (Adam).
+    v: Option<&'a mut [f32]>,
+}
+
+/// One step's update rule: the optimizer, the step number (from 1) and the learning rate.
+struct Rule {
+    spec: OptimizerSpec,
+    t: i32,
+    lr: f32,
+}
+
+impl Rule {
+    /// Updates every slot.
+    fn apply(&self, slots: &mut [Slot<'_>]) {
+        let (t, lr) = (self.t, self.lr);
         match self.spec {
             OptimizerSpec::Sgd {
                 momentum,
                 weight_decay,
                 ..
             } => {
-                for (i, (p, g)) in params.iter_mut().zip(grads).enumerate() {
-                    let buf = self.m.get_mut(i);
-                    match buf {
+                for slot in slots {
+                    match slot.m.as_deref_mut() {
                         Some(buf) => {
-                            for ((w, &g), b) in p.data.iter_mut().zip(g).zip(buf.iter_mut()) {
+                            for ((w, &g), b) in slot.w.iter_mut().zip(slot.g).zip(buf) {
                                 let g = g + weight_decay * *w;
                                 // PyTorch: the first step's buffer is the gradient itself.
                                 *b = if t == 1 { g } else { momentum * *b + g };
@@ -105,7 +179,7 @@ impl Optimizer {
                             }
                         }
                         None => {
-                            for (w, &g) in p.data.iter_mut().zip(g) {
+                            for (w, &g) in slot.w.iter_mut().zip(slot.g) {
                                 *w -= lr * (g + weight_decay * *w);
                             }
                         }
@@ -117,38 +191,33 @@ impl Optimizer {
                 eps,
                 weight_decay,
                 ..
-            } => self.adam(params, grads, lr, betas, eps, weight_decay, false),
+            } => self.adam(slots, betas, eps, weight_decay, false),
             OptimizerSpec::AdamW {
                 betas,
                 eps,
                 weight_decay,
                 ..
-            } => self.adam(params, grads, lr, betas, eps, weight_decay, true),
+            } => self.adam(slots, betas, eps, weight_decay, true),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn adam(
-        &mut self,
-        params: &mut [Param],
-        grads: &Grads,
-        lr: f32,
+        &self,
+        slots: &mut [Slot<'_>],
         (b1, b2): (f32, f32),
         eps: f32,
         weight_decay: f32,
         decoupled: bool,
     ) {
-        let t = self.step as i32;
+        let (t, lr) = (self.t, self.lr);
         let bc1 = 1.0 - b1.powi(t);
         let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
         let step_size = lr / bc1;
-        for (((p, g), m), v) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(self.m.iter_mut())
-            .zip(self.v.iter_mut())
-        {
-            for (((w, &g), m), v) in p.data.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        for slot in slots {
+            let (Some(m), Some(v)) = (slot.m.as_deref_mut(), slot.v.as_deref_mut()) else {
+                unreachable!("Adam keeps both moments for every parameter")
+            };
+            for (((w, &g), m), v) in slot.w.iter_mut().zip(slot.g).zip(m).zip(v) {
                 let g = if decoupled {
                     *w *= 1.0 - lr * weight_decay;
                     g

@@ -267,20 +267,6 @@ impl Trainer {
             .collect()
     }
 
-    /// Runs `a` and `b`, on two of the pool's threads when it has them.
-    fn join(&self, a: Task<'_>, b: Task<'_>) {
-        let next = AtomicUsize::new(0);
-        self.pool.run_scoped(2, &|| {
-            loop {
-                match next.fetch_add(1, Ordering::Relaxed) {
-                    0 => a(),
-                    1 => b(),
-                    _ => break,
-                }
-            }
-        });
-    }
-
     /// Trains on `train` with `options`, validating on `valid` after each epoch.
     pub fn fit(
         &mut self,
@@ -339,7 +325,10 @@ impl Trainer {
                     .get_mut()
                     .unwrap_or_else(PoisonError::into_inner)
                     .grads;
-                self.optimizer.update(&mut self.net.params, grads, lr);
+                self.optimizer
+                    .update_joined(&mut self.net.params, grads, lr, &|a, b| {
+                        join(&self.pool, a, b)
+                    });
                 steps_done += 1;
                 loss_sum += loss * idx.len() as f64;
                 correct += right;
@@ -394,7 +383,7 @@ impl Trainer {
         let k = &self.kernels;
         let loss = self.spec.loss;
         let per_pass = net.rows_per_pass();
-        let packed = &net.pack_joined(k, true, &|a, b| self.join(a, b));
+        let packed = &net.pack_joined(k, true, &|a, b| join(&self.pool, a, b));
         let results = self.run_shares(threads, |t, worker| {
             let lo = t * chunk;
             let hi = (lo + chunk).min(rows);
@@ -516,6 +505,20 @@ fn gather(data: &Dataset, idx: &[usize], x: &mut Vec<f32>) {
     for &i in idx {
         x.extend_from_slice(data.example(i));
     }
+}
+
+/// Runs `a` and `b`, on two of `pool`'s threads when it has them.
+fn join(pool: &ThreadPool, a: Task<'_>, b: Task<'_>) {
+    let next = AtomicUsize::new(0);
+    pool.run_scoped(2, &|| {
+        loop {
+            match next.fetch_add(1, Ordering::Relaxed) {
+                0 => a(),
+                1 => b(),
+                _ => break,
+            }
+        }
+    });
 }
 
 /// `acc += g`, parameter by parameter.

@@ -2,10 +2,12 @@
 //! worker threads, the optimizer step, per-epoch validation, progress reports to an
 //! [`Observer`], and stopping after the current batch when asked (Ctrl-C in the CLI).
 //!
-//! A batch is split into one contiguous chunk per worker. Each worker runs its chunk
-//! through its own [`Tape`] with single-threaded kernels and writes its own gradients, with
-//! the loss gradient scaled by `chunk / batch` so that their sum is the gradient of the
-//! batch mean; the main thread sums them and steps the optimizer. The result does not
+//! A batch is split into one contiguous chunk per worker. Each worker gathers its chunk's
+//! examples, runs them through its own [`Tape`] with single-threaded kernels and writes its
+//! own gradients, with the loss gradient scaled by `chunk / batch` so that their sum is the
+//! gradient of the batch mean; the main thread sums them. The optimizer step and the next
+//! step's weight packing each run as two halves on two of the pool's threads (`join`),
+//! since nothing else runs meanwhile. The result does not
 //! depend on the thread count beyond float summation order (dropout masks aside, which are
 //! drawn per chunk). The chunks run on the trainer's [`ThreadPool`], started once: threads
 //! that live for the whole run keep the kernels' per-thread scratch buffers warm, where a

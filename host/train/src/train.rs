@@ -21,7 +21,7 @@ use serde::Serialize;
 use tensorlet_kernels::{Kernels, ThreadPool};
 
 use crate::data::{Dataset, Rng, Targets};
-use crate::net::{Grads, Network, Tape, Task};
+use crate::net::{Grads, Network, Tape, Task, lock};
 use crate::optim::Optimizer;
 use crate::spec::{Loss, Spec};
 
@@ -252,11 +252,9 @@ impl Trainer {
                 if t >= shares {
                     break;
                 }
-                let mut worker = self.workers[t]
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let mut worker = lock(&self.workers[t]);
                 let r = job(t, &mut worker);
-                *results[t].lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+                *lock(&results[t]) = Some(r);
             }
         });
         results
@@ -456,7 +454,7 @@ impl Trainer {
         let chunks: Vec<Mutex<&mut [f32]>> =
             outputs.chunks_mut(per * out_len).map(Mutex::new).collect();
         let results = self.run_shares(chunks.len(), |t, worker| {
-            let mut out_chunk = chunks[t].lock().unwrap_or_else(PoisonError::into_inner);
+            let mut out_chunk = lock(&chunks[t]);
             let (lo, hi) = (t * per, ((t + 1) * per).min(n));
             let (mut loss_sum, mut right) = (0.0, 0);
             let indices: Vec<usize> = (lo..hi).collect();

@@ -151,9 +151,79 @@ impl Kernels {
         self.level
     }
 
-    /// Runs `op` at this level.
+    /// Runs `op` at this level, through its [`Entry`].
     #[inline(always)]
     pub(crate) fn run<Op: pulp::WithSimd>(&self, op: Op) -> Op::Output {
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        match self.arch {
+            // SAFETY: a `V4` or `V3` token exists only once `try_new` has found its features
+            // on this CPU, and `Entry` enables exactly the token's features.
+            pulp::Arch::V4(simd) => unsafe { op.avx512(simd) },
+            pulp::Arch::V3(simd) => unsafe { op.avx2(simd) },
+            _ => op.portable(pulp::Scalar::new()),
+        }
+        // The build enables SIMD128 (and relaxed SIMD) for the whole crate, so the levels
+        // need no target features of their own.
+        #[cfg(target_arch = "wasm32")]
+        match self.arch {
+            pulp::Arch::RelaxedSimd(simd) => op.portable(simd),
+            pulp::Arch::Simd128(simd) => op.portable(simd),
+            _ => op.portable(pulp::Scalar::new()),
+        }
+        #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "wasm32")))]
         self.arch.dispatch(op)
     }
 }
+
+/// The compiled entry points of an op, one per level: each a function of its own with the
+/// level's target features (on x86, pulp's feature lists for `V4` and `V3`; in wasm the
+/// build's), into which the op's `#[inline(always)]` body is inlined. (On AArch64 the ops
+/// still enter through pulp's `Arch::dispatch`.)
+///
+/// pulp's own `Arch::dispatch` does the same through `#[inline]` functions of pulp's, which
+/// rustc copies into the codegen unit of each caller: every op entered from [`Kernels`]'
+/// methods landed in one codegen unit, whose optimisation took most of this crate's 20
+/// minutes of build on one core while the other units were long done. These are default
+/// methods of a trait, never inlined, so rustc places each op's entry points with the
+/// op's own type (its module's codegen unit) and the units build in parallel.
+#[cfg_attr(
+    not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "wasm32")),
+    allow(dead_code)
+)]
+pub(crate) trait Entry: pulp::WithSimd + Sized {
+    /// `self` at AVX-512 (x86-64-v4).
+    ///
+    /// # Safety
+    /// The CPU has every feature of [`pulp::x86::V4`] (which holding one proves).
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    #[target_feature(
+        enable = "sse,sse2,fxsr,sse3,ssse3,sse4.1,sse4.2,popcnt,avx,avx2,bmi1,bmi2,\
+                  fma,lzcnt,avx512f,avx512bw,avx512cd,avx512dq,avx512vl"
+    )]
+    #[inline(never)]
+    unsafe fn avx512(self, simd: pulp::x86::V4) -> Self::Output {
+        self.with_simd(simd)
+    }
+
+    /// `self` at AVX2 + FMA (x86-64-v3).
+    ///
+    /// # Safety
+    /// The CPU has every feature of [`pulp::x86::V3`] (which holding one proves).
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    #[target_feature(
+        enable = "sse,sse2,fxsr,sse3,ssse3,sse4.1,sse4.2,popcnt,avx,avx2,bmi1,bmi2,\
+                  fma,lzcnt"
+    )]
+    #[inline(never)]
+    unsafe fn avx2(self, simd: pulp::x86::V3) -> Self::Output {
+        self.with_simd(simd)
+    }
+
+    /// `self` at a level that needs no target features beyond the build's.
+    #[inline(never)]
+    fn portable<S: pulp::Simd>(self, simd: S) -> Self::Output {
+        self.with_simd(simd)
+    }
+}
+
+impl<Op: pulp::WithSimd> Entry for Op {}

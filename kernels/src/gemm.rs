@@ -84,6 +84,13 @@ const A_COPY: usize = A_STRIDE;
 /// The `CS` of [`tile`] for a gathered `A` (see [`AView`]). Never an `MR` or a stride.
 const GATHER: usize = usize::MAX;
 
+/// What [`Gemm::run_tile`] instantiates tiles for: every kind of `A`,
+const ANY_A: u8 = 0;
+/// only a gathered one (see [`AView`]),
+const GATHERED: u8 = 1;
+/// or only one read from memory (in place, or copied to a slab).
+const IN_PLACE: u8 = 2;
+
 /// Most bytes of `A` copied at once: a slab of rows of one `KC` block (about 1000 rows at
 /// the `A_STRIDE` of `KC = 1024`), copied once and read by every column block instead of
 /// copied once per column block, which took 4 points of peak at 1024³.
@@ -128,7 +135,7 @@ fn prefetch_l2(p: *const f32) {
 
 /// Whether `S` gets the 12 × 2 register tile (32 vector registers, never in wasm).
 #[inline(always)]
-pub(crate) fn wide_tile<S: Simd>() -> bool {
+pub(crate) const fn wide_tile<S: Simd>() -> bool {
     S::REGISTER_COUNT >= 32 && !cfg!(target_arch = "wasm32")
 }
 
@@ -871,6 +878,39 @@ impl<E: Elem> pulp::WithSimd for RunGemm<'_, '_, E> {
     }
 }
 
+/// [`Gemm::run_raw`]'s never-inlined entries into [`RunGemm`], one module
+/// each so that each is a codegen unit of its own (see `run_raw`).
+mod entry {
+    /// Defines `run` in a module: [`RunGemm`](super::RunGemm) entered at the level of `simd`.
+    macro_rules! entry {
+        ($($name:ident: $doc:literal;)*) => {$(
+            #[doc = $doc]
+            pub(super) mod $name {
+                use super::super::{Elem, Gemm, RunGemm, Simd};
+
+                /// `gemm` at the level of `simd`, into `out_len` elements at `out`.
+                ///
+                /// # Safety
+                /// As [`Gemm::run_raw`].
+                #[inline(never)]
+                pub(in super::super) unsafe fn run<S: Simd, E: Elem>(
+                    gemm: &Gemm<'_, E>,
+                    simd: S,
+                    out: *mut f32,
+                    out_len: usize,
+                ) {
+                    simd.vectorize(RunGemm { gemm, out, out_len });
+                }
+            }
+        )*};
+    }
+    entry! {
+        wide_f32: "The 32-register levels' `f32` products.";
+        wide_half: "The 32-register levels' `f16` and `bf16` products.";
+        narrow: "Every other level's products.";
+    }
+}
+
 /// Applies a transcendental activation to `rows` rows of `cols` values, `ldc` apart, at
 /// `out`: a tile's epilogue, run as a loop over the stored tile (hot in L1) rather than
 /// unrolled over its accumulators, and compiled once per level rather than in every tile
@@ -957,16 +997,27 @@ impl<E: Elem> Gemm<'_, E> {
     /// weight type, with the level's target features, that every op calls. Inlined into
     /// each of them instead, its hundred tile instances were compiled a dozen times over.
     ///
+    /// That function is pulp's and `#[inline]`, so rustc copies it into the codegen unit
+    /// of each caller; it is called here only from [`entry`]'s never-inlined functions,
+    /// one module each for the wide level's `f32` and 16-bit products and one for the
+    /// other levels, so each is compiled once, and the three (the largest part of this
+    /// crate's build) in parallel.
+    ///
     /// # Safety
     /// `out..out + out_len` is valid for reads and writes for the call, and no other thread
     /// reads or writes the elements this product writes while it runs.
     #[inline(always)]
     pub(crate) unsafe fn run_raw<S: Simd>(&self, simd: S, out: *mut f32, out_len: usize) {
-        simd.vectorize(RunGemm {
-            gemm: self,
-            out,
-            out_len,
-        });
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            if const { wide_tile::<S>() && E::IS_F32 } {
+                entry::wide_f32::run(self, simd, out, out_len)
+            } else if const { wide_tile::<S>() } {
+                entry::wide_half::run(self, simd, out, out_len)
+            } else {
+                entry::narrow::run(self, simd, out, out_len)
+            }
+        }
     }
 
     /// The body of [`Gemm::run_raw`], inside the level's target features.
@@ -978,27 +1029,31 @@ impl<E: Elem> Gemm<'_, E> {
         // Inline consts, so that only the level's own tile is compiled.
         // SAFETY: the caller's contract, passed on.
         unsafe {
-            if const { S::REGISTER_COUNT >= 32 && !cfg!(target_arch = "wasm32") } {
+            if const { wide_tile::<S>() } {
                 if const { E::IS_F32 } && self.a.gather.is_some() {
                     // A gathered `A` takes 8 rows: with 12, its 12 broadcasts (one base
                     // register each) were all issued ahead of the FMAs and the accumulators
                     // spilled to the stack (a 12 × 2 tile at half the speed of 8 × 2).
-                    self.run_tile::<S, 8, 2>(simd, out, out_len);
+                    self.run_tile::<S, 8, 2, GATHERED>(simd, out, out_len);
                 } else {
-                    self.run_tile::<S, 12, 2>(simd, out, out_len);
+                    self.run_tile::<S, 12, 2, IN_PLACE>(simd, out, out_len);
                 }
             } else if const { cfg!(target_arch = "wasm32") } {
-                self.run_tile::<S, 4, 4>(simd, out, out_len);
+                self.run_tile::<S, 4, 4, ANY_A>(simd, out, out_len);
             } else {
-                self.run_tile::<S, 6, 2>(simd, out, out_len);
+                self.run_tile::<S, 6, 2, ANY_A>(simd, out, out_len);
             }
         }
     }
 
+    /// The product with `MR × NV` register tiles, for the kinds of `A` that `KIND` allows
+    /// ([`ANY_A`], [`GATHERED`] or [`IN_PLACE`]: the tile instances of the others are not
+    /// compiled).
+    ///
     /// # Safety
-    /// As [`Gemm::run_raw`].
+    /// As [`Gemm::run_raw`]; `A` is of a kind `KIND` allows.
     #[inline(always)]
-    unsafe fn run_tile<S: Simd, const MR: usize, const NV: usize>(
+    unsafe fn run_tile<S: Simd, const MR: usize, const NV: usize, const KIND: u8>(
         &self,
         simd: S,
         out_ptr: *mut f32,
@@ -1278,14 +1333,22 @@ impl<E: Elem> Gemm<'_, E> {
                                 Some(sc) => out_ptr.add(sc.cols[c0]),
                                 None => out_ptr.add(r0 * ldc + c0),
                             };
-                            // `f32` weights interleaved by `MR` (packed conv weights, a
-                            // transposed `A`): strides known at compile time.
-                            if const { E::IS_F32 } && a.gather.is_some() {
+                            if const { E::IS_F32 && KIND != IN_PLACE } && a.gather.is_some() {
                                 // An implicit im2col (conv on the image in place).
                                 block_rows::<S, E, MR, NV, GATHER>(
                                     simd, rows, kc, a_ptr, rs, cs, g, b, out, ldc, &st,
                                 );
+                            } else if const { KIND == GATHERED } {
+                                unreachable!("a gathered-only product given an `A` in place");
+                            } else if const { S::IS_SCALAR } {
+                                // One lane: strides known at compile time gain nothing, and
+                                // every level's results are the same sums in the same order.
+                                block_rows::<S, E, MR, NV, 0>(
+                                    simd, rows, kc, a_ptr, rs, cs, g, b, out, ldc, &st,
+                                );
                             } else if const { E::IS_F32 } && rs == 1 && cs == MR {
+                                // `f32` weights interleaved by `MR` (packed conv weights, a
+                                // transposed `A`): strides known at compile time.
                                 block_rows::<S, E, MR, NV, MR>(
                                     simd, rows, kc, a_ptr, rs, cs, g, b, out, ldc, &st,
                                 );

@@ -546,13 +546,10 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
             for g in 0..groups {
                 let xg = &x[x_at(img, g)..][..cg * h * wd];
                 let dyg = &dy[dy_at(img, g)..][..ocg * pixels];
+                // The group's bias gradient, if any.
+                let mut dbg = db.as_deref_mut().map(|d| &mut d[g * ocg..][..ocg]);
                 if !dots_sum {
-                    add_db(
-                        simd,
-                        dyg,
-                        pixels,
-                        db.as_deref_mut().map(|d| &mut d[g * ocg..][..ocg]),
-                    );
+                    add_db(simd, dyg, pixels, dbg.as_deref_mut());
                 }
                 let acc = &mut acc.as_mut_slice()[g * group_c..(g + 1) * group_c];
                 // The next image's (or group's) `x` and `dY`: asked for while the last
@@ -599,11 +596,7 @@ impl pulp::WithSimd for Conv2dBackwardWeights<'_> {
                         if first {
                             zero(simd, acc);
                         }
-                        let sums = if dots_sum {
-                            db.as_deref_mut().map(|d| &mut d[g * ocg..][..ocg])
-                        } else {
-                            None
-                        };
+                        let sums = if dots_sum { dbg.as_deref_mut() } else { None };
                         let dots = Dots {
                             dy: &dyg[j0..],
                             ldd: pixels,
@@ -699,19 +692,31 @@ impl Dots<'_> {
             let mut t = 0;
             while t < taps {
                 let sums = if t == 0 { sums.as_deref_mut() } else { None };
-                match (ocg - o >= 4, taps - t >= 3, sums) {
-                    (true, true, None) => self.tile::<S, 4, 3, false>(simd, o, t, c, &mut []),
-                    (true, true, Some(s)) => self.tile::<S, 4, 3, true>(simd, o, t, c, s),
-                    (true, false, None) => self.tile::<S, 4, 1, false>(simd, o, t, c, &mut []),
-                    (true, false, Some(s)) => self.tile::<S, 4, 1, true>(simd, o, t, c, s),
-                    (false, true, None) => self.tile::<S, 1, 3, false>(simd, o, t, c, &mut []),
-                    (false, true, Some(s)) => self.tile::<S, 1, 3, true>(simd, o, t, c, s),
-                    (false, false, None) => self.tile::<S, 1, 1, false>(simd, o, t, c, &mut []),
-                    (false, false, Some(s)) => self.tile::<S, 1, 1, true>(simd, o, t, c, s),
+                match (ocg - o >= 4, taps - t >= 3) {
+                    (true, true) => self.tile_or_sum::<S, 4, 3>(simd, o, t, c, sums),
+                    (true, false) => self.tile_or_sum::<S, 4, 1>(simd, o, t, c, sums),
+                    (false, true) => self.tile_or_sum::<S, 1, 3>(simd, o, t, c, sums),
+                    (false, false) => self.tile_or_sum::<S, 1, 1>(simd, o, t, c, sums),
                 }
                 t += if taps - t >= 3 { 3 } else { 1 };
             }
             o += if ocg - o >= 4 { 4 } else { 1 };
+        }
+    }
+
+    /// [`Dots::tile`], summing `dY`'s rows into `sums` if given.
+    #[inline(always)]
+    fn tile_or_sum<S: Simd, const O: usize, const T: usize>(
+        &self,
+        simd: S,
+        o: usize,
+        t: usize,
+        c: &mut [f32],
+        sums: Option<&mut [f32]>,
+    ) {
+        match sums {
+            Some(s) => self.tile::<S, O, T, true>(simd, o, t, c, s),
+            None => self.tile::<S, O, T, false>(simd, o, t, c, &mut []),
         }
     }
 

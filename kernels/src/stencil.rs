@@ -122,7 +122,15 @@ fn run<S: Simd, const R: usize>(simd: S, op: Conv2d<'_>, weights: &[f32], bias: 
             let wb = &weights[block * taps * BLOCK + part..];
             let rows = R.min(oc - o0);
             let out = &mut oi[o0 * plane..];
-            let b = bias_block[o0 / R];
+            let ch = Channels {
+                x: xi,
+                offsets,
+                w: wb,
+                b: bias_block[o0 / R],
+                act,
+                plane,
+                rows,
+            };
             for oy in 0..oh {
                 let mut i = 0;
                 while i + PIXEL_VECTORS <= vectors {
@@ -132,7 +140,7 @@ fn run<S: Simd, const R: usize>(simd: S, op: Conv2d<'_>, weights: &[f32], bias: 
                         dst: s.map(|s| oy * ow + s),
                         len,
                     };
-                    tile.run::<S, R>(simd, xi, offsets, wb, b, act, out, plane, rows);
+                    tile.run::<S, R>(simd, &ch, out);
                     i += PIXEL_VECTORS;
                 }
                 if i < vectors {
@@ -142,7 +150,7 @@ fn run<S: Simd, const R: usize>(simd: S, op: Conv2d<'_>, weights: &[f32], bias: 
                         dst: [oy * ow + s],
                         len,
                     };
-                    tile.run::<S, R>(simd, xi, offsets, wb, b, act, out, plane, rows);
+                    tile.run::<S, R>(simd, &ch, out);
                 }
             }
         }
@@ -152,6 +160,20 @@ fn run<S: Simd, const R: usize>(simd: S, op: Conv2d<'_>, weights: &[f32], bias: 
 /// Blocks of output channels whose bias [`run`] keeps on the stack: 64 blocks of 4 cover
 /// 256 channels.
 const STENCIL_BLOCKS: usize = 64;
+
+/// A block of `R` output channels of one image, what every [`Tile`] of it reads and where
+/// it writes: output channels `0..rows` (of `R`, weights `w[t · BLOCK + r]`, bias `b`) from
+/// image `x` (tap `t` at `offsets[t]` from a window's start), through `act`, into planes
+/// `plane` values apart (plane `r` for channel `r`).
+struct Channels<'a, const R: usize> {
+    x: &'a [f32],
+    offsets: &'a [usize],
+    w: &'a [f32],
+    b: [f32; R],
+    act: Activation,
+    plane: usize,
+    rows: usize,
+}
 
 /// `P` vectors of output pixels of one row and one image: vector `p`'s window starts
 /// (tap 0) at `src[p]` in the image, its pixels at `dst[p]` in an output plane; `len`
@@ -165,47 +187,37 @@ struct Tile<const P: usize> {
 impl<const P: usize> Tile<P> {
     /// [`Tile::run_as`], with `FULL` when the tile's vectors are whole.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn run<S: Simd, const R: usize>(
-        &self,
-        simd: S,
-        x: &[f32],
-        offsets: &[usize],
-        w: &[f32],
-        b: [f32; R],
-        act: Activation,
-        out: &mut [f32],
-        plane: usize,
-        rows: usize,
-    ) {
+    fn run<S: Simd, const R: usize>(&self, simd: S, ch: &Channels<'_, R>, out: &mut [f32]) {
         if self.len == S::F32_LANES {
-            self.run_as::<S, R, true>(simd, x, offsets, w, b, act, out, plane, rows);
+            self.run_as::<S, R, true>(simd, ch, out);
         } else {
-            self.run_as::<S, R, false>(simd, x, offsets, w, b, act, out, plane, rows);
+            self.run_as::<S, R, false>(simd, ch, out);
         }
     }
 
-    /// Computes output channels `0..rows` (of `R`, weights `w[t · BLOCK + r]`, bias `b`) at
-    /// the tile's pixels from image `x`, and writes them, through `act`, to `out` (plane
-    /// `r` for channel `r`, `plane` values apart). `FULL`: the vectors are whole (`len` is
-    /// the lane count), so every load and store is one unmasked instruction.
+    /// Computes the block's channels `ch` at the tile's pixels and writes them to `out`.
+    /// `FULL`: the vectors are whole (`len` is the lane count), so every load and store is
+    /// one unmasked instruction.
     // The loops index by counter so that, unrolled, every index is a constant and the
     // accumulators stay in registers (an epilogue iterating over them by a runtime index
     // spilled all of them to the stack).
     #[inline(always)]
-    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    #[allow(clippy::needless_range_loop)]
     fn run_as<S: Simd, const R: usize, const FULL: bool>(
         &self,
         simd: S,
-        x: &[f32],
-        offsets: &[usize],
-        w: &[f32],
-        b: [f32; R],
-        act: Activation,
+        ch: &Channels<'_, R>,
         out: &mut [f32],
-        plane: usize,
-        rows: usize,
     ) {
+        let Channels {
+            x,
+            offsets,
+            w,
+            b,
+            act,
+            plane,
+            rows,
+        } = *ch;
         let reach = offsets.last().copied().unwrap_or(0) + self.len;
         // Every read below is inside `x`: the last tap's window of each vector.
         assert!(self.src.iter().all(|&s| s + reach <= x.len()));

@@ -24,7 +24,7 @@
 use pulp::Simd;
 
 use crate::shape::Pool2dParams;
-use crate::vmem::{load, store};
+use crate::vmem::{lane_bits, load, load_masked, masked_loads, store};
 
 /// Which reduction a pooling op performs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -589,6 +589,22 @@ fn halves<S: Simd>(simd: S, row: &[f32]) -> (S::f32s, S::f32s) {
     (load(simd, a), load(simd, b))
 }
 
+/// The row at `p`, longer than a vector: its first vector, and the lanes under `tail` after
+/// it (zeros above).
+///
+/// # Safety
+/// `p` is readable for a vector's lanes, and for the lanes under `tail` after them.
+#[inline(always)]
+unsafe fn whole_and_tail<S: Simd>(simd: S, p: *const f32, tail: u32) -> (S::f32s, S::f32s) {
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        (
+            p.cast::<S::f32s>().read_unaligned(),
+            load_masked(simd, p.add(S::F32_LANES), tail),
+        )
+    }
+}
+
 /// One output row for strides above 2, element by element: `rows` are its window's rows (each
 /// `w` long), otherwise as [`output_rows`].
 #[allow(clippy::too_many_arguments)]
@@ -686,14 +702,29 @@ impl Pool2d<'_> {
         let [_, _, h, w] = self.x_shape;
         let [_, _, oh, ow] = self.out_shape;
         let quarter = simd.splat_f32s(0.25);
+        // Rows longer than a vector, where loads take masks (AVX-512, AVX2): a whole vector
+        // and a tail under the same mask for every row, no test of the row's length.
+        let tail =
+            (masked_loads::<S>() && w > S::F32_LANES).then(|| lane_bits(0, w - S::F32_LANES));
         for (plane, out) in self
             .x
             .chunks_exact(h * w)
             .zip(self.out.chunks_exact_mut(oh * ow))
         {
             for (oy, orow) in out.chunks_exact_mut(ow).enumerate() {
-                let (t0, t1) = halves(simd, &plane[2 * oy * w..][..w]);
-                let (b0, b1) = halves(simd, &plane[(2 * oy + 1) * w..][..w]);
+                let rows = &plane[2 * oy * w..][..2 * w];
+                let ((t0, t1), (b0, b1)) = match tail {
+                    // SAFETY: each of the two rows is `w` long, more than a vector: a whole
+                    // vector from its start, and the `w − lanes` lanes under `bits` after it.
+                    Some(bits) => unsafe {
+                        let p = rows.as_ptr();
+                        (
+                            whole_and_tail(simd, p, bits),
+                            whole_and_tail(simd, p.add(w), bits),
+                        )
+                    },
+                    None => (halves(simd, &rows[..w]), halves(simd, &rows[w..])),
+                };
                 let (e, o) = even_odd(simd, R::op(simd, t0, b0), R::op(simd, t1, b1));
                 let v = R::op(simd, e, o);
                 let v = if R::AVG { simd.mul_f32s(v, quarter) } else { v };
